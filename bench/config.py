@@ -1,0 +1,104 @@
+"""Training configuration of one grid cell, the presets, and their validation (before any training starts)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+import losses
+import models
+
+MAX_CROP = 1024
+
+
+@dataclass
+class CellConfig:
+    """Everything that defines one training run (one cell × one seed).
+
+    Attributes:
+        model: registered model name.
+        loss: loss spec (a registered name or a weighted sum such as ``"l1+0.5*kl"``).
+        loss_params: keyword arguments for the loss (e.g. ``{"rebalance": True}``, ``{"style_weight": 10}``).
+        model_params: keyword arguments for the model beyond ``head``, ``width`` and ``encoder_weights``.
+        width: channel multiplier of the model (1.0 = the real VGG).
+        encoder_weights: ``none``, ``imagenet`` or a path to a state dict.
+        steps: optimisation steps.
+        batch_size: images per step.
+        lr: Adam learning rate.
+        size: images are resized so that their shorter side is ``size``.
+        crop: side of the random (fixed-seed) training crops.
+        eval_size: side of the centre crops used for validation and test (after resizing to ``size``).
+        crop_seed: seed of the crop/order stream, the same for every cell of a grid.
+        seed: training seed (model initialisation); varies over repetitions.
+        val_every: validate every this many steps (history and pruning).
+        precision: ``auto`` (bf16 autocast on CUDA, fp32 elsewhere), ``fp32`` or ``bf16``.
+        compile: wrap the model in ``torch.compile`` (CUDA only).
+    """
+
+    model: str = "unet_vgg16"
+    loss: str = "mse"
+    loss_params: dict = field(default_factory=dict)
+    model_params: dict = field(default_factory=dict)
+    width: float = 1.0
+    encoder_weights: str = "none"
+    steps: int = 200
+    batch_size: int = 16
+    lr: float = 2e-5
+    size: int = 256
+    crop: int = 256
+    eval_size: int = 256
+    crop_seed: int = 0
+    seed: int = 0
+    val_every: int = 50
+    precision: str = "auto"
+    compile: bool = False
+
+    def replace(self, **changes) -> "CellConfig":
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ValueError(f"unknown configuration key(s) {sorted(unknown)}")
+        return dataclasses.replace(self, **changes)
+
+    def to_flat(self) -> dict:
+        """A CSV-friendly dict (dicts as JSON strings)."""
+        return {k: json.dumps(v, sort_keys=True) if isinstance(v, dict) else v for k, v in dataclasses.asdict(self).items()}
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` with a one-line message for any invalid setting."""
+        models.get_factory(self.model)
+        losses.parse_spec(self.loss)
+        if not self.lr > 0:
+            raise ValueError(f"learning rate must be positive, got {self.lr}")
+        for key in ("style_weight", "loss_weight"):
+            if key in self.loss_params and not float(self.loss_params[key]) > 0:
+                raise ValueError(f"{key} must be positive, got {self.loss_params[key]}")
+        if self.steps < 1 or self.batch_size < 1 or self.val_every < 1:
+            raise ValueError("steps, batch_size and val_every must be at least 1")
+        if not 0 < self.width <= 4:
+            raise ValueError(f"width must be in (0, 4], got {self.width}")
+        for key in ("crop", "eval_size"):
+            v = getattr(self, key)
+            if v < 16 or v % 16:
+                raise ValueError(f"{key} must be a multiple of 16 and at least 16 (the U-Net pools 4 times), got {v}")
+            if v > self.size:
+                raise ValueError(f"{key}={v} is larger than the resized shorter side size={self.size}")
+        if self.size > MAX_CROP:
+            raise ValueError(f"size {self.size} is larger than allowed ({MAX_CROP})")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be auto, fp32 or bf16, not {self.precision!r}")
+
+
+#: Presets: ``quick`` trains a small U-Net on small crops in minutes on a CPU; ``paper`` is Ballester et al.'s setup.
+PRESETS: dict[str, dict] = {
+    "quick": dict(width=0.25, encoder_weights="none", size=64, crop=64, eval_size=64, batch_size=16, lr=5e-4,
+                  steps=150, val_every=50),
+    "paper": dict(width=1.0, encoder_weights="imagenet", size=256, crop=256, eval_size=256, batch_size=16, lr=2e-5,
+                  steps=20000, val_every=1000),
+}
+
+
+def preset(name: str) -> CellConfig:
+    """The base configuration of a preset."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; available: {', '.join(PRESETS)}")
+    return CellConfig(**PRESETS[name])

@@ -1,0 +1,338 @@
+"""Data: image folders and named data sets → deterministic splits → decoded once → fixed-seed crops.
+
+Flow: files → ``load_image`` (orientation, mode, bit depth) → resized so the shorter side is ``size`` → kept as
+uint8 tensors in RAM (``ImageStore``) → ``CropSchedule`` picks, for batch k, which images and which crops → a uint8
+batch that the trainer moves to the device and converts to Lab there (``bench.colour``).
+
+The crop and order of image i in epoch e depend only on (crop_seed, i, e): every cell of a grid, whatever its
+model, loss or training seed, trains on byte-identical batches.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp"}
+#: named data sets: name → folder under the data root (``--data-root`` or ``BENCH_DATA``).
+NAMED = {"imagenet-sample": "imagenet-sample-256", "kodak24": "kodak24", "cbsd68": "cbsd68"}
+#: the test set used when a named training set has no test split of its own.
+DEFAULT_TEST = {"imagenet-sample": "kodak24"}
+BUNDLED = Path(__file__).parent / "assets" / "kodak24"
+MIN_SIDE = 16  # images whose shorter side is below this are skipped: upscaling them would invent the whole crop
+
+Image.MAX_IMAGE_PIXELS = 200_000_000
+
+
+class DataError(ValueError):
+    """A data set cannot be used (missing folder, no images, failed checksum, overlapping splits)."""
+
+
+# ----------------------------------------------------------------------------------------------------- files
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files below ``folder`` (recursive, by extension), sorted by relative path."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"data folder {folder} does not exist or is not a folder")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+    if not files:
+        raise DataError(f"no images ({', '.join(sorted(IMAGE_EXTS))}) found under {folder}")
+    return files
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def verify_manifest(folder: Path) -> int:
+    """Check the images of ``folder`` against its ``SHA256SUMS``; returns how many were checked.
+
+    Every listed image must exist with the listed hash, and every image present must be listed.
+    """
+    folder = Path(folder)
+    manifest = folder / "SHA256SUMS"
+    if not manifest.is_file():
+        raise DataError(f"{folder} has no SHA256SUMS manifest")
+    listed = {}
+    for line in manifest.read_text().splitlines():
+        if line.strip():
+            digest, name = line.split(maxsplit=1)
+            listed[name.strip().lstrip("*").removeprefix("./")] = digest
+    images = {p.relative_to(folder).as_posix(): p for p in list_images(folder)}
+    bad = [n for n, d in listed.items() if Path(n).suffix.lower() in IMAGE_EXTS and (n not in images or sha256(images[n]) != d)]
+    extra = [n for n in images if n not in listed]
+    if bad or extra:
+        raise DataError(
+            f"{folder} does not match its SHA256SUMS: {len(bad)} missing or changed (e.g. {bad[:3]}), "
+            f"{len(extra)} not listed (e.g. {extra[:3]})"
+        )
+    return len(images)
+
+
+def data_root(arg: str | os.PathLike | None = None) -> Path | None:
+    """The folder holding the named data sets: ``--data-root``, else ``BENCH_DATA``, else none."""
+    root = arg or os.environ.get("BENCH_DATA")
+    return Path(root).expanduser() if root else None
+
+
+def resolve(name_or_path: str | None, root: Path | None) -> tuple[str, Path, bool]:
+    """Turn a data argument into (display name, folder, is_named).
+
+    ``None`` means the bundled, downscaled Kodak24 (offline default); a named set needs a data root, except
+    ``kodak24`` which falls back to the bundled copy.
+    """
+    if name_or_path in (None, "", "default"):
+        return "kodak24-bundled", BUNDLED, True
+    if name_or_path in NAMED:
+        if root is None:
+            if name_or_path == "kodak24":
+                return "kodak24-bundled", BUNDLED, True
+            raise DataError(
+                f"data set {name_or_path!r} is looked up under --data-root or BENCH_DATA, and neither is set "
+                f"(named sets: {', '.join(NAMED)}; or pass a folder of images)"
+            )
+        folder = root / NAMED[name_or_path]
+        if not folder.is_dir():
+            raise DataError(f"data set {name_or_path!r} not found: {folder} does not exist")
+        return name_or_path, folder, True
+    folder = Path(name_or_path).expanduser()
+    if not folder.is_dir():
+        raise DataError(
+            f"unknown data set {name_or_path!r}: not a named set ({', '.join(NAMED)}) and not an existing folder"
+        )
+    return folder.name, folder, False
+
+
+# ----------------------------------------------------------------------------------------------------- splits
+
+
+@dataclass
+class Splits:
+    """File lists of a benchmark: train, validation and held-out test."""
+
+    train: list[Path]
+    val: list[Path]
+    test: list[Path]
+    names: dict[str, str] = field(default_factory=dict)  # split → data set name
+
+    def check_disjoint(self) -> None:
+        """Raise if a test (or validation) image is also a training image, by content hash."""
+        train = {sha256(p) for p in self.train}
+        for split in ("val", "test"):
+            clash = [p for p in getattr(self, split) if sha256(p) in train]
+            if clash:
+                raise DataError(f"{len(clash)} {split} image(s) also in the training set, e.g. {clash[0]}")
+
+
+def split_files(files: list[Path], val_every: int, test_every: int | None) -> tuple[list, list, list]:
+    """Deterministic split on the sorted file list: position i goes to test if i % test_every == test_every - 1,
+    else to validation if i % val_every == 0, else to training."""
+    train, val, test = [], [], []
+    for i, p in enumerate(files):
+        if test_every and i % test_every == test_every - 1:
+            test.append(p)
+        elif i % val_every == 0:
+            val.append(p)
+        else:
+            train.append(p)
+    return train, val, test
+
+
+def make_splits(data: str | None = None, test: str | None = None, root: str | Path | None = None, verify: bool = True) -> Splits:
+    """Build the train/val/test file lists.
+
+    Args:
+        data: a named set (``imagenet-sample``, ``kodak24``, ``cbsd68``), a folder, or None for the bundled Kodak24.
+        test: the held-out test set (named or folder); by default the named set's usual test set
+            (``imagenet-sample`` → ``kodak24``), otherwise a split of ``data`` itself.
+        root: the folder holding the named sets (default: ``BENCH_DATA``).
+        verify: check named sets against their SHA256 manifests.
+
+    Rules: with a separate test set, every 10th file (sorted) goes to validation (imagenet-sample: 876/98).
+    Without one, a folder of ≥ 40 images gives 80/10/10; a smaller one (the bundled Kodak24) every 4th to test and
+    one in 8 to validation (24 → 15/3/6).
+    """
+    root = data_root(root)
+    dname, dfolder, dnamed = resolve(data, root)
+    files = list_images(dfolder)
+    if verify and dnamed:
+        verify_manifest(dfolder)
+    if test is None and data in DEFAULT_TEST:
+        test = DEFAULT_TEST[data]
+    if test is not None:
+        tname, tfolder, tnamed = resolve(test, root)
+        tfiles = list_images(tfolder)
+        if verify and tnamed:
+            verify_manifest(tfolder)
+        train, val, _ = split_files(files, 10, None)
+        splits = Splits(train, val, tfiles, {"train": dname, "val": dname, "test": tname})
+    else:
+        every = (10, 10) if len(files) >= 40 else (8, 4)
+        train, val, tst = split_files(files, *every)
+        splits = Splits(train, val, tst, {"train": dname, "val": dname, "test": dname})
+    for split in ("train", "val", "test"):
+        if not getattr(splits, split):
+            raise DataError(f"the {split} split of {splits.names[split]} is empty ({len(files)} images in all)")
+    splits.check_disjoint()
+    return splits
+
+
+# ----------------------------------------------------------------------------------------------------- decoding
+
+
+def load_image(path: Path) -> np.ndarray:
+    """Read an image as ``H×W×3`` uint8 sRGB: EXIF orientation applied, any mode (L, P, RGBA, CMYK, 16-bit)
+    converted. Raises ``OSError``/``ValueError`` for unreadable files."""
+    with Image.open(path) as im:
+        im.load()  # forces a full decode: a truncated file fails here, not later
+        im = ImageOps.exif_transpose(im)
+        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+            a = np.asarray(im, dtype=np.float64)
+            scale = 257.0 if a.max() > 255 or im.mode.startswith("I;16") else 1.0
+            a = np.clip(np.round(a / scale), 0, 255).astype(np.uint8)
+            return np.repeat(a[..., None], 3, axis=2)
+        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+            im = im.convert("RGBA")
+            bg = Image.new("RGBA", im.size, (255, 255, 255, 255))  # transparent pixels become white
+            im = Image.alpha_composite(bg, im)
+        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+
+
+def resize_shorter(img: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize a ``3×H×W`` uint8 image so its shorter side is ``size`` (bilinear with antialiasing)."""
+    h, w = img.shape[-2:]
+    s = size / min(h, w)
+    nh, nw = max(size, round(h * s)), max(size, round(w * s))
+    if (nh, nw) == (h, w):
+        return img
+    out = F.interpolate(img[None].float(), size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+    return out[0].round().clamp(0, 255).to(torch.uint8)
+
+
+def _decode(path: Path, size: int):
+    try:
+        arr = load_image(path)
+    except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError, SyntaxError) as err:
+        return None, f"unreadable ({type(err).__name__}: {str(err)[:80]})"
+    if min(arr.shape[:2]) < MIN_SIDE:
+        return None, f"too small ({arr.shape[1]}x{arr.shape[0]}, shorter side < {MIN_SIDE})"
+    return resize_shorter(torch.from_numpy(arr).permute(2, 0, 1).contiguous(), size), None
+
+
+class ImageStore:
+    """Images decoded once and kept as uint8 ``3×H×W`` tensors with shorter side ``size``.
+
+    Unreadable or too-small files are skipped with one warning each and counted in ``skipped``.
+
+    Args:
+        files: image paths.
+        size: shorter side after resizing (images smaller than that are upscaled).
+        workers: decoding threads (PIL releases the GIL while decoding).
+    """
+
+    def __init__(self, files: list[Path], size: int, workers: int | None = None):
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        self.size = size
+        self.images: list[torch.Tensor] = []
+        self.files: list[Path] = []
+        self.skipped: list[tuple[str, str]] = []
+        workers = workers or min(8, os.cpu_count() or 1)
+        with ThreadPoolExecutor(workers) as pool:
+            for path, (img, why) in zip(files, pool.map(lambda p: _decode(p, size), files)):
+                if img is None:
+                    warnings.warn(f"skipping {path}: {why}", stacklevel=2)
+                    self.skipped.append((str(path), why))
+                else:
+                    self.images.append(img)
+                    self.files.append(path)
+        if not self.images:
+            raise DataError(f"none of the {len(files)} images could be read (first: {self.skipped[0] if self.skipped else '-'})")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def centre_crops(self, crop: int | None = None) -> torch.Tensor:
+        """Evaluation preprocessing: every image's centre ``crop×crop`` (default ``size``), as ``N×3×c×c`` uint8."""
+        c = crop or self.size
+        out = []
+        for img in self.images:
+            h, w = img.shape[-2:]
+            top, left = (h - c) // 2, (w - c) // 2
+            out.append(img[:, top : top + c, left : left + c])
+        return torch.stack(out)
+
+
+class CropSchedule:
+    """The fixed-seed sample stream: which image, and which crop of it, every position of training sees.
+
+    Epoch e visits the images in the order ``permutation(crop_seed, e)``; image i in epoch e is cropped at an
+    offset drawn from a generator seeded with ``(crop_seed, e, i)``. Batches are consecutive runs of the stream.
+
+    Args:
+        store: the decoded training images.
+        crop: side of the square crops (≤ the store's ``size``).
+        crop_seed: the seed shared by every cell of a grid.
+    """
+
+    def __init__(self, store: ImageStore, crop: int, crop_seed: int):
+        if crop > store.size:
+            raise ValueError(f"crop {crop} is larger than the resized images' shorter side {store.size}")
+        self.store, self.crop, self.crop_seed = store, crop, crop_seed
+        self._orders: dict[int, np.ndarray] = {}
+
+    def order(self, epoch: int) -> np.ndarray:
+        if epoch not in self._orders:
+            self._orders[epoch] = np.random.default_rng([self.crop_seed, epoch]).permutation(len(self.store))
+        return self._orders[epoch]
+
+    def offset(self, i: int, epoch: int, view: int = 0) -> tuple[int, int, bool]:
+        """(top, left, flip) of image i's crop in an epoch; ``view=1`` is the independent second view that
+        reference-based models use as colour reference (view 0 never flips)."""
+        h, w = self.store.images[i].shape[-2:]
+        rng = np.random.default_rng([self.crop_seed, epoch, i] + ([view] if view else []))
+        top = int(rng.integers(0, h - self.crop + 1))
+        left = int(rng.integers(0, w - self.crop + 1))
+        flip = bool(view and rng.integers(0, 2))
+        return top, left, flip
+
+    def positions(self, k: int, batch_size: int) -> list[tuple[int, int]]:
+        """(image index, epoch) of every sample in batch k."""
+        n = len(self.store)
+        out = []
+        for p in range(k * batch_size, (k + 1) * batch_size):
+            e = p // n
+            out.append((int(self.order(e)[p % n]), e))
+        return out
+
+    def _crop(self, i: int, e: int, view: int) -> torch.Tensor:
+        top, left, flip = self.offset(i, e, view)
+        c = self.crop
+        img = self.store.images[i][:, top : top + c, left : left + c]
+        return img.flip(-1) if flip else img
+
+    def batch(self, k: int, batch_size: int, view: int = 0) -> torch.Tensor:
+        """Batch k as a ``B×3×crop×crop`` uint8 tensor (on the CPU)."""
+        return torch.stack([self._crop(i, e, view) for i, e in self.positions(k, batch_size)])
+
+    def reference_batch(self, k: int, batch_size: int, other_photo: bool = False) -> torch.Tensor:
+        """Colour references for batch k: a second view of the same photo, or (``other_photo``) a view of the
+        photo that comes next in the epoch's order."""
+        if not other_photo:
+            return self.batch(k, batch_size, view=1)
+        n = len(self.store)
+        refs = []
+        for i, e in self.positions(k, batch_size):
+            order = self.order(e)
+            j = int(order[(int(np.nonzero(order == i)[0][0]) + 1) % n]) if n > 1 else i
+            refs.append(self._crop(j, e, 1))
+        return torch.stack(refs)

@@ -1,0 +1,58 @@
+"""Named ablation grids, all in one place. A grid is a list of cells; a cell is a name and the configuration keys it
+changes from the preset (see ``bench.config.CellConfig``). ``python -m bench.ablate --list-grids`` prints them."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Cell:
+    name: str
+    changes: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Grid:
+    name: str
+    description: str
+    cells: tuple[Cell, ...]
+
+
+GRIDS: dict[str, Grid] = {}
+
+
+def add_grid(name: str, description: str, cells: list[Cell]) -> Grid:
+    """Register a named grid (cell names must be unique within it)."""
+    names = [c.name for c in cells]
+    if len(set(names)) != len(names):
+        raise ValueError(f"grid {name!r} has duplicate cell names")
+    GRIDS[name] = Grid(name, description, tuple(cells))
+    return GRIDS[name]
+
+
+add_grid(
+    "losses",
+    "The colorization losses of Ballester et al. 2022 on one model: pixel regression (MSE, L1, Huber) and KL over "
+    "quantised ab bins, plain and class-rebalanced.",
+    [
+        Cell("mse", {"loss": "mse"}),
+        Cell("l1", {"loss": "l1"}),
+        Cell("huber", {"loss": "huber"}),
+        Cell("kl", {"loss": "kl"}),
+        Cell("kl_rebal", {"loss": "kl", "loss_params": {"rebalance": True}}),
+    ],
+)
+
+add_grid(
+    "smoke",
+    "Two cheap cells to check an installation (MSE and KL).",
+    [Cell("mse", {"loss": "mse"}), Cell("kl", {"loss": "kl"})],
+)
+
+
+def get(name: str) -> Grid:
+    """The grid registered under ``name``; a ValueError listing the valid names otherwise."""
+    try:
+        return GRIDS[name]
+    except KeyError:
+        raise ValueError(f"unknown grid {name!r}; available: {', '.join(sorted(GRIDS))}") from None

@@ -1,0 +1,114 @@
+"""The loss registry: register a loss class by name, build it (or a weighted sum of several) from a spec string."""
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+import torch
+from torch import nn
+
+_LOSSES: dict[str, type] = {}
+
+
+def register_loss(name: str) -> Callable[[type], type]:
+    """Class decorator that makes a loss buildable as ``losses.build(name)``.
+
+    Args:
+        name: the name used in specs, grids and the CLI (lower case, no ``+`` or ``*``).
+    """
+
+    def wrap(cls: type) -> type:
+        if name in _LOSSES:
+            raise ValueError(f"loss {name!r} is registered twice")
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+            raise ValueError(f"loss name {name!r} must be lower-case letters, digits and underscores")
+        cls.name = name
+        _LOSSES[name] = cls
+        return cls
+
+    return wrap
+
+
+def available() -> list[str]:
+    """Names of all registered losses, sorted."""
+    return sorted(_LOSSES)
+
+
+def get_class(name: str) -> type:
+    """The class registered under ``name``; a ValueError listing the valid names otherwise."""
+    try:
+        return _LOSSES[name]
+    except KeyError:
+        raise ValueError(f"unknown loss {name!r}; available: {', '.join(available())}") from None
+
+
+_TERM = re.compile(r"^\s*(?:(?P<w>[0-9]*\.?[0-9]+(?:e-?[0-9]+)?)\s*\*\s*)?(?P<name>[a-z][a-z0-9_]*)\s*$")
+
+
+def parse_spec(spec: str) -> list[tuple[float, str]]:
+    """Split a spec such as ``"mse+10*adain_style"`` into ``[(1.0, "mse"), (10.0, "adain_style")]``.
+
+    Args:
+        spec: one loss name, or ``+``-separated terms each optionally prefixed by ``weight*``.
+    """
+    terms = []
+    for part in spec.split("+"):
+        m = _TERM.match(part)
+        if not m:
+            raise ValueError(f"cannot parse loss spec {spec!r} (term {part!r}); expected e.g. 'l1' or 'mse+10*adain_style'")
+        weight = float(m.group("w")) if m.group("w") else 1.0
+        if not weight > 0:
+            raise ValueError(f"loss weight must be positive in {spec!r}")
+        get_class(m.group("name"))  # validates the name
+        terms.append((weight, m.group("name")))
+    return terms
+
+
+class CompositeLoss(nn.Module):
+    """A weighted sum of registered losses that share one prediction head."""
+
+    name = "composite"
+
+    def __init__(self, terms: list[tuple[float, nn.Module]], spec: str):
+        super().__init__()
+        heads = {t.head for _, t in terms}
+        if len(heads) != 1:
+            raise ValueError(f"loss spec {spec!r} mixes prediction heads {sorted(heads)}; terms must share one head")
+        self.head = heads.pop()
+        self.weights = [w for w, _ in terms]
+        self.terms = nn.ModuleList([t for _, t in terms])
+        self.spec = spec
+        self.needs_rgb = any(getattr(t, "needs_rgb", False) for t in self.terms)
+
+    def forward(self, pred: torch.Tensor, target_ab: torch.Tensor, **ctx) -> torch.Tensor:
+        return sum(w * t(pred, target_ab, **ctx) for w, t in zip(self.weights, self.terms))
+
+
+def build(spec: str, **params) -> nn.Module:
+    """Build a loss from a name or a composite spec.
+
+    Args:
+        spec: a registered name (``"l1"``) or a weighted sum (``"l1+0.5*kl"``).
+        params: keyword arguments; each term receives those its constructor accepts.
+    """
+    import inspect
+
+    terms = parse_spec(spec)
+    built = []
+    for weight, name in terms:
+        cls = get_class(name)
+        accepted = inspect.signature(cls.__init__).parameters
+        takes_all = any(p.kind == p.VAR_KEYWORD for p in accepted.values())
+        kwargs = {k: v for k, v in params.items() if takes_all or k in accepted}
+        built.append((weight, cls(**kwargs)))
+    if len(built) == 1 and built[0][0] == 1.0:
+        return built[0][1]
+    return CompositeLoss(built, spec)
+
+
+def head_of(spec: str) -> str:
+    """The prediction head (``"ab"`` or ``"bins"``) a loss spec needs, without building it."""
+    heads = {get_class(name).head for _, name in parse_spec(spec)}
+    if len(heads) != 1:
+        raise ValueError(f"loss spec {spec!r} mixes prediction heads {sorted(heads)}")
+    return heads.pop()

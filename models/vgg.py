@@ -1,0 +1,132 @@
+"""VGG convolutional stacks (torchvision's layer layout) and the loading of their ImageNet weights.
+
+The stacks are built here, layer for layer as ``torchvision.models.vgg*.features``, so that a width multiplier
+can make small variants for CPUs while full-width stacks load torchvision's checkpoints unchanged.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+CFGS = {
+    "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+    "vgg19": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],
+}
+_TV_WEIGHTS = {
+    "vgg16": torchvision.models.VGG16_Weights.IMAGENET1K_V1,
+    "vgg19": torchvision.models.VGG19_Weights.IMAGENET1K_V1,
+}
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class EncoderWeightsError(RuntimeError):
+    """Pretrained encoder weights were asked for but cannot be had."""
+
+
+def make_features(arch: str, width: float = 1.0, upto: int | None = None) -> tuple[nn.Sequential, list[int]]:
+    """Build the VGG conv stack as an ``nn.Sequential`` with torchvision's indices.
+
+    Args:
+        arch: ``"vgg16"`` or ``"vgg19"``.
+        width: channel multiplier (1.0 is the real VGG; pretrained weights need 1.0).
+        upto: keep only the first ``upto`` layers (e.g. 21 for VGG-19 up to relu4_1).
+
+    Returns:
+        the stack and the number of output channels of each block (the channels before each pool).
+    """
+    if arch not in CFGS:
+        raise ValueError(f"unknown VGG {arch!r}; available: {', '.join(CFGS)}")
+    layers: list[nn.Module] = []
+    block_channels: list[int] = []
+    c_in, c_last = 3, 3
+    for v in CFGS[arch]:
+        if v == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+            block_channels.append(c_last)
+        else:
+            c_out = max(4, int(round(v * width)))
+            layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(inplace=True)]
+            c_in = c_last = c_out
+    if upto is not None:
+        layers = layers[:upto]
+    return nn.Sequential(*layers), block_channels
+
+
+def imagenet_checkpoint_path(arch: str) -> Path:
+    """Where torchvision keeps (or would download) the ImageNet checkpoint of ``arch``."""
+    url = _TV_WEIGHTS[arch].url
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+
+def _read_state_dict(arch: str, encoder_weights: str) -> dict[str, torch.Tensor]:
+    if encoder_weights == "imagenet":
+        path = imagenet_checkpoint_path(arch)
+        if path.is_file():
+            return torch.load(path, map_location="cpu", weights_only=True)
+        try:  # torchvision downloads into the same place when there is a network
+            return _TV_WEIGHTS[arch].get_state_dict(progress=True)
+        except Exception as err:  # URLError, socket errors, hash mismatch ...
+            raise EncoderWeightsError(
+                f"ImageNet weights for {arch} are not available offline: expected the file {path} "
+                f"(TORCH_HOME={os.environ.get('TORCH_HOME', '~/.cache/torch')}), and downloading failed ({err}). "
+                f"Copy {path.name} there, pass encoder_weights=PATH to a local file, or encoder_weights=none "
+                f"for a random initialisation (recorded as not pretrained)."
+            ) from None
+    path = Path(encoder_weights).expanduser()
+    if not path.is_file():
+        raise EncoderWeightsError(f"encoder weights file {path} does not exist (encoder_weights must be none, imagenet or a path)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise EncoderWeightsError(f"cannot read encoder weights from {path}: {err}") from None
+
+
+def load_encoder_weights(features: nn.Sequential, arch: str, encoder_weights: str | None, width: float = 1.0) -> bool:
+    """Load pretrained weights into a VGG stack built by :func:`make_features`.
+
+    Args:
+        features: the stack (possibly truncated with ``upto``).
+        arch: ``"vgg16"`` or ``"vgg19"``.
+        encoder_weights: ``"none"``/``None`` (random init), ``"imagenet"`` (torchvision's checkpoint, from the
+            torch hub cache or downloaded) or a path to a state dict (a whole torchvision VGG or only its features).
+        width: the stack's width multiplier; pretrained weights need 1.0.
+
+    Returns:
+        whether the stack now holds pretrained weights (recorded with every result).
+    """
+    if encoder_weights in (None, "", "none"):
+        return False
+    if width != 1.0:
+        raise EncoderWeightsError(f"pretrained encoder weights need width=1.0, got width={width}")
+    state = _read_state_dict(arch, str(encoder_weights))
+    if any(k.startswith("features.") for k in state):
+        state = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+    wanted = features.state_dict().keys()
+    state = {k: v for k, v in state.items() if k in wanted}
+    missing = [k for k in wanted if k not in state]
+    if missing:
+        raise EncoderWeightsError(f"encoder weights for {arch} lack {len(missing)} tensors (first: {missing[0]})")
+    try:
+        features.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise EncoderWeightsError(f"encoder weights do not fit {arch}: {err}") from None
+    return True
+
+
+class ImageNetNorm(nn.Module):
+    """L in [0, 100] (``B×1×H×W``) → the 3-channel, ImageNet-normalised input a VGG expects."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+
+    def forward(self, L: torch.Tensor) -> torch.Tensor:
+        x = (L / 100.0).expand(-1, 3, -1, -1)
+        return (x - self.mean) / self.std
