@@ -63,6 +63,7 @@ class UNetVGG(nn.Module):
     """
 
     needs_reference = False
+    task = "colorization"
 
     def __init__(self, arch="vgg16", head="ab", width=1.0, encoder_weights="none", freeze_encoder=False):
         super().__init__()
