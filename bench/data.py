@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp"}
@@ -208,15 +207,22 @@ def load_image(path: Path) -> np.ndarray:
         return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
 
 
-def resize_shorter(img: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize a ``3×H×W`` uint8 image so its shorter side is ``size`` (bilinear with antialiasing)."""
-    h, w = img.shape[-2:]
+def shorter_side_size(h: int, w: int, size: int) -> tuple[int, int]:
+    """(height, width) after resizing so that the shorter side is ``size`` (aspect ratio kept, rounded)."""
     s = size / min(h, w)
-    nh, nw = max(size, round(h * s)), max(size, round(w * s))
+    return max(size, round(h * s)), max(size, round(w * s))
+
+
+def resize_shorter(img: np.ndarray, size: int) -> np.ndarray:
+    """Resize an ``H×W×3`` uint8 image so its shorter side is ``size`` (PIL bilinear, antialiased when shrinking).
+
+    The training pipeline and the naive reference loop of ``bench.pipeline`` both use this, so their crops agree
+    byte for byte."""
+    h, w = img.shape[:2]
+    nh, nw = shorter_side_size(h, w, size)
     if (nh, nw) == (h, w):
         return img
-    out = F.interpolate(img[None].float(), size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
-    return out[0].round().clamp(0, 255).to(torch.uint8)
+    return np.array(Image.fromarray(img).resize((nw, nh), Image.BILINEAR))
 
 
 def _decode(path: Path, size: int):
@@ -226,7 +232,7 @@ def _decode(path: Path, size: int):
         return None, f"unreadable ({type(err).__name__}: {str(err)[:80]})"
     if min(arr.shape[:2]) < MIN_SIDE:
         return None, f"too small ({arr.shape[1]}x{arr.shape[0]}, shorter side < {MIN_SIDE})"
-    return resize_shorter(torch.from_numpy(arr).permute(2, 0, 1).contiguous(), size), None
+    return torch.from_numpy(resize_shorter(arr, size)).permute(2, 0, 1).contiguous(), None
 
 
 class ImageStore:
