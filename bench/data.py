@@ -278,6 +278,22 @@ class ImageStore:
         return torch.stack(out)
 
 
+def epoch_order(n: int, crop_seed: int, epoch: int) -> np.ndarray:
+    """The order in which epoch ``epoch`` visits ``n`` training images: a permutation seeded by (crop_seed, epoch)."""
+    return np.random.default_rng([crop_seed, epoch]).permutation(n)
+
+
+def crop_offset(h: int, w: int, crop: int, crop_seed: int, epoch: int, i: int, view: int = 0) -> tuple[int, int, bool]:
+    """(top, left, flip) of the crop of image i (``h×w`` after resizing) in an epoch, from a generator seeded by
+    (crop_seed, epoch, i) alone; ``view=1`` is an independent second view (used as colour reference by
+    reference-based models), and only that view may flip."""
+    rng = np.random.default_rng([crop_seed, epoch, i] + ([view] if view else []))
+    top = int(rng.integers(0, h - crop + 1))
+    left = int(rng.integers(0, w - crop + 1))
+    flip = bool(view and rng.integers(0, 2))
+    return top, left, flip
+
+
 class CropSchedule:
     """The fixed-seed sample stream: which image, and which crop of it, every position of training sees.
 
@@ -298,18 +314,13 @@ class CropSchedule:
 
     def order(self, epoch: int) -> np.ndarray:
         if epoch not in self._orders:
-            self._orders[epoch] = np.random.default_rng([self.crop_seed, epoch]).permutation(len(self.store))
+            self._orders[epoch] = epoch_order(len(self.store), self.crop_seed, epoch)
         return self._orders[epoch]
 
     def offset(self, i: int, epoch: int, view: int = 0) -> tuple[int, int, bool]:
-        """(top, left, flip) of image i's crop in an epoch; ``view=1`` is the independent second view that
-        reference-based models use as colour reference (view 0 never flips)."""
+        """(top, left, flip) of image i's crop in an epoch (see :func:`crop_offset`)."""
         h, w = self.store.images[i].shape[-2:]
-        rng = np.random.default_rng([self.crop_seed, epoch, i] + ([view] if view else []))
-        top = int(rng.integers(0, h - self.crop + 1))
-        left = int(rng.integers(0, w - self.crop + 1))
-        flip = bool(view and rng.integers(0, 2))
-        return top, left, flip
+        return crop_offset(h, w, self.crop, self.crop_seed, epoch, i, view)
 
     def positions(self, k: int, batch_size: int) -> list[tuple[int, int]]:
         """(image index, epoch) of every sample in batch k."""
