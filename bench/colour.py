@@ -26,16 +26,27 @@ def _mix(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.einsum("ij,bjhw->bihw", m.to(device=x.device, dtype=x.dtype), x)
 
 
+def _srgb_to_linear(rgb: torch.Tensor) -> torch.Tensor:
+    """Undo the sRGB transfer curve. uint8 input goes through an exact 256-entry table (the training fast path:
+    one gather instead of a power per value); float input in [0, 1] through the formula."""
+    if rgb.dtype == torch.uint8:
+        v = torch.arange(256, dtype=torch.float64) / 255.0
+        lut = torch.where(v > 0.04045, ((v + 0.055) / 1.055) ** 2.4, v / 12.92).float().to(rgb.device)
+        return torch.index_select(lut, 0, rgb.flatten().int()).view(rgb.shape)
+    rgb = rgb.float()
+    return torch.where(rgb > 0.04045, ((rgb + 0.055) / 1.055).clamp_min(0) ** 2.4, rgb / 12.92)
+
+
 def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
-    """Convert sRGB in [0, 1] (``B×3×H×W``) to Lab: L in [0, 100], a and b roughly in [-128, 127]."""
+    """Convert sRGB (``B×3×H×W``, float in [0, 1] or uint8) to Lab: L in [0, 100], a and b roughly in [-128, 127]."""
     if rgb.ndim != 4 or rgb.shape[1] != 3:
         raise ValueError(f"expected a B×3×H×W RGB tensor, got shape {tuple(rgb.shape)}")
-    rgb = rgb.float()
-    lin = torch.where(rgb > 0.04045, ((rgb + 0.055) / 1.055).clamp_min(0) ** 2.4, rgb / 12.92)
-    xyz = _mix(_RGB_TO_XYZ, lin) / _WHITE.to(rgb.device, rgb.dtype).view(1, 3, 1, 1)
-    f = torch.where(xyz > _EPS, xyz.clamp_min(_EPS) ** (1.0 / 3.0), _KAPPA * xyz + 16.0 / 116.0)
-    fx, fy, fz = f[:, 0:1], f[:, 1:2], f[:, 2:3]
-    return torch.cat([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], dim=1)
+    lin = _srgb_to_linear(rgb)
+    # The white point is folded into the matrix: one 3×3 mix gives X/Xn, Y/Yn, Z/Zn.
+    xyz = _mix(_RGB_TO_XYZ / _WHITE.view(3, 1), lin)
+    f = torch.where(xyz > _EPS, xyz.clamp_min(_EPS).pow(1.0 / 3.0), xyz * _KAPPA + 16.0 / 116.0)
+    fx, fy, fz = f.unbind(1)
+    return torch.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], dim=1)
 
 
 def lab_to_rgb(lab: torch.Tensor, clamp: bool = True) -> torch.Tensor:

@@ -68,8 +68,9 @@ def evaluate(model, images: torch.Tensor, device, batch_size: int = 16, refs: to
     out: dict[str, list[float]] = {"psnr": [], "ssim": [], "colourfulness": []}
     try:
         for s in range(0, len(images), batch_size):
-            rgb = images[s : s + batch_size].to(device).float() / 255.0
-            L, _ = split_lab(rgb)
+            u8 = images[s : s + batch_size].to(device)
+            rgb = u8.float() / 255.0
+            L, _ = split_lab(u8)
             ref = refs[s : s + batch_size].to(device).float() / 255.0 if refs is not None else None
             with torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype or torch.float32,
                                 enabled=autocast_dtype is not None):
@@ -86,8 +87,9 @@ def evaluate_grey(images: torch.Tensor, device="cpu", batch_size: int = 16) -> d
     """The greyscale baseline: ab = 0 everywhere. Every colorizer must beat it."""
     out: dict[str, list[float]] = {"psnr": [], "ssim": [], "colourfulness": []}
     for s in range(0, len(images), batch_size):
-        rgb = images[s : s + batch_size].to(device).float() / 255.0
-        L, ab = split_lab(rgb)
+        u8 = images[s : s + batch_size].to(device)
+        rgb = u8.float() / 255.0
+        L, ab = split_lab(u8)
         for k, v in score(merge_lab(L, torch.zeros_like(ab)), rgb).items():
             out[k] += v.cpu().tolist()
     return out

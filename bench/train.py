@@ -125,9 +125,9 @@ def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: 
     t0 = time.perf_counter()
     model.train()
     for step in range(1, cfg.steps + 1):
-        u8 = schedule.batch(step - 1, cfg.batch_size)
-        rgb = u8.to(device, non_blocking=True).float().div_(255.0)
-        L, ab = split_lab(rgb)  # Lab is computed on the training device, batched
+        u8 = schedule.batch(step - 1, cfg.batch_size).to(device, non_blocking=True)  # uint8: 4× less to copy
+        L, ab = split_lab(u8)  # Lab is computed on the training device, batched
+        rgb = u8.float().div_(255.0)
         ref = None
         if needs_ref:
             ref = schedule.reference_batch(step - 1, cfg.batch_size, ref_other).to(device, non_blocking=True).float() / 255
