@@ -115,6 +115,30 @@ def resolve(name_or_path: str | None, root: Path | None) -> tuple[str, Path, boo
 # ----------------------------------------------------------------------------------------------------- splits
 
 
+def probe_image(path: Path) -> str | None:
+    """Why ``path`` cannot be used (None if it can): the image is opened and fully decoded (JPEGs at 1/8 scale in
+    the DCT domain, which still reads every byte, so truncation is caught) and its shorter side must be at least
+    ``MIN_SIDE``. Cheap enough to run on every file before splitting."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            if min(w, h) < MIN_SIDE:
+                return f"too small ({w}x{h}, shorter side < {MIN_SIDE})"
+            if im.format == "JPEG":
+                im.draft(None, (max(1, w // 8), max(1, h // 8)))
+            im.load()
+    except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError, SyntaxError) as err:
+        return f"unreadable ({type(err).__name__}: {str(err)[:80]})"
+    return None
+
+
+def partition_usable(files: list[Path]) -> tuple[list[Path], list[Path]]:
+    """(usable files, unusable files) by :func:`probe_image`, each in the given order."""
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        why = list(pool.map(probe_image, files))
+    return [p for p, w in zip(files, why) if w is None], [p for p, w in zip(files, why) if w is not None]
+
+
 @dataclass
 class Splits:
     """File lists of a benchmark: train, validation and held-out test."""
@@ -160,12 +184,19 @@ def make_splits(data: str | None = None, test: str | None = None, root: str | Pa
     Rules: with a separate test set, every 10th file (sorted) goes to validation (imagenet-sample: 876/98).
     Without one, a folder of ≥ 40 images gives 80/10/10; a smaller one (the bundled Kodak24) every 4th to test and
     one in 8 to validation (24 → 15/3/6).
+
+    Files that fail :func:`probe_image` (unreadable, or too small) take no part in the split: positions count usable
+    files only, so adding bad files to a folder changes no split. They are appended to the training list (to the
+    test list for a separate test folder), where decoding skips them with one warning each and counts them.
     """
     root = data_root(root)
     dname, dfolder, dnamed = resolve(data, root)
     files = list_images(dfolder)
     if verify and dnamed:
         verify_manifest(dfolder)
+    files, bad = partition_usable(files)
+    if not files:
+        raise DataError(f"none of the {len(bad)} image files under {dfolder} can be read (first: {bad[0]})")
     if test is None and data in DEFAULT_TEST:
         test = DEFAULT_TEST[data]
     if test is not None:
@@ -173,16 +204,20 @@ def make_splits(data: str | None = None, test: str | None = None, root: str | Pa
         tfiles = list_images(tfolder)
         if verify and tnamed:
             verify_manifest(tfolder)
+        tfiles, tbad = partition_usable(tfiles)
         train, val, _ = split_files(files, 10, None)
         splits = Splits(train, val, tfiles, {"train": dname, "val": dname, "test": tname})
     else:
+        tbad = []
         every = (10, 10) if len(files) >= 40 else (8, 4)
         train, val, tst = split_files(files, *every)
         splits = Splits(train, val, tst, {"train": dname, "val": dname, "test": dname})
     for split in ("train", "val", "test"):
         if not getattr(splits, split):
-            raise DataError(f"the {split} split of {splits.names[split]} is empty ({len(files)} images in all)")
+            raise DataError(f"the {split} split of {splits.names[split]} is empty ({len(files)} usable images in all)")
     splits.check_disjoint()
+    splits.train += bad
+    splits.test += tbad
     return splits
 
 
