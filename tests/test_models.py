@@ -1,0 +1,224 @@
+"""Every registered model, parametrized over ``models.available()`` (a newly registered one is tested for free), and
+the loading of pretrained encoder weights (``models.vgg``), offline, from fake checkpoints.
+
+Colorizers are built at ``width=0.25`` with ``encoder_weights="none"`` and run on ``2×1×32×32`` lightness from real
+photos (plus a colour reference when ``model.needs_reference``). Models whose ``task`` is not ``"colorization"``
+(style transfer, e.g. AdaIN) only get a generic build-and-forward check on RGB inputs.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import urllib.error
+
+import pytest
+import torch
+import torchvision
+
+import models
+from bench.abbins import ABBins
+from bench.colour import split_lab
+from models.vgg import EncoderWeightsError, imagenet_checkpoint_path
+
+ALL = models.available()
+N_BINS = ABBins().n_bins
+
+
+@pytest.fixture(scope="module")
+def inputs(real_batch):
+    """(L ``2×1×32×32``, reference RGB ``2×3×32×32`` in [0, 1]) from real photos."""
+    rgb = real_batch[:2, :, 16:48, 16:48].float() / 255.0
+    L, _ = split_lab(rgb)
+    ref = real_batch[2:4, :, 16:48, 16:48].float() / 255.0
+    return L, ref
+
+
+def _build(name: str, **params):
+    torch.manual_seed(0)
+    return models.build(name, width=0.25, encoder_weights="none", **params)
+
+
+def _task(model) -> str:
+    return getattr(model, "task", "colorization")
+
+
+def _supports(name: str, param: str) -> bool:
+    sig = inspect.signature(models.get_factory(name)).parameters
+    return param in sig or any(p.kind == p.VAR_KEYWORD for p in sig.values())
+
+
+def _forward(model, L, ref):
+    return model(L, ref) if getattr(model, "needs_reference", False) else model(L)
+
+
+def _check_grads(model, out):
+    out.float().square().mean().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert grads and all(g is not None for g in grads), "some trainable parameter got no gradient"
+    assert all(torch.isfinite(g).all() for g in grads)
+    assert sum(g.abs().sum() for g in grads) > 0
+
+
+def test_registry_lists_the_builtin_models():
+    assert {"unet_vgg16", "unet_vgg19"} <= set(ALL)
+    with pytest.raises(ValueError, match="available: .*unet_vgg16"):
+        models.get_factory("nope")
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_ab_head(name, inputs):
+    L, ref = inputs
+    model = _build(name, head="ab") if _supports(name, "head") else _build(name)
+    if _task(model) != "colorization":
+        pytest.skip(f"{name} is a {_task(model)} model (checked by test_non_colorization_model_runs)")
+    model.train()
+    out = _forward(model, L, ref)
+    assert out.shape == (2, 2, 32, 32)
+    assert torch.isfinite(out).all()
+    ab = model.to_ab(out)
+    assert ab.shape == (2, 2, 32, 32)
+    assert torch.isfinite(ab).all()
+    _check_grads(model, out)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_bins_head(name, inputs):
+    if not _supports(name, "head"):
+        pytest.skip(f"{name} has no head argument")
+    L, ref = inputs
+    model = _build(name, head="bins")
+    if _task(model) != "colorization":
+        pytest.skip(f"{name} is a {_task(model)} model")
+    out = _forward(model, L, ref)
+    assert out.shape == (2, N_BINS, 32, 32)
+    ab = model.to_ab(out)
+    assert ab.shape == (2, 2, 32, 32)
+    assert torch.isfinite(ab).all()
+    # the annealed mean is a convex combination of bin centres: it stays inside their bounding box
+    c = ABBins().centres
+    assert (ab[:, 0] >= c[:, 0].min() - 1e-3).all() and (ab[:, 0] <= c[:, 0].max() + 1e-3).all()
+    assert (ab[:, 1] >= c[:, 1].min() - 1e-3).all() and (ab[:, 1] <= c[:, 1].max() + 1e-3).all()
+    _check_grads(model, model.to_ab(_forward(model, L, ref)))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_eval_mode_is_deterministic_and_records_no_pretraining(name, inputs):
+    L, ref = inputs
+    model = _build(name)
+    assert getattr(model, "encoder_pretrained", getattr(model, "pretrained", False)) is False
+    if _task(model) != "colorization":
+        pytest.skip(f"{name} is a {_task(model)} model")
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(_forward(model, L, ref), _forward(model, L, ref))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_non_colorization_model_runs(name, inputs):
+    """Generic check of e.g. style-transfer models: every required positional input of ``forward`` gets an RGB
+    batch; the output must be a finite tensor with the batch first."""
+    model = _build(name)
+    if _task(model) == "colorization":
+        pytest.skip(f"{name} is a colorizer (checked above)")
+    sig = inspect.signature(model.forward).parameters.values()
+    required = [p for p in sig if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if not 1 <= len(required) <= 2:
+        pytest.skip(f"{name}.forward takes {len(required)} required inputs; no generic RGB call")
+    _, ref = inputs
+    rgb = [ref, ref.flip(0)][: len(required)]
+    model.eval()
+    with torch.no_grad():
+        out = model(*rgb)
+    assert isinstance(out, torch.Tensor) and out.shape[0] == 2
+    assert torch.isfinite(out).all()
+
+
+# ---------------------------------------------------------------------------------------------- encoder weights
+
+
+@pytest.fixture(scope="module")
+def fake_vgg16_state():
+    """A torchvision VGG-16 state dict with random features (``features.*``, built by torchvision's own layer code)
+    and a tiny stand-in classifier: the key layout of the real checkpoint without its 500 MB."""
+    torch.manual_seed(123)
+    feats = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"])
+    state = {f"features.{k}": v.clone() for k, v in feats.state_dict().items()}
+    state["classifier.0.weight"] = torch.zeros(4, 4)
+    return state
+
+
+@pytest.fixture
+def torch_home(tmp_path, monkeypatch):
+    """TORCH_HOME in a temporary folder, and any download attempt fails like an offline machine (URLError)."""
+    home = tmp_path / "torch_home"
+    monkeypatch.setenv("TORCH_HOME", str(home))
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("offline (test)")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    import torchvision.models._api as tv_api
+
+    if hasattr(tv_api, "load_state_dict_from_url"):
+        monkeypatch.setattr(tv_api, "load_state_dict_from_url", offline)
+    return home
+
+
+def _assert_encoder_equals(model, state):
+    own = model.features.state_dict()
+    assert set(own) == {k[len("features."):] for k in state if k.startswith("features.")}
+    for k, v in own.items():
+        assert torch.equal(v, state[f"features.{k}"]), k
+
+
+def test_imagenet_weights_load_from_the_torch_hub_cache(torch_home, fake_vgg16_state):
+    url = torchvision.models.VGG16_Weights.IMAGENET1K_V1.url
+    ckpt = torch_home / "hub" / "checkpoints" / os.path.basename(url)
+    ckpt.parent.mkdir(parents=True)
+    torch.save(fake_vgg16_state, ckpt)
+    assert imagenet_checkpoint_path("vgg16") == ckpt
+    model = models.build("unet_vgg16", head="ab", width=1.0, encoder_weights="imagenet")
+    assert model.encoder_pretrained is True
+    _assert_encoder_equals(model, fake_vgg16_state)
+
+
+def test_encoder_weights_from_a_path(tmp_path, fake_vgg16_state):
+    path = tmp_path / "my_vgg16.pth"
+    torch.save(fake_vgg16_state, path)
+    model = models.build("unet_vgg16", head="ab", width=1.0, encoder_weights=str(path))
+    assert model.encoder_pretrained is True
+    _assert_encoder_equals(model, fake_vgg16_state)
+    # a features-only state dict (no "features." prefix) loads too
+    bare = tmp_path / "features_only.pth"
+    torch.save({k[len("features."):]: v for k, v in fake_vgg16_state.items() if k.startswith("features.")}, bare)
+    _assert_encoder_equals(models.build("unet_vgg16", width=1.0, encoder_weights=str(bare)), fake_vgg16_state)
+
+
+def test_missing_imagenet_weights_offline_name_the_file_and_torch_home(torch_home):
+    expected = torch_home / "hub" / "checkpoints" / os.path.basename(torchvision.models.VGG16_Weights.IMAGENET1K_V1.url)
+    with pytest.raises(EncoderWeightsError) as err:
+        models.build("unet_vgg16", head="ab", width=1.0, encoder_weights="imagenet")
+    msg = str(err.value)
+    assert str(expected) in msg
+    assert f"TORCH_HOME={torch_home}" in msg
+    assert not expected.exists()
+
+
+def test_missing_or_unfit_weight_files_are_errors(tmp_path):
+    with pytest.raises(EncoderWeightsError, match="does not exist"):
+        models.build("unet_vgg16", width=1.0, encoder_weights=str(tmp_path / "nope.pth"))
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(EncoderWeightsError, match="cannot read"):
+        models.build("unet_vgg16", width=1.0, encoder_weights=str(junk))
+    partial = tmp_path / "partial.pth"
+    torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, partial)
+    with pytest.raises(EncoderWeightsError, match="lack"):
+        models.build("unet_vgg16", width=1.0, encoder_weights=str(partial))
+
+
+@pytest.mark.parametrize("weights", ["imagenet", "some/file.pth"])
+def test_pretrained_weights_need_full_width(weights):
+    with pytest.raises(EncoderWeightsError, match="width=1.0"):
+        models.build("unet_vgg16", head="ab", width=0.25, encoder_weights=weights)
