@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 from scipy import stats
 
+from . import stats as pstats
 from .records import atomic_write_text, read_rows
 
 GREY = "grey"
@@ -32,8 +33,27 @@ def load_runs(run_dir: Path) -> pd.DataFrame:
     return df
 
 
-def build(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(leaderboard of successful cells ranked by mean PSNR, table of failed runs)."""
+def load_per_image(run_dir: Path) -> pd.DataFrame:
+    """The per-image test metrics of a run folder (``per_image.csv``) as a DataFrame; empty if there is none."""
+    df = pd.DataFrame(read_rows(Path(run_dir) / "per_image.csv"))
+    for col in (*METRICS, "seed", "psnr_ref_other"):
+        if col in df:
+            df[col] = pd.to_numeric(df[col], errors="coerce")
+    return df
+
+
+def build(df: pd.DataFrame, per_image: pd.DataFrame | None = None, n_boot: int = pstats.N_BOOT
+          ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(leaderboard of successful cells ranked by mean PSNR, table of failed runs).
+
+    Args:
+        df: the run records (``load_runs``).
+        per_image: the per-image metrics (``load_per_image``); when given, every cell is compared with the best
+            cell and with the greyscale baseline on the same test images (``bench.stats.compare_cells``), adding
+            the columns ``best_diff``, ``best_lo``, ``best_hi``, ``p_best`` (Holm-adjusted), ``p_best_wilcoxon``,
+            ``tied``, ``grey_lo``, ``grey_hi``, ``p_grey`` and ``p_grey_wilcoxon``.
+        n_boot: bootstrap resamples per comparison.
+    """
     if df.empty:
         return pd.DataFrame(), pd.DataFrame()
     ok = df[df["status"] == "ok"]
@@ -59,7 +79,35 @@ def build(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         board["delta_grey_db"] = board["psnr_mean"] - grey.iloc[0]
     board = board.sort_values("psnr_mean", ascending=False, kind="stable").reset_index(drop=True)
     board.insert(0, "rank", range(1, len(board) + 1))
+    if per_image is not None and not per_image.empty:
+        board = _add_comparisons(board, ok, per_image, n_boot)
     return board, failed
+
+
+def best_cell(board: pd.DataFrame) -> tuple[str, str] | None:
+    """(model, cell) of the highest mean PSNR among the trained cells (the greyscale baseline excluded)."""
+    trained = board[board["cell"] != GREY]
+    if trained.empty:
+        return None
+    top = trained.iloc[0]
+    return top["model"], top["cell"]
+
+
+def _add_comparisons(board: pd.DataFrame, ok: pd.DataFrame, per_image: pd.DataFrame, n_boot: int) -> pd.DataFrame:
+    best = best_cell(board)
+    if best is None:
+        return board
+    # only the per-image rows of successful runs count (a failed seed writes none, but be safe)
+    done = ok[["model", "cell", "seed"]].astype(str).drop_duplicates()
+    pi = per_image.astype({"model": str, "cell": str, "seed": str}).merge(done, on=["model", "cell", "seed"])
+    grey = board.loc[board["cell"] == GREY, ["model", "cell"]]
+    grey_key = tuple(grey.iloc[0]) if len(grey) else None
+    cmp = pstats.compare_cells(pi, best, grey_key, n_boot=n_boot)
+    if cmp.empty:
+        return board
+    keep = [c for c in ("model", "cell", "n_images", "best_diff", "best_lo", "best_hi", "p_best", "p_best_wilcoxon",
+                        "tied", "grey_lo", "grey_hi", "p_grey", "p_grey_wilcoxon") if c in cmp]
+    return board.merge(cmp[keep], on=["model", "cell"], how="left")
 
 
 def _fmt_board(board: pd.DataFrame) -> pd.DataFrame:
@@ -75,6 +123,17 @@ def _fmt_board(board: pd.DataFrame) -> pd.DataFrame:
                         zip(board["psnr_mean"], board["psnr_ci95"])]
     if "delta_grey_db" in board:
         out["Δ grey (dB)"] = [f"{d:+.2f}" for d in board["delta_grey_db"]]
+    if "p_best" in board:
+        best = best_cell(board)
+        is_best = [(m, c) == best for m, c in zip(board["model"], board["cell"])]
+        out["vs best (dB, 95 % CI)"] = ["—" if b else _fmt_ci(d, lo, hi) for b, d, lo, hi in
+                                        zip(is_best, board["best_diff"], board["best_lo"], board["best_hi"])]
+        out["p vs best"] = [_fmt_p(p) for p in board["p_best"]]
+        out["tied"] = ["best" if b else ("tied" if not pd.isna(t) and bool(t) else "")
+                       for b, t in zip(is_best, board["tied"])]
+    if "p_grey" in board:
+        out["vs grey 95 % CI"] = [_fmt_ci(None, lo, hi) for lo, hi in zip(board["grey_lo"], board["grey_hi"])]
+        out["p vs grey"] = [_fmt_p(p) for p in board["p_grey"]]
     out["SSIM"] = [f"{v:.4f}" for v in board["ssim_mean"]]
     out["colourfulness"] = [f"{v:.1f}" for v in board["colourfulness_mean"]]
     out["n"] = board["n"]
@@ -82,10 +141,31 @@ def _fmt_board(board: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _fmt_ci(d, lo, hi) -> str:
+    if lo is None or pd.isna(lo):
+        return "" if d is None or pd.isna(d) else f"{d:+.2f}"
+    return (f"{d:+.2f} " if d is not None else "") + f"[{lo:+.2f}, {hi:+.2f}]"
+
+
+def _fmt_p(p) -> str:
+    if p is None or pd.isna(p):
+        return ""
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+STATS_NOTE = ("Paired comparisons use the per-image test PSNR averaged over each cell's seeds, paired by image: "
+              "'vs best' is the mean difference to the best cell in dB with its 95 % paired-bootstrap CI "
+              f"({pstats.N_BOOT} resamples of the images, seeded), 'p vs best' the bootstrap p-value Holm-adjusted "
+              "over the cells; cells with adjusted p ≥ 0.05 are marked tied with the best. 'vs grey' is the CI of "
+              "the difference to the greyscale baseline (unadjusted p).")
+
+
 def to_markdown(board: pd.DataFrame, failed: pd.DataFrame, title: str = "Leaderboard") -> str:
     """The leaderboard (and failed runs) as a Markdown document."""
     lines = [f"# {title}", "", "PSNR on the test images: mean ± half-width of the 95 % t-interval over seeds "
              "(n seeds); the greyscale row (ab = 0) is deterministic.", ""]
+    if "p_best" in board:
+        lines += [STATS_NOTE, ""]
     lines.append(_fmt_board(board).to_markdown(index=False, disable_numparse=True) if not board.empty else "(no successful runs yet)")
     if not failed.empty:
         lines += ["", "## Failed runs", ""]
@@ -95,7 +175,8 @@ def to_markdown(board: pd.DataFrame, failed: pd.DataFrame, title: str = "Leaderb
 
 
 def plot_psnr(df: pd.DataFrame, path: Path) -> None:
-    """Seaborn point plot of PSNR per cell (95 % CI over seeds), the greyscale baseline as a dashed line."""
+    """PSNR per cell: mean with the same 95 % t-interval over seeds as the table, one dot per seed, and the
+    greyscale baseline as a dashed line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -103,21 +184,26 @@ def plot_psnr(df: pd.DataFrame, path: Path) -> None:
     import seaborn as sns
 
     ok = df[(df["status"] == "ok")].copy()
-    ok["label"] = ok["cell"] if ok["model"].nunique() <= 1 else ok["model"] + " / " + ok["cell"]
     grey = ok[ok["cell"] == GREY]
-    cells = ok[ok["cell"] != GREY]
-    order = cells.groupby("label")["psnr"].mean().sort_values(ascending=False).index.tolist()
+    cells = ok[ok["cell"] != GREY].copy()
+    cells["label"] = cells["cell"] if cells["model"].nunique() <= 1 else cells["model"] + " / " + cells["cell"]
+    summary = cells.groupby("label")["psnr"].agg(["mean", ci95]).sort_values("mean", ascending=False)
+    order = summary.index.tolist()
     fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(order) + 2), 4))
     if len(cells):
-        sns.pointplot(data=cells, x="label", y="psnr", order=order, errorbar=("ci", 95), linestyle="none",
-                      capsize=0.2, ax=ax, color="C0")
-        sns.stripplot(data=cells, x="label", y="psnr", order=order, ax=ax, color="C0", alpha=0.35, size=4)
+        x = range(len(order))
+        ax.errorbar(x, summary["mean"], yerr=summary["ci95"].fillna(0), fmt="o", color="C0", capsize=6, ms=7,
+                    label="mean, 95 % t-CI over seeds")
+        sns.stripplot(data=cells, x="label", y="psnr", order=order, ax=ax, color="C0", alpha=0.4, size=4,
+                      jitter=0.08)
+        ax.set_xticks(list(x), order)
     if len(grey):
         ax.axhline(grey["psnr"].mean(), ls="--", color="grey", label=f"greyscale {grey['psnr'].mean():.2f} dB")
-        ax.legend(loc="lower right")
+    if len(cells) or len(grey):
+        ax.legend(loc="best", fontsize=8)
     ax.set_xlabel("")
     ax.set_ylabel("test PSNR (dB)")
-    ax.set_title("PSNR per cell (mean, 95 % CI over seeds; dots = seeds)")
+    ax.set_title("PSNR per cell (dots = seeds)")
     plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -128,7 +214,7 @@ def write(run_dir: Path, title: str | None = None) -> tuple[pd.DataFrame, str]:
     """Build the leaderboard of a run folder and write ``leaderboard.md``, ``leaderboard.csv`` and ``psnr.png``."""
     run_dir = Path(run_dir)
     df = load_runs(run_dir)
-    board, failed = build(df)
+    board, failed = build(df, load_per_image(run_dir))
     md = to_markdown(board, failed, title or f"Leaderboard: {run_dir.name}")
     atomic_write_text(run_dir / "leaderboard.md", md)
     atomic_write_text(run_dir / "leaderboard.csv", board.to_csv(index=False))

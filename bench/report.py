@@ -1,0 +1,389 @@
+"""The report of a run folder: leaderboard with paired statistics, plots, sample colorizations, configuration,
+environment and how to reproduce it.
+
+    python -m bench.report results/losses-quick-imagenet-sample
+    python -m bench.report RUN_DIR --throughput results/throughput-nvidia-h100-80gb-hbm3.csv
+
+Writes into the run folder ``report.html`` (one self-contained file: the figures are embedded as data: URIs),
+``report.md`` (figures linked from ``figures/``), ``figures/*.png`` and refreshes ``leaderboard.md``/``.csv``.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import json
+import math
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from . import leaderboard, plots, samples
+from .leaderboard import GREY
+from .records import CorruptRecordError, atomic_write_text, read_rows
+from .stats import N_BOOT
+
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+ENV_KEYS = ("device", "device_name", "torch", "torchvision", "torchmetrics", "numpy", "pandas", "pillow", "optuna",
+            "python", "platform", "hostname", "git_commit")
+
+STATS_METHOD = """\
+**Statistics.** *PSNR (dB)* is the mean over training seeds of each run's mean test PSNR, ± the half-width of the
+95 % Student-t interval over the seeds (n = number of seeds). The paired comparisons are made on the same test
+images: each image's PSNR is first averaged over the cell's seeds, then the cells are paired image by image.
+*vs best* is the mean per-image difference to the best cell with its 95 % paired-bootstrap percentile interval
+({n_boot} resamples of the test images, fixed seed 0); *p vs best* is the two-sided bootstrap p-value, Holm-adjusted
+over all cells compared with the best; a cell whose adjusted p is ≥ 0.05 is marked **tied** with the best.
+*vs grey* / *p vs grey* compare with the greyscale baseline (ab = 0) the same way (unadjusted). The CSV
+(`leaderboard.csv`) also holds the Wilcoxon signed-rank p-values (`p_best_wilcoxon`, `p_grey_wilcoxon`). The
+seed-averaged comparison answers "is A better than B on these images"; the spread over seeds is in the ± column."""
+
+
+class ReportError(ValueError):
+    """The folder is not a run folder (no ``runs.csv``) or cannot be read."""
+
+
+# ----------------------------------------------------------------------------------------------------- data
+
+
+def load(run_dir: Path) -> dict:
+    """Everything the report needs from a run folder."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "runs.csv").is_file():
+        raise ReportError(f"{run_dir} is not a run folder: it has no runs.csv")
+    runs = leaderboard.load_runs(run_dir)
+    if runs.empty:
+        raise ReportError(f"{run_dir}/runs.csv has no runs yet")
+    history = pd.DataFrame(read_rows(run_dir / "history.csv"))
+    meta = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
+    return {"runs": runs, "per_image": leaderboard.load_per_image(run_dir), "history": history, "meta": meta}
+
+
+def truth_colourfulness(meta: dict) -> float | None:
+    """Mean colourfulness of the ground-truth test images (preprocessed like the evaluation), if they are on disk."""
+    files = [Path(p) for p in meta.get("splits", {}).get("test", [])]
+    cfg = meta.get("base_config", {})
+    if not files or not all(f.is_file() for f in files) or "size" not in cfg:
+        return None
+    try:
+        from .data import ImageStore
+        from .evaluate import colourfulness
+
+        imgs = ImageStore(files, int(cfg["size"])).centre_crops(int(cfg.get("eval_size", cfg["size"])))
+        return float(colourfulness(imgs.float() / 255.0).mean())
+    except Exception:  # a figure annotation is not worth failing the report for
+        return None
+
+
+def per_image_table(per_image: pd.DataFrame, order: list[tuple[str, str]]) -> pd.DataFrame:
+    """Test PSNR per image (rows) and cell (columns, leaderboard order), averaged over seeds."""
+    if per_image.empty:
+        return pd.DataFrame()
+    piv = per_image.pivot_table(index="image", columns=["model", "cell"], values="psnr", aggfunc="mean")
+    cols = [c for c in order if c in piv.columns]
+    multi = len({m for m, c in cols if c != GREY}) > 1
+    piv = piv[cols]
+    piv.columns = [f"{m} / {c}" if multi and c != GREY else c for m, c in cols]
+    return piv.reset_index()
+
+
+def env_table(runs: pd.DataFrame, meta: dict) -> pd.DataFrame:
+    """The environment of the runs: each key with its distinct values (several after a resume on another host)."""
+    rows = []
+    env = meta.get("environment", {})
+    for k in ENV_KEYS:
+        vals = [str(v) for v in runs[k].dropna().unique() if str(v)] if k in runs else []
+        if not vals and k in env:
+            vals = [str(env[k])]
+        if vals:
+            rows.append({"key": k, "value": "; ".join(vals)})
+    return pd.DataFrame(rows)
+
+
+def config_tables(meta: dict, runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(base configuration as key/value, the grid's cells with what each changes)."""
+    base = pd.DataFrame([{"key": k, "value": str(v)} for k, v in meta.get("base_config", {}).items()])
+    cells = []
+    try:
+        from . import grids
+
+        g = grids.get(meta.get("grid", ""))
+        cells = [{"cell": c.name, "changes": json.dumps(c.changes)} for c in g.cells]
+    except ValueError:
+        pass
+    if not cells:  # unknown grid: list the cells seen in runs.csv with their loss
+        seen = runs[runs["cell"] != GREY].drop_duplicates("cell")
+        cells = [{"cell": r["cell"], "changes": f"loss={r.get('loss', '')}"} for _, r in seen.iterrows()]
+    return base, pd.DataFrame(cells)
+
+
+def data_summary(runs: pd.DataFrame, meta: dict) -> str:
+    r = runs.iloc[0]
+    parts = []
+    for k, label in (("data_train", "train"), ("data_test", "test")):
+        if k in runs:
+            parts.append(f"{label}: {r[k]}")
+    counts = ", ".join(f"{r[k]} {k[2:]}" for k in ("n_train", "n_val", "n_test") if k in runs)
+    s = "; ".join(parts) + (f" ({counts} images)" if counts else "")
+    if meta.get("skipped"):
+        s += f"; {len(meta['skipped'])} unreadable files skipped"
+    return s
+
+
+def reproduce(meta: dict, runs: pd.DataFrame, run_dir: Path) -> str:
+    commit = meta.get("environment", {}).get("git_commit") or (runs["git_commit"].iloc[0] if "git_commit" in runs else "")
+    cmd = meta.get("command", "python -m bench.ablate ...")
+    lines = []
+    if commit and commit != "unknown":
+        lines.append(f"git checkout {commit.split('+')[0]}" + ("   # the run had uncommitted changes" if "+dirty" in commit else ""))
+    lines += ["pip install -e '.[dev]'", cmd, f"python -m bench.report {run_dir}"]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------- figures
+
+
+def make_figures(data: dict, board: pd.DataFrame, fig_dir: Path, throughput_rows: pd.DataFrame | None) -> dict:
+    """Write every figure that the data allows; returns {name: (path, caption)} in display order."""
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    runs, history, per_image = data["runs"], data["history"], data["per_image"]
+    out = {}
+    if plots.psnr_per_cell(runs, fig_dir / "psnr.png"):
+        out["psnr"] = (fig_dir / "psnr.png", "Test PSNR per cell: mean and 95 % CI over seeds; dots are seeds.")
+    if plots.val_curves(history, fig_dir / "val_psnr.png"):
+        out["val_psnr"] = (fig_dir / "val_psnr.png", "Validation PSNR over training steps (mean over seeds, 95 % CI).")
+    if plots.psnr_vs_colourfulness(runs, fig_dir / "psnr_colourfulness.png", truth_colourfulness(data["meta"])):
+        out["psnr_colourfulness"] = (fig_dir / "psnr_colourfulness.png",
+                                     "Accuracy against vivid colour: higher PSNR usually means duller colours.")
+    if plots.throughput(runs, fig_dir / "throughput.png", throughput_rows):
+        out["throughput"] = (fig_dir / "throughput.png", "Training throughput per model (images/s).")
+    order = [(m, c) for m, c in zip(board["model"], board["cell"])] if not board.empty else []
+    scores = {}
+    if not per_image.empty:
+        for _, r in per_image.iterrows():
+            scores[(str(r["model"]), str(r["cell"]), int(r["seed"]), Path(str(r["image"])).stem)] = float(r["psnr"])
+    # sample folders use slugged names; map the leaderboard's names onto them
+    slug_order = [(samples._slug(m), samples._slug(c)) for m, c in order]
+    slug_scores = {(samples._slug(m), samples._slug(c), s, i): v for (m, c, s, i), v in scores.items()}
+    if samples.plot_grid(data["run_dir"], fig_dir / "samples.png", slug_order, slug_scores):
+        out["samples"] = (fig_dir / "samples.png", "Fixed test images: greyscale input, each cell's colorization "
+                          "(lowest seed, PSNR under it) and the ground truth.")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------- writers
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;
+color:#222;line-height:1.45}
+h1{border-bottom:2px solid #ccc;padding-bottom:.2em}h2{margin-top:1.6em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:.6em 0;font-size:.88em;display:block;max-width:100%;overflow-x:auto}th,td{border:1px solid #ccc;padding:.25em .55em;
+text-align:left;vertical-align:top}th{background:#f2f2f2}tr:nth-child(even) td{background:#fafafa}
+figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:.9em;color:#555}
+pre{background:#f6f8fa;padding:.8em;overflow-x:auto;font-size:.85em;white-space:pre-wrap;word-break:break-all}.note{font-size:.92em;color:#333}
+"""
+
+
+def _data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def _md_inline(text: str) -> str:
+    """The few Markdown marks used in the notes (**bold**, *italic*, `code`) as HTML."""
+    import re
+
+    t = html.escape(text)
+    t = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", t)
+    t = re.sub(r"\*(.+?)\*", r"<em>\1</em>", t)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", t)
+
+
+def _table_html(df: pd.DataFrame) -> str:
+    return df.to_html(index=False, escape=True, border=0, na_rep="")
+
+
+def _table_md(df: pd.DataFrame) -> str:
+    return df.to_markdown(index=False, disable_numparse=True)
+
+
+def render(run_dir: Path, data: dict, board: pd.DataFrame, failed: pd.DataFrame, figures: dict) -> tuple[str, str]:
+    """(HTML, Markdown) of the report."""
+    runs, meta = data["runs"], data["meta"]
+    title = f"Colorization benchmark: {run_dir.name}"
+    when = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    fmt_board = leaderboard._fmt_board(board) if not board.empty else pd.DataFrame()
+    best = leaderboard.best_cell(board) if not board.empty else None
+    tied = []
+    if best is not None and "tied" in board:
+        tied = [c for m, c, t in zip(board["model"], board["cell"], board["tied"])
+                if (m, c) != best and not pd.isna(t) and bool(t)]
+    summary = []
+    if best is not None:
+        row = board[(board["model"] == best[0]) & (board["cell"] == best[1])].iloc[0]
+        ci = "" if math.isnan(row["psnr_ci95"]) else f" ± {row['psnr_ci95']:.2f}"
+        summary.append(f"Best cell: **{best[1]}** ({best[0]}), {row['psnr_mean']:.2f}{ci} dB test PSNR over "
+                       f"{int(row['n'])} seed(s)" + (f", {row['delta_grey_db']:+.2f} dB vs. greyscale" if
+                                                     "delta_grey_db" in row else "") + ".")
+        summary.append("Tied with the best (not significantly different): " + (", ".join(f"**{t}**" for t in tied)
+                                                                               if tied else "none") + ".")
+    summary.append(f"Grid *{meta.get('grid', runs['grid'].iloc[0] if 'grid' in runs else '?')}*, preset "
+                   f"*{meta.get('preset', '?')}*, {meta.get('seeds', runs['seed'].nunique())} seed(s); data: "
+                   f"{data_summary(runs, meta)}.")
+    n_ok, n_failed = int((runs["status"] == "ok").sum()), int((runs["status"] != "ok").sum())
+    summary.append(f"{n_ok} successful run(s) (greyscale row included), {n_failed} failed.")
+    base, cells = config_tables(meta, runs)
+    env = env_table(runs, meta)
+    pi_table = per_image_table(data["per_image"], [(m, c) for m, c in zip(board["model"], board["cell"])]
+                               if not board.empty else [])
+    if not pi_table.empty:
+        pi_table = pi_table.round(2)
+    failed_cols = [c for c in ("model", "cell", "seed", "status", "failed_step", "error") if c in failed]
+    repro = reproduce(meta, runs, run_dir)
+    fig_order = [("psnr", "PSNR per cell"), ("val_psnr", "Validation PSNR over training"),
+                 ("psnr_colourfulness", "PSNR against colourfulness"), ("throughput", "Throughput per model"),
+                 ("samples", "Sample colorizations")]
+
+    # ---- Markdown
+    md = [f"# {title}", "", f"_Generated {when} by `python -m bench.report`._", ""]
+    md += [f"- {s}" for s in summary] + ["", "## Leaderboard", ""]
+    method = STATS_METHOD.format(n_boot=data.get("n_boot", N_BOOT))
+    md += [_table_md(fmt_board) if not fmt_board.empty else "(no successful runs)", "", method, ""]
+    if failed_cols and not failed.empty:
+        md += ["## Failed runs", "", _table_md(failed[failed_cols]), ""]
+    for key, heading in fig_order:
+        if key in figures:
+            path, cap = figures[key]
+            md += [f"## {heading}", "", f"![{heading}]({path.relative_to(run_dir).as_posix()})", "", f"_{cap}_", ""]
+    tp = throughput_table(data.get("throughput"))
+    if not tp.empty:
+        md += ["## Throughput measurements (bench.throughput)", "", _table_md(tp), ""]
+    if not pi_table.empty:
+        md += ["## Per-image test PSNR (dB, mean over seeds)", "", _table_md(pi_table), ""]
+    md += ["## Configuration", "", "Base configuration (every cell starts from it):", "", _table_md(base), "",
+           "Cells of the grid (as defined in this checkout):", "", _table_md(cells), ""]
+    md += ["## Environment", "", _table_md(env), "", "## How to reproduce", "", "```bash", repro, "```", ""]
+    md_text = "\n".join(md)
+
+    # ---- HTML
+    h = ["<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>", f"<title>{html.escape(title)}</title>",
+         f"<style>{CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
+         f"<p class='note'>Generated {when} by <code>python -m bench.report</code>.</p>", "<ul>"]
+    h += [f"<li>{_md_inline(s)}</li>" for s in summary] + ["</ul>", "<h2>Leaderboard</h2>"]
+    h.append(_table_html(fmt_board) if not fmt_board.empty else "<p>(no successful runs)</p>")
+    h.append(f"<p class='note'>{_md_inline(method)}</p>")
+    if failed_cols and not failed.empty:
+        h += ["<h2>Failed runs</h2>", _table_html(failed[failed_cols])]
+    for key, heading in fig_order:
+        if key in figures:
+            path, cap = figures[key]
+            h += [f"<h2>{html.escape(heading)}</h2>", f"<figure><img src='{_data_uri(path)}' alt='{html.escape(heading)}'>",
+                  f"<figcaption>{html.escape(cap)}</figcaption></figure>"]
+    if not tp.empty:
+        h += ["<h2>Throughput measurements (bench.throughput)</h2>", _table_html(tp)]
+    if not pi_table.empty:
+        h += ["<h2>Per-image test PSNR</h2>", "<details><summary>dB, mean over seeds, one row per test image"
+              "</summary>", _table_html(pi_table), "</details>"]
+    h += ["<h2>Configuration</h2>", "<p>Base configuration (every cell starts from it):</p>", _table_html(base),
+          "<p>Cells of the grid (as defined in this checkout):</p>", _table_html(cells)]
+    splits = meta.get("splits")
+    if splits:
+        h.append("<details><summary>Image files of each split</summary>")
+        for k, files in splits.items():
+            h.append(f"<p><strong>{html.escape(k)}</strong> ({len(files)})</p><pre>"
+                     + html.escape("\n".join(files)) + "</pre>")
+        h.append("</details>")
+    if meta:
+        h += ["<details><summary>run.json</summary><pre>", html.escape(json.dumps(meta, indent=2)), "</pre></details>"]
+    h += ["<h2>Environment</h2>", _table_html(env), "<h2>How to reproduce</h2>", f"<pre>{html.escape(repro)}</pre>",
+          "</body></html>"]
+    return "\n".join(h), md_text
+
+
+def throughput_table(rows: pd.DataFrame | None) -> pd.DataFrame:
+    """The ``bench.throughput`` rows shown in the report (rates rounded to 3 significant digits)."""
+    if rows is None or rows.empty:
+        return pd.DataFrame()
+    cols = {"model": "model", "device_name": "device", "precision": "precision", "batch": "batch", "size": "size",
+            "compile": "compile", "train_img_per_s": "train img/s", "infer_img_per_s": "inference img/s",
+            "train_peak_mib": "train peak MiB", "mem_kind": "memory", "train_gflop_per_img": "train GFLOP/img",
+            "train_tflop_per_s": "train TFLOP/s", "timestamp": "measured"}
+    out = rows[[c for c in cols if c in rows]].rename(columns=cols).copy()
+    for c in ("train img/s", "inference img/s", "train peak MiB", "train GFLOP/img", "train TFLOP/s"):
+        if c in out:
+            out[c] = [f"{float(v):.3g}" if str(v) not in ("", "nan") else "" for v in out[c]]
+    return out
+
+
+def load_throughput(path: Path | None, runs: pd.DataFrame) -> pd.DataFrame | None:
+    """Rows of a ``bench.throughput`` CSV: the given file, else ``results/throughput-<this run's device>.csv``."""
+    if path is None:
+        from .throughput import device_slug
+
+        if "device" not in runs or "device_name" not in runs:
+            return None
+        path = RESULTS / f"throughput-{device_slug(str(runs['device'].iloc[0]), str(runs['device_name'].iloc[0]))}.csv"
+        if not path.is_file():
+            return None
+    rows = pd.DataFrame(read_rows(Path(path)))
+    if rows.empty or not {"model", "train_img_per_s", "infer_img_per_s"} <= set(rows.columns):
+        return None
+    if "mode" in rows:
+        rows = rows[rows["mode"] == "step"]
+    # the latest measurement of each model (earlier rows may use other batch sizes or precisions)
+    rows = rows.sort_values("timestamp", kind="stable") if "timestamp" in rows else rows
+    rows = rows.drop_duplicates("model", keep="last")
+    return rows if not rows.empty else None
+
+
+def write_report(run_dir, throughput_csv: Path | None = None, n_boot: int = N_BOOT) -> dict[str, Path]:
+    """Write ``report.html``, ``report.md``, ``figures/*.png`` and the leaderboard files of a run folder.
+
+    Args:
+        run_dir: the run folder (``runs.csv``, ``per_image.csv``, ``history.csv``, ``run.json``; ``samples/`` if
+            the run saved sample colorizations).
+        throughput_csv: a ``bench.throughput`` CSV to plot next to the run's own training throughput (default:
+            ``results/throughput-<device>.csv`` for the run's device, when it exists).
+        n_boot: bootstrap resamples per paired comparison.
+
+    Returns:
+        {"html": ..., "md": ..., "figures": folder, "leaderboard": ...}.
+
+    Raises:
+        ReportError: ``run_dir`` is not a run folder.
+    """
+    run_dir = Path(run_dir)
+    data = load(run_dir)
+    data["run_dir"], data["n_boot"] = run_dir, n_boot
+    board, failed = leaderboard.build(data["runs"], data["per_image"], n_boot=n_boot)
+    md_board = leaderboard.to_markdown(board, failed, f"Leaderboard: {run_dir.name}")
+    atomic_write_text(run_dir / "leaderboard.md", md_board)
+    atomic_write_text(run_dir / "leaderboard.csv", board.to_csv(index=False))
+    data["throughput"] = load_throughput(throughput_csv, data["runs"])
+    figures = make_figures(data, board, run_dir / "figures", data["throughput"])
+    html_text, md_text = render(run_dir, data, board, failed, figures)
+    atomic_write_text(run_dir / "report.html", html_text)
+    atomic_write_text(run_dir / "report.md", md_text)
+    return {"html": run_dir / "report.html", "md": run_dir / "report.md", "figures": run_dir / "figures",
+            "leaderboard": run_dir / "leaderboard.md"}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__.split("\n\n")[0])
+    p.add_argument("run_dir", help="a run folder written by python -m bench.ablate")
+    p.add_argument("--throughput", default=None, help="a bench.throughput CSV to include (default: "
+                   "results/throughput-<device>.csv of the run's device, if present)")
+    p.add_argument("--n-boot", type=int, default=N_BOOT, help=f"bootstrap resamples (default {N_BOOT})")
+    args = p.parse_args(argv)
+    try:
+        out = write_report(args.run_dir, Path(args.throughput) if args.throughput else None, args.n_boot)
+    except (ReportError, CorruptRecordError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {out['html']} and {out['md']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

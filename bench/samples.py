@@ -1,0 +1,174 @@
+"""Sample colorizations: a few fixed test images, saved per trained cell, and the labelled grid of the report.
+
+Files in a run folder (all PNG, at the evaluation size)::
+
+    samples/truth/<image>.png                      the ground truth
+    samples/grey/<image>.png                       the network's input: L only (ab = 0)
+    samples/<model>/<cell>/seed<seed>/<image>.png  that run's colorization
+
+The images are chosen by :func:`sample_indices` from the test set's sorted order, so every cell and every seed
+shows the same photos.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .colour import merge_lab, split_lab
+from .evaluate import colorize
+
+N_SAMPLES = 4
+
+
+def sample_indices(n_test: int, n: int = N_SAMPLES) -> list[int]:
+    """Indices of the sample images: ``n`` evenly spaced over the test set (all of them if it is smaller)."""
+    if n_test <= n:
+        return list(range(n_test))
+    return sorted({int(round(i)) for i in np.linspace(0, n_test - 1, n)})
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("_") or "_"
+
+
+def _save(rgb: torch.Tensor, path: Path) -> None:
+    """Save a ``3×H×W`` RGB tensor in [0, 1] as an 8-bit PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = (rgb.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    Image.fromarray(arr).save(path)
+
+
+def cell_dir(run_dir: Path, model: str, cell: str, seed: int) -> Path:
+    """Where one run's sample colorizations go."""
+    return Path(run_dir) / "samples" / _slug(model) / _slug(cell) / f"seed{int(seed)}"
+
+
+@torch.no_grad()
+def save_samples(run_dir, model: str, cell: str, seed: int, prep, net, device="cpu", n: int = N_SAMPLES,
+                 autocast_dtype: torch.dtype | None = None) -> list[Path]:
+    """Colorize the fixed sample test images with a trained network and save them as PNGs.
+
+    Call it once per finished (model, cell, seed), right after training, while the network is in memory.
+    Ground truth and greyscale input are written too (once; later calls leave them alone).
+
+    Args:
+        run_dir: the run folder.
+        model: the model's registered name (as in ``runs.csv``).
+        cell: the cell name.
+        seed: the training seed.
+        prep: the run's :class:`bench.train.Prepared` data (``test_images``, ``test_files``), or any object with
+            those two attributes.
+        net: the trained network (e.g. ``train_cell(...)["model"]``); needs ``to_ab`` like every registered model.
+        device: where the network lives.
+        n: number of sample images.
+        autocast_dtype: autocast dtype used in evaluation (e.g. ``torch.bfloat16`` on CUDA), or None.
+
+    Returns:
+        The colorization files written.
+    """
+    run_dir = Path(run_dir)
+    idx = sample_indices(len(prep.test_images), n)
+    names = [Path(prep.test_files[i]).stem for i in idx]
+    rgb = prep.test_images[idx].to(device).float() / 255.0
+    L, _ = split_lab(rgb)
+    ref = rgb if getattr(net, "needs_reference", False) else None
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype or torch.float32,
+                            enabled=autocast_dtype is not None):
+            ab = colorize(net, L, ref)
+    finally:
+        net.train(was_training)
+    pred = merge_lab(L, ab.float())
+    grey = merge_lab(L, torch.zeros_like(ab, dtype=torch.float32))
+    out_dir = cell_dir(run_dir, model, cell, seed)
+    written = []
+    for k, name in enumerate(names):
+        for kind, img in (("truth", rgb[k]), ("grey", grey[k])):
+            p = run_dir / "samples" / kind / f"{name}.png"
+            if not p.exists():
+                _save(img, p)
+        _save(pred[k], out_dir / f"{name}.png")
+        written.append(out_dir / f"{name}.png")
+    return written
+
+
+def find_samples(run_dir) -> dict:
+    """What ``samples/`` holds: ``{"images": [...], "cells": {(model, cell): {seed: folder}}}``; empty if nothing."""
+    root = Path(run_dir) / "samples"
+    truth = root / "truth"
+    if not truth.is_dir():
+        return {"images": [], "cells": {}}
+    images = sorted(p.stem for p in truth.glob("*.png"))
+    cells: dict = {}
+    for seed_dir in sorted(root.glob("*/*/seed*")):
+        if seed_dir.parent.parent.name in ("truth", "grey") or not seed_dir.is_dir():
+            continue
+        model, cell = seed_dir.parent.parent.name, seed_dir.parent.name
+        try:
+            seed = int(seed_dir.name[4:])
+        except ValueError:
+            continue
+        cells.setdefault((model, cell), {})[seed] = seed_dir
+    return {"images": images, "cells": cells}
+
+
+def plot_grid(run_dir, path, order: list[tuple[str, str]] | None = None, scores: dict | None = None) -> bool:
+    """Draw the labelled sample grid: one row per sample image; grey input, each cell's colorization (its
+    lowest seed), ground truth.
+
+    Args:
+        run_dir: the run folder with ``samples/``.
+        path: the PNG to write.
+        order: (model, cell) columns in this order (e.g. the leaderboard's); default: sorted. Cells without
+            samples are left out.
+        scores: optional ``{(model, cell, seed, image_stem): psnr}`` shown under each colorization.
+
+    Returns:
+        False (and nothing written) when the run folder has no samples.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    found = find_samples(run_dir)
+    images, cells = found["images"], found["cells"]
+    if not images or not cells:
+        return False
+    keys = [k for k in (order or []) if k in cells] + sorted(k for k in cells if k not in (order or []))
+    multi_model = len({m for m, _ in keys}) > 1
+    root = Path(run_dir) / "samples"
+    cols = [("greyscale input", lambda s: root / "grey" / f"{s}.png", None)]
+    for model, cell in keys:
+        seed = min(cells[(model, cell)])
+        label = f"{model} / {cell}" if multi_model else cell
+        cols.append((f"{label} (seed {seed})", lambda s, d=cells[(model, cell)][seed]: d / f"{s}.png",
+                     (model, cell, seed)))
+    cols.append(("ground truth", lambda s: root / "truth" / f"{s}.png", None))
+    fig, axes = plt.subplots(len(images), len(cols), figsize=(1.9 * len(cols), 2.0 * len(images)), squeeze=False)
+    for r, stem in enumerate(images):
+        for c, (title, file_of, key) in enumerate(cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            f = file_of(stem)
+            if f.exists():
+                ax.imshow(np.asarray(Image.open(f).convert("RGB")))
+            if r == 0:
+                ax.set_title(title, fontsize=8)
+            if c == 0:
+                ax.set_ylabel(stem, fontsize=8)
+            if key is not None and scores:
+                v = scores.get((*key, stem))
+                if v is not None:
+                    ax.set_xlabel(f"{v:.2f} dB", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True

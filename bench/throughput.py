@@ -1,0 +1,470 @@
+"""Throughput of the models on the current device: training-step and inference images/s, peak memory, FLOPs.
+
+    python -m bench.throughput                                   # the preset's model, batch and size
+    python -m bench.throughput --models unet_vgg16 unet_vgg19 --batch 32 --precision bf16 --compile
+    python -m bench.throughput --end-to-end --data imagenet-sample --data-root ../shared/data
+    python -m bench.throughput --end-to-end --pipeline --data imagenet-sample --data-root ../shared/data
+
+Default mode (synthetic data already on the device): the *training step* is ``bench.train``'s (uint8 batch →
+Lab on the device → model → loss → backward → Adam, bf16 autocast and channels_last on CUDA), the *inference*
+step is ``L → model → ab`` without gradients. ``--end-to-end`` times the training step fed from decoded images
+through the fixed-seed crop schedule (``--data``) against the same step on a synthetic batch already on the device,
+and the fp32 batch-16 rate of the former.
+
+Timing: ``--warmup`` untimed calls, then ``--repeats`` timings of ``--iters`` calls each; the median is reported
+(CUDA events on a GPU, synchronised only at the end of each timing; ``time.perf_counter`` on the CPU).
+FLOPs per image come from ``torch.utils.flop_counter.FlopCounterMode`` on one step (matmuls and convolutions,
+forward + backward for training; element-wise ops, interpolation and the optimiser are not counted), and the
+achieved TFLOP/s is FLOPs/image × images/s. Peak memory: ``torch.cuda.max_memory_allocated`` during the timing on
+CUDA; on the CPU the process's peak resident set size (``ru_maxrss``), a cumulative high-water mark of the whole
+process, not of the model alone.
+
+Rows are appended to ``results/throughput-<device>.csv`` (or ``--out DIR``) with the time, environment and commit.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import math
+import re
+import resource
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+import losses
+import models
+
+from .colour import split_lab
+from .config import preset
+from .records import append_rows, device_name, environment
+
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+
+
+class UsageError(ValueError):
+    """A bad command line: reported in one line with exit code 2, before any measurement."""
+
+
+@dataclass
+class Setup:
+    """What is measured: a model at a batch size and crop size, a precision, on a device.
+
+    Args:
+        model: registered model name.
+        batch: images per step.
+        size: side of the square input crops.
+        width: channel multiplier of the model.
+        precision: ``fp32`` or ``bf16`` (autocast).
+        compile: wrap the model in ``torch.compile``.
+        loss: the training loss (decides the model's head).
+        device: where to run.
+    """
+
+    model: str = "unet_vgg16"
+    batch: int = 16
+    size: int = 64
+    width: float = 0.25
+    precision: str = "fp32"
+    compile: bool = False
+    loss: str = "mse"
+    device: str = "cpu"
+
+    @property
+    def dev(self) -> torch.device:
+        return torch.device(self.device)
+
+    @property
+    def amp(self) -> torch.dtype | None:
+        return torch.bfloat16 if self.precision == "bf16" else None
+
+
+def device_slug(device: str, name: str | None = None) -> str:
+    """File-name part for a device: the GPU's name (``nvidia-h100-80gb-hbm3``) or ``cpu-<arch>``."""
+    dev = torch.device(device)
+    name = name if name is not None else device_name(dev)
+    if dev.type == "cpu":
+        name = "cpu-" + name.split("(")[0]
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or dev.type
+
+
+# ----------------------------------------------------------------------------------------------------- steps
+
+
+class TrainStep:
+    """One call = one optimisation step with ``bench.train``'s semantics.
+
+    Args:
+        setup: what to build.
+        batches: ``batches(k)`` returns the k-th uint8 ``B×3×H×W`` batch (on the CPU, or already on the device).
+    """
+
+    def __init__(self, setup: Setup, batches: Callable[[int], torch.Tensor]):
+        self.setup, self.batches, self.k = setup, batches, 0
+        dev = setup.dev
+        torch.manual_seed(0)
+        self.net = models.build(setup.model, head=losses.head_of(setup.loss), width=setup.width,
+                                encoder_weights="none").to(dev)
+        if dev.type == "cuda":
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.criterion = losses.build(setup.loss).to(dev)
+        self.step_model = torch.compile(self.net) if setup.compile else self.net
+        self.needs_ref = getattr(self.net, "needs_reference", False)
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        self.opt = torch.optim.Adam(params, lr=1e-4, fused=dev.type == "cuda")
+        self.net.train()
+
+    def __call__(self, model=None) -> torch.Tensor:
+        dev, amp = self.setup.dev, self.setup.amp
+        u8 = self.batches(self.k)
+        self.k += 1
+        rgb = u8.to(dev, non_blocking=True).float().div_(255.0)
+        L, ab = split_lab(rgb)  # Lab on the device, as in training
+        if dev.type == "cuda":
+            L = L.contiguous(memory_format=torch.channels_last)
+        m = self.step_model if model is None else model
+        with torch.autocast(device_type=dev.type, dtype=amp or torch.float32, enabled=amp is not None):
+            out = m(L, rgb) if self.needs_ref else m(L)
+            loss = self.criterion(out, ab, L=L, rgb=rgb, model=self.net)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return loss.detach()  # never read back here: that would synchronise the GPU every step
+
+    def flops_per_image(self) -> float:
+        """FLOPs of one step (forward + backward) per image, counted on the eager (uncompiled) model."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as fc:
+            self(self.net)
+        return fc.get_total_flops() / self.setup.batch
+
+
+class InferStep:
+    """One call = colorize a batch: ``L → model → ab`` in eval mode without gradients (L already on the device)."""
+
+    def __init__(self, setup: Setup, net: torch.nn.Module | None = None):
+        self.setup = setup
+        dev = setup.dev
+        if net is None:
+            torch.manual_seed(0)
+            net = models.build(setup.model, head=losses.head_of(setup.loss), width=setup.width,
+                               encoder_weights="none").to(dev)
+            if dev.type == "cuda":
+                net = net.to(memory_format=torch.channels_last)
+        self.net = net.eval()
+        self.fwd = torch.compile(self.net) if setup.compile else self.net
+        g = torch.Generator(device="cpu").manual_seed(0)
+        rgb = torch.randint(0, 256, (setup.batch, 3, setup.size, setup.size), generator=g, dtype=torch.uint8)
+        rgb = rgb.to(dev).float() / 255.0
+        self.L, _ = split_lab(rgb)
+        if dev.type == "cuda":
+            self.L = self.L.contiguous(memory_format=torch.channels_last)
+        self.ref = rgb if getattr(self.net, "needs_reference", False) else None
+
+    @torch.no_grad()
+    def __call__(self, model=None) -> torch.Tensor:
+        dev, amp = self.setup.dev, self.setup.amp
+        m = self.fwd if model is None else model
+        with torch.autocast(device_type=dev.type, dtype=amp or torch.float32, enabled=amp is not None):
+            out = m(self.L, self.ref) if self.ref is not None else m(self.L)
+            return self.net.to_ab(out)
+
+    def flops_per_image(self) -> float:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as fc:
+            self(self.net)
+        return fc.get_total_flops() / self.setup.batch
+
+
+def synthetic_batches(setup: Setup) -> Callable[[int], torch.Tensor]:
+    """A fixed random uint8 batch already on the device (no data loading at all)."""
+    g = torch.Generator(device="cpu").manual_seed(0)
+    batch = torch.randint(0, 256, (setup.batch, 3, setup.size, setup.size), generator=g, dtype=torch.uint8)
+    batch = batch.to(setup.dev)
+    return lambda k: batch
+
+
+def image_batches(setup: Setup, files: list[Path], crop_seed: int = 0) -> Callable[[int], torch.Tensor]:
+    """``bench.train``'s input: images decoded once (shorter side ``size``), fixed-seed crops batched on the CPU."""
+    from .data import CropSchedule, ImageStore
+
+    store = ImageStore(files, setup.size)
+    schedule = CropSchedule(store, setup.size, crop_seed)
+    return lambda k: schedule.batch(k, setup.batch)
+
+
+# ----------------------------------------------------------------------------------------------------- timing
+
+
+def time_calls(fn: Callable, device: torch.device, warmup: int, repeats: int, iters: int) -> list[float]:
+    """Seconds per call of ``fn``: ``warmup`` untimed calls, then ``repeats`` timings of ``iters`` calls each.
+
+    On CUDA each timing is bracketed by CUDA events and synchronised once, at its end; on the CPU it is
+    ``time.perf_counter``.
+    """
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    for _ in range(warmup):
+        fn()
+    if cuda:
+        torch.cuda.synchronize(device)
+    out = []
+    for _ in range(repeats):
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(iters):
+                fn()
+            end.record()
+            end.synchronize()
+            out.append(start.elapsed_time(end) / 1000.0 / iters)
+        else:
+            t0 = time.perf_counter()
+            for _ in range(iters):
+                fn()
+            out.append((time.perf_counter() - t0) / iters)
+    return out
+
+
+def _rates(batch: int, seconds: list[float]) -> dict:
+    rates = [batch / s for s in seconds]
+    return {"median": statistics.median(rates), "min": min(rates), "max": max(rates)}
+
+
+class PeakMemory:
+    """Peak memory during a block, in MiB: CUDA ``max_memory_allocated``; CPU process peak RSS (cumulative)."""
+
+    def __init__(self, device: torch.device):
+        self.device = torch.device(device)
+        self.kind = "cuda_max_allocated" if self.device.type == "cuda" else "cpu_process_peak_rss"
+        self.mib = math.nan
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.mib = torch.cuda.max_memory_allocated(self.device) / 2**20
+        else:
+            self.mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        return False
+
+
+# ----------------------------------------------------------------------------------------------------- measurements
+
+
+def measure(setup: Setup, warmup: int = 3, repeats: int = 5, iters: int = 3) -> dict:
+    """Training-step and inference throughput, peak memory and FLOPs of one setup on synthetic on-device data.
+
+    Returns:
+        A CSV row: the setup, ``train_img_per_s`` / ``infer_img_per_s`` (medians, with ``_min``/``_max`` over the
+        repeats), ``train_ms_per_step``, ``train_peak_mib`` / ``infer_peak_mib`` and ``mem_kind``,
+        ``train_gflop_per_img`` / ``infer_gflop_per_img`` and ``train_tflop_per_s`` / ``infer_tflop_per_s``.
+    """
+    dev = setup.dev
+    step = TrainStep(setup, synthetic_batches(setup))
+    train_flops = step.flops_per_image()
+    infer = InferStep(setup)
+    infer_flops = infer.flops_per_image()
+    # inference first: on the CPU the peak RSS only grows, so the inference figure is not inflated by training
+    with PeakMemory(dev) as mem_i:
+        t_inf = time_calls(infer, dev, warmup, repeats, iters)
+    with PeakMemory(dev) as mem_t:
+        t_train = time_calls(step, dev, warmup, repeats, iters)
+    tr, inf = _rates(setup.batch, t_train), _rates(setup.batch, t_inf)
+    return {
+        "mode": "step", **_setup_cols(setup),
+        "train_img_per_s": tr["median"], "train_img_per_s_min": tr["min"], "train_img_per_s_max": tr["max"],
+        "train_ms_per_step": 1000 * statistics.median(t_train),
+        "infer_img_per_s": inf["median"], "infer_img_per_s_min": inf["min"], "infer_img_per_s_max": inf["max"],
+        "train_peak_mib": mem_t.mib, "infer_peak_mib": mem_i.mib, "mem_kind": mem_t.kind,
+        "train_gflop_per_img": train_flops / 1e9, "infer_gflop_per_img": infer_flops / 1e9,
+        "train_tflop_per_s": train_flops * tr["median"] / 1e12, "infer_tflop_per_s": infer_flops * inf["median"] / 1e12,
+        "warmup": warmup, "repeats": repeats, "iters": iters,
+    }
+
+
+def end_to_end(setup: Setup, files: list[Path], warmup: int = 3, repeats: int = 5, iters: int = 3,
+               fp32_batch: int = 16) -> list[dict]:
+    """Training img/s of the real step fed from decoded images vs. synthetic data on the device, and fp32 batch 16.
+
+    Args:
+        setup: the measured configuration (precision, batch, compile ...).
+        files: the images to decode (JPEGs of ``--data``).
+        fp32_batch: batch size of the fp32 reference measurement.
+
+    Returns:
+        Three CSV rows, ``mode`` = ``e2e-images``, ``e2e-synthetic`` and ``e2e-images-fp32-b<fp32_batch>``; the first
+        carries ``ratio`` = images / synthetic.
+    """
+    dev = setup.dev
+    rows = []
+    ref = Setup(**{**asdict(setup), "precision": "fp32", "batch": fp32_batch})
+    for mode, s, batches in (
+        ("e2e-images", setup, image_batches(setup, files)),
+        ("e2e-synthetic", setup, synthetic_batches(setup)),
+        (f"e2e-images-fp32-b{fp32_batch}", ref, image_batches(ref, files)),
+    ):
+        step = TrainStep(s, batches)
+        with PeakMemory(dev) as mem:
+            t = time_calls(step, dev, warmup, repeats, iters)
+        r = _rates(s.batch, t)
+        rows.append({"mode": mode, **_setup_cols(s), "n_images": len(files), "train_img_per_s": r["median"],
+                     "train_img_per_s_min": r["min"], "train_img_per_s_max": r["max"],
+                     "train_ms_per_step": 1000 * statistics.median(t), "train_peak_mib": mem.mib,
+                     "mem_kind": mem.kind, "warmup": warmup, "repeats": repeats, "iters": iters})
+        del step
+    rows[0]["ratio"] = rows[0]["train_img_per_s"] / rows[1]["train_img_per_s"]
+    return rows
+
+
+def pipeline_module():
+    """``bench.pipeline`` if it exists (the CPU data-pipeline benchmark), else None."""
+    if importlib.util.find_spec("bench.pipeline") is None:
+        return None
+    return importlib.import_module("bench.pipeline")
+
+
+def colorizers() -> list[str]:
+    """Registered models whose ``task`` is colorization (``--models all``; AdaIN style transfer is left out)."""
+    out = []
+    for name in models.available():
+        net = models.build(name, width=0.125, encoder_weights="none")
+        if getattr(net, "task", "colorization") == "colorization":
+            out.append(name)
+    return out
+
+
+def _setup_cols(s: Setup) -> dict:
+    return {"model": s.model, "batch": s.batch, "size": s.size, "width": s.width, "precision": s.precision,
+            "compile": s.compile, "loss": s.loss}
+
+
+# ----------------------------------------------------------------------------------------------------- CLI
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=None,
+                   help=f"models to measure, or 'all' (default: the preset's; available: {', '.join(models.available())})")
+    p.add_argument("--batch", type=int, default=None, help="images per step (default: the preset's, 16)")
+    p.add_argument("--size", type=int, default=None, help="crop side (default: 256 on CUDA, 64 on the CPU)")
+    p.add_argument("--width", type=float, default=None, help="model width (default: 1.0 on CUDA, 0.25 on the CPU)")
+    p.add_argument("--precision", default=None, choices=("fp32", "bf16"),
+                   help="fp32, or bf16 autocast (default: bf16 on CUDA, fp32 on the CPU, as in training)")
+    p.add_argument("--compile", action="store_true", help="wrap the model in torch.compile")
+    p.add_argument("--loss", default="mse", help="training loss, decides the model head (default mse)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed calls first (default 10 on CUDA, 3 on the CPU; "
+                   "more with --compile)")
+    p.add_argument("--repeats", type=int, default=5, help="timings; the median is reported (default 5)")
+    p.add_argument("--iters", type=int, default=None, help="calls per timing (default 20 on CUDA, 3 on the CPU)")
+    p.add_argument("--end-to-end", action="store_true",
+                   help="training img/s fed from decoded images (--data) vs. synthetic on-device data, and fp32 b16")
+    p.add_argument("--data", default=None, help="images for --end-to-end/--pipeline: named set or folder "
+                   "(default: the bundled Kodak24)")
+    p.add_argument("--data-root", default=None, help="folder with the named data sets (default: $BENCH_DATA)")
+    p.add_argument("--n-images", type=int, default=512, help="at most this many images of --data (default 512)")
+    p.add_argument("--pipeline", action="store_true", help="also run bench.pipeline.compare (CPU data pipeline: "
+                   "naive per-image loop vs. the batched one)")
+    p.add_argument("--out", default=None, help=f"folder of the CSV (default: {RESULTS})")
+    return p.parse_args(argv)
+
+
+def _files(args) -> list[Path]:
+    from .data import data_root, list_images, resolve
+
+    _, folder, _ = resolve(args.data, data_root(args.data_root))
+    return list_images(folder)[: args.n_images]
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        from .train import pick_device
+
+        dev = pick_device(args.device)
+        cuda = dev.type == "cuda"
+        base = preset("paper" if cuda else "quick")
+        names = colorizers() if args.models in (["all"],) else (args.models or [base.model])
+        for n in names:
+            models.get_factory(n)
+        losses.parse_spec(args.loss)
+        setups = [Setup(model=n, batch=args.batch or base.batch_size, size=args.size or base.crop,
+                        width=args.width or base.width, precision=args.precision or ("bf16" if cuda else "fp32"),
+                        compile=args.compile, loss=args.loss, device=str(dev)) for n in names]
+        if any(s.batch < 1 or s.size < 16 or s.size % 16 for s in setups):
+            raise UsageError("--batch must be ≥ 1 and --size a multiple of 16 (≥ 16)")
+        if args.repeats < 1 or (args.iters is not None and args.iters < 1):
+            raise UsageError("--repeats and --iters must be at least 1")
+        pipe = pipeline_module() if args.pipeline else None
+        if args.pipeline and pipe is None:
+            raise UsageError("--pipeline needs bench/pipeline.py, which this checkout does not have")
+        files = _files(args) if (args.end_to_end or args.pipeline) else []
+    except (ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    warmup = args.warmup if args.warmup is not None else (10 if cuda else 3) + (5 if args.compile else 0)
+    iters = args.iters or (20 if cuda else 3)
+
+    env = environment(dev)
+    stamp = {"timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    rows = []
+    for s in setups:
+        if args.end_to_end:
+            e2e = end_to_end(s, files, warmup, args.repeats, iters)
+            rows += e2e
+            print(f"{s.model} ({s.precision}, batch {s.batch}, {s.size}px, {len(files)} images): "
+                  f"{e2e[0]['train_img_per_s']:.1f} img/s from images, {e2e[1]['train_img_per_s']:.1f} img/s "
+                  f"synthetic on {dev.type} → ratio {e2e[0]['ratio']:.2f}; fp32 batch 16 from images: "
+                  f"{e2e[2]['train_img_per_s']:.1f} img/s")
+        else:
+            rows.append(measure(s, warmup, args.repeats, iters))
+    if pipe is not None:
+        size = args.size or base.size
+        try:
+            res = pipe.compare(files, size, args.size or base.crop, len(files))
+        except ValueError as err:
+            print(f"error: bench.pipeline.compare: {err}", file=sys.stderr)
+            return 2
+        cached = f" ({res['fast_cached_img_per_s']:.1f} img/s once decoded)" if "fast_cached_img_per_s" in res else ""
+        print(f"data pipeline ({len(files)} images): naive {res['naive_img_per_s']:.1f} img/s, "
+              f"batched {res['fast_img_per_s']:.1f} img/s{cached}, speedup {res['speedup']:.1f}×")
+        rows.append({"mode": "pipeline", "size": size, "n_images": len(files), **res})
+    rows = [{**stamp, **r, **env} for r in rows]
+    out_dir = Path(args.out) if args.out else RESULTS
+    path = out_dir / f"throughput-{device_slug(str(dev), env['device_name'])}.csv"
+    append_rows(path, rows)
+    print(table(rows))
+    print(f"appended {len(rows)} row(s) to {path}", file=sys.stderr)
+    return 0
+
+
+def table(rows: list[dict]) -> str:
+    """The measured rows as a Markdown table (rates rounded)."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    cols = [c for c in ("mode", "model", "precision", "batch", "size", "compile", "train_img_per_s",
+                        "infer_img_per_s", "ratio", "train_peak_mib", "infer_peak_mib", "train_gflop_per_img",
+                        "train_tflop_per_s", "naive_img_per_s", "fast_img_per_s", "speedup") if c in df]
+    df = df[cols].astype(object)
+    return df.where(df.notna(), None).to_markdown(index=False, floatfmt=".3g", missingval="")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
