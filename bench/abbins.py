@@ -2,8 +2,10 @@
 
 The bins are the cells of a regular grid of step 10 on the ab plane whose centre is the nearest grid point to at
 least one sRGB colour: we convert every colour of a 64-level-per-channel sRGB cube (262,144 colours) to Lab and
-keep the cells that are hit. That gives the bin set below (its size is printed by ``python -m bench.abbins``);
-Zhang et al. report 313 bins for the same construction on ImageNet's gamut.
+keep the cells that are hit. That gives the bin set below (its size is printed by ``python -m bench.abbins``): 261
+bins, exactly the cells hit by the 16.8 M 8-bit sRGB colours (tests/test_abbins.py). The continuous gamut reaches one
+more cell, (20, -80), only through colours that no 8-bit value gives. Zhang et al. report 313 bins: they kept every
+cell in gamut for some L on the whole Lab gamut, a looser test.
 """
 from __future__ import annotations
 
