@@ -1,0 +1,139 @@
+"""Metrics of ``bench.evaluate`` against independent numpy / scikit-image implementations, on real photos."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage.color import lab2rgb, rgb2lab
+from skimage.metrics import structural_similarity
+
+from bench.evaluate import colourfulness, evaluate, evaluate_grey, psnr_per_image, score, ssim_per_image
+
+
+def np_psnr(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """10·log10(1 / MSE) per image of ``N×…`` arrays in [0, 1]."""
+    mse = ((pred.astype(np.float64) - target.astype(np.float64)) ** 2).reshape(len(pred), -1).mean(1)
+    return 10 * np.log10(1.0 / mse)
+
+
+def np_colourfulness(rgb: np.ndarray) -> float:
+    """Hasler & Süsstrunk (2003) on one ``H×W×3`` image in 0-255: rg = R − G, yb = (R + G)/2 − B,
+    M = sqrt(σ_rg² + σ_yb²) + 0.3 sqrt(μ_rg² + μ_yb²) (population standard deviations)."""
+    r, g, b = (rgb[..., i].astype(np.float64) for i in range(3))
+    rg, yb = r - g, 0.5 * (r + g) - b
+    return float(np.sqrt(rg.std() ** 2 + yb.std() ** 2) + 0.3 * np.sqrt(rg.mean() ** 2 + yb.mean() ** 2))
+
+
+@pytest.fixture(scope="module")
+def photo(data_root) -> np.ndarray:
+    """A real photo (kodim05, 768×512), read by PIL and cropped to 128×192: ``H×W×3`` uint8."""
+    with Image.open(data_root / "kodak24" / "kodim05.png") as im:
+        return np.asarray(im.convert("RGB"))[100:228, 200:392].copy()
+
+
+def _t(a: np.ndarray) -> torch.Tensor:
+    """``N×H×W×3`` → ``N×3×H×W``."""
+    return torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))
+
+
+def test_psnr_matches_numpy(real_batch):
+    target = real_batch.float() / 255.0
+    g = torch.Generator().manual_seed(0)
+    pred = (target + 0.05 * torch.randn(target.shape, generator=g)).clamp(0, 1)
+    pred[0] = target[0].flip(-1)  # a very different error level per image
+    got = psnr_per_image(pred, target)
+    assert got.shape == (len(target),)
+    want = np_psnr(pred.numpy(), target.numpy())
+    np.testing.assert_allclose(got.numpy(), want, atol=1e-3)
+    assert got[0] < got[1:].min()
+
+
+def test_psnr_of_one_uint8_level_everywhere():
+    """An error of one 8-bit level on every pixel: PSNR = 20·log10(255) = 48.13 dB."""
+    x = torch.full((1, 3, 8, 8), 100 / 255)
+    assert psnr_per_image(x + 1 / 255, x).item() == pytest.approx(20 * np.log10(255), abs=1e-3)
+
+
+def test_grey_baseline_on_a_real_photo_matches_skimage(photo):
+    """ab = 0 with the photo's own L: recomputed with skimage (rgb2lab → a = b = 0 → lab2rgb) and numpy PSNR."""
+    lab = rgb2lab(photo)
+    lab[..., 1:] = 0
+    grey = np.clip(lab2rgb(lab), 0, 1)
+    want = np_psnr(grey[None], photo[None] / 255.0)[0]
+    got = evaluate_grey(_t(photo[None]))
+    assert got["psnr"][0] == pytest.approx(want, abs=0.01)
+    assert got["colourfulness"][0] == pytest.approx(np_colourfulness(grey * 255), abs=0.05)
+    assert got["colourfulness"][0] < 0.5  # grey has (almost) no colour
+    assert 15 < want < 40
+
+
+def test_colourfulness_matches_numpy(real_batch):
+    rgb = real_batch.float() / 255.0
+    got = colourfulness(rgb)
+    want = [np_colourfulness(x) for x in real_batch.permute(0, 2, 3, 1).numpy()]
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-3)
+    assert colourfulness(torch.full((1, 3, 4, 4), 0.5)).item() == pytest.approx(0.0, abs=1e-4)
+
+
+def np_ssim_map(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Wang et al. (2004) SSIM map of one channel: Gaussian window σ 1.5 truncated at 3.5 σ (11 taps), mirror padding
+    at the borders, C1 = 0.01², C2 = 0.03² (data range 1), population (co)variances."""
+    from scipy.ndimage import gaussian_filter
+
+    f = lambda z: gaussian_filter(z, 1.5, truncate=3.5, mode="mirror")  # noqa: E731
+    mx, my = f(x), f(y)
+    sxx, syy, sxy = f(x * x) - mx**2, f(y * y) - my**2, f(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    return ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
+
+
+def test_ssim_matches_a_scipy_reference(real_batch):
+    """SSIM per image = the mean of the SSIM map over all pixels and channels (torchmetrics ≥ 1.x: mirror-padded
+    borders included). skimage's ``structural_similarity`` (like Wang's MATLAB code) averages only the interior,
+    5 px away from the borders: that agrees with the interior of our reference map, and differs from the full mean
+    by up to ~0.05 on 64-px crops."""
+    target = real_batch[:4].float() / 255.0
+    g = torch.Generator().manual_seed(1)
+    pred = (target + 0.08 * torch.randn(target.shape, generator=g)).clamp(0, 1)
+    got = ssim_per_image(pred, target)
+    maps = [np.stack([np_ssim_map(p[c].double().numpy(), t[c].double().numpy()) for c in range(3)])
+            for p, t in zip(pred, target)]
+    np.testing.assert_allclose(got.numpy(), [m.mean() for m in maps], atol=1e-4)
+    sk = [structural_similarity(p.permute(1, 2, 0).double().numpy(), t.permute(1, 2, 0).double().numpy(),
+                                data_range=1.0, channel_axis=2, gaussian_weights=True, sigma=1.5,
+                                use_sample_covariance=False) for p, t in zip(pred, target)]
+    np.testing.assert_allclose([m[:, 5:-5, 5:-5].mean() for m in maps], sk, atol=1e-6)
+    torch.testing.assert_close(ssim_per_image(target, target), torch.ones(4), atol=1e-4, rtol=0)
+
+
+def test_score_and_evaluate_use_true_lightness(real_batch):
+    """A model that predicts the true ab scores the round-trip PSNR (> 50 dB); ab = 0 scores the grey baseline."""
+    from bench.colour import split_lab
+
+    images = real_batch[:4]
+    ab_true = split_lab(images.float() / 255.0)[1]
+
+    class Oracle(torch.nn.Module):
+        """Returns the given ab, batch after batch."""
+
+        needs_reference = False
+
+        def __init__(self, ab):
+            super().__init__()
+            self.ab, self.at = ab, 0
+
+        def forward(self, L):
+            out = self.ab[self.at : self.at + len(L)]
+            self.at += len(L)
+            return out
+
+        def to_ab(self, out):
+            return out
+
+    perfect = evaluate(Oracle(ab_true), images, "cpu", batch_size=3)
+    assert min(perfect["psnr"]) > 50
+    grey = evaluate(Oracle(torch.zeros_like(ab_true)), images, "cpu", batch_size=3)
+    np.testing.assert_allclose(grey["psnr"], evaluate_grey(images)["psnr"], atol=1e-4)
+    s = score(images.float() / 255.0, images.float() / 255.0)
+    assert set(s) == {"psnr", "ssim", "colourfulness"}
