@@ -118,7 +118,7 @@ def _fmt_board(board: pd.DataFrame) -> pd.DataFrame:
     out["loss"] = board["loss"]
     for c in ("style_weight", "skips"):
         if c in board:
-            out[c] = board[c]
+            out[c] = ["" if pd.isna(v) else v for v in board[c]]  # cells without the parameter: blank, not nan
     out["PSNR (dB)"] = [f"{m:.2f} ± {c:.2f}" if not math.isnan(c) else f"{m:.2f}" for m, c in
                         zip(board["psnr_mean"], board["psnr_ci95"])]
     if "delta_grey_db" in board:
@@ -156,7 +156,7 @@ def _fmt_p(p) -> str:
 STATS_NOTE = ("Paired comparisons use the per-image test PSNR averaged over each cell's seeds, paired by image: "
               "'vs best' is the mean difference to the best cell in dB with its 95 % paired-bootstrap CI "
               f"({pstats.N_BOOT} resamples of the images, seeded), 'p vs best' the bootstrap p-value Holm-adjusted "
-              "over the cells; cells with adjusted p ≥ 0.05 are marked tied with the best. 'vs grey' is the CI of "
+              "over the cells (the CI is not adjusted); cells with adjusted p ≥ 0.05 are marked tied with the best. 'vs grey' is the CI of "
               "the difference to the greyscale baseline (unadjusted p).")
 
 

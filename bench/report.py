@@ -35,7 +35,8 @@ STATS_METHOD = """\
 images: each image's PSNR is first averaged over the cell's seeds, then the cells are paired image by image.
 *vs best* is the mean per-image difference to the best cell with its 95 % paired-bootstrap percentile interval
 ({n_boot} resamples of the test images, fixed seed 0); *p vs best* is the two-sided bootstrap p-value, Holm-adjusted
-over all cells compared with the best; a cell whose adjusted p is ≥ 0.05 is marked **tied** with the best.
+over all cells compared with the best (the CI is not adjusted, so a CI just excluding 0 can go with an adjusted
+p above 0.05); a cell whose adjusted p is ≥ 0.05 is marked **tied** with the best.
 *vs grey* / *p vs grey* compare with the greyscale baseline (ab = 0) the same way (unadjusted). The CSV
 (`leaderboard.csv`) also holds the Wilcoxon signed-rank p-values (`p_best_wilcoxon`, `p_grey_wilcoxon`). The
 seed-averaged comparison answers "is A better than B on these images"; the spread over seeds is in the ± column."""
@@ -180,7 +181,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:11
 color:#222;line-height:1.45}
 h1{border-bottom:2px solid #ccc;padding-bottom:.2em}h2{margin-top:1.6em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:.6em 0;font-size:.88em;display:block;max-width:100%;overflow-x:auto}th,td{border:1px solid #ccc;padding:.25em .55em;
-text-align:left;vertical-align:top}th{background:#f2f2f2}tr:nth-child(even) td{background:#fafafa}
+text-align:left;vertical-align:top;white-space:nowrap}th{background:#f2f2f2}tr:nth-child(even) td{background:#fafafa}
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:.9em;color:#555}
 pre{background:#f6f8fa;padding:.8em;overflow-x:auto;font-size:.85em;white-space:pre-wrap;word-break:break-all}.note{font-size:.92em;color:#333}
 """
