@@ -83,6 +83,9 @@ def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; results are meant to be shared like any file
         with os.fdopen(fd, "w", newline="") as fh:
             fh.write(text)
             fh.flush()
@@ -128,7 +131,7 @@ def append_rows(path: Path, rows: list[dict], key: tuple[str, ...] | None = None
                 continue
             seen.add(k)
             new.append(r)
-        if not new and path.exists():
+        if not new:  # nothing to add: never create a file without a header (it would read as damaged)
             return 0
         fields: list[str] = []
         for r in old + new:
