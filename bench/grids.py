@@ -33,13 +33,15 @@ def add_grid(name: str, description: str, cells: list[Cell]) -> Grid:
 add_grid(
     "losses",
     "The colorization losses of Ballester et al. 2022 on one model: pixel regression (MSE, L1, Huber) and KL over "
-    "quantised ab bins, plain and class-rebalanced.",
+    "quantised ab bins, plain and class-rebalanced; and MSE plus the AdaIN style loss (Huang & Belongie 2017).",
     [
         Cell("mse", {"loss": "mse"}),
         Cell("l1", {"loss": "l1"}),
         Cell("huber", {"loss": "huber"}),
         Cell("kl", {"loss": "kl"}),
         Cell("kl_rebal", {"loss": "kl", "loss_params": {"rebalance": True}}),
+        # One AdaIN cell fits the CPU budget: MSE plus the AdaIN style term (λ = 1, see ADAIN_STYLE_WEIGHTS below).
+        Cell("mse+adain_style", {"loss": "mse+adain_style", "loss_params": {"style_weight": 1.0}}),
     ],
 )
 

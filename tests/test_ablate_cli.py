@@ -174,7 +174,10 @@ BAD = {
     "zero lr": (["--lr", "0"], ["learning rate must be positive"]),
     "negative lr": (["--lr", "-1"], ["learning rate must be positive"]),
     "negative style weight": (["--set", 'loss_params={"style_weight": -1}'], ["style_weight must be positive"]),
+    "nan lr": (["--lr", "nan"], ["learning rate must be positive"]),
     "crop too large": (["--set", "crop=4096"], ["crop"]),
+    "size too large": (["--set", "size=4096", "--set", "crop=4096", "--set", "eval_size=4096"], ["4096", "1024"]),
+    "zero steps": (["--steps", "0"], ["steps"]),
     "zero seeds": (["--seeds", "0"], ["--seeds"]),
     "unknown config key": (["--set", "nope=1"], ["nope"]),
 }

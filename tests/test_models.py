@@ -3,7 +3,7 @@ the loading of pretrained encoder weights (``models.vgg``), offline, from fake c
 
 Colorizers are built at ``width=0.25`` with ``encoder_weights="none"`` and run on ``2×1×32×32`` lightness from real
 photos (plus a colour reference when ``model.needs_reference``). Models whose ``task`` is not ``"colorization"``
-(style transfer, e.g. AdaIN) only get a generic build-and-forward check on RGB inputs.
+(style transfer, e.g. AdaIN) only get a generic build-and-forward check on RGB inputs (in ``test_ab_head``).
 """
 from __future__ import annotations
 
@@ -67,10 +67,12 @@ def test_registry_lists_the_builtin_models():
 
 @pytest.mark.parametrize("name", ALL)
 def test_ab_head(name, inputs):
+    """Colorizers: ``B×2×H×W`` ab out, finite, with finite gradients everywhere. Other tasks: the generic check."""
     L, ref = inputs
     model = _build(name, head="ab") if _supports(name, "head") else _build(name)
     if _task(model) != "colorization":
-        pytest.skip(f"{name} is a {_task(model)} model (checked by test_non_colorization_model_runs)")
+        _check_generic_forward(name, model, ref)
+        return
     model.train()
     out = _forward(model, L, ref)
     assert out.shape == (2, 2, 32, 32)
@@ -79,6 +81,20 @@ def test_ab_head(name, inputs):
     assert ab.shape == (2, 2, 32, 32)
     assert torch.isfinite(ab).all()
     _check_grads(model, out)
+
+
+def _check_generic_forward(name, model, rgb):
+    """E.g. style-transfer models: every required positional input of ``forward`` gets an RGB batch; the output
+    must be a finite tensor with the batch first."""
+    sig = inspect.signature(model.forward).parameters.values()
+    required = [p for p in sig if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if not 1 <= len(required) <= 2:
+        pytest.skip(f"{name} is a {_task(model)} model whose forward takes {len(required)} inputs: no generic call")
+    model.eval()
+    with torch.no_grad():
+        out = model(*[rgb, rgb.flip(0)][: len(required)])
+    assert isinstance(out, torch.Tensor) and out.shape[0] == 2
+    assert torch.isfinite(out).all()
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -111,26 +127,6 @@ def test_eval_mode_is_deterministic_and_records_no_pretraining(name, inputs):
     model.eval()
     with torch.no_grad():
         torch.testing.assert_close(_forward(model, L, ref), _forward(model, L, ref))
-
-
-@pytest.mark.parametrize("name", ALL)
-def test_non_colorization_model_runs(name, inputs):
-    """Generic check of e.g. style-transfer models: every required positional input of ``forward`` gets an RGB
-    batch; the output must be a finite tensor with the batch first."""
-    model = _build(name)
-    if _task(model) == "colorization":
-        pytest.skip(f"{name} is a colorizer (checked above)")
-    sig = inspect.signature(model.forward).parameters.values()
-    required = [p for p in sig if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    if not 1 <= len(required) <= 2:
-        pytest.skip(f"{name}.forward takes {len(required)} required inputs; no generic RGB call")
-    _, ref = inputs
-    rgb = [ref, ref.flip(0)][: len(required)]
-    model.eval()
-    with torch.no_grad():
-        out = model(*rgb)
-    assert isinstance(out, torch.Tensor) and out.shape[0] == 2
-    assert torch.isfinite(out).all()
 
 
 # ---------------------------------------------------------------------------------------------- encoder weights
