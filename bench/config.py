@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 from dataclasses import dataclass, field
 
@@ -65,8 +66,16 @@ class CellConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` with a one-line message for any invalid setting."""
-        models.get_factory(self.model)
+        factory = models.get_factory(self.model)
         losses.parse_spec(self.loss)
+        # models.build drops parameters a factory does not take; for a cell's model_params that would silently run
+        # another experiment (e.g. the adain grid's skips on unet_vgg16), so refuse them here.
+        accepted = inspect.signature(factory).parameters
+        if not any(p.kind == p.VAR_KEYWORD for p in accepted.values()):
+            unknown = sorted(set(self.model_params) - set(accepted))
+            if unknown:
+                raise ValueError(f"model {self.model} does not take model parameter(s) {', '.join(unknown)} "
+                                 f"(a grid meant for another model? choose it with --models)")
         if not self.lr > 0:
             raise ValueError(f"learning rate must be positive, got {self.lr}")
         for key in ("style_weight", "loss_weight"):

@@ -58,3 +58,24 @@ def get(name: str) -> Grid:
         return GRIDS[name]
     except KeyError:
         raise ValueError(f"unknown grid {name!r}; available: {', '.join(sorted(GRIDS))}") from None
+
+
+# ----------------------------------------------------------------------------------------------------- AdaIN
+# λ values: under the quick preset (random width-0.25 loss VGG) L_style of a grey prediction is about the size of its
+# MSE, so 0.1 / 1 / 10 run from "pixel loss dominates" to "style dominates". A pretrained VGG gives larger features:
+# rescan λ there.
+ADAIN_STYLE_WEIGHTS = (0.1, 1.0, 10.0)
+
+add_grid(
+    "adain",
+    "Reference-based colorization with AdaIN (model adain_unet: run with --models adain_unet): skip treatment "
+    "(concat, adain, none) × style weight λ × pixel loss (mse, l1) added to the AdaIN loss; one more cell trains "
+    "with another photo as reference.",
+    [
+        Cell(f"{pix}+adain_w{lam:g}_{skips}", {"loss": f"{pix}+adain", "loss_params": {"style_weight": lam},
+                                              "model_params": {"skips": skips}})
+        for pix in ("mse", "l1") for lam in ADAIN_STYLE_WEIGHTS for skips in ("concat", "adain", "none")
+    ]
+    + [Cell("mse+adain_w1_concat_refother", {"loss": "mse+adain", "loss_params": {"style_weight": 1.0},
+                                             "model_params": {"skips": "concat", "train_reference": "other"}})],
+)

@@ -83,6 +83,11 @@ def build_cell(cfg: CellConfig, prep: Prepared, device: torch.device):
     params = dict(cfg.loss_params)
     if params.get("rebalance") and "prior" not in params:
         params["prior"] = prep.prior(ABBins(params.get("sigma", 5.0), params.get("neighbours", 5)))
+    # Feature losses (adain, adain_style) own a VGG-19: unless the cell says otherwise it follows the model's
+    # encoder rules (quick preset: width 0.25, random; paper: width 1, ImageNet). Losses whose constructors take
+    # neither argument never see them (losses.build passes each term only the parameters it accepts).
+    params.setdefault("encoder_weights", cfg.encoder_weights)
+    params.setdefault("vgg_width", cfg.width)
     criterion = losses.build(cfg.loss, **params)
     return model.to(device), criterion.to(device)
 

@@ -130,3 +130,79 @@ class ImageNetNorm(nn.Module):
     def forward(self, L: torch.Tensor) -> torch.Tensor:
         x = (L / 100.0).expand(-1, 3, -1, -1)
         return (x - self.mean) / self.std
+
+
+# ----------------------------------------------------------------------------------------------------- VGG-19 features
+# The AdaIN network and the AdaIN losses read a VGG-19 cut after relu4_1 (Huang & Belongie 2017) and tap the first
+# ReLU of every block. Indices are torchvision's, so ImageNet checkpoints load unchanged.
+
+VGG19_TAPS = {"relu1_1": 1, "relu2_1": 6, "relu3_1": 11, "relu4_1": 20}
+VGG19_UPTO = VGG19_TAPS["relu4_1"] + 1
+
+
+class RGBNorm(nn.Module):
+    """RGB in [0, 1] (``B×3×H×W``) → ImageNet-normalised input."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+
+    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+        return (rgb - self.mean) / self.std
+
+
+def init_like_torchvision(features: nn.Module, seed: int = 0) -> None:
+    """Initialise conv layers as torchvision does (Kaiming normal, fan-out, zero bias), from a fixed seed.
+
+    PyTorch's default conv init shrinks activations by roughly 6× in energy per layer, so a random VGG-19 would
+    give relu4_1 features (and any loss on them) of ~1e-7. Kaiming keeps them order one. The private generator
+    makes every random feature extractor the same function, whatever the global RNG state (the training seed).
+    """
+    g = torch.Generator().manual_seed(seed)
+    for m in features.modules():
+        if isinstance(m, nn.Conv2d):
+            with torch.no_grad():
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu", generator=g)
+                if m.bias is not None:
+                    m.bias.zero_()
+
+
+class VGG19Features(nn.Module):
+    """VGG-19 up to relu4_1 on RGB images, returning relu1_1, relu2_1, relu3_1 and relu4_1.
+
+    Args:
+        encoder_weights: ``"none"`` (seeded random init, see :func:`init_like_torchvision`), ``"imagenet"`` or a
+            path, with the rules of :func:`load_encoder_weights` (a missing file raises, never a silent random init).
+        width: channel multiplier; pretrained weights need 1.0.
+        frozen: no parameter takes gradients, and the module stays in eval mode.
+        seed: seed of the random initialisation when not pretrained.
+    """
+
+    def __init__(self, encoder_weights: str | None = "none", width: float = 1.0, frozen: bool = True, seed: int = 0):
+        super().__init__()
+        self.norm = RGBNorm()
+        self.features, _ = make_features("vgg19", width, upto=VGG19_UPTO)
+        self.pretrained = load_encoder_weights(self.features, "vgg19", encoder_weights, width)
+        if not self.pretrained:
+            init_like_torchvision(self.features, seed)
+        self.frozen = frozen
+        if frozen:
+            self.requires_grad_(False)
+            self.eval()
+        self.channels = [m.out_channels for i, m in enumerate(self.features)
+                         if isinstance(m, nn.Conv2d) and i + 1 in VGG19_TAPS.values()]
+
+    def train(self, mode: bool = True) -> "VGG19Features":
+        # A frozen extractor is a fixed function: model.train() on a parent must not switch it back.
+        return super().train(mode and not self.frozen)
+
+    def forward(self, rgb: torch.Tensor) -> list[torch.Tensor]:
+        """``rgb``: ``B×3×H×W`` in [0, 1] → ``[relu1_1, relu2_1, relu3_1, relu4_1]``."""
+        x = self.norm(rgb)
+        out, start = [], 0
+        for stop in VGG19_TAPS.values():
+            x = self.features[start : stop + 1](x)
+            out.append(x)
+            start = stop + 1
+        return out
