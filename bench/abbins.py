@@ -60,14 +60,15 @@ class ABBins:
         return ab.permute(0, 2, 3, 1).reshape(-1, 2).float()
 
     def _candidates(self, k: int) -> torch.Tensor:
-        """For every point g of a step-10 lookup grid over [-130, 130]², the bins that can be among the k nearest
-        of any ab within ±5 of g: all bins closer to g than d_k(g) + 2·√50 (triangle inequality), padded with -1."""
+        """For every point g of a lookup grid over [-130, 130]² (spacing = the bin step s), the bins that can be among
+        the k nearest of any ab that rounds to g (so lies within s/√2 of it): all bins closer to g than
+        d_k(g) + √2·s (triangle inequality, twice), padded with -1."""
         if k not in self._cand:
             g = torch.arange(-130.0, 131.0, self.step)
             ga, gb = torch.meshgrid(g, g, indexing="ij")
             grid = torch.stack([ga.flatten(), gb.flatten()], 1)
             d = torch.cdist(grid, self.centres)
-            radius = d.topk(k, dim=1, largest=False).values[:, -1:] + 2 * 50**0.5 + 1e-3
+            radius = d.topk(k, dim=1, largest=False).values[:, -1:] + 2**0.5 * self.step + 1e-3
             inside = d <= radius
             width = int(inside.sum(1).max())
             order = torch.where(inside, d, torch.full_like(d, float("inf"))).argsort(dim=1)[:, :width]

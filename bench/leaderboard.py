@@ -170,7 +170,11 @@ def to_markdown(board: pd.DataFrame, failed: pd.DataFrame, title: str = "Leaderb
     if not failed.empty:
         lines += ["", "## Failed runs", ""]
         cols = [c for c in ("model", "cell", "seed", "status", "failed_step", "error") if c in failed]
-        lines.append(failed[cols].to_markdown(index=False, disable_numparse=True))
+        shown = failed[cols].copy()
+        for c in ("seed", "failed_step"):  # read back as floats (NaN where empty); show whole numbers
+            if c in shown:
+                shown[c] = [str(int(v)) if pd.notna(v) else "" for v in pd.to_numeric(shown[c], errors="coerce")]
+        lines.append(shown.to_markdown(index=False, disable_numparse=True))
     return "\n".join(lines) + "\n"
 
 
