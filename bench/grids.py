@@ -52,6 +52,14 @@ add_grid(
 )
 
 
+add_grid(
+    "tiny",
+    "Four cheap pixel-loss cells for tests of the multi-worker runner (MSE, L1, Huber, MSE at a higher lr).",
+    [Cell("mse", {"loss": "mse"}), Cell("l1", {"loss": "l1"}), Cell("huber", {"loss": "huber"}),
+     Cell("mse_lr", {"loss": "mse", "lr": 2e-3})],
+)
+
+
 def get(name: str) -> Grid:
     """The grid registered under ``name``; a ValueError listing the valid names otherwise."""
     try:

@@ -1,0 +1,332 @@
+"""Optuna storages and grids-as-studies: how many worker processes, on one machine or many, share one ablation grid.
+
+Storage
+    ``open_storage(url, heartbeat)`` accepts what Optuna accepts:
+
+    * a file path (``results/<run>/study.journal``, the default): Optuna's ``JournalStorage`` on a
+      ``JournalFileBackend``. This is the embedded default because several processes on one host may append to it at
+      the same time: every write is one appended JSON line taken under a lock file, and every reader replays the
+      log, so there is no database lock to wait for. SQLite, by contrast, locks the whole database for each write
+      and makes concurrent workers fail with ``database is locked`` once trials report and heartbeat often.
+    * an SQLAlchemy URL (``postgresql+psycopg://user@host/db``, ``mysql+pymysql://...``, ``sqlite:///file.db``):
+      Optuna's ``RDBStorage``; PostgreSQL is the choice for many machines.
+    * ``redis://...``: a ``JournalRedisBackend`` (needs the ``redis`` package).
+
+Grid as a study
+    Each (model, cell, seed) *key* of a grid is enqueued once as a ``WAITING`` trial carrying the key in its user
+    attributes (``enqueue_keys``). Workers claim waiting trials with the storage's atomic ``WAITING → RUNNING``
+    transition (``claim``), the same one ``Study.ask`` uses for queued trials, so two workers never run one trial.
+    If two workers enqueue the same key at the same moment, ``is_duplicate`` keeps the lowest-numbered live trial
+    of the key and the other one is closed as a duplicate without training. Optuna's ``GridSampler`` is not used:
+    its documentation warns that concurrent workers occasionally evaluate the same grid point twice.
+
+Faults
+    While a trial trains, a heartbeat is recorded (``keep_alive``): Optuna's own for ``RDBStorage``
+    (``heartbeat_interval``/``grace_period``, checked against the database server's clock), a ``colorbench:heartbeat``
+    system attribute for journal storages (which have no heartbeat in Optuna 5). ``fail_stale`` marks a ``RUNNING``
+    trial whose heartbeat is older than the grace period as ``FAIL``; the next sweep of ``enqueue_keys`` sees that
+    the key has no live trial and enqueues it again (at most ``MAX_ATTEMPTS`` crashed attempts per key). A trial
+    that diverges is closed as ``FAIL`` with ``outcome=diverged`` and its reason, and is not retried.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import FrozenTrial, TrialState
+
+#: A key that crashed (heartbeat lost, unexpected error) this many times is given up and recorded as failed.
+MAX_ATTEMPTS = 3
+#: Outcomes (user attribute ``outcome``) of FAIL trials that do not count as crashed attempts.
+NOT_A_CRASH = ("diverged", "duplicate", "interrupted")
+HEARTBEAT_ATTR = "colorbench:heartbeat"
+
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+class StorageError(ValueError):
+    """The storage URL is malformed or the storage cannot be opened (reported in one line, exit code 2)."""
+
+
+def redact(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (safe to print and to save in ``run.json``)."""
+    if "://" not in url or url.startswith("redis"):
+        return url
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not an SQLAlchemy URL: printed as given
+        return url
+
+
+def open_storage(url: str | Path, heartbeat: int = 30, grace: int | None = None) -> BaseStorage:
+    """Open (creating if needed) an Optuna storage with heartbeats.
+
+    Args:
+        url: a journal file path, an SQLAlchemy URL or a ``redis://`` URL (see the module docstring).
+        heartbeat: seconds between the heartbeats of a running trial.
+        grace: seconds without a heartbeat after which a running trial is stale (default ``3 * heartbeat``).
+
+    Raises:
+        StorageError: with a one-line message (password redacted) when the storage cannot be opened.
+    """
+    if heartbeat < 1:
+        raise StorageError(f"--heartbeat must be at least 1 second, got {heartbeat}")
+    grace = grace or 3 * heartbeat
+    url = str(url)
+    try:
+        if url.startswith("redis://") or url.startswith("rediss://"):
+            from optuna.storages.journal import JournalRedisBackend
+
+            storage = JournalStorage(JournalRedisBackend(url))
+        elif "://" in url:
+            storage = _open_rdb(url, int(heartbeat), int(grace))
+        else:
+            path = Path(url).expanduser()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            storage = JournalStorage(JournalFileBackend(str(path)))
+    except Exception as err:  # driver missing, server down, bad URL, unwritable folder ...
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise StorageError(f"cannot open storage {redact(url)}: {type(err).__name__}: {first}") from None
+    storage.colorbench_heartbeat = (int(heartbeat), int(grace))  # for the journal heartbeat below
+    return storage
+
+
+def _open_rdb(url: str, heartbeat: int, grace: int, attempts: int = 6) -> RDBStorage:
+    """``RDBStorage`` with heartbeats. Workers started together on an empty database race to create Optuna's tables
+    (PostgreSQL then reports a unique violation on ``pg_type``): the losers wait a moment and open it again."""
+    import random
+
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5: that is known, stay quiet
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(url, heartbeat_interval=heartbeat, grace_period=grace,
+                                  engine_kwargs={"pool_pre_ping": True})
+        except (IntegrityError, ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 + random.random())
+    raise AssertionError("unreachable")
+
+
+def _settings(storage: BaseStorage) -> tuple[int, int]:
+    return getattr(storage, "colorbench_heartbeat", (30, 90))
+
+
+def _native(storage: BaseStorage) -> bool:
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    return is_heartbeat_enabled(storage)
+
+
+@contextlib.contextmanager
+def keep_alive(study: optuna.Study, trial_id: int, native: bool = True):
+    """Record heartbeats of ``trial_id`` in a background thread while the block runs.
+
+    Args:
+        study: the trial's study.
+        trial_id: the trial (``trial._trial_id``).
+        native: also run Optuna's heartbeat for storages that have one; pass ``False`` inside
+            ``Study.optimize``, which already runs it.
+    """
+    storage = study._storage
+    if _native(storage):
+        if not native:
+            yield
+            return
+        from optuna.storages._heartbeat import get_heartbeat_thread
+
+        with get_heartbeat_thread(trial_id, storage):
+            yield
+        return
+    interval, _ = _settings(storage)
+    stop = threading.Event()
+
+    def beat():
+        while True:
+            try:
+                storage.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
+            except Exception:  # finished (or taken over) trial, or a transient I/O error: try again later
+                pass
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def fail_stale(study: optuna.Study) -> list[int]:
+    """Mark ``RUNNING`` trials whose heartbeat stopped as ``FAIL``; return their numbers.
+
+    Uses ``optuna.storages.fail_stale_trials`` where the storage has Optuna's heartbeat, the
+    ``colorbench:heartbeat`` attribute (or the start time, before the first heartbeat) otherwise.
+    """
+    storage = study._storage
+    if _native(storage):
+        before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        after = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        return sorted(before - after - _finished_ok(study))
+    _, grace = _settings(storage)
+    now, failed = time.time(), []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        last = t.system_attrs.get(HEARTBEAT_ATTR)
+        if last is None and t.datetime_start is not None:
+            last = t.datetime_start.timestamp()
+        if last is not None and now - float(last) > grace:
+            try:
+                if storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                    failed.append(t.number)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # finished meanwhile, or failed by another worker
+    return failed
+
+
+def _finished_ok(study: optuna.Study) -> set[int]:
+    return {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Grid keys
+# ---------------------------------------------------------------------------------------------------------------------
+
+def key_of(trial: FrozenTrial | optuna.Trial) -> str | None:
+    """The grid key (``model/cell/seed``) of a trial, or None for a trial that is not a grid trial."""
+    return trial.user_attrs.get("key")
+
+
+@dataclass
+class KeyState:
+    """What the storage knows about one grid key."""
+
+    complete: list[FrozenTrial] = field(default_factory=list)
+    diverged: list[FrozenTrial] = field(default_factory=list)
+    live: list[FrozenTrial] = field(default_factory=list)  # WAITING or RUNNING
+    crashes: list[FrozenTrial] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        """Completed, diverged (deterministic: not retried) or given up after ``MAX_ATTEMPTS`` crashes."""
+        return bool(self.complete or self.diverged) or len(self.crashes) >= MAX_ATTEMPTS
+
+
+def key_states(study: optuna.Study, keys=()) -> dict[str, KeyState]:
+    """Group the study's grid trials by key (every key in ``keys`` is present, possibly empty)."""
+    states: dict[str, KeyState] = defaultdict(KeyState)
+    for k in keys:
+        states[k] = KeyState()
+    for t in study.get_trials(deepcopy=False):
+        k = key_of(t)
+        if k is None:
+            continue
+        s = states[k]
+        if t.state == TrialState.COMPLETE:
+            s.complete.append(t)
+        elif t.state in (TrialState.WAITING, TrialState.RUNNING):
+            s.live.append(t)
+        elif t.user_attrs.get("outcome") == "diverged":
+            s.diverged.append(t)
+        elif t.state == TrialState.FAIL and t.user_attrs.get("outcome") not in NOT_A_CRASH:
+            s.crashes.append(t)
+    return states
+
+
+def enqueue_keys(study: optuna.Study, keys: dict[str, dict]) -> dict[str, int]:
+    """Fail stale trials, then enqueue every key that is neither finished nor live. Safe to call from any worker.
+
+    Args:
+        study: the grid's study.
+        keys: key → user attributes of its trials (``model``, ``cell``, ``seed``).
+
+    Returns:
+        counts: ``finished``, ``running``, ``waiting`` (after enqueueing), ``enqueued`` and ``stale``.
+    """
+    stale = fail_stale(study)
+    states = key_states(study, keys)
+    enqueued = 0
+    for k, attrs in keys.items():
+        s = states[k]
+        if not s.finished and not s.live:
+            attempt = len(s.crashes) + 1
+            study.enqueue_trial({}, user_attrs={**attrs, "key": k, "attempt": attempt})
+            enqueued += 1
+    states = key_states(study, keys)
+    live = [t for k in keys for t in states[k].live]
+    return {"finished": sum(states[k].finished for k in keys), "stale": len(stale), "enqueued": enqueued,
+            "running": sum(t.state == TrialState.RUNNING for t in live),
+            "waiting": sum(t.state == TrialState.WAITING for t in live)}
+
+
+def claim(study: optuna.Study, keys=None) -> optuna.Trial | None:
+    """Atomically take one ``WAITING`` grid trial (``WAITING → RUNNING``); None when there is none left.
+
+    Only trials whose key is in ``keys`` (all grid trials when None) are taken, lowest number first.
+    """
+    storage = study._storage
+    for t in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,)):
+        k = key_of(t)
+        if k is None or (keys is not None and k not in keys):
+            continue
+        try:
+            if storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
+                return optuna.Trial(study, t._trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # finished by another worker (e.g. closed as a duplicate) meanwhile
+    return None
+
+
+def is_duplicate(study: optuna.Study, trial: optuna.Trial) -> int | None:
+    """The number of the trial that ``trial`` duplicates, or None if ``trial`` is the one to train.
+
+    A trial is a duplicate if its key already completed (or diverged), or if a lower-numbered trial of the key is
+    still live: of two concurrently enqueued copies, exactly the lowest-numbered one trains.
+    """
+    s = key_states(study).get(key_of(trial), KeyState())
+    for t in s.complete + s.diverged:
+        return t.number
+    lower = [t.number for t in s.live if t.number < trial.number]
+    return min(lower) if lower else None
+
+
+def close(study: optuna.Study, trial: optuna.Trial, state: TrialState, value: float | None = None,
+          **attrs) -> bool:
+    """Set user attributes and finish ``trial``; False if it had been finished elsewhere (e.g. failed as stale)."""
+    try:
+        for k, v in attrs.items():
+            trial.set_user_attr(k, v)
+        if state == TrialState.COMPLETE:
+            study.tell(trial, value)
+        else:
+            study.tell(trial, state=state)
+        return True
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+    except ValueError as err:  # Study.tell: "Cannot tell a FAIL trial."
+        if str(err).startswith("Cannot tell a"):
+            return False
+        raise
+
+
+def dumps(obj) -> str:
+    """Compact JSON for user attributes (NaN/inf allowed, as Python's json writes them)."""
+    return json.dumps(obj, separators=(",", ":"), default=str)

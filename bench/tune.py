@@ -1,0 +1,340 @@
+"""Tune the learning rate (and the style weight λ, for losses that have one) of one (model, loss[, data]) with Optuna.
+
+    python -m bench.tune --loss mse --trials 30                     # quick preset, bundled Kodak24
+    python -m bench.tune --loss kl --preset paper --data imagenet-sample --data-root ../shared/data
+    python -m bench.tune --loss mse --storage postgresql+psycopg://user@db-host/optuna   # same command, N machines
+    optuna-dashboard results/tune-unet_vgg16-mse-quick-kodak24-bundled/study.journal
+
+Maximises the validation PSNR (never the test set's) with a seeded TPE sampler; a MedianPruner stops trials whose
+periodic validation PSNR (reported every ``val_every`` steps) falls below the median of earlier trials at the same
+step. The study name is deterministic (``tune-<model>-<loss>-<preset>-<data>``), so workers started with the same
+command share it, and ``--trials`` counts the study's finished trials, all workers together. Writes
+``best_params.json``, ``history.png`` (optimisation history) and ``importance.png`` (parameter importances) to
+``results/<study name>/`` (or ``--out``); ``python -m bench.ablate --tuned`` trains each cell with these parameters.
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import re
+import sys
+import time
+import warnings
+import zlib
+from datetime import datetime, timezone
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+import losses
+import models
+
+from . import study as gs
+from .config import PRESETS, CellConfig, preset
+from .data import DataError, data_root, resolve
+from .train import DivergenceError, pick_device, prepare, train_cell
+
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+
+
+class UsageError(ValueError):
+    """A bad command line: reported in one line with exit code 2, before any training."""
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Search space and names (also used by ``bench.ablate --tuned``)
+# ---------------------------------------------------------------------------------------------------------------------
+
+def has_style_weight(loss: str) -> bool:
+    """Whether a term of the loss spec takes a ``style_weight`` argument (then λ is tuned too)."""
+    return any("style_weight" in inspect.signature(losses.get_class(name).__init__).parameters
+               for _, name in losses.parse_spec(loss))
+
+
+def study_name(model: str, loss: str, preset_name: str, data: str) -> str:
+    """The deterministic name of the tuning study (and of its results folder) of one (model, loss, preset, data)."""
+    slug = re.sub(r"[^A-Za-z0-9_.]+", "_", loss.replace("+", "_plus_").replace("*", "x")).strip("_")
+    return f"tune-{model}-{slug}-{preset_name}-{data}"
+
+
+def suggest(trial: optuna.Trial, loss: str, lr_range=(1e-5, 1e-2), style_range=(1e-2, 1e3)) -> dict:
+    """Suggest the tuned parameters: ``lr`` (log scale) and, when the loss has one, ``style_weight`` (log scale)."""
+    params = {"lr": trial.suggest_float("lr", *lr_range, log=True)}
+    if has_style_weight(loss):
+        params["style_weight"] = trial.suggest_float("style_weight", *style_range, log=True)
+    return params
+
+
+def apply_params(cfg: CellConfig, params: dict) -> CellConfig:
+    """``cfg`` with tuned parameters (``lr``, ``style_weight``) applied."""
+    changes = {}
+    if "lr" in params:
+        changes["lr"] = float(params["lr"])
+    if "style_weight" in params:
+        changes["loss_params"] = {**cfg.loss_params, "style_weight": float(params["style_weight"])}
+    return cfg.replace(**changes)
+
+
+def load_best(model: str, loss: str, preset_name: str, data: str, storage: str | None = None) -> dict:
+    """The best parameters of a tuning study: from ``storage`` if it holds the study, else from
+    ``results/<study name>/best_params.json``.
+
+    Returns:
+        dict with ``params`` (``lr`` and maybe ``style_weight``), ``value`` and ``study``.
+
+    Raises:
+        ValueError: no finished tuning study (with the command that makes one).
+    """
+    name = study_name(model, loss, preset_name, data)
+    if storage:
+        try:
+            st = optuna.load_study(study_name=name, storage=gs.open_storage(storage))
+            best = st.best_trial
+            return {"params": best.params, "value": best.value, "study": name}
+        except (KeyError, ValueError):
+            pass  # no such study or no completed trial in the storage: try the local results folder
+    path = RESULTS / name / "best_params.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"--tuned: no tuning results for model {model}, loss {loss} ({path} not found"
+                         f"{' and no study ' + name + ' in --storage' if storage else ''}); run "
+                         f"python -m bench.tune --model {model} --loss '{loss}' --preset {preset_name} first") from None
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"--tuned: cannot read {path} ({err})") from None
+
+
+def make_sampler(seed: int, trial_number: int, startup: int) -> optuna.samplers.TPESampler:
+    """A TPE sampler seeded from (``seed``, trial number): one worker repeats its sequence of suggestions for the
+    same seed, and concurrent workers (which draw different trial numbers) do not repeat each other's."""
+    return optuna.samplers.TPESampler(seed=zlib.crc32(f"{seed}:{trial_number}".encode()), n_startup_trials=startup)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------------------------------
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.tune", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=None, help=f"model (default: the preset's; available: "
+                   f"{', '.join(models.available())})")
+    p.add_argument("--loss", default="mse", help="loss spec, e.g. mse, kl, 'mse+10*adain_style' (default mse)")
+    p.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                   help="quick (default without a GPU) or paper (default with one)")
+    p.add_argument("--data", default=None, help="training data: imagenet-sample | kodak24 | cbsd68 | a folder "
+                   "(default: the bundled, downscaled Kodak24)")
+    p.add_argument("--data-root", default=None, help="folder with the named data sets (default: $BENCH_DATA)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available)")
+    p.add_argument("--steps", type=int, default=None, help="override the preset's number of training steps")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any CellConfig field, e.g. --set val_every=10 (JSON values)")
+    p.add_argument("--trials", type=int, default=20, help="finished trials the study should have (default 20)")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="stop starting new trials after this many seconds")
+    p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
+    p.add_argument("--startup-trials", type=int, default=5,
+                   help="random trials before TPE, and trials before the pruner acts (default 5)")
+    p.add_argument("--warmup-steps", type=int, default=0, help="no pruning before this training step (default 0)")
+    p.add_argument("--lr-range", type=float, nargs=2, default=(1e-5, 1e-2), metavar=("LOW", "HIGH"))
+    p.add_argument("--style-weight-range", type=float, nargs=2, default=(1e-2, 1e3), metavar=("LOW", "HIGH"))
+    p.add_argument("--storage", default=None, metavar="URL",
+                   help="Optuna storage: a journal file path, sqlite:///FILE, postgresql+psycopg://USER@HOST/DB "
+                   "(default: <out>/study.journal)")
+    p.add_argument("--study-name", default=None, help="default: tune-<model>-<loss>-<preset>-<data>")
+    p.add_argument("--out", default=None, help="results folder (default: results/<study name>)")
+    p.add_argument("--heartbeat", type=int, default=30, metavar="SECONDS",
+                   help="heartbeat interval of a running trial (stale after 3×; default 30)")
+    p.add_argument("--no-verify", action="store_true", help="skip the SHA256 check of named data sets")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p.parse_args(argv)
+
+
+def base_config(args, device) -> tuple[CellConfig, str]:
+    name = args.preset or ("paper" if device.type == "cuda" else "quick")
+    changes = {"loss": args.loss}
+    if args.model:
+        changes["model"] = args.model
+    if args.steps is not None:
+        changes["steps"] = args.steps
+    for item in args.set:
+        if "=" not in item:
+            raise UsageError(f"--set expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            changes[key] = json.loads(value)
+        except json.JSONDecodeError:
+            changes[key] = value
+    try:
+        cfg = preset(name).replace(**changes)
+        cfg.validate()
+    except (TypeError, KeyError) as err:
+        raise UsageError(str(err)) from None
+    for flag, (lo, hi) in (("--lr-range", args.lr_range), ("--style-weight-range", args.style_weight_range)):
+        if not 0 < lo < hi:
+            raise UsageError(f"{flag} needs 0 < LOW < HIGH, got {lo} {hi}")
+    if args.trials < 1:
+        raise UsageError(f"--trials must be at least 1, got {args.trials}")
+    if args.timeout is not None and args.timeout <= 0:
+        raise UsageError(f"--timeout must be positive, got {args.timeout}")
+    if args.startup_trials < 0 or args.warmup_steps < 0:
+        raise UsageError("--startup-trials and --warmup-steps must not be negative")
+    return cfg, name
+
+
+def _fmt(params: dict) -> str:
+    return ", ".join(f"{'λ' if k == 'style_weight' else k}={v:.3g}" for k, v in params.items())
+
+
+def open_study(args, name: str, url: str, cfg: CellConfig) -> optuna.Study:
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=args.startup_trials, n_warmup_steps=args.warmup_steps)
+    try:
+        study = optuna.create_study(study_name=name, storage=gs.open_storage(url, args.heartbeat),
+                                    direction="maximize", load_if_exists=True, pruner=pruner,
+                                    sampler=make_sampler(args.seed, 0, args.startup_trials))
+    except gs.StorageError:
+        raise
+    except Exception as err:
+        raise gs.StorageError(f"cannot open study {name} in {gs.redact(url)}: {type(err).__name__}: {err}") from None
+    # the tuned configuration, minus what is tuned: a study is never continued with another configuration
+    fixed = {k: v for k, v in cfg.to_flat().items() if k not in ("lr", "seed")}
+    old = study.user_attrs.get("config")
+    if old is None:
+        study.set_user_attr("config", fixed)
+    elif old != fixed:
+        diff = ", ".join(f"{k}: {old.get(k)!r} → {fixed.get(k)!r}" for k in sorted(set(old) | set(fixed))
+                         if old.get(k) != fixed.get(k))
+        raise UsageError(f"study {name} was tuned with another configuration ({diff}); pass --study-name or --out "
+                         f"for a new study")
+    return study
+
+
+def save_results(study: optuna.Study, out: Path, info: dict) -> dict | None:
+    """Write ``best_params.json``, ``history.png`` and ``importance.png``; return the best-parameters record."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not done:
+        return None
+    best = study.best_trial
+    counts = {s.name.lower(): len(study.get_trials(deepcopy=False, states=(s,)))
+              for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    record = {**info, "study": study.study_name, "params": best.params, "value": best.value,
+              "best_trial": best.number, "trials": counts,
+              "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    from .records import atomic_write_text
+
+    atomic_write_text(out / "best_params.json", json.dumps(record, indent=2) + "\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as ovm
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ax = ovm.plot_optimization_history(study, target_name="validation PSNR (dB)")
+        ax.figure.set_size_inches(7, 4)
+        ax.figure.tight_layout()
+        ax.figure.savefig(out / "history.png", dpi=120, bbox_inches="tight")
+        plt.close(ax.figure)
+        if len(done) >= 2:
+            try:
+                ax = ovm.plot_param_importances(study, target_name="validation PSNR")
+                ax.figure.set_size_inches(7, 3)
+                ax.figure.tight_layout()
+                ax.figure.savefig(out / "importance.png", dpi=120, bbox_inches="tight")
+                plt.close(ax.figure)
+            except (RuntimeError, ValueError):  # e.g. every trial drew the same value
+                pass
+    return record
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        device = pick_device(args.device)
+        cfg, preset_name = base_config(args, device)
+        dname = resolve(args.data, data_root(args.data_root))[0]
+        name = args.study_name or study_name(cfg.model, cfg.loss, preset_name, dname)
+        out = Path(args.out).expanduser() if args.out else RESULTS / name
+        out.mkdir(parents=True, exist_ok=True)
+        url = args.storage or str(out / "study.journal")
+        study = open_study(args, name, url, cfg)
+    except (ValueError, DataError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    info = {"model": cfg.model, "loss": cfg.loss, "preset": preset_name, "data": dname, "storage": gs.redact(url)}
+    gs.fail_stale(study)  # trials of a killed worker (journal storages; Study.optimize does it for RDB ones)
+    # --trials counts the study's trials, every worker's: finished ones and those running elsewhere right now
+    counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
+    finished = len(study.get_trials(deepcopy=False, states=counted[:3]))
+    remaining = args.trials - len(study.get_trials(deepcopy=False, states=counted))
+    tuned = "lr" + (" and style weight λ" if has_style_weight(cfg.loss) else "")
+    print(f"tuning {tuned} of {cfg.model} / {cfg.loss} ({preset_name}, {dname}, {cfg.steps} steps): "
+          f"{finished} of {args.trials} trials done\nstudy {name} in {gs.redact(url)}", file=sys.stderr)
+    if remaining > 0:
+        try:
+            prep = prepare(cfg, args.data, None, args.data_root, verify=not args.no_verify)
+        except (ValueError, DataError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+
+        def objective(trial: optuna.Trial) -> float:
+            # a fresh sampler per trial, seeded by the trial number (see make_sampler)
+            study.sampler = make_sampler(args.seed, trial.number, args.startup_trials)
+            params = suggest(trial, cfg.loss, tuple(args.lr_range), tuple(args.style_weight_range))
+            trial_cfg = apply_params(cfg, params)
+
+            def on_validation(step, val_psnr):
+                trial.report(val_psnr, step)
+                if trial.should_prune():
+                    trial.set_user_attr("pruned_at_step", step)
+                    raise optuna.TrialPruned(f"pruned at step {step} (val PSNR {val_psnr:.2f} dB)")
+
+            with gs.keep_alive(study, trial._trial_id, native=False):
+                try:
+                    res = train_cell(trial_cfg, prep, device, progress=not args.no_progress,
+                                     desc=f"trial {trial.number}", on_validation=on_validation)
+                except DivergenceError as err:
+                    trial.set_user_attr("outcome", "diverged")
+                    trial.set_user_attr("error", f"step {err.step}: {err.reason}")
+                    raise
+            return res["metrics"]["val_psnr"]
+
+        def report(study: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
+            if t.state == TrialState.COMPLETE:
+                what = f"val PSNR {t.value:.2f} dB"
+            elif t.state == TrialState.PRUNED:
+                what = f"pruned at step {t.user_attrs.get('pruned_at_step', t.last_step)}"
+            else:
+                what = f"failed ({t.user_attrs.get('error', 'error')})"
+            try:
+                best = f"; best #{study.best_trial.number}: {study.best_value:.2f} dB"
+            except ValueError:
+                best = ""
+            print(f"trial {t.number}: {_fmt(t.params)} → {what}{best}", file=sys.stderr)
+
+        t0 = time.perf_counter()
+        try:
+            study.optimize(objective, n_trials=remaining, timeout=args.timeout, catch=(DivergenceError,),
+                           callbacks=[optuna.study.MaxTrialsCallback(args.trials, states=counted), report])
+        except KeyboardInterrupt:
+            print(f"\ninterrupted: finished trials are saved in {gs.redact(url)}; run the same command again to "
+                  f"resume.", file=sys.stderr)
+            return 130
+        print(f"{time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    record = save_results(study, out, info)
+    if record is None:
+        print("no trial completed yet: no best parameters", file=sys.stderr)
+        return 1
+    print(f"best (trial {record['best_trial']}, val PSNR {record['value']:.2f} dB): {_fmt(record['params'])}\n"
+          f"trials: {record['trials']}\nsaved {out / 'best_params.json'}, history.png, importance.png")
+    print(json.dumps(record["params"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
