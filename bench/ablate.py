@@ -41,7 +41,8 @@ from .config import PRESETS, CellConfig, preset
 from .data import DataError, resolve, data_root
 from .evaluate import evaluate_grey
 from .records import CorruptRecordError, append_rows, atomic_write_text, environment, read_rows
-from .train import DivergenceError, Prepared, pick_device, prepare, train_cell
+from .samples import save_samples
+from .train import DivergenceError, Prepared, autocast_dtype, pick_device, prepare, train_cell
 from .models_check import check_encoder_weights
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
@@ -192,7 +193,7 @@ class TakenOver(RuntimeError):
     """This worker's trial was failed as stale by another worker (its heartbeat was late): stop training it."""
 
 
-def run_job(model_name, cell, cfg, prep, device, shared, progress, on_validation=None
+def run_job(model_name, cell, cfg, prep, device, shared, progress, on_validation=None, run_dir: Path | None = None
             ) -> tuple[dict, list[dict], list[dict]]:
     """Train one (cell, seed); return its run row, per-image rows and history rows. Divergence → a failed row."""
     row = {**shared, "model": model_name, "cell": cell, **cfg.to_flat(), "started_at": _now()}
@@ -206,6 +207,9 @@ def run_job(model_name, cell, cfg, prep, device, shared, progress, on_validation
         row.update(status="failed", failed_step=err.step, error=err.reason, finished_at=_now())
         return row, [], []
     row.update(res["metrics"], status="ok", encoder_pretrained=res["encoder_pretrained"], finished_at=_now())
+    if run_dir is not None:  # colorized sample images for the report, while the network is still in memory
+        save_samples(run_dir, model_name, cell, cfg.seed, prep, res["model"], device,
+                     autocast_dtype=autocast_dtype(cfg, device))
     per_image = [{**key, "image": Path(f).name, **{k: v[i] for k, v in res["per_image"].items()}}
                  for i, f in enumerate(prep.test_files)]
     history = [{**key, **h} for h in res["history"]]
@@ -326,7 +330,7 @@ def train_trial(study, trial, job, prep, device, shared, args, run_dir) -> str:
     try:
         with gs.keep_alive(study, trial._trial_id):
             row, per_image, history = run_job(model_name, cell, cfg, prep, device, shared, not args.no_progress,
-                                              on_validation)
+                                              on_validation, run_dir=run_dir)
     except TakenOver:
         return "taken over"
     except KeyboardInterrupt:
