@@ -37,7 +37,7 @@ import models
 
 from . import grids, leaderboard
 from . import study as gs
-from .config import PRESETS, CellConfig, preset
+from .config import parse_overrides, PRESETS, CellConfig, preset
 from .data import DataError, resolve, data_root
 from .evaluate import evaluate_grey
 from .records import CorruptRecordError, append_rows, atomic_write_text, environment, read_rows
@@ -101,14 +101,7 @@ def base_config(args, device) -> CellConfig:
     if args.encoder_weights is not None:
         changes["encoder_weights"] = args.encoder_weights
     changes["crop_seed"] = args.crop_seed
-    for item in args.set:
-        if "=" not in item:
-            raise UsageError(f"--set expects KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        try:
-            changes[key] = json.loads(value)
-        except json.JSONDecodeError:
-            changes[key] = value
+    changes.update(parse_overrides(args.set))
     try:
         return cfg.replace(**changes), name
     except (ValueError, TypeError) as err:

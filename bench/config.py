@@ -97,6 +97,24 @@ class CellConfig:
             raise ValueError(f"precision must be auto, fp32 or bf16, not {self.precision!r}")
 
 
+def parse_overrides(items: list[str]) -> dict:
+    """Turn ``--set KEY=VALUE`` items into a dict; values are read as JSON when they parse, else kept as text.
+
+    Args:
+        items: strings of the form ``KEY=VALUE`` (``batch_size=8``, ``loss_params={"rebalance": true}``).
+    """
+    changes = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            changes[key] = json.loads(value)
+        except json.JSONDecodeError:
+            changes[key] = value
+    return changes
+
+
 #: Presets: ``quick`` trains a small U-Net on small crops in minutes on a CPU; ``paper`` is Ballester et al.'s setup.
 PRESETS: dict[str, dict] = {
     "quick": dict(width=0.25, encoder_weights="none", size=64, crop=64, eval_size=64, batch_size=16, lr=5e-4,

@@ -32,7 +32,7 @@ import losses
 import models
 
 from . import study as gs
-from .config import PRESETS, CellConfig, preset
+from .config import parse_overrides, PRESETS, CellConfig, preset
 from .data import DataError, data_root, resolve
 from .train import DivergenceError, pick_device, prepare, train_cell
 
@@ -159,14 +159,7 @@ def base_config(args, device) -> tuple[CellConfig, str]:
         changes["model"] = args.model
     if args.steps is not None:
         changes["steps"] = args.steps
-    for item in args.set:
-        if "=" not in item:
-            raise UsageError(f"--set expects KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        try:
-            changes[key] = json.loads(value)
-        except json.JSONDecodeError:
-            changes[key] = value
+    changes.update(parse_overrides(args.set))
     try:
         cfg = preset(name).replace(**changes)
         cfg.validate()
