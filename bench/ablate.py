@@ -137,7 +137,7 @@ def plan(args, device) -> tuple[CellConfig, str, list[tuple[str, str, CellConfig
             for seed in range(args.seeds):
                 jobs.append((m, cell.name, cfg.replace(seed=seed)))
     base.validate()
-    check_encoder_weights(base, model_names)
+    check_encoder_weights(base, model_names, [cfg.loss for _, _, cfg in jobs])
     return base, preset_name, jobs
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torchvision
 from PIL import Image
 from skimage.color import lab2rgb, rgb2lab
 
@@ -233,6 +234,13 @@ def test_imagenet_encoder_weights_missing_offline(tmp_path, tiny_run, capsys, mo
     assert_usage_error(rc, err, str(home / "hub" / "checkpoints" / "vgg16-397923af.pth"), "TORCH_HOME")
     rc, _, err = run(argv + ["--encoder-weights", "imagenet"], capsys)
     assert_usage_error(rc, err, "width=1.0")
+
+    # The encoder's checkpoint present, but not the VGG-19 inside the AdaIN loss: still refused before training.
+    ckpt = home / "hub" / "checkpoints" / "vgg16-397923af.pth"
+    ckpt.parent.mkdir(parents=True)
+    torch.save(torchvision.models.vgg16(weights=None).state_dict(), ckpt)
+    rc, _, err = run(argv + ["--encoder-weights", "imagenet", "--set", "width=1", "--grid", "losses"], capsys)
+    assert_usage_error(rc, err, str(home / "hub" / "checkpoints" / "vgg19-dcbb9e9d.pth"), "TORCH_HOME")
 
 
 @pytest.mark.parametrize("damage", ["extra field", "binary garbage", "missing field"])
