@@ -48,7 +48,7 @@ def fast_epoch(store: ImageStore, crop: int, crop_seed: int = 0, epoch: int = 0,
     first = epoch * n // batch_size  # batches of the stream that fall in this epoch (whole batches only)
     for k in range(first, (epoch + 1) * n // batch_size):
         u8 = schedule.batch(k, batch_size)
-        yield u8, rgb_to_lab(u8.float() / 255.0)
+        yield u8, rgb_to_lab(u8)  # the exact uint8 table path, as in training
 
 
 def compare(files: list[Path], size: int = 256, crop: int = 256, n_images: int = 128, batch_size: int = 16,
