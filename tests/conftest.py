@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import urllib.error
+
 import pytest
 import torch
 
@@ -35,3 +37,21 @@ def real_batch(real_photos) -> torch.Tensor:
     from bench.data import ImageStore
 
     return ImageStore(real_photos, 64).centre_crops(64)
+
+
+@pytest.fixture
+def torch_home(tmp_path, monkeypatch):
+    """TORCH_HOME in a temporary folder, and any download attempt fails like an offline machine (URLError)."""
+    home = tmp_path / "torch_home"
+    monkeypatch.setenv("TORCH_HOME", str(home))
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("offline (test)")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    import torchvision.models._api as tv_api
+
+    if hasattr(tv_api, "load_state_dict_from_url"):
+        monkeypatch.setattr(tv_api, "load_state_dict_from_url", offline)
+    return home

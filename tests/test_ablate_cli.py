@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import json
 import re
-import urllib.error
 from pathlib import Path
 
 import numpy as np
@@ -215,20 +214,10 @@ def test_missing_or_empty_data_folder(kind, tmp_path, tiny_run, capsys, no_train
     assert_usage_error(rc, err, str(folder))
 
 
-def test_imagenet_encoder_weights_missing_offline(tmp_path, tiny_run, capsys, monkeypatch, no_training):
+def test_imagenet_encoder_weights_missing_offline(torch_home, tiny_run, capsys, no_training):
     """``--encoder-weights imagenet`` without the checkpoint on an offline machine: exit 2 naming the file; at the
     quick preset's width 0.25 the message says pretrained weights need width 1."""
-    home = tmp_path / "torch_home"
-    monkeypatch.setenv("TORCH_HOME", str(home))
-
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("offline (test)")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
-    import torchvision.models._api as tv_api
-
-    monkeypatch.setattr(tv_api, "load_state_dict_from_url", offline, raising=False)
+    home = torch_home
     _, argv = tiny_run
     rc, _, err = run(argv + ["--encoder-weights", "imagenet", "--set", "width=1"], capsys)
     assert_usage_error(rc, err, str(home / "hub" / "checkpoints" / "vgg16-397923af.pth"), "TORCH_HOME")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import urllib.error
 
 import pytest
 import torch
@@ -141,24 +140,6 @@ def fake_vgg16_state():
     state = {f"features.{k}": v.clone() for k, v in feats.state_dict().items()}
     state["classifier.0.weight"] = torch.zeros(4, 4)
     return state
-
-
-@pytest.fixture
-def torch_home(tmp_path, monkeypatch):
-    """TORCH_HOME in a temporary folder, and any download attempt fails like an offline machine (URLError)."""
-    home = tmp_path / "torch_home"
-    monkeypatch.setenv("TORCH_HOME", str(home))
-
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("offline (test)")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
-    import torchvision.models._api as tv_api
-
-    if hasattr(tv_api, "load_state_dict_from_url"):
-        monkeypatch.setattr(tv_api, "load_state_dict_from_url", offline)
-    return home
 
 
 def _assert_encoder_equals(model, state):
