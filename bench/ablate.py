@@ -37,7 +37,7 @@ import models
 
 from . import grids, leaderboard
 from . import study as gs
-from .config import parse_overrides, PRESETS, CellConfig, preset
+from .config import CellConfig, add_training_arguments, default_preset, parse_overrides, preset
 from .data import DataError, resolve, data_root
 from .evaluate import evaluate_grey
 from .records import CorruptRecordError, append_rows, atomic_write_text, environment, read_rows
@@ -61,22 +61,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--models", nargs="+", default=None, help=f"models to cross with the grid (default: the preset's; "
                    f"available: {', '.join(models.available())})")
     p.add_argument("--seeds", type=int, default=2, help="training seeds per cell (default 2)")
-    p.add_argument("--preset", default=None, choices=sorted(PRESETS),
-                   help="quick (default without a GPU) or paper (default with one)")
-    p.add_argument("--data", default=None, help="training data: imagenet-sample | kodak24 | cbsd68 | a folder "
-                   "(default: the bundled, downscaled Kodak24)")
     p.add_argument("--test", default=None, help="held-out test set (named or folder); default: the data set's own")
-    p.add_argument("--data-root", default=None, help="folder with the named data sets (default: $BENCH_DATA)")
     p.add_argument("--out", default=None, help="run folder (default: results/<grid>-<preset>-<data>)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available)")
-    p.add_argument("--steps", type=int, default=None, help="override the preset's number of training steps")
     p.add_argument("--lr", type=float, default=None, help="override the preset's learning rate")
     p.add_argument("--encoder-weights", default=None, help="none | imagenet | PATH (override the preset)")
     p.add_argument("--crop-seed", type=int, default=0, help="seed of the fixed crops shared by all cells (default 0)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any CellConfig field, e.g. --set batch_size=8 (JSON values)")
-    p.add_argument("--no-verify", action="store_true", help="skip the SHA256 check of named data sets")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     g = p.add_argument_group("shared study (several workers, one grid)")
     g.add_argument("--storage", default=None, metavar="URL",
                    help="Optuna storage shared by the workers: a journal file path, sqlite:///FILE, "
@@ -87,11 +76,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="heartbeat interval of a running trial; after 3× this without one it is retried (default 30)")
     g.add_argument("--tuned", action="store_true",
                    help="train each cell with the best lr (and style weight) of its bench.tune study")
+    add_training_arguments(p)
     return p.parse_args(argv)
 
 
 def base_config(args, device) -> CellConfig:
-    name = args.preset or ("paper" if device.type == "cuda" else "quick")
+    name = default_preset(args.preset, device)
     cfg = preset(name)
     changes = {}
     if args.steps is not None:

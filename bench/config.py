@@ -97,6 +97,27 @@ class CellConfig:
             raise ValueError(f"precision must be auto, fp32 or bf16, not {self.precision!r}")
 
 
+def default_preset(name: str | None, device) -> str:
+    """The preset asked for, else ``paper`` on a CUDA device and ``quick`` elsewhere."""
+    return name or ("paper" if device.type == "cuda" else "quick")
+
+
+def add_training_arguments(parser) -> None:
+    """Add the command-line options that ``bench.ablate`` and ``bench.tune`` share: preset, data, device, steps,
+    ``--set`` overrides, manifest check and progress bars."""
+    parser.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                        help="quick (default without a GPU) or paper (default with one)")
+    parser.add_argument("--data", default=None, help="training data: imagenet-sample | kodak24 | cbsd68 | a folder "
+                        "(default: the bundled, downscaled Kodak24)")
+    parser.add_argument("--data-root", default=None, help="folder with the named data sets (default: $BENCH_DATA)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available)")
+    parser.add_argument("--steps", type=int, default=None, help="override the preset's number of training steps")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any CellConfig field, e.g. --set batch_size=8 (JSON values)")
+    parser.add_argument("--no-verify", action="store_true", help="skip the SHA256 check of named data sets")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
 def parse_overrides(items: list[str]) -> dict:
     """Turn ``--set KEY=VALUE`` items into a dict; values are read as JSON when they parse, else kept as text.
 

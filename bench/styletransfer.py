@@ -33,6 +33,7 @@ from losses.adain import content_term, style_term
 from models.adain import AdaINStyleTransfer
 from models.vgg import EncoderWeightsError
 
+from .config import default_preset
 from .data import CropSchedule, DataError, ImageStore, list_images, split_files
 from .records import append_rows, atomic_write_text, environment
 from .train import pick_device
@@ -80,7 +81,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def settings(args, device: torch.device) -> dict:
     """The preset with the command line's overrides, validated (``UsageError`` otherwise)."""
-    name = args.preset or ("paper" if device.type == "cuda" else "quick")
+    name = default_preset(args.preset, device)
     cfg = {"preset": name, **PRESETS[name]}
     for key in ("steps", "batch_size", "lr", "lr_decay", "size", "crop", "style_weight", "width", "encoder_weights"):
         if getattr(args, key) is not None:

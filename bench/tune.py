@@ -32,7 +32,7 @@ import losses
 import models
 
 from . import study as gs
-from .config import parse_overrides, PRESETS, CellConfig, preset
+from .config import CellConfig, add_training_arguments, default_preset, parse_overrides, preset
 from .data import DataError, data_root, resolve
 from .train import DivergenceError, pick_device, prepare, train_cell
 
@@ -122,15 +122,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--model", default=None, help=f"model (default: the preset's; available: "
                    f"{', '.join(models.available())})")
     p.add_argument("--loss", default="mse", help="loss spec, e.g. mse, kl, 'mse+10*adain_style' (default mse)")
-    p.add_argument("--preset", default=None, choices=sorted(PRESETS),
-                   help="quick (default without a GPU) or paper (default with one)")
-    p.add_argument("--data", default=None, help="training data: imagenet-sample | kodak24 | cbsd68 | a folder "
-                   "(default: the bundled, downscaled Kodak24)")
-    p.add_argument("--data-root", default=None, help="folder with the named data sets (default: $BENCH_DATA)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available)")
-    p.add_argument("--steps", type=int, default=None, help="override the preset's number of training steps")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any CellConfig field, e.g. --set val_every=10 (JSON values)")
     p.add_argument("--trials", type=int, default=20, help="finished trials the study should have (default 20)")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                    help="stop starting new trials after this many seconds")
@@ -147,13 +138,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", default=None, help="results folder (default: results/<study name>)")
     p.add_argument("--heartbeat", type=int, default=30, metavar="SECONDS",
                    help="heartbeat interval of a running trial (stale after 3×; default 30)")
-    p.add_argument("--no-verify", action="store_true", help="skip the SHA256 check of named data sets")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_training_arguments(p)
     return p.parse_args(argv)
 
 
 def base_config(args, device) -> tuple[CellConfig, str]:
-    name = args.preset or ("paper" if device.type == "cuda" else "quick")
+    name = default_preset(args.preset, device)
     changes = {"loss": args.loss}
     if args.model:
         changes["model"] = args.model
