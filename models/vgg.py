@@ -119,27 +119,6 @@ def load_encoder_weights(features: nn.Sequential, arch: str, encoder_weights: st
     return True
 
 
-class ImageNetNorm(nn.Module):
-    """L in [0, 100] (``B×1×H×W``) → the 3-channel, ImageNet-normalised input a VGG expects."""
-
-    def __init__(self):
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
-
-    def forward(self, L: torch.Tensor) -> torch.Tensor:
-        x = (L / 100.0).expand(-1, 3, -1, -1)
-        return (x - self.mean) / self.std
-
-
-# ----------------------------------------------------------------------------------------------------- VGG-19 features
-# The AdaIN network and the AdaIN losses read a VGG-19 cut after relu4_1 (Huang & Belongie 2017) and tap the first
-# ReLU of every block. Indices are torchvision's, so ImageNet checkpoints load unchanged.
-
-VGG19_TAPS = {"relu1_1": 1, "relu2_1": 6, "relu3_1": 11, "relu4_1": 20}
-VGG19_UPTO = VGG19_TAPS["relu4_1"] + 1
-
-
 class RGBNorm(nn.Module):
     """RGB in [0, 1] (``B×3×H×W``) → ImageNet-normalised input."""
 
@@ -150,6 +129,21 @@ class RGBNorm(nn.Module):
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
         return (rgb - self.mean) / self.std
+
+
+class ImageNetNorm(RGBNorm):
+    """L in [0, 100] (``B×1×H×W``) → the 3-channel, ImageNet-normalised input a VGG expects (grey as RGB)."""
+
+    def forward(self, L: torch.Tensor) -> torch.Tensor:
+        return super().forward((L / 100.0).expand(-1, 3, -1, -1))
+
+
+# ----------------------------------------------------------------------------------------------------- VGG-19 features
+# The AdaIN network and the AdaIN losses read a VGG-19 cut after relu4_1 (Huang & Belongie 2017) and tap the first
+# ReLU of every block. Indices are torchvision's, so ImageNet checkpoints load unchanged.
+
+VGG19_TAPS = {"relu1_1": 1, "relu2_1": 6, "relu3_1": 11, "relu4_1": 20}
+VGG19_UPTO = VGG19_TAPS["relu4_1"] + 1
 
 
 def init_like_torchvision(features: nn.Module, seed: int = 0) -> None:
