@@ -178,42 +178,6 @@ def to_markdown(board: pd.DataFrame, failed: pd.DataFrame, title: str = "Leaderb
     return "\n".join(lines) + "\n"
 
 
-def plot_psnr(df: pd.DataFrame, path: Path) -> None:
-    """PSNR per cell: mean with the same 95 % t-interval over seeds as the table, one dot per seed, and the
-    greyscale baseline as a dashed line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    ok = df[(df["status"] == "ok")].copy()
-    grey = ok[ok["cell"] == GREY]
-    cells = ok[ok["cell"] != GREY].copy()
-    cells["label"] = cells["cell"] if cells["model"].nunique() <= 1 else cells["model"] + " / " + cells["cell"]
-    summary = cells.groupby("label")["psnr"].agg(["mean", ci95]).sort_values("mean", ascending=False)
-    order = summary.index.tolist()
-    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(order) + 2), 4))
-    if len(cells):
-        x = range(len(order))
-        ax.errorbar(x, summary["mean"], yerr=summary["ci95"].fillna(0), fmt="o", color="C0", capsize=6, ms=7,
-                    label="mean, 95 % t-CI over seeds")
-        sns.stripplot(data=cells, x="label", y="psnr", order=order, ax=ax, color="C0", alpha=0.4, size=4,
-                      jitter=0.08)
-        ax.set_xticks(list(x), order)
-    if len(grey):
-        ax.axhline(grey["psnr"].mean(), ls="--", color="grey", label=f"greyscale {grey['psnr'].mean():.2f} dB")
-    if len(cells) or len(grey):
-        ax.legend(loc="best", fontsize=8)
-    ax.set_xlabel("")
-    ax.set_ylabel("test PSNR (dB)")
-    ax.set_title("PSNR per cell (dots = seeds)")
-    plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def write(run_dir: Path, title: str | None = None) -> tuple[pd.DataFrame, str]:
     """Build the leaderboard of a run folder and write ``leaderboard.md``, ``leaderboard.csv`` and ``psnr.png``."""
     run_dir = Path(run_dir)
@@ -223,5 +187,7 @@ def write(run_dir: Path, title: str | None = None) -> tuple[pd.DataFrame, str]:
     atomic_write_text(run_dir / "leaderboard.md", md)
     atomic_write_text(run_dir / "leaderboard.csv", board.to_csv(index=False))
     if not df.empty and (df["status"] == "ok").any():
-        plot_psnr(df, run_dir / "psnr.png")
+        from .plots import psnr_per_cell  # plots imports this module: import it only when drawing
+
+        psnr_per_cell(df, run_dir / "psnr.png")
     return board, md

@@ -1,6 +1,6 @@
 """The report's figures (seaborn, PNG). Each function takes the run's tables and writes one file.
 
-``psnr_per_cell`` is the leaderboard's point plot; the others are the validation curves, the accuracy/colourfulness
+``psnr_per_cell`` is the leaderboard's point plot (``psnr.png``); the others are the validation curves, the accuracy/colourfulness
 trade-off and the training throughput per model.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .leaderboard import GREY, plot_psnr
+from .leaderboard import GREY, ci95
 
 
 def _plt():
@@ -23,6 +23,15 @@ def _plt():
     return plt, sns
 
 
+def save_figure(fig, path: Path, dpi: int = 120) -> None:
+    """Lay out, write as PNG and close a matplotlib figure (closing frees it: reports draw many)."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
 def _label(df: pd.DataFrame) -> pd.Series:
     """Cell label: ``cell``, or ``model / cell`` when the run has several models."""
     single = df.loc[df["cell"] != GREY, "model"].nunique() <= 1  # the greyscale row has model "(none)"
@@ -30,10 +39,33 @@ def _label(df: pd.DataFrame) -> pd.Series:
 
 
 def psnr_per_cell(runs: pd.DataFrame, path: Path) -> bool:
-    """PSNR per cell, mean and 95 % CI over seeds, the greyscale baseline dashed (see ``leaderboard.plot_psnr``)."""
+    """PSNR per cell: mean with the same 95 % t-interval over seeds as the leaderboard table, one dot per seed, and
+    the greyscale baseline as a dashed line. Returns False (nothing written) without successful runs."""
     if runs.empty or not (runs["status"] == "ok").any():
         return False
-    plot_psnr(runs, path)
+    plt, sns = _plt()
+    ok = runs[runs["status"] == "ok"].copy()
+    grey = ok[ok["cell"] == GREY]
+    cells = ok[ok["cell"] != GREY].copy()
+    cells["label"] = _label(cells)
+    summary = cells.groupby("label")["psnr"].agg(["mean", ci95]).sort_values("mean", ascending=False)
+    order = summary.index.tolist()
+    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(order) + 2), 4))
+    if len(cells):
+        x = range(len(order))
+        ax.errorbar(x, summary["mean"], yerr=summary["ci95"].fillna(0), fmt="o", color="C0", capsize=6, ms=7,
+                    label="mean, 95 % t-CI over seeds")
+        sns.stripplot(data=cells, x="label", y="psnr", order=order, ax=ax, color="C0", alpha=0.4, size=4,
+                      jitter=0.08)
+        ax.set_xticks(list(x), order)
+    if len(grey):
+        ax.axhline(grey["psnr"].mean(), ls="--", color="grey", label=f"greyscale {grey['psnr'].mean():.2f} dB")
+    ax.legend(loc="best", fontsize=8)
+    ax.set_xlabel("")
+    ax.set_ylabel("test PSNR (dB)")
+    ax.set_title("PSNR per cell (dots = seeds)")
+    plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
+    save_figure(fig, path)
     return True
 
 
@@ -52,9 +84,7 @@ def val_curves(history: pd.DataFrame, path: Path) -> bool:
     ax.set_ylabel("validation PSNR (dB)")
     ax.set_title("Validation PSNR during training (mean over seeds, 95 % CI)")
     ax.legend(title="", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     return True
 
 
@@ -86,9 +116,7 @@ def psnr_vs_colourfulness(runs: pd.DataFrame, path: Path, truth_colourfulness: f
     ax.set_ylabel("test PSNR (dB)")
     ax.set_title("Accuracy vs. vivid colour (dots: seeds, diamonds: cell means)")
     ax.legend(title="", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     return True
 
 
@@ -126,7 +154,5 @@ def throughput(runs: pd.DataFrame, path: Path, bench_rows: pd.DataFrame | None =
         r = b.iloc[-1]
         axes[0][1].set_title(f"bench.throughput, synthetic data\n(batch {r.get('batch', '?')}, {r.get('size', '?')} px, "
                              f"{r.get('precision', '?')}, {r.get('device_name', '')})", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     return True

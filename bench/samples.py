@@ -20,6 +20,7 @@ from PIL import Image
 
 from .colour import merge_lab, split_lab
 from .evaluate import colorize
+from .plots import save_figure
 
 N_SAMPLES = 4
 
@@ -168,7 +169,5 @@ def plot_grid(run_dir, path, order: list[tuple[str, str]] | None = None, scores:
                 v = scores.get((*key, stem))
                 if v is not None:
                     ax.set_xlabel(f"{v:.2f} dB", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return True
