@@ -39,7 +39,7 @@ from . import grids, leaderboard
 from . import study as gs
 from .config import CellConfig, add_training_arguments, default_preset, parse_overrides, preset
 from .data import DataError, resolve, data_root
-from .evaluate import evaluate_grey
+from .metrics import evaluate_grey
 from .records import CorruptRecordError, append_rows, atomic_write_text, environment, read_rows
 from .samples import save_samples
 from .train import DivergenceError, Prepared, autocast_dtype, pick_device, prepare, train_cell

@@ -70,7 +70,7 @@ def truth_colourfulness(meta: dict) -> float | None:
         return None
     try:
         from .data import ImageStore
-        from .evaluate import colourfulness
+        from .metrics import colourfulness
 
         imgs = ImageStore(files, int(cfg["size"])).centre_crops(int(cfg.get("eval_size", cfg["size"])))
         return float(colourfulness(imgs.float() / 255.0).mean())

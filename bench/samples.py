@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from .colour import merge_lab, split_lab
-from .evaluate import colorize
+from .metrics import colorize
 from .plots import save_figure
 
 N_SAMPLES = 4

@@ -15,7 +15,7 @@ from .abbins import ABBins
 from .colour import rgb_to_lab, split_lab
 from .config import CellConfig
 from .data import CropSchedule, ImageStore, Splits, make_splits
-from .evaluate import evaluate
+from .metrics import evaluate
 
 
 class DivergenceError(RuntimeError):

@@ -1,4 +1,4 @@
-"""Metrics of ``bench.evaluate`` against independent numpy / scikit-image implementations, on real photos."""
+"""Metrics of ``bench.metrics`` against independent numpy / scikit-image implementations, on real photos."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +8,7 @@ from PIL import Image
 from skimage.color import lab2rgb, rgb2lab
 from skimage.metrics import structural_similarity
 
-from bench.evaluate import colourfulness, evaluate, evaluate_grey, psnr_per_image, score, ssim_per_image
+from bench.metrics import colourfulness, evaluate, evaluate_grey, psnr_per_image, score, ssim_per_image
 
 
 def np_psnr(pred: np.ndarray, target: np.ndarray) -> np.ndarray:

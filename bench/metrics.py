@@ -1,4 +1,5 @@
-"""Evaluation: colorize held-out images and score them against the originals, per image.
+"""Metrics: colorize held-out images and score them against the originals, per image (used by training and by the
+``bench.evaluate`` command).
 
 PSNR and SSIM are computed by torchmetrics on RGB in [0, 1] (data range 1.0), one value per image, then averaged.
 RGB is rebuilt from the true L and the predicted ab, so only colour errors count. Colourfulness is the metric of
