@@ -11,6 +11,7 @@ import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from .colour import merge_lab, split_lab
+from .device import autocast
 
 
 def psnr_per_image(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -73,8 +74,7 @@ def evaluate(model, images: torch.Tensor, device, batch_size: int = 16, refs: to
             rgb = u8.float() / 255.0
             L, _ = split_lab(u8)
             ref = refs[s : s + batch_size].to(device).float() / 255.0 if refs is not None else None
-            with torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype or torch.float32,
-                                enabled=autocast_dtype is not None):
+            with autocast(device, autocast_dtype):
                 ab = colorize(model, L, ref)
             for k, v in score(merge_lab(L, ab.float()), rgb).items():
                 out[k] += v.cpu().tolist()

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from .colour import merge_lab, split_lab
+from .device import autocast
 from .metrics import colorize
 from .plots import save_figure
 
@@ -80,8 +81,7 @@ def save_samples(run_dir, model: str, cell: str, seed: int, prep, net, device="c
     was_training = net.training
     net.eval()
     try:
-        with torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype or torch.float32,
-                            enabled=autocast_dtype is not None):
+        with autocast(device, autocast_dtype):
             ab = colorize(net, L, ref)
     finally:
         net.train(was_training)

@@ -36,7 +36,7 @@ from models.vgg import EncoderWeightsError
 from .config import default_preset
 from .data import CropSchedule, DataError, ImageStore, list_images, split_files
 from .records import append_rows, atomic_write_text, environment
-from .train import pick_device
+from .device import pick_device
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 

@@ -43,8 +43,11 @@ import losses
 import models
 
 from .colour import split_lab
-from .config import preset
+from .config import CellConfig, preset
+from .data import CropSchedule, ImageStore, data_root, list_images, resolve
+from .device import amp_dtype, autocast, pick_device
 from .records import append_rows, device_name, environment
+from .train import make_step
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 
@@ -63,7 +66,7 @@ class Setup:
         size: side of the square input crops.
         width: channel multiplier of the model.
         precision: ``fp32`` or ``bf16`` (autocast).
-        compile: wrap the model in ``torch.compile``.
+        compile: wrap the model in ``torch.compile`` (CUDA only, as in training).
         loss: the training loss (decides the model's head).
         device: where to run.
     """
@@ -83,7 +86,13 @@ class Setup:
 
     @property
     def amp(self) -> torch.dtype | None:
-        return torch.bfloat16 if self.precision == "bf16" else None
+        return amp_dtype(self.precision, self.dev)
+
+    def cell(self) -> CellConfig:
+        """The training configuration of this setup: seed 0, random encoder, one crop of ``size`` per image."""
+        return CellConfig(model=self.model, loss=self.loss, width=self.width, encoder_weights="none",
+                          batch_size=self.batch, size=self.size, crop=self.size, eval_size=self.size,
+                          precision=self.precision, compile=self.compile, seed=0)
 
 
 def device_slug(device: str, name: str | None = None) -> str:
@@ -98,53 +107,29 @@ def device_slug(device: str, name: str | None = None) -> str:
 # ----------------------------------------------------------------------------------------------------- steps
 
 
-class TrainStep:
-    """One call = one optimisation step with ``bench.train``'s semantics.
+class TimedTrain:
+    """``bench.train.TrainStep`` (the step training runs) fed with the next batch on every call, for timing.
 
     Args:
-        setup: what to build.
-        batches: ``batches(k)`` returns the k-th uint8 ``B×3×H×W`` batch (on the CPU, or already on the device).
+        setup: what to build (seed 0, random encoder).
+        batches: ``batches(k, refs)`` returns the k-th ``(uint8 B×3×H×W batch, uint8 references or None)`` (on
+            the CPU, or already on the device); ``refs`` says whether the model takes colour references.
     """
 
-    def __init__(self, setup: Setup, batches: Callable[[int], torch.Tensor]):
+    def __init__(self, setup: Setup, batches: Callable[[int], tuple]):
         self.setup, self.batches, self.k = setup, batches, 0
-        dev = setup.dev
-        torch.manual_seed(0)
-        self.net = models.build(setup.model, head=losses.head_of(setup.loss), width=setup.width,
-                                encoder_weights="none").to(dev)
-        if dev.type == "cuda":
-            self.net = self.net.to(memory_format=torch.channels_last)
-        self.criterion = losses.build(setup.loss).to(dev)
-        self.step_model = torch.compile(self.net) if setup.compile else self.net
-        self.needs_ref = getattr(self.net, "needs_reference", False)
-        params = [p for p in self.net.parameters() if p.requires_grad]
-        self.opt = torch.optim.Adam(params, lr=1e-4, fused=dev.type == "cuda")
-        self.net.train()
+        self.step = make_step(setup.cell(), setup.dev)
+        self.net = self.step.model
 
-    def __call__(self, model=None) -> torch.Tensor:
-        dev, amp = self.setup.dev, self.setup.amp
-        u8 = self.batches(self.k)
+    def __call__(self) -> torch.Tensor:
+        u8, ref = self.batches(self.k, self.step.needs_ref)
         self.k += 1
-        rgb = u8.to(dev, non_blocking=True).float().div_(255.0)
-        L, ab = split_lab(rgb)  # Lab on the device, as in training
-        if dev.type == "cuda":
-            L = L.contiguous(memory_format=torch.channels_last)
-        m = self.step_model if model is None else model
-        with torch.autocast(device_type=dev.type, dtype=amp or torch.float32, enabled=amp is not None):
-            out = m(L, rgb) if self.needs_ref else m(L)
-            loss = self.criterion(out, ab, L=L, rgb=rgb, model=self.net)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-        return loss.detach()  # never read back here: that would synchronise the GPU every step
+        return self.step(u8, ref)
 
     def flops_per_image(self) -> float:
         """FLOPs of one step (forward + backward) per image, counted on the eager (uncompiled) model."""
-        from torch.utils.flop_counter import FlopCounterMode
-
-        with FlopCounterMode(display=False) as fc:
-            self(self.net)
-        return fc.get_total_flops() / self.setup.batch
+        u8, ref = self.batches(self.k, self.step.needs_ref)
+        return count_flops(lambda: self.step(u8, ref, eager=True)) / self.setup.batch
 
 
 class InferStep:
@@ -161,45 +146,50 @@ class InferStep:
                 net = net.to(memory_format=torch.channels_last)
         self.net = net.eval()
         self.fwd = torch.compile(self.net) if setup.compile else self.net
-        g = torch.Generator(device="cpu").manual_seed(0)
-        rgb = torch.randint(0, 256, (setup.batch, 3, setup.size, setup.size), generator=g, dtype=torch.uint8)
-        rgb = rgb.to(dev).float() / 255.0
-        self.L, _ = split_lab(rgb)
+        u8 = _random_batch(setup).to(dev)
+        self.L, _ = split_lab(u8)
         if dev.type == "cuda":
             self.L = self.L.contiguous(memory_format=torch.channels_last)
-        self.ref = rgb if getattr(self.net, "needs_reference", False) else None
+        self.ref = u8.float() / 255.0 if getattr(self.net, "needs_reference", False) else None
 
     @torch.no_grad()
     def __call__(self, model=None) -> torch.Tensor:
-        dev, amp = self.setup.dev, self.setup.amp
         m = self.fwd if model is None else model
-        with torch.autocast(device_type=dev.type, dtype=amp or torch.float32, enabled=amp is not None):
+        with autocast(self.setup.dev, self.setup.amp):
             out = m(self.L, self.ref) if self.ref is not None else m(self.L)
             return self.net.to_ab(out)
 
     def flops_per_image(self) -> float:
-        from torch.utils.flop_counter import FlopCounterMode
-
-        with FlopCounterMode(display=False) as fc:
-            self(self.net)
-        return fc.get_total_flops() / self.setup.batch
+        return count_flops(lambda: self(self.net)) / self.setup.batch
 
 
-def synthetic_batches(setup: Setup) -> Callable[[int], torch.Tensor]:
-    """A fixed random uint8 batch already on the device (no data loading at all)."""
-    g = torch.Generator(device="cpu").manual_seed(0)
-    batch = torch.randint(0, 256, (setup.batch, 3, setup.size, setup.size), generator=g, dtype=torch.uint8)
-    batch = batch.to(setup.dev)
-    return lambda k: batch
+def count_flops(call: Callable[[], object]) -> int:
+    """Matmul and convolution FLOPs of one call (``torch.utils.flop_counter``; backward included when it runs)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc:
+        call()
+    return fc.get_total_flops()
 
 
-def image_batches(setup: Setup, files: list[Path], crop_seed: int = 0) -> Callable[[int], torch.Tensor]:
-    """``bench.train``'s input: images decoded once (shorter side ``size``), fixed-seed crops batched on the CPU."""
-    from .data import CropSchedule, ImageStore
+def _random_batch(setup: Setup, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    return torch.randint(0, 256, (setup.batch, 3, setup.size, setup.size), generator=g, dtype=torch.uint8)
 
+
+def synthetic_batches(setup: Setup) -> Callable[[int, bool], tuple]:
+    """A fixed random uint8 batch already on the device (no data loading at all), and a second one as colour
+    references when asked for."""
+    batch, ref = _random_batch(setup).to(setup.dev), _random_batch(setup, 1).to(setup.dev)
+    return lambda k, refs: (batch, ref if refs else None)
+
+
+def image_batches(setup: Setup, files: list[Path], crop_seed: int = 0) -> Callable[[int, bool], tuple]:
+    """``bench.train``'s input: images decoded once (shorter side ``size``), fixed-seed crops batched on the CPU,
+    and, when asked for, the schedule's colour-reference crops as in training."""
     store = ImageStore(files, setup.size)
     schedule = CropSchedule(store, setup.size, crop_seed)
-    return lambda k: schedule.batch(k, setup.batch)
+    return lambda k, refs: (schedule.batch(k, setup.batch), schedule.reference_batch(k, setup.batch) if refs else None)
 
 
 # ----------------------------------------------------------------------------------------------------- timing
@@ -275,7 +265,7 @@ def measure(setup: Setup, warmup: int = 3, repeats: int = 5, iters: int = 3) -> 
         ``train_gflop_per_img`` / ``infer_gflop_per_img`` and ``train_tflop_per_s`` / ``infer_tflop_per_s``.
     """
     dev = setup.dev
-    step = TrainStep(setup, synthetic_batches(setup))
+    step = TimedTrain(setup, synthetic_batches(setup))
     train_flops = step.flops_per_image()
     infer = InferStep(setup)
     infer_flops = infer.flops_per_image()
@@ -318,7 +308,7 @@ def end_to_end(setup: Setup, files: list[Path], warmup: int = 3, repeats: int = 
         ("e2e-synthetic", setup, synthetic_batches(setup)),
         (f"e2e-images-fp32-b{fp32_batch}", ref, image_batches(ref, files)),
     ):
-        step = TrainStep(s, batches)
+        step = TimedTrain(s, batches)
         with PeakMemory(dev) as mem:
             t = time_calls(step, dev, warmup, repeats, iters)
         r = _rates(s.batch, t)
@@ -386,8 +376,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def _files(args) -> list[Path]:
-    from .data import data_root, list_images, resolve
-
     _, folder, _ = resolve(args.data, data_root(args.data_root))
     return list_images(folder)[: args.n_images]
 
@@ -395,8 +383,6 @@ def _files(args) -> list[Path]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        from .train import pick_device
-
         dev = pick_device(args.device)
         cuda = dev.type == "cuda"
         base = preset("paper" if cuda else "quick")
@@ -409,6 +395,8 @@ def main(argv=None) -> int:
                         compile=args.compile, loss=args.loss, device=str(dev)) for n in names]
         if any(s.batch < 1 or s.size < 16 or s.size % 16 for s in setups):
             raise UsageError("--batch must be ≥ 1 and --size a multiple of 16 (≥ 16)")
+        if args.compile and not cuda:
+            raise UsageError("--compile is used on CUDA only (as in training)")
         if args.repeats < 1 or (args.iters is not None and args.iters < 1):
             raise UsageError("--repeats and --iters must be at least 1")
         pipe = pipeline_module() if args.pipeline else None

@@ -1,4 +1,8 @@
-"""Training one cell: fixed-seed crops → Lab on the device → model → loss → Adam; then validation and test metrics."""
+"""Training one cell: fixed-seed crops → Lab on the device → model → loss → Adam; then validation and test metrics.
+
+``TrainStep`` is the one optimisation step of colorbench: ``train_cell`` runs it every iteration and
+``bench.throughput`` times it.
+"""
 from __future__ import annotations
 
 import math
@@ -15,7 +19,11 @@ from .abbins import ABBins
 from .colour import rgb_to_lab, split_lab
 from .config import CellConfig
 from .data import CropSchedule, ImageStore, Splits, make_splits
+from .device import amp_dtype, autocast, pick_device
 from .metrics import evaluate
+
+__all__ = ["DivergenceError", "Prepared", "TrainStep", "autocast_dtype", "build_cell", "make_step", "pick_device",
+           "prepare", "train_cell"]
 
 
 class DivergenceError(RuntimeError):
@@ -27,21 +35,9 @@ class DivergenceError(RuntimeError):
         self.reason = reason
 
 
-def pick_device(name: str | None = None) -> torch.device:
-    """``--device`` if given, else CUDA when available, else the CPU."""
-    if name in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but no CUDA device is available")
-    return dev
-
-
 def autocast_dtype(cfg: CellConfig, device: torch.device) -> torch.dtype | None:
     """bf16 autocast on CUDA under ``precision=auto``; None (full fp32) otherwise."""
-    if cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
+    return amp_dtype(cfg.precision, device)
 
 
 @dataclass
@@ -76,12 +72,20 @@ def prepare(cfg: CellConfig, data: str | None = None, test: str | None = None, r
                     train.skipped + val.skipped + tst.skipped, cfg.size)
 
 
-def build_cell(cfg: CellConfig, prep: Prepared, device: torch.device):
-    """Model and loss of a cell, on the device (the loss's prior is computed from the training images if needed)."""
+def build_cell(cfg: CellConfig, prep: Prepared | None, device: torch.device):
+    """Model and loss of a cell, on the device.
+
+    Args:
+        cfg: the cell's configuration.
+        prep: the run's data; a rebalanced KL loss takes its prior from the training images (needs ``prep``).
+        device: where the model and loss live.
+    """
     head = losses.head_of(cfg.loss)
     model = models.build(cfg.model, head=head, width=cfg.width, encoder_weights=cfg.encoder_weights, **cfg.model_params)
     params = dict(cfg.loss_params)
     if params.get("rebalance") and "prior" not in params:
+        if prep is None:
+            raise ValueError(f"loss {cfg.loss} with rebalance needs the training images for its prior")
         params["prior"] = prep.prior(ABBins(params.get("sigma", 5.0), params.get("neighbours", 5)))
     # Feature losses (adain, adain_style) own a VGG-19: unless the cell says otherwise it follows the model's
     # encoder rules (quick preset: width 0.25, random; paper: width 1, ImageNet). Losses whose constructors take
@@ -90,6 +94,131 @@ def build_cell(cfg: CellConfig, prep: Prepared, device: torch.device):
     params.setdefault("vgg_width", cfg.width)
     criterion = losses.build(cfg.loss, **params)
     return model.to(device), criterion.to(device)
+
+
+class TrainStep:
+    """One optimisation step, the only one in colorbench: ``train_cell`` runs it every iteration and
+    ``bench.throughput`` times it.
+
+    A call takes a uint8 ``B×3×H×W`` batch (on the CPU or already on the device), moves it to the device, converts
+    it to Lab there (exact lookup table for the sRGB curve), runs the model on L under autocast, the loss on
+    (prediction, true ab), backward and the optimiser step. On CUDA the input and the model are channels-last and
+    Adam is fused. Losses are read back every ``check_every`` steps (on a GPU, reading every step would stall it):
+    a NaN/inf raises ``DivergenceError`` naming the first bad step.
+
+    Hook for losses with their own training (e.g. a WGAN-GP critic): if the loss object has a method
+    ``extra_step(pred, target_ab, **ctx)``, it is called every step after the model's forward pass and before the
+    loss, with the prediction detached and the same context as the loss (``L``, ``rgb``, ``model``), under the
+    same autocast. It updates whatever the loss owns (its critic, with its own optimiser) and returns nothing.
+    ``losses.CompositeLoss`` forwards it to the terms that have it.
+
+    State for checkpoints: ``state_dict()`` / ``load_state_dict()`` hold the model, the loss (an ``nn.Module``: a
+    critic's weights, plus whatever its ``get_extra_state()`` returns, e.g. the critic's optimiser), the optimiser
+    and the number of steps done. RNG states are not part of it.
+
+    Args:
+        model: the network, on ``device``.
+        criterion: the loss, on ``device``.
+        device: where to train.
+        lr: Adam learning rate.
+        amp: autocast dtype (``torch.bfloat16``) or None for full precision.
+        compile: run the forward pass through ``torch.compile(model)``.
+        check_every: read the losses back every this many steps (default: 1 on the CPU, 25 elsewhere).
+    """
+
+    def __init__(self, model: torch.nn.Module, criterion: torch.nn.Module, device: torch.device, lr: float,
+                 amp: torch.dtype | None = None, compile: bool = False, check_every: int | None = None):
+        self.device, self.amp = torch.device(device), amp
+        self.cuda = self.device.type == "cuda"
+        if self.cuda:
+            model = model.to(memory_format=torch.channels_last)
+        self.model, self.criterion = model, criterion
+        self.forward = torch.compile(model) if compile else model
+        self.needs_ref = bool(getattr(model, "needs_reference", False))
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        self.opt = torch.optim.Adam(trainable, lr=lr, fused=self.cuda)
+        self.check_every = check_every or (1 if self.device.type == "cpu" else 25)
+        self.step = 0  # steps done
+        self.last_loss = math.nan  # the last loss read back
+        self._pending: list[torch.Tensor] = []
+        model.train()
+
+    def __call__(self, u8: torch.Tensor, ref: torch.Tensor | None = None, eager: bool = False) -> torch.Tensor:
+        """One step on a uint8 batch; returns the loss (a detached device tensor, not read back).
+
+        Args:
+            u8: ``B×3×H×W`` uint8 crops.
+            ref: uint8 colour references for models with ``needs_reference`` (ignored otherwise).
+            eager: use the uncompiled model (FLOP counting).
+        """
+        u8 = u8.to(self.device, non_blocking=True)  # uint8: 4× less to copy than float
+        L, ab = split_lab(u8)  # Lab is computed on the training device, batched
+        rgb = u8.float().div_(255.0)
+        if self.cuda:
+            L = L.contiguous(memory_format=torch.channels_last)
+        net = self.model if eager else self.forward
+        ctx = {"L": L, "rgb": rgb, "model": self.model}
+        with autocast(self.device, self.amp):
+            if self.needs_ref:
+                out = net(L, ref.to(self.device, non_blocking=True).float() / 255)
+            else:
+                out = net(L)
+            extra = getattr(self.criterion, "extra_step", None)
+            if extra is not None:  # the loss's own update (a critic's), before it scores this prediction
+                extra(out.detach(), ab, **ctx)
+            loss = self.criterion(out, ab, **ctx)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.step += 1
+        loss = loss.detach()
+        self._pending.append(loss)
+        if self.step % self.check_every == 0:
+            self.check()
+        return loss
+
+    def check(self) -> float:
+        """Read back the losses since the last check and return the latest.
+
+        Raises:
+            DivergenceError: one of them is NaN or infinite (with the step of the first).
+        """
+        if self._pending:
+            vals = torch.stack(self._pending).float().cpu()
+            first = self.step - len(self._pending) + 1
+            self._pending = []
+            bad = (~torch.isfinite(vals)).nonzero()
+            if len(bad):
+                raise DivergenceError(first + int(bad[0]), f"loss is {vals[int(bad[0])].item()}")
+            self.last_loss = vals[-1].item()
+        return self.last_loss
+
+    def state_dict(self) -> dict:
+        """Model, loss, optimiser and step count (what a checkpoint needs besides the RNG states)."""
+        return {"model": self.model.state_dict(), "criterion": self.criterion.state_dict(),
+                "optimizer": self.opt.state_dict(), "step": self.step}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what ``state_dict()`` returned."""
+        self.model.load_state_dict(state["model"])
+        self.criterion.load_state_dict(state["criterion"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.step, self._pending = int(state["step"]), []
+
+
+def make_step(cfg: CellConfig, device: torch.device, prep: Prepared | None = None) -> TrainStep:
+    """Seed with ``cfg.seed``, build the cell's model and loss and their ``TrainStep``.
+
+    Args:
+        cfg: the cell's configuration (model, loss, width, lr, precision; ``compile`` is honoured on CUDA only).
+        device: where to train.
+        prep: the run's data (only a rebalanced KL loss needs it, for its prior).
+    """
+    device = torch.device(device)
+    torch.manual_seed(cfg.seed)  # the training seed sets the initialisation only; the crops come from crop_seed
+    model, criterion = build_cell(cfg, prep, device)
+    return TrainStep(model, criterion, device, cfg.lr, autocast_dtype(cfg, device),
+                     compile=cfg.compile and device.type == "cuda")
 
 
 def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: bool = True, desc: str = "",
@@ -112,61 +241,36 @@ def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: 
     Raises:
         DivergenceError: the loss became NaN or infinite.
     """
-    torch.manual_seed(cfg.seed)  # the training seed sets the initialisation only; the crops come from crop_seed
-    model, criterion = build_cell(cfg, prep, device)
-    amp = autocast_dtype(cfg, device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    step_model = torch.compile(model) if cfg.compile and device.type == "cuda" else model
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(trainable, lr=cfg.lr, fused=device.type == "cuda")
+    step = make_step(cfg, device, prep)
+    model, amp, needs_ref = step.model, step.amp, step.needs_ref
     schedule = CropSchedule(prep.train, cfg.crop, cfg.crop_seed)
-    needs_ref = getattr(model, "needs_reference", False)
     ref_other = bool(cfg.model_params.get("train_reference") == "other")
-    check_every = 1 if device.type == "cpu" else 25  # on a GPU, reading the loss back every step stalls the pipeline
 
-    history, pending = [], []
+    history = []
     bar = tqdm(total=cfg.steps, desc=desc or cfg.loss, leave=False, disable=not progress, dynamic_ncols=True)
     t0 = time.perf_counter()
-    model.train()
-    for step in range(1, cfg.steps + 1):
-        u8 = schedule.batch(step - 1, cfg.batch_size).to(device, non_blocking=True)  # uint8: 4× less to copy
-        L, ab = split_lab(u8)  # Lab is computed on the training device, batched
-        rgb = u8.float().div_(255.0)
-        ref = None
-        if needs_ref:
-            ref = schedule.reference_batch(step - 1, cfg.batch_size, ref_other).to(device, non_blocking=True).float() / 255
+    try:
+        for k in range(cfg.steps):
+            u8 = schedule.batch(k, cfg.batch_size)
+            ref = schedule.reference_batch(k, cfg.batch_size, ref_other) if needs_ref else None
+            step(u8, ref)
+            n = step.step
+            validate = n % cfg.val_every == 0 or n == cfg.steps
+            if n % step.check_every == 0 or validate:
+                bar.set_postfix(loss=f"{step.check():.4f}")
+            bar.update(1)
+            if validate:
+                val = evaluate(model, prep.val_images, device, cfg.batch_size, _refs(prep.val_images, needs_ref), amp)
+                val_psnr = float(sum(val["psnr"]) / len(val["psnr"]))
+                history.append({"step": n, "val_psnr": val_psnr, "train_loss": step.last_loss,
+                                "elapsed_s": time.perf_counter() - t0})
+                if on_validation is not None:
+                    on_validation(n, val_psnr)
         if device.type == "cuda":
-            L = L.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device_type=device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            out = step_model(L, ref) if needs_ref else step_model(L)
-            loss = criterion(out, ab, L=L, rgb=rgb, model=model)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        pending.append(loss.detach())
-        if step % check_every == 0 or step == cfg.steps or step % cfg.val_every == 0:
-            vals = torch.stack(pending).float().cpu()
-            bad = (~torch.isfinite(vals)).nonzero()
-            if len(bad):
-                first = step - len(pending) + 1 + int(bad[0])
-                bar.close()
-                raise DivergenceError(first, f"loss is {vals[int(bad[0])].item()}")
-            last_loss = vals[-1].item()
-            pending = []
-            bar.set_postfix(loss=f"{last_loss:.4f}")
-        bar.update(1)
-        if step % cfg.val_every == 0 or step == cfg.steps:
-            val = evaluate(model, prep.val_images, device, cfg.batch_size, _refs(prep.val_images, needs_ref), amp)
-            val_psnr = float(sum(val["psnr"]) / len(val["psnr"]))
-            history.append({"step": step, "val_psnr": val_psnr, "train_loss": last_loss,
-                            "elapsed_s": time.perf_counter() - t0})
-            if on_validation is not None:
-                on_validation(step, val_psnr)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+            torch.cuda.synchronize()
+    finally:
+        bar.close()
     train_time = time.perf_counter() - t0
-    bar.close()
 
     t1 = time.perf_counter()
     per_image = evaluate(model, prep.test_images, device, cfg.batch_size, _refs(prep.test_images, needs_ref), amp)

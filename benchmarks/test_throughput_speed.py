@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from bench.config import preset
-from bench.throughput import InferStep, Setup, TrainStep, synthetic_batches
+from bench.throughput import InferStep, Setup, TimedTrain, synthetic_batches
 
 DEVICE = torch.device(os.environ.get("BENCH_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu"))
 CUDA = DEVICE.type == "cuda"
@@ -53,7 +53,7 @@ def _run(benchmark, step, setup: Setup):
 @pytest.mark.parametrize("model", MODELS)
 def test_train_step(benchmark, model):
     setup = _setup(model)
-    _run(benchmark, TrainStep(setup, synthetic_batches(setup)), setup)
+    _run(benchmark, TimedTrain(setup, synthetic_batches(setup)), setup)
 
 
 @pytest.mark.parametrize("model", MODELS)

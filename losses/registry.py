@@ -83,6 +83,12 @@ class CompositeLoss(nn.Module):
     def forward(self, pred: torch.Tensor, target_ab: torch.Tensor, **ctx) -> torch.Tensor:
         return sum(w * t(pred, target_ab, **ctx) for w, t in zip(self.weights, self.terms))
 
+    def extra_step(self, pred: torch.Tensor, target_ab: torch.Tensor, **ctx) -> None:
+        """The training step's hook (see ``bench.train.TrainStep``): run it for every term that has one."""
+        for t in self.terms:
+            if hasattr(t, "extra_step"):
+                t.extra_step(pred, target_ab, **ctx)
+
 
 def build(spec: str, **params) -> nn.Module:
     """Build a loss from a name or a composite spec.

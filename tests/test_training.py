@@ -4,6 +4,7 @@ Tiny settings: width 0.25, 32-px images and crops, batches of 4, 3 steps.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 
 import pytest
@@ -97,3 +98,82 @@ def test_divergence_raises_with_the_step(prep, cfg):
         train_cell(cfg.replace(loss="mse", lr=1e30), prep, CPU, progress=False)
     assert err.value.step == 2
     assert "nan" in err.value.reason.lower() or "inf" in err.value.reason.lower()
+
+
+# ------------------------------------------------------------------------------------ the one training step
+
+
+@pytest.fixture(scope="module")
+def kodak_prep():
+    """The bundled Kodak24 (no data-set folder needed), decoded at 32 px."""
+    return prepare(preset("quick").replace(size=32, crop=32, eval_size=32), None, None, None)
+
+
+def test_throughput_times_the_step_training_runs(kodak_prep):
+    """bench.throughput's timed step and train_cell give the same losses on the same batches and seed: they are
+    one step, not two implementations."""
+    from bench import throughput
+
+    setup = throughput.Setup(model="unet_vgg16", batch=4, size=32, width=0.125, loss="l1", device="cpu")
+    cfg = setup.cell().replace(steps=3, val_every=1)
+    trained = [h["train_loss"] for h in train_cell(cfg, kodak_prep, CPU, progress=False)["history"]]
+    timed = throughput.TimedTrain(setup, throughput.image_batches(setup, kodak_prep.splits.train))
+    assert [timed().item() for _ in range(3)] == pytest.approx(trained, rel=1e-6)
+    assert len(set(trained)) == 3  # the optimiser did move between steps
+
+
+class _Counting(torch.nn.Module):
+    """An L1 loss with an ``extra_step`` hook that records what the training step hands it."""
+
+    head = "ab"
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def extra_step(self, pred, target_ab, **ctx):
+        self.calls.append((pred.requires_grad, tuple(pred.shape), tuple(target_ab.shape), sorted(ctx)))
+
+    def forward(self, pred, target_ab, **ctx):
+        return (pred - target_ab).abs().mean() / 110
+
+
+@pytest.mark.parametrize("composite", [False, True])
+def test_step_calls_the_loss_hook_and_checks_divergence(kodak_prep, composite):
+    import losses
+    import models
+    from bench.train import TrainStep
+
+    torch.manual_seed(0)
+    net = models.build("unet_vgg16", head="ab", width=0.125, encoder_weights="none")
+    term = _Counting()
+    crit = losses.CompositeLoss([(1.0, term), (0.5, losses.build("mse"))], "x") if composite else term
+    step = TrainStep(net, crit, CPU, lr=1e-3, check_every=2)
+    sched = CropSchedule(kodak_prep.train, 32, 0)
+    for k in range(3):
+        step(sched.batch(k, 2))
+    assert step.step == 3 and term.calls == [(False, (2, 2, 32, 32), (2, 2, 32, 32), ["L", "model", "rgb"])] * 3
+    assert torch.isfinite(torch.tensor(step.check()))
+    step(sched.batch(3, 2))  # step 4: read back (every 2)
+    # a NaN loss is reported with its own step at the next read-back, not the step of the read-back
+    step.criterion = lambda *a, **k: torch.tensor(float("nan"), requires_grad=True)
+    step(sched.batch(4, 2))  # step 5, NaN, not read back yet
+    with pytest.raises(DivergenceError) as err:
+        step(sched.batch(5, 2))  # step 6 reads back steps 5 and 6
+    assert err.value.step == 5 and step.step == 6
+
+
+def test_step_state_dict_resumes_exactly(kodak_prep):
+    """Model, optimiser and step count round-trip through state_dict(): a restored step continues identically."""
+    from bench.train import make_step
+
+    cfg = preset("quick").replace(width=0.125, size=32, crop=32, eval_size=32, batch_size=2, lr=1e-3)
+    sched = CropSchedule(kodak_prep.train, 32, 0)
+    a = make_step(cfg, CPU)
+    for k in range(2):
+        a(sched.batch(k, 2))
+    saved = copy.deepcopy(a.state_dict())
+    next_a = a(sched.batch(2, 2)).item()
+    b = make_step(cfg.replace(seed=5), CPU)  # another initialisation, then the saved state
+    b.load_state_dict(saved)
+    assert b.step == 2 and b(sched.batch(2, 2)).item() == pytest.approx(next_a, rel=1e-6)
