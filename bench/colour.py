@@ -5,6 +5,8 @@ The formulas and constants are those of IEC 61966-2-1 (sRGB) and CIE 1976 L*a*b*
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 _RGB_TO_XYZ = torch.tensor(
@@ -63,10 +65,14 @@ def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
 
 
 def lab_to_rgb(lab: torch.Tensor, clamp: bool = True) -> torch.Tensor:
-    """Convert Lab (``B×3×H×W``) back to sRGB; out-of-gamut values are clipped to [0, 1] unless ``clamp=False``."""
+    """Convert Lab (``B×3×H×W``) back to sRGB; out-of-gamut values are clipped to [0, 1] unless ``clamp=False``.
+
+    Differentiable everywhere with ``clamp=False`` (both branches of each piecewise step have finite slopes; used by
+    the RGB-space losses). Computes in float32, or in float64 for float64 input (gradient checks).
+    """
     if lab.ndim != 4 or lab.shape[1] != 3:
         raise ValueError(f"expected a B×3×H×W Lab tensor, got shape {tuple(lab.shape)}")
-    lab = lab.float()
+    lab = lab if lab.dtype == torch.float64 else lab.float()
     fy = (lab[:, 0:1] + 16.0) / 116.0
     fx = fy + lab[:, 1:2] / 500.0
     fz = fy - lab[:, 2:3] / 200.0
@@ -87,3 +93,47 @@ def split_lab(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def merge_lab(L: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
     """(L, ab) → RGB in [0, 1]: the colorization a user sees."""
     return lab_to_rgb(torch.cat([L.float(), ab.float()], dim=1))
+
+
+def delta_e2000(lab1: torch.Tensor, lab2: torch.Tensor) -> torch.Tensor:
+    """CIEDE2000 colour difference (k_L = k_C = k_H = 1) of every pixel of two Lab batches (``B×3×H×W`` → ``B×H×W``).
+
+    Sharma, Wu & Dalal (2005), computed in float64 (the hue branches compare angles with π). Where either colour is
+    achromatic (C'₁C'₂ = 0) the hue difference is 0 and the mean hue is the sum of the hues, as in the standard.
+    """
+    if lab1.shape != lab2.shape or lab1.ndim != 4 or lab1.shape[1] != 3:
+        raise ValueError(f"expected two B×3×H×W Lab tensors of one shape, got {tuple(lab1.shape)} and {tuple(lab2.shape)}")
+    L1, a1, b1 = lab1.double().unbind(1)
+    L2, a2, b2 = lab2.double().unbind(1)
+    c_mean = 0.5 * (torch.hypot(a1, b1) + torch.hypot(a2, b2))
+    g = 0.5 * (1 - torch.sqrt(c_mean**7 / (c_mean**7 + 25.0**7)))
+    a1p, a2p = a1 * (1 + g), a2 * (1 + g)  # a stretched by the mean chroma; primes from here on
+    C1, C2 = torch.hypot(a1p, b1), torch.hypot(a2p, b2)
+    two_pi = 2 * math.pi
+    h1, h2 = torch.atan2(b1, a1p), torch.atan2(b2, a2p)
+    h1, h2 = torch.where(h1 < 0, h1 + two_pi, h1), torch.where(h2 < 0, h2 + two_pi, h2)
+
+    L_mean = 0.5 * (L1 + L2)
+    sl = 1 + 0.015 * (L_mean - 50) ** 2 / torch.sqrt(20 + (L_mean - 50) ** 2)
+    dL = (L2 - L1) / sl
+
+    C_mean = 0.5 * (C1 + C2)
+    dC = (C2 - C1) / (1 + 0.045 * C_mean)
+
+    chromatic = C1 * C2 != 0
+    dh = h2 - h1
+    dh = torch.where(dh > math.pi, dh - two_pi, torch.where(dh < -math.pi, dh + two_pi, dh))
+    dh = torch.where(chromatic, dh, torch.zeros_like(dh))
+    dH = 2 * torch.sqrt(C1 * C2) * torch.sin(dh / 2)
+    h_sum = h1 + h2
+    far = chromatic & ((h2 - h1).abs() > math.pi)  # the mean hue goes the short way round the circle
+    h_mean = torch.where(far & (h_sum < two_pi), h_sum + two_pi, torch.where(far, h_sum - two_pi, h_sum))
+    h_mean = torch.where(chromatic, 0.5 * h_mean, h_sum)
+    t = (1 - 0.17 * torch.cos(h_mean - math.radians(30)) + 0.24 * torch.cos(2 * h_mean)
+         + 0.32 * torch.cos(3 * h_mean + math.radians(6)) - 0.20 * torch.cos(4 * h_mean - math.radians(63)))
+    dH = dH / (1 + 0.015 * C_mean * t)
+
+    rc = 2 * torch.sqrt(C_mean**7 / (C_mean**7 + 25.0**7))
+    d_theta = math.radians(30) * torch.exp(-(((torch.rad2deg(h_mean) - 275) / 25) ** 2))
+    rt = -torch.sin(2 * d_theta) * rc
+    return torch.sqrt((dL**2 + dC**2 + dH**2 + rt * dC * dH).clamp_min(0))

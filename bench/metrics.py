@@ -3,15 +3,21 @@
 
 PSNR and SSIM are computed by torchmetrics on RGB in [0, 1] (data range 1.0), one value per image, then averaged.
 RGB is rebuilt from the true L and the predicted ab, so only colour errors count. Colourfulness is the metric of
-Hasler & Süsstrunk (2003) on 0-255 RGB.
+Hasler & Süsstrunk (2003) on 0-255 RGB. ``delta_e2000`` is the mean CIEDE2000 difference over the pixels (Lab of
+both RGB images; lower is better). ``lpips`` is LPIPS-VGG (``models.lpips``; lower is better): it needs a VGG-16
+backbone, ``imagenet`` or explicitly ``random``; when the ImageNet checkpoint is missing the values are NaN and the
+run's ``lpips_backbone`` says ``missing`` (see :func:`lpips_metric`).
 """
 from __future__ import annotations
 
 import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
-from .colour import merge_lab, split_lab
+from .colour import delta_e2000, merge_lab, rgb_to_lab, split_lab
 from .device import autocast
+
+#: metrics where lower is better (all others: higher is better)
+LOWER_IS_BETTER = ("delta_e2000", "lpips")
 
 
 def psnr_per_image(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -35,14 +41,49 @@ def colourfulness(rgb: torch.Tensor) -> torch.Tensor:
     return std + 0.3 * mean
 
 
-def score(pred_rgb: torch.Tensor, target_rgb: torch.Tensor) -> dict[str, torch.Tensor]:
-    """All per-image metrics of a colorized batch against the originals."""
+def delta_e2000_per_image(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean CIEDE2000 difference over the pixels of each image of two ``B×3×H×W`` RGB batches in [0, 1]."""
+    return delta_e2000(rgb_to_lab(pred), rgb_to_lab(target)).flatten(1).mean(dim=1).float()
+
+
+_LPIPS: dict = {}
+
+
+def lpips_metric(backbone: str, device) -> tuple[object | None, str]:
+    """The LPIPS-VGG network of the ``lpips`` metric on ``device`` (built once per process) and its status.
+
+    Args:
+        backbone: ``"imagenet"`` or ``"random"`` (the configuration's ``lpips_backbone``).
+        device: where the network runs.
+
+    Returns:
+        (network, ``"imagenet"`` | ``"random"``), or (None, ``"missing"``) when the ImageNet checkpoint cannot be
+        had: the metric is then NaN and every row says so.
+    """
+    from models.lpips import LPIPS
+    from models.vgg import EncoderWeightsError
+
+    key = (backbone, str(device))
+    if key not in _LPIPS:
+        try:
+            _LPIPS[key] = (LPIPS(backbone).to(device), backbone)
+        except EncoderWeightsError:
+            _LPIPS[key] = (None, "missing")
+    return _LPIPS[key]
+
+
+def score(pred_rgb: torch.Tensor, target_rgb: torch.Tensor, lpips_net=None) -> dict[str, torch.Tensor]:
+    """All per-image metrics of a colorized batch against the originals (``lpips`` only with a network)."""
     pred_rgb, target_rgb = pred_rgb.float(), target_rgb.float()
-    return {
+    out = {
         "psnr": psnr_per_image(pred_rgb, target_rgb),
         "ssim": ssim_per_image(pred_rgb, target_rgb),
         "colourfulness": colourfulness(pred_rgb),
+        "delta_e2000": delta_e2000_per_image(pred_rgb, target_rgb),
     }
+    if lpips_net is not None:
+        out["lpips"] = lpips_net(pred_rgb, target_rgb).float()
+    return out
 
 
 @torch.no_grad()
@@ -54,7 +95,7 @@ def colorize(model, L: torch.Tensor, ref: torch.Tensor | None = None) -> torch.T
 
 @torch.no_grad()
 def evaluate(model, images: torch.Tensor, device, batch_size: int = 16, refs: torch.Tensor | None = None,
-             autocast_dtype: torch.dtype | None = None) -> dict[str, list[float]]:
+             autocast_dtype: torch.dtype | None = None, lpips_net=None) -> dict[str, list[float]]:
     """Score a model on uint8 images (``N×3×H×W``), batch by batch; returns per-image lists of each metric.
 
     Args:
@@ -64,10 +105,11 @@ def evaluate(model, images: torch.Tensor, device, batch_size: int = 16, refs: to
         batch_size: images per forward pass.
         refs: uint8 colour references, one per image, for models with ``needs_reference``.
         autocast_dtype: e.g. ``torch.bfloat16`` on CUDA; None for full precision.
+        lpips_net: the network of :func:`lpips_metric`, to score ``lpips`` too (validation does without).
     """
     was_training = model.training
     model.eval()
-    out: dict[str, list[float]] = {"psnr": [], "ssim": [], "colourfulness": []}
+    out: dict[str, list[float]] = {}
     try:
         for s in range(0, len(images), batch_size):
             u8 = images[s : s + batch_size].to(device)
@@ -76,21 +118,21 @@ def evaluate(model, images: torch.Tensor, device, batch_size: int = 16, refs: to
             ref = refs[s : s + batch_size].to(device).float() / 255.0 if refs is not None else None
             with autocast(device, autocast_dtype):
                 ab = colorize(model, L, ref)
-            for k, v in score(merge_lab(L, ab.float()), rgb).items():
-                out[k] += v.cpu().tolist()
+            for k, v in score(merge_lab(L, ab.float()), rgb, lpips_net).items():
+                out.setdefault(k, []).extend(v.cpu().tolist())
     finally:
         model.train(was_training)
     return out
 
 
 @torch.no_grad()
-def evaluate_grey(images: torch.Tensor, device="cpu", batch_size: int = 16) -> dict[str, list[float]]:
+def evaluate_grey(images: torch.Tensor, device="cpu", batch_size: int = 16, lpips_net=None) -> dict[str, list[float]]:
     """The greyscale baseline: ab = 0 everywhere. Every colorizer must beat it."""
-    out: dict[str, list[float]] = {"psnr": [], "ssim": [], "colourfulness": []}
+    out: dict[str, list[float]] = {}
     for s in range(0, len(images), batch_size):
         u8 = images[s : s + batch_size].to(device)
         rgb = u8.float() / 255.0
         L, ab = split_lab(u8)
-        for k, v in score(merge_lab(L, torch.zeros_like(ab)), rgb).items():
-            out[k] += v.cpu().tolist()
+        for k, v in score(merge_lab(L, torch.zeros_like(ab)), rgb, lpips_net).items():
+            out.setdefault(k, []).extend(v.cpu().tolist())
     return out

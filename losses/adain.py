@@ -25,7 +25,7 @@ from bench.colour import lab_to_rgb
 from models.adain import adain, channel_stats
 from models.vgg import VGG19Features
 
-from .base import reduce
+from .base import reduce, rgb_images
 from .registry import register_loss
 
 TARGETS = ("true", "grey")
@@ -79,19 +79,8 @@ class _AdaINColourLoss(nn.Module):
     def images(self, pred: torch.Tensor, target_ab: torch.Tensor, L: torch.Tensor | None,
                rgb: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(output RGB with a gradient path to ``pred``, true RGB): both ``B×3×H×W`` in [0, 1]."""
-        if L is None:
-            raise ValueError(f"the {self.name} loss needs the lightness: call loss(pred, target_ab, L=L, rgb=rgb)")
-        if pred.shape != target_ab.shape or pred.shape[1] != 2:
-            raise ValueError(f"{self.name} expects ab predictions B×2×H×W like the target, got {tuple(pred.shape)} "
-                             f"and {tuple(target_ab.shape)}")
-        # merge_lab() would do, but in fp32 and outside autocast. The clamp only stops gradients of out-of-gamut
-        # pixels (the pixel loss, if any, still pulls those).
-        with torch.autocast(device_type=pred.device.type, enabled=False):
-            out = lab_to_rgb(torch.cat([L.float(), pred.float()], dim=1), clamp=True)
-            if rgb is None:
-                with torch.no_grad():
-                    rgb = lab_to_rgb(torch.cat([L.float(), target_ab.float()], dim=1))
-        return out, rgb.float()
+        # The clamp only stops gradients of out-of-gamut pixels (the pixel loss, if any, still pulls those).
+        return rgb_images(self.name, pred, target_ab, L, rgb, clamp=True)
 
     def finish(self, per_sample: torch.Tensor) -> torch.Tensor:
         # One value per image, shaped B×1×1×1 so that reduction="none" broadcasts against a pixel loss's B×2×H×W in

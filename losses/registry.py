@@ -79,6 +79,7 @@ class CompositeLoss(nn.Module):
         self.terms = nn.ModuleList([t for _, t in terms])
         self.spec = spec
         self.needs_rgb = any(getattr(t, "needs_rgb", False) for t in self.terms)
+        self.signed = any(getattr(t, "signed", False) for t in self.terms)
 
     def forward(self, pred: torch.Tensor, target_ab: torch.Tensor, **ctx) -> torch.Tensor:
         return sum(w * t(pred, target_ab, **ctx) for w, t in zip(self.weights, self.terms))

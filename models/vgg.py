@@ -200,3 +200,59 @@ class VGG19Features(nn.Module):
             out.append(x)
             start = stop + 1
         return out
+
+
+# ----------------------------------------------------------------------------------------------------- VGG-16 features
+# LPIPS (Zhang et al. 2018) and the perceptual loss read a full-width VGG-16 at the last ReLU of every block. The
+# loss/metric networks name their weights by *backbone*: "imagenet" (torchvision's checkpoint, the file the paper
+# preset's encoder needs too) or "random" (a fixed, seeded Kaiming init, only when asked for by name).
+
+VGG16_TAPS = {"relu1_2": 3, "relu2_2": 8, "relu3_3": 15, "relu4_3": 22, "relu5_3": 29}
+BACKBONES = ("imagenet", "random")
+
+
+def check_backbone(backbone: str) -> str:
+    """Validate a backbone name (``imagenet`` or ``random``) and return it; ValueError otherwise."""
+    if backbone not in BACKBONES:
+        raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, not {backbone!r}")
+    return backbone
+
+
+class VGG16Taps(nn.Module):
+    """A frozen, full-width VGG-16 conv stack returning the activations at the named taps.
+
+    The input is already normalised (each user has its own convention: ImageNet mean/std, or LPIPS' scaling).
+
+    Args:
+        taps: names from ``VGG16_TAPS``, in network order; the stack stops after the last one.
+        backbone: ``"imagenet"`` (torchvision's checkpoint from ``$TORCH_HOME/hub/checkpoints``, downloaded when
+            online; missing → ``EncoderWeightsError`` naming the file) or ``"random"`` (seeded, never a fallback).
+        seed: seed of the random initialisation.
+    """
+
+    def __init__(self, taps=tuple(VGG16_TAPS), backbone: str = "imagenet", seed: int = 0):
+        super().__init__()
+        check_backbone(backbone)
+        unknown = [t for t in taps if t not in VGG16_TAPS]
+        if unknown or not taps:
+            raise ValueError(f"unknown VGG-16 taps {unknown}; available: {', '.join(VGG16_TAPS)}")
+        self.stops = sorted(VGG16_TAPS[t] for t in taps)
+        self.features, _ = make_features("vgg16", 1.0, upto=self.stops[-1] + 1)
+        self.pretrained = load_encoder_weights(self.features, "vgg16", "imagenet" if backbone == "imagenet" else "none")
+        if not self.pretrained:
+            init_like_torchvision(self.features, seed)
+        self.backbone = backbone
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> "VGG16Taps":
+        return super().train(False)  # a fixed function: never switched to training mode by a parent
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """``x``: normalised ``B×3×H×W`` → the activations at the taps, in order."""
+        out, start = [], 0
+        for stop in self.stops:
+            x = self.features[start : stop + 1](x)
+            out.append(x)
+            start = stop + 1
+        return out

@@ -1,6 +1,8 @@
 """Metrics of ``bench.metrics`` against independent numpy / scikit-image implementations, on real photos."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -136,4 +138,71 @@ def test_score_and_evaluate_use_true_lightness(real_batch):
     grey = evaluate(Oracle(torch.zeros_like(ab_true)), images, "cpu", batch_size=3)
     np.testing.assert_allclose(grey["psnr"], evaluate_grey(images)["psnr"], atol=1e-4)
     s = score(images.float() / 255.0, images.float() / 255.0)
-    assert set(s) == {"psnr", "ssim", "colourfulness"}
+    assert set(s) == {"psnr", "ssim", "colourfulness", "delta_e2000"}  # "lpips" only with a network
+
+
+# ------------------------------------------------------------------------------------------------------------ CIEDE2000
+KODAK = Path(__file__).resolve().parent.parent / "bench" / "assets" / "kodak24"
+
+
+def _kodak(name: str) -> np.ndarray:
+    with Image.open(KODAK / name) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def _hwc(t: torch.Tensor) -> np.ndarray:
+    return t.permute(0, 2, 3, 1).double().numpy()
+
+
+@pytest.mark.parametrize("name", ["kodim03.png", "kodim14.png", "kodim23.png"])
+def test_delta_e2000_matches_skimage_on_real_photos(name):
+    """Per pixel, on the Lab of a bundled Kodak photo against three colorizations of it: grey (ab = 0, every pair
+    achromatic on one side), desaturated with a hue shift, and ab with the sign of b flipped (hue differences
+    across ±180°): max |ours − skimage.color.deltaE_ciede2000| ≤ 1e-3."""
+    from skimage.color import deltaE_ciede2000
+
+    from bench.colour import delta_e2000
+
+    lab = rgb2lab(_kodak(name)[::2, ::2])
+    variants = []
+    for f in (lambda a, b: (0 * a, 0 * b), lambda a, b: (0.6 * a + 7, 0.6 * b - 3), lambda a, b: (a, -b)):
+        v = lab.copy()
+        v[..., 1], v[..., 2] = f(lab[..., 1], lab[..., 2])
+        variants.append(v)
+    t = lambda x: torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]  # noqa: E731
+    for v in variants:
+        got = delta_e2000(t(lab), t(v))[0].numpy()
+        want = deltaE_ciede2000(lab, v)
+        assert np.abs(got - want).max() <= 1e-3
+        assert want.mean() > 1  # real colour differences, not a trivial zero
+
+
+def test_delta_e2000_per_image_metric_matches_skimage():
+    """The metric as used: RGB in [0, 1] → Lab (ours, float32) → mean CIEDE2000 over pixels, against skimage's
+    rgb2lab + deltaE_ciede2000 on the same RGB, within 1e-3 per image."""
+    from skimage.color import deltaE_ciede2000
+
+    from bench.metrics import delta_e2000_per_image
+
+    target = np.stack([_kodak(n)[:96, :96] for n in ("kodim05.png", "kodim19.png")]) / 255.0
+    lab = rgb2lab(target)
+    lab[..., 1:] *= 0.5
+    pred = np.clip(lab2rgb(lab), 0, 1)  # a washed-out colorization
+    got = delta_e2000_per_image(_t(pred).float(), _t(target).float()).numpy()
+    want = [deltaE_ciede2000(rgb2lab(p), rgb2lab(t)).mean() for p, t in zip(pred, target)]
+    np.testing.assert_allclose(got, want, atol=1e-3)
+    assert delta_e2000_per_image(_t(target).float(), _t(target).float()).abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("lab1, lab2, want", [
+    # Sharma, Wu & Dalal (2005), Table 1: pairs 1, 7, 17 and 25
+    ((50.0, 2.6772, -79.7751), (50.0, 0.0, -82.7485), 2.0425),
+    ((50.0, 0.0, 0.0), (50.0, -1.0, 2.0), 2.3669),
+    ((50.0, 2.5, 0.0), (73.0, 25.0, -18.0), 27.1492),
+    ((60.2574, -34.0099, 36.2677), (60.4626, -34.1751, 39.4387), 1.2644),
+])
+def test_delta_e2000_on_published_test_pairs(lab1, lab2, want):
+    from bench.colour import delta_e2000
+
+    as_t = lambda v: torch.tensor(v, dtype=torch.float64).view(1, 3, 1, 1)  # noqa: E731
+    assert delta_e2000(as_t(lab1), as_t(lab2)).item() == pytest.approx(want, abs=1e-4)

@@ -1,0 +1,47 @@
+"""Perceptual (feature) loss: MSE between VGG-16 activations of the colorization and of the truth.
+
+Cheaper than LPIPS (the VGG stops at relu3_3, no normalisation or learned weights): the classic "perceptual loss"
+of Johnson et al. 2016 on RGB(true L, predicted ab) against the true RGB, ImageNet-normalised.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from models.vgg import RGBNorm, VGG16Taps, check_backbone
+
+from .base import check_reduction, reduce, rgb_images
+from .registry import register_loss
+
+
+@register_loss("perceptual")
+class PerceptualLoss(nn.Module):
+    """Σ over layers of the mean squared difference of VGG-16 activations (default relu2_2 and relu3_3).
+
+    Args:
+        layers: VGG-16 taps (names of ``models.vgg.VGG16_TAPS``).
+        backbone: ``"imagenet"`` (default; a missing checkpoint is an error) or ``"random"`` (asked for by name).
+        loss_weight: factor applied to the reduced loss.
+        reduction: ``"mean"`` over the batch (default), ``"sum"`` or ``"none"`` (one value per image, ``B×1×1×1``).
+    """
+
+    head = "ab"
+    needs_rgb = True
+
+    def __init__(self, layers=("relu2_2", "relu3_3"), backbone: str = "imagenet", loss_weight: float = 1.0,
+                 reduction: str = "mean"):
+        super().__init__()
+        self.reduction = check_reduction(reduction)
+        self.backbone = check_backbone(backbone)
+        self.loss_weight = loss_weight
+        self.norm = RGBNorm()
+        self.vgg = VGG16Taps(tuple(layers), backbone)
+
+    def forward(self, pred: torch.Tensor, target_ab: torch.Tensor, L=None, rgb=None, **ctx) -> torch.Tensor:
+        """Arguments as for the ``lpips`` loss."""
+        out, rgb = rgb_images(self.name, pred, target_ab, L, rgb, clamp=True)
+        with torch.no_grad():
+            true_feats = self.vgg(self.norm(rgb))
+        per_image = sum((a.float() - b.float()).pow(2).flatten(1).mean(dim=1)
+                        for a, b in zip(self.vgg(self.norm(out)), true_feats, strict=True))
+        return self.loss_weight * reduce(per_image.view(-1, 1, 1, 1), self.reduction)
