@@ -97,25 +97,35 @@ class CellConfig:
             raise ValueError(f"precision must be auto, fp32 or bf16, not {self.precision!r}")
 
 
+#: Fields that hold keyword arguments: a change to them is merged key by key into the base's dict.
+DICT_FIELDS = ("loss_params", "model_params")
+
+
+def merge(cfg: CellConfig, changes: dict) -> CellConfig:
+    """``cfg`` with ``changes`` applied: the one rule for presets, ``--set``, config files, grid cells and tuning.
+
+    Plain fields are replaced; ``loss_params`` and ``model_params`` are merged key by key (a cell's
+    ``{"style_weight": 1}`` keeps a ``rebalance`` given with ``--set``).
+
+    Args:
+        cfg: the base configuration.
+        changes: field → new value.
+
+    Raises:
+        ValueError: an unknown field, or a dict field given something that is not a mapping.
+    """
+    changes = dict(changes)
+    for key in DICT_FIELDS:
+        if key in changes:
+            if not isinstance(changes[key], dict):
+                raise ValueError(f"{key} must be a mapping (JSON object), got {changes[key]!r}")
+            changes[key] = {**getattr(cfg, key), **changes[key]}
+    return cfg.replace(**changes)
+
+
 def default_preset(name: str | None, device) -> str:
     """The preset asked for, else ``paper`` on a CUDA device and ``quick`` elsewhere."""
     return name or ("paper" if device.type == "cuda" else "quick")
-
-
-def add_training_arguments(parser) -> None:
-    """Add the command-line options that ``bench.ablate`` and ``bench.tune`` share: preset, data, device, steps,
-    ``--set`` overrides, manifest check and progress bars."""
-    parser.add_argument("--preset", default=None, choices=sorted(PRESETS),
-                        help="quick (default without a GPU) or paper (default with one)")
-    parser.add_argument("--data", default=None, help="training data: imagenet-sample | kodak24 | cbsd68 | a folder "
-                        "(default: the bundled, downscaled Kodak24)")
-    parser.add_argument("--data-root", default=None, help="folder with the named data sets (default: $BENCH_DATA)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available)")
-    parser.add_argument("--steps", type=int, default=None, help="override the preset's number of training steps")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any CellConfig field, e.g. --set batch_size=8 (JSON values)")
-    parser.add_argument("--no-verify", action="store_true", help="skip the SHA256 check of named data sets")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def parse_overrides(items: list[str]) -> dict:

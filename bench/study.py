@@ -122,6 +122,14 @@ def _open_rdb(url: str, heartbeat: int, grace: int, attempts: int = 6) -> RDBSto
     raise AssertionError("unreachable")
 
 
+# Optuna's private API, used only in this module. Each use says why; all of them exist in Optuna 4.0 – 4.x.
+
+def _storage(study: optuna.Study) -> BaseStorage:
+    """The storage under ``study``. Private (``Study._storage``): a public ``Study`` has no accessor for it, and
+    the atomic WAITING → RUNNING claim and the journal heartbeat must talk to the storage directly."""
+    return study._storage
+
+
 def _settings(storage: BaseStorage) -> tuple[int, int]:
     return getattr(storage, "colorbench_heartbeat", (30, 90))
 
@@ -133,16 +141,17 @@ def _native(storage: BaseStorage) -> bool:
 
 
 @contextlib.contextmanager
-def keep_alive(study: optuna.Study, trial_id: int, native: bool = True):
-    """Record heartbeats of ``trial_id`` in a background thread while the block runs.
+def keep_alive(study: optuna.Study, trial: optuna.Trial, native: bool = True):
+    """Record heartbeats of ``trial`` in a background thread while the block runs.
 
     Args:
         study: the trial's study.
-        trial_id: the trial (``trial._trial_id``).
+        trial: the running trial.
         native: also run Optuna's heartbeat for storages that have one; pass ``False`` inside
             ``Study.optimize``, which already runs it.
     """
-    storage = study._storage
+    storage = _storage(study)
+    trial_id = trial._trial_id  # private: the storage's heartbeat API takes the storage-level trial id
     if _native(storage):
         if not native:
             yield
@@ -179,7 +188,7 @@ def fail_stale(study: optuna.Study) -> list[int]:
     Uses ``optuna.storages.fail_stale_trials`` where the storage has Optuna's heartbeat, the
     ``colorbench:heartbeat`` attribute (or the start time, before the first heartbeat) otherwise.
     """
-    storage = study._storage
+    storage = _storage(study)
     if _native(storage):
         before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
         with warnings.catch_warnings():
@@ -282,7 +291,8 @@ def claim(study: optuna.Study, keys=None) -> optuna.Trial | None:
 
     Only trials whose key is in ``keys`` (all grid trials when None) are taken, lowest number first.
     """
-    storage = study._storage
+    storage = _storage(study)
+    # private ``Study._study_id``: Study.get_trials cannot be asked for WAITING trials without copying every trial
     for t in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,)):
         k = key_of(t)
         if k is None or (keys is not None and k not in keys):
@@ -330,3 +340,12 @@ def close(study: optuna.Study, trial: optuna.Trial, state: TrialState, value: fl
 def dumps(obj) -> str:
     """Compact JSON for user attributes (NaN/inf allowed, as Python's json writes them)."""
     return json.dumps(obj, separators=(",", ":"), default=str)
+
+
+def best_of(url: str, name: str) -> FrozenTrial | None:
+    """The best finished trial of study ``name`` in the storage at ``url``; None if there is no such study, no
+    finished trial, or the storage cannot be opened."""
+    try:
+        return optuna.load_study(study_name=name, storage=open_storage(url)).best_trial
+    except (KeyError, ValueError):
+        return None

@@ -14,10 +14,7 @@ command share it, and ``--trials`` counts the study's finished trials, all worke
 """
 from __future__ import annotations
 
-import argparse
-import inspect
 import json
-import re
 import sys
 import time
 import warnings
@@ -28,35 +25,15 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-import losses
-import models
-
+from . import cli
 from . import study as gs
-from .config import CellConfig, add_training_arguments, default_preset, parse_overrides, preset
-from .data import DataError, data_root, resolve
+from .config import CellConfig, preset  # noqa: F401  (preset: used by tests and notebooks via bench.tune)
+from .data import data_root, resolve
+from .paths import results_root
 from .train import DivergenceError, pick_device, prepare, train_cell
+from .tuned import apply_params, has_style_weight, load_best, study_name  # noqa: F401  (re-exported)
 
-RESULTS = Path(__file__).resolve().parent.parent / "results"
-
-
-class UsageError(ValueError):
-    """A bad command line: reported in one line with exit code 2, before any training."""
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Search space and names (also used by ``bench.ablate --tuned``)
-# ---------------------------------------------------------------------------------------------------------------------
-
-def has_style_weight(loss: str) -> bool:
-    """Whether a term of the loss spec takes a ``style_weight`` argument (then λ is tuned too)."""
-    return any("style_weight" in inspect.signature(losses.get_class(name).__init__).parameters
-               for _, name in losses.parse_spec(loss))
-
-
-def study_name(model: str, loss: str, preset_name: str, data: str) -> str:
-    """The deterministic name of the tuning study (and of its results folder) of one (model, loss, preset, data)."""
-    slug = re.sub(r"[^A-Za-z0-9_.]+", "_", loss.replace("+", "_plus_").replace("*", "x")).strip("_")
-    return f"tune-{model}-{slug}-{preset_name}-{data}"
+PROG = "python -m bench.tune"
 
 
 def suggest(trial: optuna.Trial, loss: str, lr_range=(1e-5, 1e-2), style_range=(1e-2, 1e3)) -> dict:
@@ -65,45 +42,6 @@ def suggest(trial: optuna.Trial, loss: str, lr_range=(1e-5, 1e-2), style_range=(
     if has_style_weight(loss):
         params["style_weight"] = trial.suggest_float("style_weight", *style_range, log=True)
     return params
-
-
-def apply_params(cfg: CellConfig, params: dict) -> CellConfig:
-    """``cfg`` with tuned parameters (``lr``, ``style_weight``) applied."""
-    changes = {}
-    if "lr" in params:
-        changes["lr"] = float(params["lr"])
-    if "style_weight" in params:
-        changes["loss_params"] = {**cfg.loss_params, "style_weight": float(params["style_weight"])}
-    return cfg.replace(**changes)
-
-
-def load_best(model: str, loss: str, preset_name: str, data: str, storage: str | None = None) -> dict:
-    """The best parameters of a tuning study: from ``storage`` if it holds the study, else from
-    ``results/<study name>/best_params.json``.
-
-    Returns:
-        dict with ``params`` (``lr`` and maybe ``style_weight``), ``value`` and ``study``.
-
-    Raises:
-        ValueError: no finished tuning study (with the command that makes one).
-    """
-    name = study_name(model, loss, preset_name, data)
-    if storage:
-        try:
-            st = optuna.load_study(study_name=name, storage=gs.open_storage(storage))
-            best = st.best_trial
-            return {"params": best.params, "value": best.value, "study": name}
-        except (KeyError, ValueError):
-            pass  # no such study or no completed trial in the storage: try the local results folder
-    path = RESULTS / name / "best_params.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"--tuned: no tuning results for model {model}, loss {loss} ({path} not found"
-                         f"{' and no study ' + name + ' in --storage' if storage else ''}); run "
-                         f"python -m bench.tune --model {model} --loss '{loss}' --preset {preset_name} first") from None
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"--tuned: cannot read {path} ({err})") from None
 
 
 def make_sampler(seed: int, trial_number: int, startup: int) -> optuna.samplers.TPESampler:
@@ -116,11 +54,10 @@ def make_sampler(seed: int, trial_number: int, startup: int) -> optuna.samplers.
 # Command line
 # ---------------------------------------------------------------------------------------------------------------------
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.tune", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=None, help=f"model (default: the preset's; available: "
-                   f"{', '.join(models.available())})")
+def parse_args(argv=None):
+    p = cli.parser(PROG, __doc__)
+    cli.add(p, "models", help="the model to tune (one; default: the preset's)")
+    p.add_argument("--model", dest="model_alias", default=None, help="deprecated spelling of --models")
     p.add_argument("--loss", default="mse", help="loss spec, e.g. mse, kl, 'mse+10*adain_style' (default mse)")
     p.add_argument("--trials", type=int, default=20, help="finished trials the study should have (default 20)")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
@@ -131,39 +68,33 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup-steps", type=int, default=0, help="no pruning before this training step (default 0)")
     p.add_argument("--lr-range", type=float, nargs=2, default=(1e-5, 1e-2), metavar=("LOW", "HIGH"))
     p.add_argument("--style-weight-range", type=float, nargs=2, default=(1e-2, 1e3), metavar=("LOW", "HIGH"))
-    p.add_argument("--storage", default=None, metavar="URL",
-                   help="Optuna storage: a journal file path, sqlite:///FILE, postgresql+psycopg://USER@HOST/DB "
-                   "(default: <out>/study.journal)")
-    p.add_argument("--study-name", default=None, help="default: tune-<model>-<loss>-<preset>-<data>")
-    p.add_argument("--out", default=None, help="results folder (default: results/<study name>)")
-    p.add_argument("--heartbeat", type=int, default=30, metavar="SECONDS",
-                   help="heartbeat interval of a running trial (stale after 3×; default 30)")
-    add_training_arguments(p)
+    cli.add(p, "storage", "study_name", "heartbeat")
+    cli.add(p, "out", help="results folder (default: results/<study name> under the current folder, or under "
+                           "$COLORBENCH_RESULTS)")
+    cli.add_training_arguments(p)
     return p.parse_args(argv)
 
 
 def base_config(args, device) -> tuple[CellConfig, str]:
-    name = default_preset(args.preset, device)
-    changes = {"loss": args.loss}
-    if args.model:
-        changes["model"] = args.model
-    if args.steps is not None:
-        changes["steps"] = args.steps
-    changes.update(parse_overrides(args.set))
-    try:
-        cfg = preset(name).replace(**changes)
+    """The configuration to tune (validated) and the preset's name."""
+    fixed = {"loss": args.loss}
+    names = cli.pick_models(args)
+    if names:
+        if len(names) > 1:
+            raise cli.UsageError(f"bench.tune tunes one model at a time, got --models {' '.join(names)}")
+        fixed["model"] = names[0]
+    cfg, name = cli.config_from_args(args, device, **fixed)
+    with cli.usage_errors():
         cfg.validate()
-    except (TypeError, KeyError) as err:
-        raise UsageError(str(err)) from None
     for flag, (lo, hi) in (("--lr-range", args.lr_range), ("--style-weight-range", args.style_weight_range)):
         if not 0 < lo < hi:
-            raise UsageError(f"{flag} needs 0 < LOW < HIGH, got {lo} {hi}")
+            raise cli.UsageError(f"{flag} needs 0 < LOW < HIGH, got {lo} {hi}")
     if args.trials < 1:
-        raise UsageError(f"--trials must be at least 1, got {args.trials}")
+        raise cli.UsageError(f"--trials must be at least 1, got {args.trials}")
     if args.timeout is not None and args.timeout <= 0:
-        raise UsageError(f"--timeout must be positive, got {args.timeout}")
+        raise cli.UsageError(f"--timeout must be positive, got {args.timeout}")
     if args.startup_trials < 0 or args.warmup_steps < 0:
-        raise UsageError("--startup-trials and --warmup-steps must not be negative")
+        raise cli.UsageError("--startup-trials and --warmup-steps must not be negative")
     return cfg, name
 
 
@@ -189,7 +120,7 @@ def open_study(args, name: str, url: str, cfg: CellConfig) -> optuna.Study:
     elif old != fixed:
         diff = ", ".join(f"{k}: {old.get(k)!r} → {fixed.get(k)!r}" for k in sorted(set(old) | set(fixed))
                          if old.get(k) != fixed.get(k))
-        raise UsageError(f"study {name} was tuned with another configuration ({diff}); pass --study-name or --out "
+        raise cli.UsageError(f"study {name} was tuned with another configuration ({diff}); pass --study-name or --out "
                          f"for a new study")
     return study
 
@@ -233,21 +164,19 @@ def save_results(study: optuna.Study, out: Path, info: dict) -> dict | None:
     return record
 
 
+@cli.command
 def main(argv=None) -> int:
     args = parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
+    with cli.usage_errors():
         device = pick_device(args.device)
         cfg, preset_name = base_config(args, device)
         dname = resolve(args.data, data_root(args.data_root))[0]
         name = args.study_name or study_name(cfg.model, cfg.loss, preset_name, dname)
-        out = Path(args.out).expanduser() if args.out else RESULTS / name
+        out = cli.out_dir(args.out) or results_root() / name
         out.mkdir(parents=True, exist_ok=True)
         url = args.storage or str(out / "study.journal")
         study = open_study(args, name, url, cfg)
-    except (ValueError, DataError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
 
     info = {"model": cfg.model, "loss": cfg.loss, "preset": preset_name, "data": dname, "storage": gs.redact(url)}
     gs.fail_stale(study)  # trials of a killed worker (journal storages; Study.optimize does it for RDB ones)
@@ -259,11 +188,8 @@ def main(argv=None) -> int:
     print(f"tuning {tuned} of {cfg.model} / {cfg.loss} ({preset_name}, {dname}, {cfg.steps} steps): "
           f"{finished} of {args.trials} trials done\nstudy {name} in {gs.redact(url)}", file=sys.stderr)
     if remaining > 0:
-        try:
+        with cli.usage_errors():
             prep = prepare(cfg, args.data, None, args.data_root, verify=not args.no_verify)
-        except (ValueError, DataError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
 
         def objective(trial: optuna.Trial) -> float:
             # a fresh sampler per trial, seeded by the trial number (see make_sampler)
@@ -277,7 +203,7 @@ def main(argv=None) -> int:
                     trial.set_user_attr("pruned_at_step", step)
                     raise optuna.TrialPruned(f"pruned at step {step} (val PSNR {val_psnr:.2f} dB)")
 
-            with gs.keep_alive(study, trial._trial_id, native=False):
+            with gs.keep_alive(study, trial, native=False):
                 try:
                     res = train_cell(trial_cfg, prep, device, progress=not args.no_progress,
                                      desc=f"trial {trial.number}", on_validation=on_validation)
@@ -305,9 +231,8 @@ def main(argv=None) -> int:
             study.optimize(objective, n_trials=remaining, timeout=args.timeout, catch=(DivergenceError,),
                            callbacks=[optuna.study.MaxTrialsCallback(args.trials, states=counted), report])
         except KeyboardInterrupt:
-            print(f"\ninterrupted: finished trials are saved in {gs.redact(url)}; run the same command again to "
-                  f"resume.", file=sys.stderr)
-            return 130
+            raise cli.Interrupted(f"finished trials are saved in {gs.redact(url)}; run the same command again to "
+                                  f"resume.") from None
         print(f"{time.perf_counter() - t0:.0f} s", file=sys.stderr)
     record = save_results(study, out, info)
     if record is None:

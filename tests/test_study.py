@@ -177,7 +177,7 @@ def test_concurrent_enqueues_train_each_key_once(tmp_path):
 
 
 def test_bad_storage_and_options_exit_2_before_training(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(tune, "RESULTS", tmp_path / "results")  # no local tuning results
+    monkeypatch.setenv("COLORBENCH_RESULTS", str(tmp_path / "results"))  # no local tuning results
     out = tmp_path / "run"
     base = ["--grid", "tiny", "--seeds", "1", "--out", str(out), "--no-progress"]
     assert ablate.main([*base, "--storage", "postgresql+psycopg://someone:secret@127.0.0.1:1/nothing"]) == 2
@@ -194,7 +194,7 @@ def test_bad_storage_and_options_exit_2_before_training(tmp_path, capsys, monkey
 def test_tuned_cells_use_best_parameters(tmp_path, monkeypatch):
     from bench.tune import study_name
 
-    monkeypatch.setattr(tune, "RESULTS", tmp_path / "results")  # only the storage has tuning results
+    monkeypatch.setenv("COLORBENCH_RESULTS", str(tmp_path / "results"))  # only the storage has tuning results
 
     journal = str(tmp_path / "shared.journal")
     storage = gs.open_storage(journal)

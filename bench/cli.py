@@ -1,0 +1,211 @@
+"""The command-line layer of every colorbench program (``python -m bench.<command>`` and ``colorbench <command>``).
+
+One rule for all of them: a bad command line, configuration, data set or storage is reported as one line
+``error: ...`` on stderr with exit code 2, before anything is trained or written; Ctrl-C ends with exit code 130
+and a line saying what was kept. Options with the same name mean the same thing in every command (``ARGUMENTS``),
+and there is one way from a command line to a ``CellConfig`` (``config_from_args``).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from typing import Callable
+
+from .config import CellConfig, PRESETS, default_preset, merge, parse_overrides, preset
+from .records import CorruptRecordError
+
+
+class UsageError(ValueError):
+    """A bad command line or configuration: reported in one line with exit code 2, before any training."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with a line for the user about what was kept and how to resume."""
+
+    def __init__(self, hint: str = ""):
+        super().__init__(hint)
+        self.hint = hint
+
+
+#: Errors of the user's input (arguments, configuration, data, storage, records, folders) rather than of the code.
+#: ``DataError``, ``StorageError`` and ``ReportError`` are ``ValueError``s.
+INPUT_ERRORS = (ValueError, TypeError, OSError, CorruptRecordError)
+
+
+@contextlib.contextmanager
+def usage_errors():
+    """Turn the input errors raised inside the block into a ``UsageError`` (one line, exit 2).
+
+    Wrap set-up phases only (parsing, planning, opening storage, reading data): an error while training is a bug
+    or a fault and keeps its traceback.
+    """
+    try:
+        yield
+    except UsageError:
+        raise
+    except INPUT_ERRORS as err:
+        raise UsageError(_one_line(err)) from None
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip()
+    if isinstance(err, OSError) and err.strerror:  # "[Errno 2] No such file ..." → "No such file ...: 'path'"
+        text = f"{err.strerror}: {err.filename}" if err.filename else err.strerror
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
+    """Call a command's ``main(argv)`` under the exit-code rule: ``UsageError`` → ``error: ...`` and 2, Ctrl-C →
+    130. Every program's ``main`` goes through here."""
+    try:
+        return main(argv)
+    except UsageError as err:
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as err:
+        hint = getattr(err, "hint", "")
+        print(f"\ninterrupted{': ' + hint if hint else ''}", file=sys.stderr)
+        return 130
+
+
+def command(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
+    """Decorator: ``main(argv)`` runs under ``run`` (exit-code rule)."""
+
+    def wrapped(argv: list[str] | None = None) -> int:
+        return run(main, argv)
+
+    wrapped.__doc__, wrapped.__name__, wrapped.__wrapped__ = main.__doc__, main.__name__, main
+    return wrapped
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the one-line error rule (``error: ...``, exit 2) instead of usage text and ``prog: error:``."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def parser(prog: str, doc: str | None) -> ArgumentParser:
+    """The argument parser of a command: ``prog`` is ``python -m bench.<name>``; the first paragraph of the
+    module docstring is the description, the rest is shown after the options."""
+    head, _, rest = (doc or "").partition("\n\n")
+    return ArgumentParser(prog=prog, description=head, epilog=rest or None,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Shared options: one name, one meaning, in every command
+# ---------------------------------------------------------------------------------------------------------------------
+
+def _models_help() -> str:
+    import models
+
+    return f"models to train (default: the preset's; available: {', '.join(models.available())})"
+
+
+#: name → (option strings, argparse keywords). Commands add them with ``add(parser, name, ...)`` and may change the
+#: default and help, never the meaning.
+ARGUMENTS: dict[str, tuple[tuple[str, ...], dict]] = {
+    "models": (("--models",), dict(nargs="+", default=None, metavar="MODEL", help=_models_help)),
+    "preset": (("--preset",), dict(default=None, choices=sorted(PRESETS),
+                                   help="quick (default without a GPU) or paper (default with one)")),
+    "config": (("--config",), dict(default=None, metavar="FILE.yaml",
+                                   help="configuration file: preset overrides and grid definitions (see README)")),
+    "set": (("--set",), dict(action="append", default=[], metavar="KEY=VALUE",
+                             help="override any CellConfig field, e.g. --set batch_size=8 (JSON values)")),
+    "steps": (("--steps",), dict(type=int, default=None, help="training steps (default: the preset's)")),
+    "lr": (("--lr",), dict(type=float, default=None, help="learning rate (default: the preset's)")),
+    "batch_size": (("--batch-size",), dict(type=int, default=None, help="images per step (default: the preset's)")),
+    "size": (("--size",), dict(type=int, default=None,
+                               help="images are resized so that their shorter side is SIZE (default: the preset's)")),
+    "crop": (("--crop",), dict(type=int, default=None, help="side of the square training crops (default: the "
+                                                            "preset's)")),
+    "encoder_weights": (("--encoder-weights",), dict(default=None, help="none | imagenet | PATH (default: the "
+                                                                        "preset's)")),
+    "crop_seed": (("--crop-seed",), dict(type=int, default=None,
+                                         help="seed of the fixed crops shared by all cells (default 0)")),
+    "data": (("--data",), dict(default=None, help="training data: imagenet-sample | kodak24 | cbsd68 | a folder "
+                                                  "(default: the bundled, downscaled Kodak24)")),
+    "data_root": (("--data-root",), dict(default=None, help="folder with the named data sets (default: "
+                                                             "$BENCH_DATA)")),
+    "device": (("--device",), dict(default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available)")),
+    "out": (("--out",), dict(default=None, help="output folder (default: under ./results or $COLORBENCH_RESULTS)")),
+    "storage": (("--storage",), dict(default=None, metavar="URL",
+                                     help="Optuna storage shared by the workers: a journal file path, sqlite:///FILE, "
+                                          "postgresql+psycopg://USER@HOST/DB ... (default: <out>/study.journal)")),
+    "study_name": (("--study-name",), dict(default=None, help="study name (default: derived from the "
+                                                              "configuration)")),
+    "heartbeat": (("--heartbeat",), dict(type=int, default=30, metavar="SECONDS",
+                                         help="heartbeat interval of a running trial; after 3× this without one it "
+                                              "is retried (default 30)")),
+    "no_verify": (("--no-verify",), dict(action="store_true", help="skip the SHA256 check of named data sets")),
+    "no_progress": (("--no-progress",), dict(action="store_true", help="no progress bars")),
+}
+
+#: The options that map one to one onto a ``CellConfig`` field (option name = field name).
+CONFIG_OPTIONS = ("steps", "lr", "batch_size", "size", "crop", "encoder_weights", "crop_seed")
+
+
+def add(p: argparse.ArgumentParser | argparse._ArgumentGroup, *names: str, aliases: tuple[str, ...] = (),
+        **changes) -> None:
+    """Add shared options to a parser (or group).
+
+    Args:
+        p: the parser.
+        names: keys of ``ARGUMENTS``.
+        aliases: more option strings for a single option (e.g. ``("--batch",)`` for ``batch_size``).
+        changes: argparse keywords that replace the shared ones (``default=``, ``help=``).
+    """
+    for name in names:
+        flags, kw = ARGUMENTS[name]
+        kw = {**kw, **changes}
+        if callable(kw.get("help")):
+            kw["help"] = kw["help"]()
+        p.add_argument(*flags, *aliases, dest=name, **kw)
+
+
+def add_training_arguments(p: argparse.ArgumentParser, *extra: str) -> None:
+    """The options of the programs that train cells (``bench.ablate``, ``bench.tune``): preset, config file,
+    overrides, data, device, manifest check and progress bars, plus ``extra`` shared options."""
+    add(p, "preset", "data", "data_root", "device", "steps", "batch_size", "size", "crop",
+        "encoder_weights", "crop_seed", *extra, "set", "no_verify", "no_progress")
+
+
+def config_from_args(args: argparse.Namespace, device, layers: tuple[dict, ...] = (), **fixed) -> tuple[CellConfig, str]:
+    """The one way from a command line to the base ``CellConfig``.
+
+    Applied in this order, each with ``bench.config.merge`` (``loss_params``/``model_params`` merged key by key):
+    the preset (``--preset``, else ``paper`` on CUDA and ``quick`` elsewhere), ``layers`` (e.g. a config file's
+    ``set:`` block), ``fixed`` (what the command decides, e.g. tune's ``--loss``), the options in
+    ``CONFIG_OPTIONS``, and finally ``--set``.
+
+    Returns:
+        (configuration, preset name); not yet validated (``CellConfig.validate``).
+
+    Raises:
+        UsageError: unknown preset or key, a value of the wrong kind.
+    """
+    with usage_errors():
+        name = default_preset(getattr(args, "preset", None), device)
+        cfg = preset(name)
+        flags = {k: getattr(args, k) for k in CONFIG_OPTIONS if getattr(args, k, None) is not None}
+        for layer in (*layers, fixed, flags, parse_overrides(getattr(args, "set", []) or [])):
+            cfg = merge(cfg, layer)
+    return cfg, name
+
+
+def pick_models(args: argparse.Namespace) -> list[str] | None:
+    """``--models`` (or the deprecated ``--model`` of older tune command lines), None when not given."""
+    alias = getattr(args, "model_alias", None)
+    if alias:
+        print("warning: --model is deprecated; use --models", file=sys.stderr)
+        return [alias]
+    return args.models
+
+
+def out_dir(out: str | None):
+    """``--out`` as a path (``~`` expanded), None when not given."""
+    from pathlib import Path
+
+    return Path(out).expanduser() if out else None

@@ -1,0 +1,429 @@
+"""The grid engine: a run's plan (jobs), its folder and its Optuna study; claims, trains and records the jobs.
+
+No argument parsing here: ``bench.ablate`` turns a command line into a ``GridRun`` and calls, in order,
+``open`` (folder and study, before any data is decoded), ``prepare`` (data), ``train`` and ``finish`` (leaderboard).
+Each (model, cell, seed) is one trial of an Optuna study (``bench.study``): several workers running the same plan
+split it, and every run is trained once.
+
+Test hook: with ``COLORBENCH_TEST_HANG_AT_STEP=N`` in the environment a worker blocks after its first validation at
+step ≥ N (heartbeat still running), so that tests can kill it mid-trial deterministically.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import optuna
+import torch
+from optuna.trial import TrialState
+from tqdm.auto import tqdm
+
+import models
+
+from . import leaderboard
+from . import study as gs
+from .config import CellConfig, merge
+from .data import data_root, resolve
+from .metrics import evaluate_grey
+from .grids import Grid
+from .models_check import check_encoder_weights
+from .paths import results_root
+from .records import append_rows, atomic_write_text, environment, read_rows
+from .samples import save_samples
+from .train import DivergenceError, Prepared, autocast_dtype, prepare, train_cell
+from .tuned import apply_params
+
+RUN_KEY = ("model", "cell", "seed")
+IMAGE_KEY = ("model", "cell", "seed", "image")
+STEP_KEY = ("model", "cell", "seed", "step")
+
+
+class Job(NamedTuple):
+    """One training run of the plan: a model, a cell of the grid and its full configuration (seed included)."""
+
+    model: str
+    cell: str
+    cfg: CellConfig
+
+    @property
+    def key(self) -> str:
+        return key_str(self.model, self.cell, self.cfg.seed)
+
+
+def key_str(model: str, cell: str, seed) -> str:
+    """The grid key of a run (``model/cell/seed``): its identity in the study and in the CSV files."""
+    return f"{model}/{cell}/{seed}"
+
+
+def plan_jobs(grid: Grid, base: CellConfig, model_names: list[str], seeds: int,
+              best_params: Callable[[str, str], dict] | None = None) -> list[Job]:
+    """Validate everything and list the jobs (model × cell × seed) — before any data is decoded.
+
+    Args:
+        grid: the cells; each cell's changes are merged into ``base`` (``bench.config.merge``).
+        base: the preset with the command line's overrides.
+        model_names: the models crossed with the grid.
+        seeds: training seeds per cell (0 .. seeds-1).
+        best_params: ``(model, loss) → tuned parameters`` (``--tuned``); they replace the preset's values but never
+            what the cell itself sets.
+
+    Raises:
+        ValueError: with a one-line message for any invalid model, cell or setting.
+    """
+    if seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, got {seeds}")
+    for m in model_names:
+        models.get_factory(m)
+    jobs = []
+    for m in model_names:
+        for cell in grid.cells:
+            cfg = merge(base.replace(model=m), cell.changes)
+            if best_params is not None:
+                best = best_params(m, cfg.loss)
+                own = set(cell.changes) | set(cell.changes.get("loss_params", {}))
+                cfg = apply_params(cfg, {k: v for k, v in best.items() if k not in own})
+            cfg.validate()
+            jobs += [Job(m, cell.name, cfg.replace(seed=seed)) for seed in range(seeds)]
+    base.validate()
+    check_encoder_weights(base, model_names, [j.cfg.loss for j in jobs])
+    return jobs
+
+
+def default_run_dir(grid: str, preset_name: str, data: str | None, root: str | None) -> Path:
+    """``<results>/<grid>-<preset>-<data>``: the run folder when ``--out`` is not given."""
+    dname = resolve(data, data_root(root))[0]
+    return results_root() / f"{grid}-{preset_name}-{dname}"
+
+
+def check_writable(path: Path) -> None:
+    """Create ``path`` and write a probe file into it; ValueError with the reason if that fails."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"output folder {path} is not writable ({err.strerror or err})") from None
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class TakenOver(RuntimeError):
+    """This worker's trial was failed as stale by another worker (its heartbeat was late): stop training it."""
+
+
+@dataclass
+class GridRun:
+    """One grid run: what to train (``jobs``), where to record it (``run_dir``), and the study that workers share.
+
+    Attributes:
+        grid: the grid's name (folder, study and record names).
+        preset: the preset's name.
+        base: the base configuration (preset + overrides), recorded in ``run.json``.
+        jobs: the plan (``plan_jobs``).
+        run_dir: the run folder (CSV files, ``run.json``, leaderboard, samples, default journal).
+        device: where to train.
+        data, test, data_root: the data sets (see ``bench.data.resolve``).
+        storage: Optuna storage URL shared by the workers (default: ``run_dir/study.journal``).
+        study_name: the study's name (default: derived from grid, preset, data and every job's configuration).
+        heartbeat: seconds between heartbeats of a running trial (stale after 3×).
+        progress: show progress bars.
+        verify: check the SHA256 manifests of named data sets.
+        info: more entries for ``run.json`` (the command line, seeds, ...).
+    """
+
+    grid: str
+    preset: str
+    base: CellConfig
+    jobs: list[Job]
+    run_dir: Path
+    device: torch.device
+    data: str | None = None
+    test: str | None = None
+    data_root: str | None = None
+    storage: str | None = None
+    study_name: str | None = None
+    heartbeat: int = 30
+    progress: bool = True
+    verify: bool = True
+    info: dict = field(default_factory=dict)
+    # set by open() and prepare()
+    study: optuna.Study | None = field(default=None, init=False, repr=False)
+    counts: dict = field(default_factory=dict, init=False)
+    prep: Prepared | None = field(default=None, init=False, repr=False)
+    shared: dict | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self):
+        self.by_key = {j.key: j for j in self.jobs}
+        self.keys = {k: {"model": j.model, "cell": j.cell, "seed": j.cfg.seed} for k, j in self.by_key.items()}
+        self.url = self.storage or str(self.run_dir / "study.journal")
+        if self.heartbeat < 1:
+            raise ValueError(f"--heartbeat must be at least 1 second, got {self.heartbeat}")
+
+    # ------------------------------------------------------------------------------------------------ set-up
+    def default_study_name(self) -> str:
+        """Deterministic: grid, preset, data and a hash of every job's configuration (a changed --steps is a new
+        study)."""
+        dname = resolve(self.data, data_root(self.data_root))[0]
+        blob = json.dumps([[j.model, j.cell, j.cfg.to_flat()] for j in self.jobs] + [self.data, self.test],
+                          sort_keys=True, default=str)
+        return f"ablate-{self.grid}-{self.preset}-{dname}-{hashlib.sha1(blob.encode()).hexdigest()[:8]}"
+
+    def open(self) -> dict:
+        """Create the run folder, open (or join) the study, import runs recorded only in ``runs.csv``, and enqueue
+        every unfinished key. Returns the counts of ``bench.study.enqueue_keys``.
+
+        Raises:
+            ValueError, DataError, CorruptRecordError: bad folder, storage or records (one-line messages).
+        """
+        check_writable(self.run_dir)
+        self.local_rows = read_rows(self.run_dir / "runs.csv")
+        self.study_name = self.study_name or self.default_study_name()
+        storage = gs.open_storage(self.url, heartbeat=self.heartbeat)
+        try:
+            self.study = optuna.create_study(study_name=self.study_name, storage=storage, direction="maximize",
+                                             load_if_exists=True, sampler=optuna.samplers.RandomSampler(seed=0))
+        except Exception as err:  # e.g. the database refuses the connection
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise gs.StorageError(f"cannot open study {self.study_name} in {gs.redact(self.url)}: "
+                                  f"{type(err).__name__}: {first}") from None
+        self.import_local_rows()
+        self.counts = gs.enqueue_keys(self.study, self.keys)
+        return self.counts
+
+    @property
+    def grey_done(self) -> bool:
+        return any(r.get("cell") == leaderboard.GREY for r in self.local_rows)
+
+    @property
+    def needs_training(self) -> bool:
+        """Whether a key is unfinished or the grey baseline is missing from this folder."""
+        return self.counts["finished"] < len(self.keys) or not self.grey_done
+
+    def prepare(self) -> list[str]:
+        """Decode the data (once for every job) and write ``run.json``; returns the data warnings.
+
+        Raises:
+            ValueError, DataError: unusable data (one-line messages).
+        """
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            self.prep = prepare(self.base, self.data, self.test, self.data_root, verify=self.verify)
+        env = environment(self.device)
+        p = self.prep
+        self.shared = {
+            "run": self.run_dir.name, "grid": self.grid,
+            "data_train": p.splits.names["train"], "data_test": p.splits.names["test"],
+            "n_train": len(p.train), "n_val": len(p.val_images), "n_test": len(p.test_images),
+            "n_skipped": len(p.skipped), **env,
+        }
+        atomic_write_text(self.run_dir / "run.json", json.dumps({
+            **self.info, "grid": self.grid, "preset": self.preset, "base_config": self.base.to_flat(),
+            "study": self.study_name, "storage": gs.redact(self.url),
+            "splits": {k: [str(f) for f in getattr(p.splits, k)] for k in ("train", "val", "test")},
+            "skipped": p.skipped, "environment": env, "written_at": _now()}, indent=2))
+        return [str(w.message) for w in caught]
+
+    # ------------------------------------------------------------------------------------------------ training
+    def train(self) -> int:
+        """Score the grey baseline (once per folder), then claim and train waiting trials until every key is
+        finished, waiting for (or taking over) other workers' runs. Returns the number of runs trained here."""
+        if self.prep is None:
+            raise RuntimeError("GridRun.train before GridRun.prepare")
+        if not self.grey_done:
+            row, per_image = self.grey_row()
+            append_rows(self.run_dir / "per_image.csv", per_image, key=IMAGE_KEY)
+            append_rows(self.run_dir / "runs.csv", [row], key=RUN_KEY)
+        bar = tqdm(total=len(self.keys), initial=self.counts["finished"], desc=f"grid {self.grid}",
+                   disable=not self.progress, dynamic_ncols=True)
+        trained, waiting_said = 0, False
+        try:
+            while True:
+                trial = gs.claim(self.study, self.keys)
+                if trial is None:
+                    counts = gs.enqueue_keys(self.study, self.keys)  # fails stale trials and queues their keys again
+                    bar.n = counts["finished"]
+                    bar.refresh()
+                    if counts["stale"]:
+                        tqdm.write(f"{counts['stale']} stale trial(s) of a lost worker failed; queued again")
+                    if counts["finished"] == len(self.keys):
+                        return trained
+                    if not counts["waiting"]:
+                        if not waiting_said:
+                            tqdm.write(f"waiting for {counts['running']} run(s) on other workers ...")
+                            waiting_said = True
+                        time.sleep(self.heartbeat)
+                    continue
+                waiting_said = False
+                key = gs.key_of(trial)
+                outcome = self.train_trial(trial, self.by_key[key])
+                if outcome in ("ok", "diverged"):
+                    trained += 1
+                    bar.update(1)
+                elif outcome == "taken over":
+                    tqdm.write(f"{key}: trial {trial.number} was failed as stale by another worker; result discarded")
+        finally:
+            bar.close()
+
+    def grey_row(self) -> tuple[dict, list[dict]]:
+        """The baseline that predicts no colour: its run row and per-image rows."""
+        p, shared = self.prep, self.shared
+        scores = evaluate_grey(p.test_images, self.device)
+        row = {**shared, "model": "(none)", "cell": leaderboard.GREY, "loss": "(none)", "seed": 0, "status": "ok",
+               "encoder_pretrained": False, "started_at": _now(), "finished_at": _now(),
+               **{k: sum(v) / len(v) for k, v in scores.items()}}
+        per_image = [{"run": shared["run"], "model": "(none)", "cell": leaderboard.GREY, "seed": 0,
+                      "image": Path(f).name, **{k: v[i] for k, v in scores.items()}}
+                     for i, f in enumerate(p.test_files)]
+        return row, per_image
+
+    def run_job(self, job: Job, on_validation=None) -> tuple[dict, list[dict], list[dict]]:
+        """Train one job; return its run row, per-image rows and history rows. Divergence → a failed row."""
+        model_name, cell, cfg = job
+        row = {**self.shared, "model": model_name, "cell": cell, **cfg.to_flat(), "started_at": _now()}
+        row["style_weight"] = cfg.loss_params.get("style_weight", "")
+        row["skips"] = cfg.model_params.get("skips", "")
+        key = {"run": self.shared["run"], "model": model_name, "cell": cell, "seed": cfg.seed}
+        try:
+            res = train_cell(cfg, self.prep, self.device, progress=self.progress, desc=f"{cell} seed {cfg.seed}",
+                             on_validation=on_validation)
+        except DivergenceError as err:
+            row.update(status="failed", failed_step=err.step, error=err.reason, finished_at=_now())
+            return row, [], []
+        row.update(res["metrics"], status="ok", encoder_pretrained=res["encoder_pretrained"], finished_at=_now())
+        # colorized sample images for the report, while the network is still in memory
+        save_samples(self.run_dir, model_name, cell, cfg.seed, self.prep, res["model"], self.device,
+                     autocast_dtype=autocast_dtype(cfg, self.device))
+        per_image = [{**key, "image": Path(f).name, **{k: v[i] for k, v in res["per_image"].items()}}
+                     for i, f in enumerate(self.prep.test_files)]
+        history = [{**key, **h} for h in res["history"]]
+        return row, per_image, history
+
+    def train_trial(self, trial: optuna.Trial, job: Job) -> str:
+        """Train a claimed trial and record it; returns its outcome (ok, diverged, duplicate, taken over)."""
+        study = self.study
+        dup = gs.is_duplicate(study, trial)
+        if dup is not None:  # two workers enqueued the same key at once: the lower-numbered trial trains
+            gs.close(study, trial, TrialState.FAIL, outcome="duplicate", duplicate_of=dup)
+            return "duplicate"
+        hang = _hang_hook()
+
+        def on_validation(step, val_psnr):
+            try:
+                trial.report(val_psnr, step)  # intermediate values: visible in optuna-dashboard
+            except optuna.exceptions.UpdateFinishedTrialError:
+                raise TakenOver() from None
+            if hang is not None and step >= hang:
+                time.sleep(3600)
+
+        trial.set_user_attr("worker", f"{self.shared['hostname']}:{os.getpid()}")
+        try:
+            with gs.keep_alive(study, trial):
+                row, per_image, history = self.run_job(job, on_validation)
+        except TakenOver:
+            return "taken over"
+        except KeyboardInterrupt:
+            gs.close(study, trial, TrialState.FAIL, outcome="interrupted")
+            raise
+        except Exception as err:  # not a divergence: fail the trial (retried later), and stop this worker loudly
+            gs.close(study, trial, TrialState.FAIL, outcome="error", error=f"{type(err).__name__}: {err}"[:500])
+            raise
+        attrs = {"row": gs.dumps(row), "per_image": gs.dumps(_columns(per_image)),
+                 "history": gs.dumps(_columns(history))}
+        if row["status"] == "ok" and math.isfinite(row["val_psnr"]):
+            told = gs.close(study, trial, TrialState.COMPLETE, row["val_psnr"], outcome="ok", **attrs)
+        else:
+            told = gs.close(study, trial, TrialState.FAIL, outcome="diverged", error=str(row.get("error", "")),
+                            **attrs)
+        if not told:  # another worker failed it as stale and will train it again: keep no record of this one
+            return "taken over"
+        # per-image and history rows first: a run counts as done only once its runs.csv row exists
+        append_rows(self.run_dir / "per_image.csv", per_image, key=IMAGE_KEY)
+        append_rows(self.run_dir / "history.csv", history, key=STEP_KEY)
+        append_rows(self.run_dir / "runs.csv", [row], key=RUN_KEY)
+        if row["status"] != "ok":
+            tqdm.write(f"{job.model}/{job.cell} seed {job.cfg.seed} failed at step {row['failed_step']}: "
+                       f"{row['error']}")
+            return "diverged"
+        return "ok"
+
+    # ------------------------------------------------------------------------------------------------ records
+    def import_local_rows(self) -> int:
+        """Runs recorded in this folder's runs.csv (e.g. by the pre-study runner) but unknown to the storage become
+        finished trials, so that no worker trains them again and every worker's leaderboard shows them."""
+        study = self.study
+        known = {gs.key_of(t) for t in study.get_trials(deepcopy=False)}
+        n = 0
+        for r in self.local_rows:
+            k = key_str(r.get("model"), r.get("cell"), r.get("seed"))
+            if k not in self.keys or k in known:
+                continue
+            attrs = {**self.keys[k], "key": k, "row": gs.dumps(r), "worker": "imported from runs.csv"}
+            try:
+                value = float(r.get("val_psnr", "nan"))
+            except ValueError:
+                value = math.nan
+            if r.get("status") == "ok" and math.isfinite(value):
+                t = optuna.trial.create_trial(state=TrialState.COMPLETE, value=value,
+                                              user_attrs={**attrs, "outcome": "ok"})
+            else:
+                t = optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={**attrs, "outcome": "diverged",
+                                                                                 "error": r.get("error", "")})
+            study.add_trial(t)
+            known.add(k)
+            n += 1
+        return n
+
+    def sync_records(self) -> None:
+        """Append every finished run in the storage (from any worker) to this folder's CSV files (no duplicates)."""
+        runs, per_image, history = [], [], []
+        for k, s in gs.key_states(self.study, self.keys).items():
+            if k not in self.keys:
+                continue
+            done = (s.complete + s.diverged)[:1]
+            if done:
+                t = done[0]
+                if "row" not in t.user_attrs:
+                    continue
+                runs.append(json.loads(t.user_attrs["row"]))
+                per_image += _rows(json.loads(t.user_attrs.get("per_image", "{}")))
+                history += _rows(json.loads(t.user_attrs.get("history", "{}")))
+            elif s.finished:  # given up after repeated crashes
+                last = s.crashes[-1]
+                runs.append({**(self.shared or {"run": self.run_dir.name}), **self.keys[k], "status": "failed",
+                             "error": f"worker lost {len(s.crashes)} times (no heartbeat or error: "
+                                      f"{last.user_attrs.get('error', 'killed')})", "finished_at": _now()})
+        append_rows(self.run_dir / "per_image.csv", per_image, key=IMAGE_KEY)
+        append_rows(self.run_dir / "history.csv", history, key=STEP_KEY)
+        append_rows(self.run_dir / "runs.csv", runs, key=RUN_KEY)
+
+    def finish(self) -> str:
+        """Bring this folder's records up to date with the storage and write the leaderboard; returns it (Markdown)."""
+        self.sync_records()
+        return leaderboard.write(self.run_dir)[1]
+
+
+def _columns(rows: list[dict]) -> dict:
+    """Rows → {column: [values]}: a compact user attribute."""
+    names = list(dict.fromkeys(k for r in rows for k in r))
+    return {k: [r.get(k) for r in rows] for k in names}
+
+
+def _rows(cols: dict) -> list[dict]:
+    n = max((len(v) for v in cols.values()), default=0)
+    return [{k: v[i] for k, v in cols.items() if v[i] is not None} for i in range(n)]
+
+
+def _hang_hook():
+    step = os.environ.get("COLORBENCH_TEST_HANG_AT_STEP")
+    return int(step) if step else None

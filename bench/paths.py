@@ -1,0 +1,14 @@
+"""Where results go: ``./results`` under the current directory unless ``--out`` or ``$COLORBENCH_RESULTS`` says
+otherwise. Never a path inside the installed package."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: Environment variable that moves the default results folder.
+RESULTS_ENV = "COLORBENCH_RESULTS"
+
+
+def results_root() -> Path:
+    """The folder that holds every run folder: ``$COLORBENCH_RESULTS`` if set, else ``./results``."""
+    return Path(os.environ.get(RESULTS_ENV) or "results").expanduser()
