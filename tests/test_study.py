@@ -166,7 +166,7 @@ def test_concurrent_enqueues_train_each_key_once(tmp_path):
     study.enqueue_trial({}, user_attrs={"model": "m", "cell": "b", "seed": 0, "key": "m/b/0"})
     keys["m/b/0"] = {"model": "m", "cell": "b", "seed": 0}
     lost = gs.claim(study, keys)
-    with gs.keep_alive(study, lost._trial_id):
+    with gs.keep_alive(study, lost):
         time.sleep(0.2)
     assert gs.fail_stale(study) == []  # still fresh
     time.sleep(3.5)
