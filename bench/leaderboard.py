@@ -1,4 +1,13 @@
-"""Leaderboard: per-cell PSNR mean ± 95 % confidence interval over seeds, ranked, with the greyscale baseline."""
+"""Leaderboard: cells ranked by a test metric (PSNR by default), with paired statistics and a verdict.
+
+``build`` makes the table (one row per cell; ``leaderboard.csv`` holds every column), ``verdict`` says what the
+run can and cannot conclude, ``to_markdown`` renders both for ``leaderboard.md`` and the report, and
+``to_terminal`` prints a compact version (at most 100 columns). Reference-based models (a colour reference as
+input, e.g. ``adain_unet``) are ranked in their own table, on the metric measured with *another* photo as
+reference (``<metric>_ref_other``); their same-photo score is shown as an upper bound only.
+
+Any per-image column can be the ranking metric (``metric=``, see :mod:`bench.stats` for directions and units).
+"""
 from __future__ import annotations
 
 import math
@@ -11,7 +20,9 @@ from . import stats as pstats
 from .records import atomic_write_text, read_rows
 
 GREY = "grey"
-METRICS = ("psnr", "ssim", "colourfulness")
+METRICS = ("psnr", "ssim", "colourfulness")  # summarised for every cell whatever the ranking metric
+AUTOMATIC, REFERENCE = "automatic", "reference"
+TERMINAL_WIDTH = 100
 
 
 def ci95(values) -> float:
@@ -22,129 +33,264 @@ def ci95(values) -> float:
     return float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
 
 
-def load_runs(run_dir: Path) -> pd.DataFrame:
-    """The run records of a run folder as a DataFrame (numeric columns converted)."""
-    rows = read_rows(Path(run_dir) / "runs.csv")
-    df = pd.DataFrame(rows)
-    for col in df.columns:
-        if col in METRICS or col in ("seed", "val_psnr", "train_time_s", "train_img_per_s", "steps", "failed_step",
-                                     "style_weight", "lr", "psnr_ref_other"):
-            df[col] = pd.to_numeric(df[col], errors="coerce")
-    return df
-
-
-def load_per_image(run_dir: Path) -> pd.DataFrame:
-    """The per-image test metrics of a run folder (``per_image.csv``) as a DataFrame; empty if there is none."""
-    df = pd.DataFrame(read_rows(Path(run_dir) / "per_image.csv"))
-    for col in (*METRICS, "seed", "psnr_ref_other"):
+def _numeric(df: pd.DataFrame, cols) -> pd.DataFrame:
+    for col in cols:
         if col in df:
             df[col] = pd.to_numeric(df[col], errors="coerce")
     return df
 
 
-def build(df: pd.DataFrame, per_image: pd.DataFrame | None = None, n_boot: int = pstats.N_BOOT
-          ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(leaderboard of successful cells ranked by mean PSNR, table of failed runs).
+NUMERIC_RUN_COLS = ("seed", "val_psnr", "train_time_s", "train_img_per_s", "steps", "failed_step", "style_weight",
+                    "lr")
+
+
+def load_runs(run_dir: Path) -> pd.DataFrame:
+    """The run records of a run folder as a DataFrame (metric and other numeric columns converted)."""
+    df = pd.DataFrame(read_rows(Path(run_dir) / "runs.csv"))
+    return _numeric(df, [*NUMERIC_RUN_COLS, *pstats.METRICS])
+
+
+def load_per_image(run_dir: Path) -> pd.DataFrame:
+    """The per-image test metrics of a run folder (``per_image.csv``) as a DataFrame; empty if there is none."""
+    df = pd.DataFrame(read_rows(Path(run_dir) / "per_image.csv"))
+    return _numeric(df, ["seed", *pstats.METRICS])
+
+
+def _is_reference(g: pd.DataFrame) -> bool:
+    """A cell whose model takes a colour reference: its runs recorded the other-photo score."""
+    return "psnr_ref_other" in g and pd.to_numeric(g["psnr_ref_other"], errors="coerce").notna().any()
+
+
+def build(df: pd.DataFrame, per_image: pd.DataFrame | None = None, n_boot: int = pstats.N_BOOT,
+          metric: str | pstats.Metric = "psnr", n_perm: int = pstats.N_PERM) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(leaderboard of successful cells, table of failed runs).
 
     Args:
         df: the run records (``load_runs``).
-        per_image: the per-image metrics (``load_per_image``); when given, every cell is compared with the best
-            cell and with the greyscale baseline on the same test images (``bench.stats.compare_cells``), adding
-            the columns ``best_diff``, ``best_lo``, ``best_hi``, ``p_best`` (Holm-adjusted), ``p_best_wilcoxon``,
-            ``tied``, ``grey_lo``, ``grey_hi``, ``p_grey`` and ``p_grey_wilcoxon``.
-        n_boot: bootstrap resamples per comparison.
+        per_image: the per-image metrics (``load_per_image``); when given, cells are compared with the greyscale
+            baseline and with the best cell on the same test images (``bench.stats.compare_cells``).
+        n_boot: resamples of the two-level (images × seeds) bootstrap interval.
+        metric: the ranking metric: a ``per_image.csv``/``runs.csv`` column (``"psnr"``, ``"ssim"``, a metric
+            registered in ``bench.stats.METRICS`` such as ``"lpips"``) or a ``bench.stats.Metric``; its direction
+            decides the order and "better".
+        n_perm: random sign flips per test when there are more than 16 test images.
+
+    Returns:
+        The board has one row per cell: ``group`` (``automatic``, or ``reference`` for models that take a colour
+        reference), ``rank`` (within the group), ``model``, ``cell``, ``loss``, ``n`` (seeds), ``<m>_mean`` for
+        the ranking metric and PSNR/SSIM/colourfulness, ``<metric>_ci95`` (t-interval over seeds), ``rank_by``
+        (the column ranked on: the metric, or ``<metric>_ref_other`` for reference models), ``score``/
+        ``score_ci95`` (the ranked value), ``delta_grey`` (score − grey's), and with ``per_image`` the columns of
+        ``compare_cells`` (``grey_diff``, ``grey_lo``, ``grey_hi``, ``p_grey``, ``better_than_grey``, ...,
+        ``best_*``, ``p_best``, ``worse_than_best``, ``n_images``, ``n_seeds``) and ``verdict`` (words).
     """
+    m = pstats.metric(metric)
     if df.empty:
         return pd.DataFrame(), pd.DataFrame()
     ok = df[df["status"] == "ok"]
     failed = df[df["status"] != "ok"]
+    if m.name not in ok:
+        raise ValueError(f"no column {m.name!r} in the run records to rank by")
     extra = [c for c in ("style_weight", "skips") if c in df.columns and df[c].astype(str).str.len().gt(0).any()]
-    keys = ["model", "cell"]
+    summary = list(dict.fromkeys([m.name, *METRICS]))
     rows = []
-    for (model, cell), g in ok.groupby(keys, sort=False):
-        row = {"model": model, "cell": cell, "loss": g["loss"].iloc[0]}
+    for (model, cell), g in ok.groupby(["model", "cell"], sort=False):
+        ref = _is_reference(g)
+        rank_by = f"{m.name}_ref_other" if ref and f"{m.name}_ref_other" in g else m.name
+        row = {"group": REFERENCE if ref else AUTOMATIC, "model": model, "cell": cell, "loss": g["loss"].iloc[0]}
         for c in extra:
             row[c] = g[c].iloc[0]
         row["n"] = len(g)
-        for m in METRICS:
-            row[f"{m}_mean"] = g[m].mean()
-        row["psnr_ci95"] = ci95(g["psnr"])
+        for s in summary + ([f"{m.name}_ref_other"] if rank_by != m.name else []):
+            if s in g:
+                row[f"{s}_mean"] = pd.to_numeric(g[s], errors="coerce").mean()
+        row[f"{m.name}_ci95"] = ci95(g[m.name])
+        if m.name != "psnr":
+            row["psnr_ci95"] = ci95(g["psnr"])
+        row["rank_by"] = rank_by
+        row["score"] = pd.to_numeric(g[rank_by], errors="coerce").mean()
+        row["score_ci95"] = ci95(g[rank_by])
         row["encoder_pretrained"] = g["encoder_pretrained"].iloc[0] if "encoder_pretrained" in g else ""
         rows.append(row)
     board = pd.DataFrame(rows)
     if board.empty:
         return board, failed
-    grey = board.loc[board["cell"] == GREY, "psnr_mean"]
+    grey = board.loc[board["cell"] == GREY, "score"]
     if len(grey):
-        board["delta_grey_db"] = board["psnr_mean"] - grey.iloc[0]
-    board = board.sort_values("psnr_mean", ascending=False, kind="stable").reset_index(drop=True)
-    board.insert(0, "rank", range(1, len(board) + 1))
+        board["delta_grey"] = board["score"] - grey.iloc[0]
+    board["_g"] = (board["group"] == REFERENCE).astype(int)
+    board = board.sort_values(["_g", "score"], ascending=[True, not m.higher_is_better], kind="stable")
+    board = board.drop(columns="_g").reset_index(drop=True)
+    board.insert(1, "rank", board.groupby("group").cumcount() + 1)
     if per_image is not None and not per_image.empty:
-        board = _add_comparisons(board, ok, per_image, n_boot)
+        board = _add_comparisons(board, ok, per_image, m, n_boot, n_perm)
     return board, failed
 
 
-def best_cell(board: pd.DataFrame) -> tuple[str, str] | None:
-    """(model, cell) of the highest mean PSNR among the trained cells (the greyscale baseline excluded)."""
-    trained = board[board["cell"] != GREY]
+def best_cell(board: pd.DataFrame, group: str = AUTOMATIC) -> tuple[str, str] | None:
+    """(model, cell) of the top-ranked trained cell of a group (the greyscale baseline excluded)."""
+    if board.empty:
+        return None
+    trained = board[(board["cell"] != GREY) & (board["group"] == group)]
     if trained.empty:
         return None
     top = trained.iloc[0]
     return top["model"], top["cell"]
 
 
-def _add_comparisons(board: pd.DataFrame, ok: pd.DataFrame, per_image: pd.DataFrame, n_boot: int) -> pd.DataFrame:
-    best = best_cell(board)
-    if best is None:
-        return board
+def _add_comparisons(board, ok, per_image, m: pstats.Metric, n_boot: int, n_perm: int) -> pd.DataFrame:
     # only the per-image rows of successful runs count (a failed seed writes none, but be safe)
     done = ok[["model", "cell", "seed"]].astype(str).drop_duplicates()
     pi = per_image.astype({"model": str, "cell": str, "seed": str}).merge(done, on=["model", "cell", "seed"])
     grey = board.loc[board["cell"] == GREY, ["model", "cell"]]
     grey_key = tuple(grey.iloc[0]) if len(grey) else None
-    cmp = pstats.compare_cells(pi, best, grey_key, n_boot=n_boot)
-    if cmp.empty:
+    parts = []
+    for group in (AUTOMATIC, REFERENCE):
+        cells = board[board["group"] == group]
+        best = best_cell(board, group)
+        if cells.empty or best is None:
+            continue
+        keys = set(zip(cells["model"], cells["cell"])) | ({grey_key} if grey_key else set())
+        sub = pi[[k in keys for k in zip(pi["model"], pi["cell"])]].copy()
+        rank_by = cells.loc[cells["cell"] != GREY, "rank_by"].iloc[0]
+        if rank_by != m.name:  # reference models: their other-photo score against grey's (reference-free) score
+            if rank_by not in sub:
+                continue
+            is_ref = sub["cell"] != GREY
+            sub.loc[is_ref, m.name] = pd.to_numeric(sub.loc[is_ref, rank_by], errors="coerce")
+        cmp = pstats.compare_cells(sub, best, grey_key, metric=m, n_boot=n_boot, n_perm=n_perm)
+        if cmp.empty:
+            continue
+        cmp["group"] = group
+        if group == REFERENCE:
+            cmp = cmp[cmp["cell"] != GREY]  # grey's row belongs to the automatic table
+        parts.append(cmp)
+    if not parts:
         return board
-    keep = [c for c in ("model", "cell", "n_images", "best_diff", "best_lo", "best_hi", "p_best", "p_best_wilcoxon",
-                        "tied", "grey_lo", "grey_hi", "p_grey", "p_grey_wilcoxon") if c in cmp]
-    return board.merge(cmp[keep], on=["model", "cell"], how="left")
+    cmp = pd.concat(parts, ignore_index=True)
+    board = board.merge(cmp, on=["group", "model", "cell"], how="left")
+    board["verdict"] = [_verdict_word(r) for _, r in board.iterrows()]
+    return board
 
 
-def _fmt_board(board: pd.DataFrame) -> pd.DataFrame:
-    out = pd.DataFrame()
-    out["rank"] = board["rank"]
-    out["model"] = board["model"]
-    out["cell"] = board["cell"]
-    out["loss"] = board["loss"]
-    for c in ("style_weight", "skips"):
-        if c in board:
-            out[c] = ["" if pd.isna(v) else v for v in board[c]]  # cells without the parameter: blank, not nan
-    out["PSNR (dB)"] = [f"{m:.2f} ± {c:.2f}" if not math.isnan(c) else f"{m:.2f}" for m, c in
-                        zip(board["psnr_mean"], board["psnr_ci95"])]
-    if "delta_grey_db" in board:
-        out["Δ grey (dB)"] = [f"{d:+.2f}" for d in board["delta_grey_db"]]
-    if "p_best" in board:
-        best = best_cell(board)
-        is_best = [(m, c) == best for m, c in zip(board["model"], board["cell"])]
-        out["vs best (dB, 95 % CI)"] = ["—" if b else _fmt_ci(d, lo, hi) for b, d, lo, hi in
-                                        zip(is_best, board["best_diff"], board["best_lo"], board["best_hi"])]
-        out["p vs best"] = [_fmt_p(p) for p in board["p_best"]]
-        out["tied"] = ["best" if b else ("tied" if not pd.isna(t) and bool(t) else "")
-                       for b, t in zip(is_best, board["tied"])]
-    if "p_grey" in board:
-        out["vs grey 95 % CI"] = [_fmt_ci(None, lo, hi) for lo, hi in zip(board["grey_lo"], board["grey_hi"])]
-        out["p vs grey"] = [_fmt_p(p) for p in board["p_grey"]]
-    out["SSIM"] = [f"{v:.4f}" for v in board["ssim_mean"]]
-    out["colourfulness"] = [f"{v:.1f}" for v in board["colourfulness_mean"]]
-    out["n"] = board["n"]
-    out["pretrained"] = board["encoder_pretrained"]
-    return out
+def _flag(r, col) -> bool:
+    v = r.get(col)
+    return bool(v) if v is not None and not pd.isna(v) else False
 
 
-def _fmt_ci(d, lo, hi) -> str:
+def _verdict_word(r) -> str:
+    """Short per-cell verdict: significance against grey and against the best (Holm, α = 0.05)."""
+    if r["cell"] == GREY:
+        return "baseline"
+    parts = []
+    if not pd.isna(r.get("p_grey", math.nan)):
+        parts.append("> grey" if _flag(r, "better_than_grey") else "< grey" if _flag(r, "worse_than_grey")
+                     else "n.s. vs grey")
+    if r["rank"] == 1:
+        parts.append("best")
+    elif not pd.isna(r.get("p_best", math.nan)):
+        parts.append("< best" if _flag(r, "worse_than_best") else "n.s. vs best")
+    return "; ".join(parts)
+
+
+# ----------------------------------------------------------------------------------------------- verdict
+
+
+def verdict(board: pd.DataFrame, metric: str | pstats.Metric = "psnr", alpha: float = pstats.ALPHA) -> dict:
+    """What the run can conclude, from the board's paired tests (automatic colorizers; reference models apart).
+
+    Returns:
+        dict with ``better_than_grey``, ``worse_than_grey``, ``worse_than_best`` (cell labels), ``best``,
+        ``above_grey_two_level`` (cells whose images × seeds interval lies on the better side of grey),
+        ``n_images``, ``seeds`` (min, max over trained cells), ``mde_grey``/``mde_best`` (minimum detectable
+        difference, 80 % power at ``alpha``, from the median per-image SD of the differences), ``warning`` (or
+        None), ``nothing`` (True when no comparison is significant) and ``lines`` (the sentences to print).
+        Empty when the board has no paired comparisons.
+    """
+    m = pstats.metric(metric)
+    if board.empty or "p_grey" not in board and "p_best" not in board:
+        return {}
+    auto = board[board["group"] == AUTOMATIC]
+    trained = auto[auto["cell"] != GREY]
+    if trained.empty:
+        return {}
+    label = _labeler(board)
+    sign = 1 if m.higher_is_better else -1
+    pick = {col: [label(r) for _, r in trained.iterrows() if _flag(r, col)]
+            for col in ("better_than_grey", "worse_than_grey", "worse_than_best")}
+    two_level = [label(r) for _, r in trained.iterrows() if "grey_lo" in r and not pd.isna(r["grey_lo"])
+                 and ((r["grey_lo"] > 0) if sign > 0 else (r["grey_hi"] < 0))]
+    n_images = int(trained["n_images"].max()) if "n_images" in trained else 0
+    seeds = (int(trained["n"].min()), int(trained["n"].max()))
+    mde = {}
+    for fam in ("grey", "best"):
+        col = f"{fam}_sd"
+        sd = float(trained[col].median()) if col in trained and trained[col].notna().any() else math.nan
+        mde[fam] = pstats.min_detectable_difference(sd, n_images, alpha)
+    best = best_cell(board)
+    best_label = label(trained.iloc[0])
+    unit = f" {m.unit}" if m.unit else ""
+    seeds_txt = f"{seeds[0]}" if seeds[0] == seeds[1] else f"{seeds[0]}–{seeds[1]}"
+    how = f"sign-flip test over the {n_images} test images, Holm-adjusted, α = {alpha:g}"
+    lines = []
+    warning = None
+    if n_images < pstats.MIN_IMAGES:
+        warning = (f"Warning: only {n_images} test images (fewer than {pstats.MIN_IMAGES}): the paired comparisons "
+                   "have little power; use a larger test set for conclusions.")
+        lines.append(warning)
+    lines.append(f"Significantly better than grey ({how}): "
+                 + (", ".join(pick["better_than_grey"]) if pick["better_than_grey"] else "none") + ".")
+    if pick["worse_than_grey"]:
+        lines.append("Significantly worse than grey: " + ", ".join(pick["worse_than_grey"]) + ".")
+    if len(trained) > 1:
+        ns = [label(r) for _, r in trained.iloc[1:].iterrows() if not _flag(r, "worse_than_best")]
+        lines.append(f"Significantly worse than the best ({best_label}; Holm over all pairs of cells): "
+                     + (", ".join(pick["worse_than_best"]) if pick["worse_than_best"] else "none") + "."
+                     + (f" n.s. against it (not significantly different, which does not make them equal): "
+                        f"{', '.join(ns)}." if ns else ""))
+    if "grey_lo" in trained:
+        lines.append(f"Over images × seeds (a claim about the losses, not only these trained networks), the 95 % "
+                     f"two-level interval of the difference to grey excludes 0 for: "
+                     + (", ".join(two_level) if two_level else "none") + ".")
+    mde_txt = " and ".join(f"{_fmt_mde(v, m)}{unit} {w}" for v, w in ((mde["grey"], "to grey"),
+                                                                       (mde["best"], "between cells"))
+                           if not math.isnan(v))
+    nothing = not any(pick.values())
+    if mde_txt:
+        lines.append(f"Minimum detectable difference (80 % power, α = {alpha:g}, before the Holm adjustment, from "
+                     f"the per-image spread of the paired differences): {mde_txt}.")
+    if nothing:
+        lines.append(f"Nothing can be concluded from this run: with {n_images} test images and {seeds_txt} seed(s), "
+                     f"differences below {mde_txt or 'an unknown size'} cannot be detected.")
+    return {"best": best, "better_than_grey": pick["better_than_grey"], "worse_than_grey": pick["worse_than_grey"],
+            "worse_than_best": pick["worse_than_best"], "above_grey_two_level": two_level, "n_images": n_images,
+            "seeds": seeds, "mde_grey": mde["grey"], "mde_best": mde["best"], "warning": warning,
+            "nothing": nothing, "lines": lines}
+
+
+def _fmt_mde(v: float, m: pstats.Metric) -> str:
+    return "∞ (too few images for any difference)" if math.isinf(v) else m.fmt(v)
+
+
+def _labeler(board: pd.DataFrame):
+    """Cell label: ``cell``, or ``model / cell`` when trained cells use several models."""
+    multi = board.loc[board["cell"] != GREY, "model"].nunique() > 1
+
+    def label(r) -> str:
+        return f"{r['model']} / {r['cell']}" if multi and r["cell"] != GREY else str(r["cell"])
+
+    return label
+
+
+# ----------------------------------------------------------------------------------------------- formatting
+
+
+def _fmt_ci(d, lo, hi, m: pstats.Metric) -> str:
+    if d is None or pd.isna(d):
+        return ""
     if lo is None or pd.isna(lo):
-        return "" if d is None or pd.isna(d) else f"{d:+.2f}"
-    return (f"{d:+.2f} " if d is not None else "") + f"[{lo:+.2f}, {hi:+.2f}]"
+        return m.fmt(d, True)
+    return f"{m.fmt(d, True)} [{m.fmt(lo, True)}, {m.fmt(hi, True)}]"
 
 
 def _fmt_p(p) -> str:
@@ -153,41 +299,182 @@ def _fmt_p(p) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
-STATS_NOTE = ("Paired comparisons use the per-image test PSNR averaged over each cell's seeds, paired by image: "
-              "'vs best' is the mean difference to the best cell in dB with its 95 % paired-bootstrap CI "
-              f"({pstats.N_BOOT} resamples of the images, seeded), 'p vs best' the bootstrap p-value Holm-adjusted "
-              "over the cells (the CI is not adjusted); cells with adjusted p ≥ 0.05 are marked tied with the best. 'vs grey' is the CI of "
-              "the difference to the greyscale baseline (unadjusted p).")
+def _mean_pm(mean, ci, m: pstats.Metric) -> str:
+    if mean is None or pd.isna(mean):
+        return ""
+    return f"{m.fmt(mean)} ± {m.fmt(ci)}" if ci is not None and not pd.isna(ci) else m.fmt(mean)
 
 
-def to_markdown(board: pd.DataFrame, failed: pd.DataFrame, title: str = "Leaderboard") -> str:
-    """The leaderboard (and failed runs) as a Markdown document."""
-    lines = [f"# {title}", "", "PSNR on the test images: mean ± half-width of the 95 % t-interval over seeds "
-             "(n seeds); the greyscale row (ab = 0) is deterministic.", ""]
-    if "p_best" in board:
-        lines += [STATS_NOTE, ""]
-    lines.append(_fmt_board(board).to_markdown(index=False, disable_numparse=True) if not board.empty else "(no successful runs yet)")
+def ranking_table(board: pd.DataFrame, group: str = AUTOMATIC, metric: str | pstats.Metric = "psnr") -> pd.DataFrame:
+    """The ranking of one group as display strings: rank, cell, score ± over seeds, differences with their
+    images × seeds intervals and Holm-adjusted p-values, verdict."""
+    m = pstats.metric(metric)
+    b = board[board["group"] == group] if "group" in board else board
+    if b.empty:
+        return pd.DataFrame()
+    label = _labeler(board)
+    out = pd.DataFrame({"#": b["rank"].astype(int).astype(str), "cell": [label(r) for _, r in b.iterrows()]})
+    if group == REFERENCE:
+        ranked_on = b["rank_by"].iloc[0]
+        head = f"{m.title}, other-photo reference" if ranked_on != m.name else f"{m.title}, same photo (upper bound)"
+        out[f"{head}, ± over seeds"] = [_mean_pm(s, c, m) for s, c in zip(b["score"], b["score_ci95"])]
+        if ranked_on != m.name:
+            out[f"{m.label or m.name}, same photo as reference (upper bound)"] = [m.fmt(v) for v in b[f"{m.name}_mean"]]
+    else:
+        out[f"{m.title}, ± over seeds"] = [_mean_pm(s, c, m) for s, c in zip(b["score"], b["score_ci95"])]
+    if "p_grey" in b:
+        out["Δ grey, 95 % CI over images × seeds"] = [_fmt_ci(d, lo, hi, m) for d, lo, hi in
+                                                       zip(b["grey_diff"], b["grey_lo"], b["grey_hi"])]
+        out["p vs grey"] = [_fmt_p(p) for p in b["p_grey"]]
+    elif "delta_grey" in b:
+        out["Δ grey"] = [m.fmt(d, True) for d in b["delta_grey"]]
+    if "p_best" in b:
+        out["Δ best, 95 % CI over images × seeds"] = [_fmt_ci(d, lo, hi, m) for d, lo, hi in
+                                                       zip(b["best_diff"], b["best_lo"], b["best_hi"])]
+        out["p vs best"] = [_fmt_p(p) for p in b["p_best"]]
+    if "verdict" in b:
+        out["verdict"] = b["verdict"].fillna("").to_numpy()
+    return out.reset_index(drop=True)
+
+
+def details_table(board: pd.DataFrame) -> pd.DataFrame:
+    """The other columns of every cell: model, loss, parameters, SSIM, colourfulness, seeds, images, encoder."""
+    if board.empty:
+        return pd.DataFrame()
+    label = _labeler(board)
+    out = pd.DataFrame({"cell": [label(r) for _, r in board.iterrows()], "model": board["model"],
+                        "loss": board["loss"]})
+    for c in ("style_weight", "skips"):
+        if c in board:
+            out[c] = ["" if pd.isna(v) else v for v in board[c]]  # cells without the parameter: blank, not nan
+    for name in ("psnr", "ssim", "colourfulness"):
+        if f"{name}_mean" in board:
+            mm = pstats.metric(name)
+            out[mm.title] = [mm.fmt(v) for v in board[f"{name}_mean"]]
+    out["seeds"] = board["n"].astype(int).astype(str)
+    if "n_images" in board:
+        out["test images"] = ["" if pd.isna(v) else str(int(v)) for v in board["n_images"]]
+    out["pretrained encoder"] = board["encoder_pretrained"].astype(str)
+    return out
+
+
+def stats_note(metric: str | pstats.Metric = "psnr", n_boot: int = pstats.N_BOOT) -> str:
+    """What every number of the ranking tables is (one paragraph, Markdown)."""
+    m = pstats.metric(metric)
+    unit = f" ({m.unit})" if m.unit else ""
+    return (f"*{m.label or m.name}, ± over seeds*: mean over the training seeds of each run's mean over the test images"
+            f"{unit}, ± the half-width of the 95 % Student-t interval over the seeds. *Δ grey*, *Δ best*: mean "
+            "per-image difference (cell − grey, cell − best; each image's value averaged over the cell's seeds) "
+            "with a 95 % **two-level** interval: a bootstrap over test images × training seeds "
+            f"({n_boot} resamples, seed 0), so it covers seed-to-seed variation too (a claim about the loss). "
+            "*p vs grey*: two-sided **sign-flip permutation test** of the per-image differences (exact over all "
+            f"2^n sign patterns up to {pstats.EXACT_MAX_N} images, else {pstats.N_PERM} seeded random flips; "
+            "randomised within ties so that it has size exactly 5 % at every number of images), Holm-adjusted over "
+            "the cells. *p vs best*: the same test, Holm-adjusted over **all pairs** of trained cells (the best was "
+            "picked from these data). The p-values are about these trained networks on these test images; "
+            "**n.s.** = not significant at α = 0.05 (not evidence of equality). "
+            + ("Lower is better for this metric. " if not m.higher_is_better else ""))
+
+
+def to_markdown(board: pd.DataFrame, failed: pd.DataFrame, title: str = "Leaderboard",
+                metric: str | pstats.Metric = "psnr", n_boot: int = pstats.N_BOOT, heading: int = 1) -> str:
+    """The verdict, the ranking tables, the details and the failed runs as one Markdown document."""
+    m = pstats.metric(metric)
+    h = "#" * heading
+    lines = [f"{h} {title}", ""]
+    v = verdict(board, m)
+    if v:
+        lines += [f"{h}# Verdict", ""] + [f"- {s}" for s in v["lines"]] + [""]
+    if board.empty:
+        lines.append("(no successful runs yet)")
+    else:
+        lines += [f"{h}# Ranking by {m.title}" + (" (automatic colorizers)" if (board["group"] == REFERENCE).any()
+                                                 else ""), ""]
+        lines += [ranking_table(board, AUTOMATIC, m).to_markdown(index=False, disable_numparse=True), ""]
+        if (board["group"] == REFERENCE).any():
+            lines += [f"{h}# Reference-based colorizers", "",
+                      "These models get a colour photo as input. They are ranked on the score with *another* test "
+                      "photo as reference; with the test photo itself as reference (its own colours) the score is an "
+                      "upper bound, not comparable with the automatic colorizers above.", "",
+                      ranking_table(board, REFERENCE, m).to_markdown(index=False, disable_numparse=True), ""]
+        if "p_best" in board or "p_grey" in board:
+            lines += [stats_note(m, n_boot), ""]
+        lines += [f"{h}# Details", "", details_table(board).to_markdown(index=False, disable_numparse=True), ""]
     if not failed.empty:
-        lines += ["", "## Failed runs", ""]
+        lines += [f"{h}# Failed runs", ""]
         cols = [c for c in ("model", "cell", "seed", "status", "failed_step", "error") if c in failed]
         shown = failed[cols].copy()
         for c in ("seed", "failed_step"):  # read back as floats (NaN where empty); show whole numbers
             if c in shown:
                 shown[c] = [str(int(v)) if pd.notna(v) else "" for v in pd.to_numeric(shown[c], errors="coerce")]
-        lines.append(shown.to_markdown(index=False, disable_numparse=True))
-    return "\n".join(lines) + "\n"
+        lines += [shown.to_markdown(index=False, disable_numparse=True), ""]
+    return "\n".join(lines)
 
 
-def write(run_dir: Path, title: str | None = None) -> tuple[pd.DataFrame, str]:
-    """Build the leaderboard of a run folder and write ``leaderboard.md``, ``leaderboard.csv`` and ``psnr.png``."""
+def to_terminal(board: pd.DataFrame, failed: pd.DataFrame | None = None, metric: str | pstats.Metric = "psnr",
+                width: int = TERMINAL_WIDTH) -> str:
+    """A compact leaderboard for the terminal (at most ``width`` columns; intervals and details are in the files):
+    rank, cell, score ± over seeds, Δ grey and its p, Δ best and its p, verdict; then the verdict sentences."""
+    import textwrap
+
+    m = pstats.metric(metric)
+    if board.empty:
+        return "(no successful runs yet)\n"
+    label = _labeler(board)
+    out = []
+    for group in (AUTOMATIC, REFERENCE):
+        b = board[board["group"] == group]
+        if b.empty:
+            continue
+        head = ["#", "cell", m.label or m.name, "±seeds", "Δgrey", "p", "Δbest", "p", "verdict"]
+        rows = [[str(int(r["rank"])), label(r), m.fmt(r["score"]), m.fmt(r["score_ci95"]),
+                 m.fmt(r.get("grey_diff", r.get("delta_grey")), True), _fmt_p(r.get("p_grey")),
+                 m.fmt(r.get("best_diff"), True), _fmt_p(r.get("p_best")), str(r.get("verdict", "") or "")]
+                for _, r in b.iterrows()]
+        keep = [i for i in range(len(head)) if any(row[i] for row in rows) or i < 3]
+        head, rows = [head[i] for i in keep], [[row[i] for i in keep] for row in rows]
+        widths = [max(len(head[i]), *(len(r[i]) for r in rows)) for i in range(len(head))]
+        # the cell column gives way first when the table is too wide (names are cut with "…")
+        ci = head.index("cell")
+        excess = sum(widths) + 2 * (len(widths) - 1) - width
+        if excess > 0:
+            widths[ci] = max(8, widths[ci] - excess)
+        title = (f"{m.title}" + (f", ranked on the other-photo score ({b['rank_by'].iloc[0]})"
+                                 if group == REFERENCE else "")
+                 + (" — lower is better" if not m.higher_is_better else ""))
+        out.append(("Reference-based colorizers: " if group == REFERENCE else "Leaderboard: ") + title)
+
+        def fmt(cells):
+            parts = []
+            for i, c in enumerate(cells):
+                c = c if len(c) <= widths[i] else c[: widths[i] - 1] + "…"
+                parts.append(c.ljust(widths[i]) if i in (1, len(cells) - 1) else c.rjust(widths[i]))
+            return "  ".join(parts).rstrip()
+
+        out += [fmt(head), "-" * min(width, len(fmt(head)))] + [fmt(r) for r in rows] + [""]
+    if failed is not None and not failed.empty:
+        out += [f"{len(failed)} failed run(s): " + ", ".join(f"{r['cell']} seed {r['seed']}"
+                                                             for _, r in failed.iterrows()), ""]
+    v = verdict(board, m)
+    if v:
+        out.append("Verdict:")
+        for s in v["lines"]:
+            out += textwrap.wrap(s, width, initial_indent="- ", subsequent_indent="  ")
+    return "\n".join(out) + "\n"
+
+
+def write(run_dir: Path, title: str | None = None, metric: str | pstats.Metric = "psnr") -> tuple[pd.DataFrame, str]:
+    """Build the leaderboard of a run folder and write ``leaderboard.md``, ``leaderboard.csv`` and
+    ``figures/psnr.png``; returns (board, compact text for the terminal)."""
     run_dir = Path(run_dir)
     df = load_runs(run_dir)
-    board, failed = build(df, load_per_image(run_dir))
-    md = to_markdown(board, failed, title or f"Leaderboard: {run_dir.name}")
+    board, failed = build(df, load_per_image(run_dir), metric=metric)
+    md = to_markdown(board, failed, title or f"Leaderboard: {run_dir.name}", metric)
     atomic_write_text(run_dir / "leaderboard.md", md)
     atomic_write_text(run_dir / "leaderboard.csv", board.to_csv(index=False))
     if not df.empty and (df["status"] == "ok").any():
         from .plots import psnr_per_cell  # plots imports this module: import it only when drawing
 
-        psnr_per_cell(df, run_dir / "psnr.png")
-    return board, md
+        (run_dir / "figures").mkdir(exist_ok=True)
+        psnr_per_cell(df, run_dir / "figures" / "psnr.png")
+    return board, to_terminal(board, failed, metric)
