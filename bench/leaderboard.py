@@ -246,7 +246,7 @@ def verdict(board: pd.DataFrame, metric: str | pstats.Metric = "psnr", alpha: fl
         ns = [label(r) for _, r in trained.iloc[1:].iterrows() if not _flag(r, "worse_than_best")]
         lines.append(f"Significantly worse than the best ({best_label}; Holm over all pairs of cells): "
                      + (", ".join(pick["worse_than_best"]) if pick["worse_than_best"] else "none") + "."
-                     + (f" n.s. against it (not significantly different, which does not make them equal): "
+                     + (f" Not significantly different from it (n.s., which does not make them equal): "
                         f"{', '.join(ns)}." if ns else ""))
     if "grey_lo" in trained:
         lines.append(f"Over images × seeds (a claim about the losses, not only these trained networks), the 95 % "

@@ -1,7 +1,9 @@
 """The report's figures (seaborn, PNG). Each function takes the run's tables and writes one file.
 
-``psnr_per_cell`` is the leaderboard's point plot (``psnr.png``); the others are the validation curves, the accuracy/colourfulness
-trade-off and the training throughput per model.
+``psnr_per_cell`` is the leaderboard's point plot (``figures/psnr.png``); the others are the validation curves, the
+accuracy/colourfulness trade-off and the training throughput per model. Every figure colours a cell with
+``palette(...)[label]``: built from the run's cell labels alone, so a cell has the same colour in every figure
+(and in the sample grid's titles), whichever subset of cells a figure shows.
 """
 from __future__ import annotations
 
@@ -32,45 +34,84 @@ def save_figure(fig, path: Path, dpi: int = 120) -> None:
     plt.close(fig)
 
 
+GREY_COLOUR = "#7f7f7f"
+
+
+def palette(labels) -> dict[str, str]:
+    """Colour of every cell label: the greyscale baseline grey, the others in sorted order from a qualitative
+    palette (tab10 without its grey; tab20 beyond 9 cells; evenly spaced hues beyond 19)."""
+    import matplotlib.colors as mcolors
+    import seaborn as sns
+
+    names = sorted({str(x) for x in labels if str(x) != GREY})
+    base = [c for i, c in enumerate(sns.color_palette("tab10")) if i != 7]  # tab10's 8th colour is grey
+    if len(names) > len(base):
+        base = [c for i, c in enumerate(sns.color_palette("tab20")) if i not in (14, 15)]
+    if len(names) > len(base):
+        base = sns.color_palette("husl", len(names))
+    out = {n: mcolors.to_hex(base[i]) for i, n in enumerate(names)}
+    out[GREY] = GREY_COLOUR
+    return out
+
+
+def run_palette(runs: pd.DataFrame) -> dict[str, str]:
+    """The palette of a run: every cell label of ``runs.csv`` (``_label``)."""
+    return palette(_label(runs)) if not runs.empty else {GREY: GREY_COLOUR}
+
+
 def _label(df: pd.DataFrame) -> pd.Series:
     """Cell label: ``cell``, or ``model / cell`` when the run has several models."""
     single = df.loc[df["cell"] != GREY, "model"].nunique() <= 1  # the greyscale row has model "(none)"
     return df["cell"] if single else df["model"].astype(str) + " / " + df["cell"].astype(str)
 
 
-def psnr_per_cell(runs: pd.DataFrame, path: Path) -> bool:
+def psnr_per_cell(runs: pd.DataFrame, path: Path, colours: dict | None = None) -> bool:
     """PSNR per cell: mean with the same 95 % t-interval over seeds as the leaderboard table, one dot per seed, and
-    the greyscale baseline as a dashed line. Returns False (nothing written) without successful runs."""
+    the greyscale baseline as a dashed line; cells top to bottom in leaderboard order (horizontal, so that long
+    names never overlap). Returns False (nothing written) without successful runs.
+
+    Args:
+        runs: the run records.
+        path: PNG to write.
+        colours: ``{label: colour}`` (default: ``run_palette(runs)``).
+    """
     if runs.empty or not (runs["status"] == "ok").any():
         return False
     plt, sns = _plt()
+    colours = colours or run_palette(runs)
     ok = runs[runs["status"] == "ok"].copy()
+    ok["psnr"] = pd.to_numeric(ok["psnr"], errors="coerce")
     grey = ok[ok["cell"] == GREY]
     cells = ok[ok["cell"] != GREY].copy()
     cells["label"] = _label(cells)
     summary = cells.groupby("label")["psnr"].agg(["mean", ci95]).sort_values("mean", ascending=False)
     order = summary.index.tolist()
-    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(order) + 2), 4))
+    longest = max((len(o) for o in order), default=4)
+    fig, ax = plt.subplots(figsize=(6.5 + 0.06 * longest, 1.2 + 0.45 * max(len(order), 2)))
     if len(cells):
-        x = range(len(order))
-        ax.errorbar(x, summary["mean"], yerr=summary["ci95"].fillna(0), fmt="o", color="C0", capsize=6, ms=7,
-                    label="mean, 95 % t-CI over seeds")
-        sns.stripplot(data=cells, x="label", y="psnr", order=order, ax=ax, color="C0", alpha=0.4, size=4,
-                      jitter=0.08)
-        ax.set_xticks(list(x), order)
+        y = list(range(len(order)))
+        for k, lab in enumerate(order):
+            pts = cells.loc[cells["label"] == lab, "psnr"].to_numpy()
+            ax.scatter(pts, [k + 0.22] * len(pts), color=colours.get(lab, "C0"), alpha=0.5, s=18, zorder=2)
+            ax.errorbar(summary.loc[lab, "mean"], k, xerr=0 if pd.isna(summary.loc[lab, "ci95"]) else
+                        summary.loc[lab, "ci95"], fmt="o", color=colours.get(lab, "C0"), capsize=5, ms=7, zorder=3)
+        ax.set_yticks(y, order)
+        ax.set_ylim(len(order) - 0.5, -0.6)
+        ax.errorbar([], [], xerr=[], fmt="o", color="black", capsize=5, label="mean, 95 % t-CI over seeds")
+        ax.scatter([], [], color="black", alpha=0.5, s=18, label="one seed")
     if len(grey):
-        ax.axhline(grey["psnr"].mean(), ls="--", color="grey", label=f"greyscale {grey['psnr'].mean():.2f} dB")
-    ax.legend(loc="best", fontsize=8)
-    ax.set_xlabel("")
-    ax.set_ylabel("test PSNR (dB)")
-    ax.set_title("PSNR per cell (dots = seeds)")
-    plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
+        g = grey["psnr"].mean()
+        ax.axvline(g, ls="--", color=GREY_COLOUR, label=f"greyscale {g:.2f} dB")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3, fontsize=8, frameon=False)
+    ax.set_xlabel("test PSNR (dB)")
+    ax.set_title("Test PSNR per cell", fontsize=11)
     save_figure(fig, path)
     return True
 
 
-def val_curves(history: pd.DataFrame, path: Path) -> bool:
-    """Validation PSNR over training steps, one line per cell (mean over seeds, 95 % CI band)."""
+def val_curves(history: pd.DataFrame, path: Path, colours: dict | None = None) -> bool:
+    """Validation PSNR over training steps, one line per cell (mean over seeds, 95 % CI band); the legend sits
+    outside the axes, so it never hides a curve. ``colours``: ``{label: colour}`` (default: from ``history``)."""
     if history.empty:
         return False
     plt, sns = _plt()
@@ -78,44 +119,51 @@ def val_curves(history: pd.DataFrame, path: Path) -> bool:
     for c in ("step", "val_psnr"):
         h[c] = pd.to_numeric(h[c], errors="coerce")
     h["label"] = _label(h)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    sns.lineplot(data=h, x="step", y="val_psnr", hue="label", errorbar=("ci", 95), marker="o", ax=ax)
+    colours = colours or palette(h["label"])
+    order = sorted(h["label"].unique())
+    fig, ax = plt.subplots(figsize=(8.5, 4))
+    sns.lineplot(data=h, x="step", y="val_psnr", hue="label", hue_order=order, palette=colours,
+                 errorbar=("ci", 95), marker="o", ax=ax)
     ax.set_xlabel("training step")
     ax.set_ylabel("validation PSNR (dB)")
-    ax.set_title("Validation PSNR during training (mean over seeds, 95 % CI)")
-    ax.legend(title="", fontsize=8)
+    ax.set_title("Validation PSNR during training (mean over seeds, 95 % CI)", fontsize=11)
+    ax.legend(title="", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     save_figure(fig, path)
     return True
 
 
-def psnr_vs_colourfulness(runs: pd.DataFrame, path: Path, truth_colourfulness: float | None = None) -> bool:
-    """Test PSNR against colourfulness: one small dot per seed, a large marker per cell mean.
+def psnr_vs_colourfulness(runs: pd.DataFrame, path: Path, truth_colourfulness: float | None = None,
+                          colours: dict | None = None) -> bool:
+    """Test PSNR against colourfulness: one small dot per seed, a large marker per cell mean; cells are named in
+    a legend outside the axes (labels on the points would overlap).
 
     Regression losses tend to predict desaturated, "average" colours: high PSNR, low colourfulness; classification
     losses with rebalancing give vivid colours at a PSNR cost. ``truth_colourfulness`` (mean over the test images)
-    is drawn as a vertical line when known.
+    is drawn as a vertical line when known. ``colours``: ``{label: colour}`` (default: ``run_palette(runs)``).
     """
     ok = runs[runs["status"] == "ok"].copy()
     if ok.empty:
         return False
     plt, sns = _plt()
+    colours = colours or run_palette(runs)
     ok["label"] = _label(ok)
+    for c in ("psnr", "colourfulness"):
+        ok[c] = pd.to_numeric(ok[c], errors="coerce")
     means = ok.groupby("label", sort=False)[["psnr", "colourfulness"]].mean().reset_index()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    sns.scatterplot(data=ok, x="colourfulness", y="psnr", hue="label", alpha=0.4, s=25, legend=False, ax=ax)
-    sns.scatterplot(data=means, x="colourfulness", y="psnr", hue="label", s=140, marker="D", edgecolor="black",
-                    ax=ax)
+    means = means.sort_values("psnr", ascending=False)
+    fig, ax = plt.subplots(figsize=(8.5, 4.5))
     for _, r in means.iterrows():
-        ax.annotate(r["label"], (r["colourfulness"], r["psnr"]), textcoords="offset points", xytext=(6, 6),
-                    fontsize=8)
+        pts = ok[ok["label"] == r["label"]]
+        col = colours.get(r["label"], "C0")
+        ax.scatter(pts["colourfulness"], pts["psnr"], color=col, alpha=0.4, s=22)
+        ax.scatter(r["colourfulness"], r["psnr"], color=col, s=130, marker="D", edgecolor="black", zorder=3,
+                   label=r["label"])
     if truth_colourfulness is not None:
-        ax.axvline(truth_colourfulness, ls="--", color="grey")
-        ax.annotate(f"ground truth {truth_colourfulness:.1f}", (truth_colourfulness, ax.get_ylim()[0]),
-                    textcoords="offset points", xytext=(4, 6), fontsize=8, color="grey")
+        ax.axvline(truth_colourfulness, ls="--", color=GREY_COLOUR, label=f"ground truth ({truth_colourfulness:.1f})")
     ax.set_xlabel("colourfulness (Hasler & Süsstrunk)")
     ax.set_ylabel("test PSNR (dB)")
-    ax.set_title("Accuracy vs. vivid colour (dots: seeds, diamonds: cell means)")
-    ax.legend(title="", fontsize=8)
+    ax.set_title("Accuracy vs. vivid colour (dots: seeds, diamonds: cell means)", fontsize=11)
+    ax.legend(title="", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     save_figure(fig, path)
     return True
 
@@ -152,7 +200,8 @@ def throughput(runs: pd.DataFrame, path: Path, bench_rows: pd.DataFrame | None =
         axes[0][1].set_xlabel("")
         axes[0][1].set_ylabel("images / s")
         r = b.iloc[-1]
-        axes[0][1].set_title(f"bench.throughput, synthetic data\n(batch {r.get('batch', '?')}, {r.get('size', '?')} px, "
-                             f"{r.get('precision', '?')}, {r.get('device_name', '')})", fontsize=9)
+        when = str(r.get("timestamp", ""))[:10]
+        axes[0][1].set_title(f"bench.throughput, synthetic data, batch {r.get('batch', '?')}, {r.get('size', '?')} px, "
+                             f"{r.get('precision', '?')}\n{r.get('device_name', '')}, {when}", fontsize=9)
     save_figure(fig, path)
     return True

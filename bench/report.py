@@ -23,24 +23,11 @@ import pandas as pd
 from . import leaderboard, plots, samples
 from .leaderboard import GREY
 from .records import CorruptRecordError, atomic_write_text, read_rows
-from .stats import N_BOOT
+from .stats import N_BOOT, metric as get_metric
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 ENV_KEYS = ("device", "device_name", "torch", "torchvision", "torchmetrics", "numpy", "pandas", "pillow", "optuna",
             "python", "platform", "hostname", "git_commit")
-
-STATS_METHOD = """\
-**Statistics.** *PSNR (dB)* is the mean over training seeds of each run's mean test PSNR, ± the half-width of the
-95 % Student-t interval over the seeds (n = number of seeds). The paired comparisons are made on the same test
-images: each image's PSNR is first averaged over the cell's seeds, then the cells are paired image by image.
-*vs best* is the mean per-image difference to the best cell with its 95 % paired-bootstrap percentile interval
-({n_boot} resamples of the test images, fixed seed 0); *p vs best* is the two-sided bootstrap p-value, Holm-adjusted
-over all cells compared with the best (the CI is not adjusted, so a CI just excluding 0 can go with an adjusted
-p above 0.05); a cell whose adjusted p is ≥ 0.05 is marked **tied** with the best.
-*vs grey* / *p vs grey* compare with the greyscale baseline (ab = 0) the same way (unadjusted). The CSV
-(`leaderboard.csv`) also holds the Wilcoxon signed-rank p-values (`p_best_wilcoxon`, `p_grey_wilcoxon`). The
-seed-averaged comparison answers "is A better than B on these images"; the spread over seeds is in the ± column."""
-
 
 class ReportError(ValueError):
     """The folder is not a run folder (no ``runs.csv``) or cannot be read."""
@@ -147,28 +134,29 @@ def reproduce(meta: dict, runs: pd.DataFrame, run_dir: Path) -> str:
 
 
 def make_figures(data: dict, board: pd.DataFrame, fig_dir: Path, throughput_rows: pd.DataFrame | None) -> dict:
-    """Write every figure that the data allows; returns {name: (path, caption)} in display order."""
+    """Write every figure that the data allows; returns {name: (path, caption)} in display order. Every figure
+    uses one palette keyed by cell label (``plots.run_palette``): a cell has the same colour everywhere."""
     fig_dir.mkdir(parents=True, exist_ok=True)
     runs, history, per_image = data["runs"], data["history"], data["per_image"]
+    colours = plots.run_palette(runs)
     out = {}
-    if plots.psnr_per_cell(runs, fig_dir / "psnr.png"):
-        out["psnr"] = (fig_dir / "psnr.png", "Test PSNR per cell: mean and 95 % CI over seeds; dots are seeds.")
-    if plots.val_curves(history, fig_dir / "val_psnr.png"):
+    if plots.psnr_per_cell(runs, fig_dir / "psnr.png", colours):
+        out["psnr"] = (fig_dir / "psnr.png", "Test PSNR per cell: mean and 95 % t-interval over seeds; small dots "
+                       "are the seeds; dashed line: the greyscale baseline.")
+    if plots.val_curves(history, fig_dir / "val_psnr.png", colours):
         out["val_psnr"] = (fig_dir / "val_psnr.png", "Validation PSNR over training steps (mean over seeds, 95 % CI).")
-    if plots.psnr_vs_colourfulness(runs, fig_dir / "psnr_colourfulness.png", truth_colourfulness(data["meta"])):
+    if plots.psnr_vs_colourfulness(runs, fig_dir / "psnr_colourfulness.png", truth_colourfulness(data["meta"]),
+                                   colours):
         out["psnr_colourfulness"] = (fig_dir / "psnr_colourfulness.png",
                                      "Accuracy against vivid colour: higher PSNR usually means duller colours.")
     if plots.throughput(runs, fig_dir / "throughput.png", throughput_rows):
         out["throughput"] = (fig_dir / "throughput.png", "Training throughput per model (images/s).")
-    order = [(m, c) for m, c in zip(board["model"], board["cell"])] if not board.empty else []
+    order = [(m, c) for m, c in zip(board["model"], board["cell"]) if c != GREY] if not board.empty else []
     scores = {}
     if not per_image.empty:
         for _, r in per_image.iterrows():
             scores[(str(r["model"]), str(r["cell"]), int(r["seed"]), Path(str(r["image"])).stem)] = float(r["psnr"])
-    # sample folders use slugged names; map the leaderboard's names onto them
-    slug_order = [(samples._slug(m), samples._slug(c)) for m, c in order]
-    slug_scores = {(samples._slug(m), samples._slug(c), s, i): v for (m, c, s, i), v in scores.items()}
-    if samples.plot_grid(data["run_dir"], fig_dir / "samples.png", slug_order, slug_scores):
+    if samples.plot_grid(data["run_dir"], fig_dir / "samples.png", order, scores, colours):
         out["samples"] = (fig_dir / "samples.png", "Fixed test images: greyscale input, each cell's colorization "
                           "(lowest seed, PSNR under it) and the ground truth.")
     return out
@@ -180,8 +168,12 @@ CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;
 color:#222;line-height:1.45}
 h1{border-bottom:2px solid #ccc;padding-bottom:.2em}h2{margin-top:1.6em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;margin:.6em 0;font-size:.88em;display:block;max-width:100%;overflow-x:auto}th,td{border:1px solid #ccc;padding:.25em .55em;
-text-align:left;vertical-align:top;white-space:nowrap}th{background:#f2f2f2}tr:nth-child(even) td{background:#fafafa}
+table{border-collapse:collapse;margin:.6em 0;font-size:.88em;max-width:100%}
+th,td{border:1px solid #ccc;padding:.25em .55em;text-align:left;vertical-align:top;overflow-wrap:anywhere}
+th{background:#f2f2f2}tr:nth-child(even) td{background:#fafafa}
+table.board td{white-space:nowrap}table.board th{white-space:normal}
+details table{display:block;overflow-x:auto}
+ul.verdict li{margin:.3em 0}
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:.9em;color:#555}
 pre{background:#f6f8fa;padding:.8em;overflow-x:auto;font-size:.85em;white-space:pre-wrap;word-break:break-all}.note{font-size:.92em;color:#333}
 """
@@ -201,8 +193,8 @@ def _md_inline(text: str) -> str:
     return re.sub(r"`(.+?)`", r"<code>\1</code>", t)
 
 
-def _table_html(df: pd.DataFrame) -> str:
-    return df.to_html(index=False, escape=True, border=0, na_rep="")
+def _table_html(df: pd.DataFrame, cls: str = "") -> str:
+    return df.to_html(index=False, escape=True, border=0, na_rep="", classes=cls or None)
 
 
 def _table_md(df: pd.DataFrame) -> str:
@@ -214,21 +206,18 @@ def render(run_dir: Path, data: dict, board: pd.DataFrame, failed: pd.DataFrame,
     runs, meta = data["runs"], data["meta"]
     title = f"Colorization benchmark: {run_dir.name}"
     when = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    fmt_board = leaderboard._fmt_board(board) if not board.empty else pd.DataFrame()
+    m = get_metric(data.get("metric", "psnr"))
     best = leaderboard.best_cell(board) if not board.empty else None
-    tied = []
-    if best is not None and "tied" in board:
-        tied = [c for m, c, t in zip(board["model"], board["cell"], board["tied"])
-                if (m, c) != best and not pd.isna(t) and bool(t)]
     summary = []
     if best is not None:
         row = board[(board["model"] == best[0]) & (board["cell"] == best[1])].iloc[0]
-        ci = "" if math.isnan(row["psnr_ci95"]) else f" ± {row['psnr_ci95']:.2f}"
-        summary.append(f"Best cell: **{best[1]}** ({best[0]}), {row['psnr_mean']:.2f}{ci} dB test PSNR over "
-                       f"{int(row['n'])} seed(s)" + (f", {row['delta_grey_db']:+.2f} dB vs. greyscale" if
-                                                     "delta_grey_db" in row else "") + ".")
-        summary.append("Tied with the best (not significantly different): " + (", ".join(f"**{t}**" for t in tied)
-                                                                               if tied else "none") + ".")
+        unit = f" {m.unit}" if m.unit else ""
+        ci = "" if pd.isna(row["score_ci95"]) else f" ± {m.fmt(row['score_ci95'])}"
+        summary.append(f"Top-ranked cell: **{best[1]}** ({best[0]}), {m.fmt(row['score'])}{ci}{unit} test "
+                       f"{m.label or m.name} over {int(row['n'])} seed(s)"
+                       + (f", {m.fmt(row['delta_grey'], True)}{unit} vs. greyscale" if "delta_grey" in row
+                          and not pd.isna(row["delta_grey"]) else "") + ".")
+    verdict = leaderboard.verdict(board, m) if not board.empty else {}
     summary.append(f"Grid *{meta.get('grid', runs['grid'].iloc[0] if 'grid' in runs else '?')}*, preset "
                    f"*{meta.get('preset', '?')}*, {meta.get('seeds', runs['seed'].nunique())} seed(s); data: "
                    f"{data_summary(runs, meta)}.")
@@ -246,11 +235,31 @@ def render(run_dir: Path, data: dict, board: pd.DataFrame, failed: pd.DataFrame,
                  ("psnr_colourfulness", "PSNR against colourfulness"), ("throughput", "Throughput per model"),
                  ("samples", "Sample colorizations")]
 
+    note = leaderboard.stats_note(m, data.get("n_boot", N_BOOT))
+    groups = [(leaderboard.AUTOMATIC, f"Ranking by {m.title}", None)]
+    if not board.empty and (board["group"] == leaderboard.REFERENCE).any():
+        groups.append((leaderboard.REFERENCE, "Reference-based colorizers",
+                       "These models get a colour photo as input. They are ranked on the score with *another* test "
+                       "photo as reference; with the test photo itself as reference (its own colours) the score is "
+                       "an upper bound, not comparable with the automatic colorizers."))
+    tables = [(heading, text, leaderboard.ranking_table(board, g, m)) for g, heading, text in groups] \
+        if not board.empty else []
+    details = leaderboard.details_table(board)
+
     # ---- Markdown
     md = [f"# {title}", "", f"_Generated {when} by `python -m bench.report`._", ""]
-    md += [f"- {s}" for s in summary] + ["", "## Leaderboard", ""]
-    method = STATS_METHOD.format(n_boot=data.get("n_boot", N_BOOT))
-    md += [_table_md(fmt_board) if not fmt_board.empty else "(no successful runs)", "", method, ""]
+    md += [f"- {s}" for s in summary] + [""]
+    if verdict:
+        md += ["## Verdict", ""] + [f"- {s}" for s in verdict["lines"]] + [""]
+    md += ["## Leaderboard", ""]
+    if not tables:
+        md += ["(no successful runs)", ""]
+    for heading, text, table in tables:
+        md += [f"### {heading}", ""] + ([text, ""] if text else []) + [_table_md(table), ""]
+    if tables and ("p_grey" in board or "p_best" in board):
+        md += [note, ""]
+    if not details.empty:
+        md += ["### Details", "", _table_md(details), ""]
     if failed_cols and not failed.empty:
         md += ["## Failed runs", "", _table_md(failed[failed_cols]), ""]
     for key, heading in fig_order:
@@ -258,8 +267,12 @@ def render(run_dir: Path, data: dict, board: pd.DataFrame, failed: pd.DataFrame,
             path, cap = figures[key]
             md += [f"## {heading}", "", f"![{heading}]({path.relative_to(run_dir).as_posix()})", "", f"_{cap}_", ""]
     tp = throughput_table(data.get("throughput"))
+    run_commit = str(runs["git_commit"].iloc[0])[:10] if "git_commit" in runs else "?"
+    run_dev = str(runs["device_name"].iloc[0]) if "device_name" in runs else "?"
+    tp_note = (f"Measured by `bench.throughput` on synthetic data, not during this run; each row names its device, "
+               f"host, date and commit. This run: {run_dev}, commit {run_commit}.")
     if not tp.empty:
-        md += ["## Throughput measurements (bench.throughput)", "", _table_md(tp), ""]
+        md += ["## Throughput measurements (bench.throughput)", "", tp_note, "", _table_md(tp), ""]
     if not pi_table.empty:
         md += ["## Per-image test PSNR (dB, mean over seeds)", "", _table_md(pi_table), ""]
     md += ["## Configuration", "", "Base configuration (every cell starts from it):", "", _table_md(base), "",
@@ -271,9 +284,20 @@ def render(run_dir: Path, data: dict, board: pd.DataFrame, failed: pd.DataFrame,
     h = ["<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>", f"<title>{html.escape(title)}</title>",
          f"<style>{CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
          f"<p class='note'>Generated {when} by <code>python -m bench.report</code>.</p>", "<ul>"]
-    h += [f"<li>{_md_inline(s)}</li>" for s in summary] + ["</ul>", "<h2>Leaderboard</h2>"]
-    h.append(_table_html(fmt_board) if not fmt_board.empty else "<p>(no successful runs)</p>")
-    h.append(f"<p class='note'>{_md_inline(method)}</p>")
+    h += [f"<li>{_md_inline(s)}</li>" for s in summary] + ["</ul>"]
+    if verdict:
+        h += ["<h2>Verdict</h2>", "<ul class='verdict'>"] + [f"<li>{_md_inline(s)}</li>" for s in verdict["lines"]]
+        h.append("</ul>")
+    h.append("<h2>Leaderboard</h2>")
+    if not tables:
+        h.append("<p>(no successful runs)</p>")
+    for heading, text, table in tables:
+        h += [f"<h3>{html.escape(heading)}</h3>"] + ([f"<p class='note'>{_md_inline(text)}</p>"] if text else [])
+        h.append(_table_html(table, "board"))
+    if tables and ("p_grey" in board or "p_best" in board):
+        h.append(f"<p class='note'>{_md_inline(note)}</p>")
+    if not details.empty:
+        h += ["<h3>Details</h3>", _table_html(details, "board")]
     if failed_cols and not failed.empty:
         h += ["<h2>Failed runs</h2>", _table_html(failed[failed_cols])]
     for key, heading in fig_order:
@@ -282,7 +306,8 @@ def render(run_dir: Path, data: dict, board: pd.DataFrame, failed: pd.DataFrame,
             h += [f"<h2>{html.escape(heading)}</h2>", f"<figure><img src='{_data_uri(path)}' alt='{html.escape(heading)}'>",
                   f"<figcaption>{html.escape(cap)}</figcaption></figure>"]
     if not tp.empty:
-        h += ["<h2>Throughput measurements (bench.throughput)</h2>", _table_html(tp)]
+        h += ["<h2>Throughput measurements (bench.throughput)</h2>", f"<p class='note'>{_md_inline(tp_note)}</p>",
+              _table_html(tp)]
     if not pi_table.empty:
         h += ["<h2>Per-image test PSNR</h2>", "<details><summary>dB, mean over seeds, one row per test image"
               "</summary>", _table_html(pi_table), "</details>"]
@@ -303,31 +328,48 @@ def render(run_dir: Path, data: dict, board: pd.DataFrame, failed: pd.DataFrame,
 
 
 def throughput_table(rows: pd.DataFrame | None) -> pd.DataFrame:
-    """The ``bench.throughput`` rows shown in the report (rates rounded to 3 significant digits)."""
+    """The ``bench.throughput`` rows shown in the report, each labelled with its machine, date and commit (rates
+    rounded to 3 significant digits)."""
     if rows is None or rows.empty:
         return pd.DataFrame()
-    cols = {"model": "model", "device_name": "device", "precision": "precision", "batch": "batch", "size": "size",
-            "compile": "compile", "train_img_per_s": "train img/s", "infer_img_per_s": "inference img/s",
-            "train_peak_mib": "train peak MiB", "mem_kind": "memory", "train_gflop_per_img": "train GFLOP/img",
-            "train_tflop_per_s": "train TFLOP/s", "timestamp": "measured"}
+    cols = {"model": "model", "precision": "precision", "batch": "batch", "size": "size", "compile": "compile",
+            "train_img_per_s": "train img/s", "infer_img_per_s": "inference img/s",
+            "train_peak_mib": "train peak MiB", "train_gflop_per_img": "train GFLOP/img",
+            "train_tflop_per_s": "train TFLOP/s", "device_name": "device", "hostname": "host",
+            "timestamp": "measured", "git_commit": "commit"}
     out = rows[[c for c in cols if c in rows]].rename(columns=cols).copy()
     for c in ("train img/s", "inference img/s", "train peak MiB", "train GFLOP/img", "train TFLOP/s"):
         if c in out:
             out[c] = [f"{float(v):.3g}" if str(v) not in ("", "nan") else "" for v in out[c]]
+    if "measured" in out:
+        out["measured"] = [str(v)[:16].replace("T", " ") for v in out["measured"]]
+    if "commit" in out:
+        out["commit"] = [str(v)[:10] for v in out["commit"]]
     return out
 
 
 def load_throughput(path: Path | None, runs: pd.DataFrame) -> pd.DataFrame | None:
-    """Rows of a ``bench.throughput`` CSV: the given file, else ``results/throughput-<this run's device>.csv``."""
+    """Rows of a ``bench.throughput`` CSV (the latest measurement of each model).
+
+    Args:
+        path: a CSV named by the user: all its rows are candidates (the report labels each with its machine,
+            date and commit). None: ``results/throughput-<this run's device>.csv``, and only its rows measured
+            on the same device (same ``device_name``) as the run — never another machine's numbers.
+        runs: the run records (``device``, ``device_name``).
+    """
     if path is None:
         from .throughput import device_slug
 
         if "device" not in runs or "device_name" not in runs:
             return None
-        path = RESULTS / f"throughput-{device_slug(str(runs['device'].iloc[0]), str(runs['device_name'].iloc[0]))}.csv"
+        name = str(runs["device_name"].iloc[0])
+        path = RESULTS / f"throughput-{device_slug(str(runs['device'].iloc[0]), name)}.csv"
         if not path.is_file():
             return None
-    rows = pd.DataFrame(read_rows(Path(path)))
+        rows = pd.DataFrame(read_rows(Path(path)))
+        rows = rows[rows["device_name"] == name] if "device_name" in rows else rows.iloc[0:0]
+    else:
+        rows = pd.DataFrame(read_rows(Path(path)))
     if rows.empty or not {"model", "train_img_per_s", "infer_img_per_s"} <= set(rows.columns):
         return None
     if "mode" in rows:
@@ -338,7 +380,8 @@ def load_throughput(path: Path | None, runs: pd.DataFrame) -> pd.DataFrame | Non
     return rows if not rows.empty else None
 
 
-def write_report(run_dir, throughput_csv: Path | None = None, n_boot: int = N_BOOT) -> dict[str, Path]:
+def write_report(run_dir, throughput_csv: Path | None = None, n_boot: int = N_BOOT, metric: str = "psnr"
+                 ) -> dict[str, Path]:
     """Write ``report.html``, ``report.md``, ``figures/*.png`` and the leaderboard files of a run folder.
 
     Args:
@@ -347,6 +390,7 @@ def write_report(run_dir, throughput_csv: Path | None = None, n_boot: int = N_BO
         throughput_csv: a ``bench.throughput`` CSV to plot next to the run's own training throughput (default:
             ``results/throughput-<device>.csv`` for the run's device, when it exists).
         n_boot: bootstrap resamples per paired comparison.
+        metric: the ranking metric (a per-image column; see ``bench.stats.METRICS``).
 
     Returns:
         {"html": ..., "md": ..., "figures": folder, "leaderboard": ...}.
@@ -356,9 +400,9 @@ def write_report(run_dir, throughput_csv: Path | None = None, n_boot: int = N_BO
     """
     run_dir = Path(run_dir)
     data = load(run_dir)
-    data["run_dir"], data["n_boot"] = run_dir, n_boot
-    board, failed = leaderboard.build(data["runs"], data["per_image"], n_boot=n_boot)
-    md_board = leaderboard.to_markdown(board, failed, f"Leaderboard: {run_dir.name}")
+    data["run_dir"], data["n_boot"], data["metric"] = run_dir, n_boot, metric
+    board, failed = leaderboard.build(data["runs"], data["per_image"], n_boot=n_boot, metric=metric)
+    md_board = leaderboard.to_markdown(board, failed, f"Leaderboard: {run_dir.name}", metric, n_boot)
     atomic_write_text(run_dir / "leaderboard.md", md_board)
     atomic_write_text(run_dir / "leaderboard.csv", board.to_csv(index=False))
     data["throughput"] = load_throughput(throughput_csv, data["runs"])

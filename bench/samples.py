@@ -119,16 +119,20 @@ def find_samples(run_dir) -> dict:
     return {"images": images, "cells": cells}
 
 
-def plot_grid(run_dir, path, order: list[tuple[str, str]] | None = None, scores: dict | None = None) -> bool:
+def plot_grid(run_dir, path, order: list[tuple[str, str]] | None = None, scores: dict | None = None,
+              colours: dict | None = None) -> bool:
     """Draw the labelled sample grid: one row per sample image; grey input, each cell's colorization (its
-    lowest seed), ground truth.
+    lowest seed), ground truth. Columns are titled with the cell names as the leaderboard writes them.
 
     Args:
         run_dir: the run folder with ``samples/``.
         path: the PNG to write.
-        order: (model, cell) columns in this order (e.g. the leaderboard's); default: sorted. Cells without
-            samples are left out.
-        scores: optional ``{(model, cell, seed, image_stem): psnr}`` shown under each colorization.
+        order: (model, cell) names, as in ``runs.csv``, in column order (e.g. the leaderboard's); their sample
+            folders are found through the same slug ``save_samples`` used. Cells with samples but not in
+            ``order`` follow, under their folder names. Default: sorted.
+        scores: optional ``{(model, cell, seed, image_stem): psnr}`` (names as in ``runs.csv``) shown under each
+            colorization.
+        colours: optional ``{label: colour}`` for the column titles (the figures' palette).
 
     Returns:
         False (and nothing written) when the run folder has no samples.
@@ -139,22 +143,25 @@ def plot_grid(run_dir, path, order: list[tuple[str, str]] | None = None, scores:
     import matplotlib.pyplot as plt
 
     found = find_samples(run_dir)
-    images, cells = found["images"], found["cells"]
-    if not images or not cells:
+    images, folders = found["images"], found["cells"]
+    if not images or not folders:
         return False
-    keys = [k for k in (order or []) if k in cells] + sorted(k for k in cells if k not in (order or []))
+    named = {(_slug(m), _slug(c)): (m, c) for m, c in (order or [])}
+    keys = [(m, c) for m, c in (order or []) if (_slug(m), _slug(c)) in folders]
+    keys += sorted(k for k in folders if k not in named)  # samples of cells the caller did not name
     multi_model = len({m for m, _ in keys}) > 1
     root = Path(run_dir) / "samples"
-    cols = [("greyscale input", lambda s: root / "grey" / f"{s}.png", None)]
+    cols = [("greyscale input", None, lambda s: root / "grey" / f"{s}.png", None)]
     for model, cell in keys:
-        seed = min(cells[(model, cell)])
+        seeds = folders[(_slug(model), _slug(cell))]
+        seed = min(seeds)
         label = f"{model} / {cell}" if multi_model else cell
-        cols.append((f"{label} (seed {seed})", lambda s, d=cells[(model, cell)][seed]: d / f"{s}.png",
-                     (model, cell, seed)))
-    cols.append(("ground truth", lambda s: root / "truth" / f"{s}.png", None))
-    fig, axes = plt.subplots(len(images), len(cols), figsize=(1.9 * len(cols), 2.0 * len(images)), squeeze=False)
+        cols.append((f"{label}\nseed {seed}", label, lambda s, d=seeds[seed]: d / f"{s}.png", (model, cell, seed)))
+    cols.append(("ground truth", None, lambda s: root / "truth" / f"{s}.png", None))
+    width = max(1.9, 0.075 * max(len(c[0].split("\n")[0]) for c in cols))  # room for the longest title
+    fig, axes = plt.subplots(len(images), len(cols), figsize=(width * len(cols), 2.1 * len(images)), squeeze=False)
     for r, stem in enumerate(images):
-        for c, (title, file_of, key) in enumerate(cols):
+        for c, (title, label, file_of, key) in enumerate(cols):
             ax = axes[r][c]
             ax.set_xticks([])
             ax.set_yticks([])
@@ -162,7 +169,7 @@ def plot_grid(run_dir, path, order: list[tuple[str, str]] | None = None, scores:
             if f.exists():
                 ax.imshow(np.asarray(Image.open(f).convert("RGB")))
             if r == 0:
-                ax.set_title(title, fontsize=8)
+                ax.set_title(title, fontsize=8, color=(colours or {}).get(label, "black"))
             if c == 0:
                 ax.set_ylabel(stem, fontsize=8)
             if key is not None and scores:
