@@ -9,7 +9,7 @@ Each (model, cell, seed) is one trial of an Optuna study (``bench.study``) store
 or in ``--storage``: start the same command on several processes or machines and they split the grid, each run
 trained exactly once. Results go to ``./results/<grid>-<preset>-<data>/`` (or ``--out``): ``runs.csv`` (one row per
 cell × seed: config, metrics, timings, environment), ``per_image.csv``, ``history.csv``, ``leaderboard.md``/``.csv``
-and ``psnr.png``; the leaderboard is built from every worker's results in the storage. Re-running the same command
+and ``figures/psnr.png``; the leaderboard is built from every worker's results in the storage. Re-running the same command
 resumes: finished (cell, seed) pairs are not trained again, and runs of a worker that died (no heartbeat for
 ``3 × --heartbeat`` seconds) are trained again. The engine itself is ``bench.engine.GridRun``.
 """

@@ -119,6 +119,27 @@ def find_samples(run_dir) -> dict:
     return {"images": images, "cells": cells}
 
 
+def grid_columns(folders: dict, order: list[tuple[str, str]] | None = None) -> list[tuple[str, tuple, Path]]:
+    """The cell columns of the sample grid: ``(label, (model, cell, seed), folder)`` with the lowest seed.
+
+    Args:
+        folders: ``find_samples(...)["cells"]``: ``{(model_slug, cell_slug): {seed: folder}}``.
+        order: (model, cell) names as in ``runs.csv``; matched to their folders through ``_slug``, so that the label
+            is the cell's real name (``mse+adain_style``, not the folder's ``mse_adain_style``). Folders of cells
+            not named follow, sorted, under their folder names.
+    """
+    named = {(_slug(m), _slug(c)) for m, c in (order or [])}
+    keys = [(m, c) for m, c in (order or []) if (_slug(m), _slug(c)) in folders]
+    keys += sorted(k for k in folders if k not in named)
+    multi_model = len({m for m, _ in keys}) > 1
+    out = []
+    for model, cell in keys:
+        seeds = folders[(_slug(model), _slug(cell))]
+        seed = min(seeds)
+        out.append((f"{model} / {cell}" if multi_model else cell, (model, cell, seed), seeds[seed]))
+    return out
+
+
 def plot_grid(run_dir, path, order: list[tuple[str, str]] | None = None, scores: dict | None = None,
               colours: dict | None = None) -> bool:
     """Draw the labelled sample grid: one row per sample image; grey input, each cell's colorization (its
@@ -146,17 +167,10 @@ def plot_grid(run_dir, path, order: list[tuple[str, str]] | None = None, scores:
     images, folders = found["images"], found["cells"]
     if not images or not folders:
         return False
-    named = {(_slug(m), _slug(c)): (m, c) for m, c in (order or [])}
-    keys = [(m, c) for m, c in (order or []) if (_slug(m), _slug(c)) in folders]
-    keys += sorted(k for k in folders if k not in named)  # samples of cells the caller did not name
-    multi_model = len({m for m, _ in keys}) > 1
     root = Path(run_dir) / "samples"
     cols = [("greyscale input", None, lambda s: root / "grey" / f"{s}.png", None)]
-    for model, cell in keys:
-        seeds = folders[(_slug(model), _slug(cell))]
-        seed = min(seeds)
-        label = f"{model} / {cell}" if multi_model else cell
-        cols.append((f"{label}\nseed {seed}", label, lambda s, d=seeds[seed]: d / f"{s}.png", (model, cell, seed)))
+    for label, (model, cell, seed), folder in grid_columns(folders, order):
+        cols.append((f"{label}\nseed {seed}", label, lambda s, d=folder: d / f"{s}.png", (model, cell, seed)))
     cols.append(("ground truth", None, lambda s: root / "truth" / f"{s}.png", None))
     width = max(1.9, 0.075 * max(len(c[0].split("\n")[0]) for c in cols))  # room for the longest title
     fig, axes = plt.subplots(len(images), len(cols), figsize=(width * len(cols), 2.1 * len(images)), squeeze=False)

@@ -96,11 +96,14 @@ class Setup:
 
 
 def device_slug(device: str, name: str | None = None) -> str:
-    """File-name part for a device: the GPU's name (``nvidia-h100-80gb-hbm3``) or ``cpu-<arch>``."""
+    """File-name part for a device: the GPU's name (``nvidia-h100-80gb-hbm3``), or the CPU's model and core count
+    (``cpu-intel-xeon-gold-6338-cpu-2-00ghz-8-cores``), so that two CPU models never share a file."""
     dev = torch.device(device)
     name = name if name is not None else device_name(dev)
     if dev.type == "cpu":
-        name = "cpu-" + name.split("(")[0]
+        model = re.sub(r"\((r|tm)\)", "", name, flags=re.I).split(" (")[0]  # "Intel(R) Xeon(R) ..." → "Intel Xeon ..."
+        cores = re.search(r"(\d+) cores", name)
+        name = f"cpu-{model}" + (f"-{cores.group(1)}-cores" if cores else "")
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or dev.type
 
 

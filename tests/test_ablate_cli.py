@@ -77,11 +77,11 @@ def e2e(tmp_path_factory, data_root):
 
 def test_e2e_writes_every_artifact(e2e):
     assert e2e["rc"] == 0
-    for name in ("runs.csv", "per_image.csv", "history.csv", "leaderboard.md", "leaderboard.csv", "psnr.png",
+    for name in ("runs.csv", "per_image.csv", "history.csv", "leaderboard.md", "leaderboard.csv", "figures/psnr.png",
                  "run.json"):
         assert (e2e["out"] / name).is_file(), name
         assert (e2e["out"] / name).stat().st_size > 0, name
-    with Image.open(e2e["out"] / "psnr.png") as im:
+    with Image.open(e2e["out"] / "figures" / "psnr.png") as im:
         assert im.format == "PNG" and im.size[0] > 100
 
 

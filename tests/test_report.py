@@ -115,3 +115,85 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
 def test_report_rejects_a_folder_without_runs(tmp_path, capsys):
     assert report.main([str(tmp_path)]) == 2
     assert "no runs.csv" in capsys.readouterr().err
+
+
+def test_report_has_a_verdict_split_tables_and_no_tied(run_dir):
+    if not (run_dir / "report.md").exists():
+        report.main([str(run_dir), "--n-boot", "500"])
+    md = (run_dir / "report.md").read_text()
+    board_part = md.split("## Configuration")[0]
+    assert "## Verdict" in md and "### Ranking by PSNR (dB)" in md and "### Details" in md
+    assert "fewer than 20" in md  # the bundled split has 6 test images: the verdict warns
+    assert "tied" not in board_part and "n.s." in board_part
+    assert "over images × seeds" in board_part and "± over seeds" in board_part  # each interval says its level
+    # the ranking table is narrow: no SSIM/colourfulness/model columns (they are in the details table)
+    ranking = board_part.split("### Ranking by PSNR (dB)")[1].split("###")[0]
+    header = [line for line in ranking.splitlines() if line.startswith("| #")][0]
+    assert "SSIM" not in header and "model" not in header and header.count("|") <= 10
+
+
+def test_terminal_leaderboard_is_compact(run_dir):
+    from bench import leaderboard
+
+    _, text = leaderboard.write(run_dir)
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert "Verdict:" in text and "mse" in text and "kl" in text
+    assert (run_dir / "figures" / "psnr.png").is_file() and not (run_dir / "psnr.png").exists()
+
+
+def test_sample_grid_labels_are_the_cell_names(tmp_path):
+    folders = {("unet_vgg16", "mse_adain_style"): {1: tmp_path / "s1", 0: tmp_path / "s0"},
+               ("unet_vgg16", "mse"): {0: tmp_path / "m0"}, ("unet_vgg16", "old_cell"): {2: tmp_path / "o2"}}
+    cols = samples.grid_columns(folders, [("unet_vgg16", "mse"), ("unet_vgg16", "mse+adain_style")])
+    assert [c[0] for c in cols] == ["mse", "mse+adain_style", "old_cell"]
+    assert cols[1][1:] == (("unet_vgg16", "mse+adain_style", 0), tmp_path / "s0")  # lowest seed
+
+
+def test_one_palette_keyed_by_cell_name_in_every_figure(run_dir, monkeypatch):
+    from bench import plots
+
+    pal = plots.run_palette(report.load(run_dir)["runs"])
+    assert pal["grey"] == plots.GREY_COLOUR and {"mse", "kl"} <= set(pal)
+    assert len(set(pal.values())) == len(pal)  # distinct cells, distinct colours
+    assert plots.palette(["kl", "mse", "grey"]) == pal  # a function of the cell names only
+    seen = {}
+    for name in ("psnr_per_cell", "val_curves", "psnr_vs_colourfulness"):
+        original = getattr(plots, name)
+
+        def spy(*args, _name=name, _orig=original, **kw):
+            seen[_name] = args[-1] if len(args) >= 3 and isinstance(args[-1], dict) else kw.get("colours")
+            return _orig(*args, **kw)
+        monkeypatch.setattr(plots, name, spy)
+    original_grid = samples.plot_grid
+    monkeypatch.setattr(samples, "plot_grid", lambda *a, **k: seen.setdefault("samples", a[4]) and original_grid(*a))
+    report.write_report(run_dir, n_boot=200)
+    assert set(seen) == {"psnr_per_cell", "val_curves", "psnr_vs_colourfulness", "samples"}
+    assert all(v == pal for v in seen.values()), seen
+
+
+def test_automatic_throughput_rows_come_from_the_runs_own_device(tmp_path, monkeypatch):
+    import csv
+
+    import pandas as pd
+
+    from bench import throughput
+
+    here = "Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz (x86_64, 8 cores, 8 threads)"
+    other = "Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz (x86_64, 8 cores, 4 threads)"  # same file name, other setup
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    path = tmp_path / f"throughput-{throughput.device_slug('cpu', here)}.csv"
+    cols = ["timestamp", "mode", "model", "train_img_per_s", "infer_img_per_s", "device_name", "hostname", "git_commit"]
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(cols)
+        w.writerow(["2026-01-01T10:00:00+00:00", "step", "unet_vgg16", "10", "30", here, "a", "abc1234def5678"])
+        w.writerow(["2026-01-02T10:00:00+00:00", "step", "unet_vgg19", "8", "20", other, "b", "9999999"])
+    runs = pd.DataFrame([{"device": "cpu", "device_name": here, "git_commit": "abc1234"}])
+    rows = report.load_throughput(None, runs)
+    assert list(rows["model"]) == ["unet_vgg16"]
+    table = report.throughput_table(rows)
+    assert {"device", "host", "measured", "commit"} <= set(table.columns)
+    assert table["measured"].iloc[0] == "2026-01-01 10:00" and table["commit"].iloc[0] == "abc1234def"
+    # another machine's run finds nothing
+    assert report.load_throughput(None, pd.DataFrame([{"device": "cpu", "device_name": "AMD EPYC (x86_64, 8 cores, "
+                                                                                       "8 threads)"}])) is None

@@ -9,7 +9,7 @@ import types
 import pytest
 import torch
 
-from bench import throughput
+from bench import records, throughput
 
 SMALL = ["--size", "32", "--batch", "2", "--width", "0.125", "--warmup", "1", "--repeats", "2", "--iters", "1",
          "--device", "cpu"]
@@ -76,4 +76,10 @@ def test_time_calls_counts_and_device_slug():
     secs = throughput.time_calls(lambda: n.append(1), "cpu", warmup=2, repeats=3, iters=4)
     assert len(secs) == 3 and len(n) == 2 + 3 * 4 and all(s >= 0 for s in secs)
     assert throughput.device_slug("cuda", "NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
-    assert throughput.device_slug("cpu", "x86_64 (2 cores, 2 threads)") == "cpu-x86-64"
+    assert throughput.device_slug("cpu", "x86_64 (2 cores, 2 threads)") == "cpu-x86-64-2-cores"
+    # CPU models differ in the file name (they used to share "cpu-x86-64")
+    xeon = throughput.device_slug("cpu", "Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz (x86_64, 8 cores, 8 threads)")
+    epyc = throughput.device_slug("cpu", "AMD EPYC 7763 64-Core Processor (x86_64, 8 cores, 8 threads)")
+    assert xeon == "cpu-intel-xeon-gold-6338-cpu-2-00ghz-8-cores" and epyc.startswith("cpu-amd-epyc-7763")
+    assert throughput.device_slug("cpu") == throughput.device_slug("cpu", records.device_name("cpu"))
+    assert records.cpu_model() in records.device_name("cpu")
