@@ -183,7 +183,7 @@ def throughput(runs: pd.DataFrame, path: Path, bench_rows: pd.DataFrame | None =
     plt, sns = _plt()
     ok["train_img_per_s"] = pd.to_numeric(ok["train_img_per_s"], errors="coerce")
     panels = 2 if bench_rows is not None and not bench_rows.empty else 1
-    fig, axes = plt.subplots(1, panels, figsize=(4 + 3 * panels, 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, panels, figsize=(4 + 3.6 * panels, 3.8), squeeze=False)
     ax = axes[0][0]
     sns.barplot(data=ok, x="model", y="train_img_per_s", errorbar=("ci", 95), ax=ax, color="C0")
     ax.set_xlabel("")
@@ -199,6 +199,7 @@ def throughput(runs: pd.DataFrame, path: Path, bench_rows: pd.DataFrame | None =
         sns.barplot(data=long, x="model", y="img_per_s", hue="mode", ax=axes[0][1])
         axes[0][1].set_xlabel("")
         axes[0][1].set_ylabel("images / s")
+        axes[0][1].legend(title="", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         r = b.iloc[-1]
         when = str(r.get("timestamp", ""))[:10]
         axes[0][1].set_title(f"bench.throughput, synthetic data, batch {r.get('batch', '?')}, {r.get('size', '?')} px, "

@@ -434,9 +434,11 @@ def compare_cells(per_image: pd.DataFrame, best, grey=None, metric: str | Metric
             rows[c].update(p_best_raw=tests[pair]["p"], p_best_conservative=tests[pair]["p_conservative"],
                            p_best=p, worse_than_best=bool(p < alpha and sign * rows[c]["best_diff"] < 0))
     out = pd.DataFrame(list(rows.values()))
-    for col in ("p_grey", "p_best"):
-        if col not in out:
-            out[col] = math.nan
+    for fam in ("grey", "best"):  # every column exists, empty where there was nothing to compare
+        for col in (f"{fam}_diff", f"{fam}_lo", f"{fam}_hi", f"{fam}_sd", f"p_{fam}_raw", f"p_{fam}_conservative",
+                    f"p_{fam}"):
+            if col not in out:
+                out[col] = math.nan
     for col in ("better_than_grey", "worse_than_grey", "worse_than_best"):
         out[col] = out[col].fillna(False).astype(bool) if col in out else False
     return out

@@ -322,3 +322,13 @@ def test_leaderboard_without_per_image_has_no_tests():
     md = leaderboard.to_markdown(board, pd.DataFrame())
     assert "p vs best" not in md and "Verdict" not in md
     assert leaderboard.verdict(board) == {}
+
+
+def test_one_trained_cell_and_grey():
+    truth = _known_truth(seed=6)
+    runs, per_image = _tables({"top": truth["top"], leaderboard.GREY: truth[leaderboard.GREY]})
+    board, failed = leaderboard.build(runs, per_image, n_boot=200)
+    assert board["best_diff"].isna().all() and bool(board.set_index("cell").loc["top", "better_than_grey"])
+    assert "| top " in leaderboard.to_markdown(board, failed)
+    v = leaderboard.verdict(board)
+    assert v["better_than_grey"] == ["top"] and not any("worse than the best" in s for s in v["lines"])
