@@ -408,7 +408,8 @@ class GridRun:
         append_rows(self.run_dir / "runs.csv", runs, key=RUN_KEY)
 
     def finish(self) -> str:
-        """Bring this folder's records up to date with the storage and write the leaderboard; returns it (Markdown)."""
+        """Bring this folder's records up to date with the storage and write the leaderboard files; returns the compact
+        leaderboard and verdict for the terminal."""
         self.sync_records()
         return leaderboard.write(self.run_dir)[1]
 

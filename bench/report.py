@@ -22,10 +22,11 @@ import pandas as pd
 
 from . import leaderboard, plots, samples
 from .leaderboard import GREY
+from .paths import results_root
 from .records import CorruptRecordError, atomic_write_text, read_rows
 from .stats import N_BOOT, metric as get_metric
 
-RESULTS = Path(__file__).resolve().parent.parent / "results"
+RESULTS: Path | None = None  # where results/throughput-*.csv are looked up; None: bench.paths.results_root()
 ENV_KEYS = ("device", "device_name", "torch", "torchvision", "torchmetrics", "numpy", "pandas", "pillow", "optuna",
             "python", "platform", "hostname", "git_commit")
 
@@ -363,7 +364,7 @@ def load_throughput(path: Path | None, runs: pd.DataFrame) -> pd.DataFrame | Non
         if "device" not in runs or "device_name" not in runs:
             return None
         name = str(runs["device_name"].iloc[0])
-        path = RESULTS / f"throughput-{device_slug(str(runs['device'].iloc[0]), name)}.csv"
+        path = (RESULTS or results_root()) / f"throughput-{device_slug(str(runs['device'].iloc[0]), name)}.csv"
         if not path.is_file():
             return None
         rows = pd.DataFrame(read_rows(Path(path)))
