@@ -196,8 +196,11 @@ def _verdict_word(r) -> str:
 # ----------------------------------------------------------------------------------------------- verdict
 
 
-def verdict(board: pd.DataFrame, metric: str | pstats.Metric = "psnr", alpha: float = pstats.ALPHA) -> dict:
-    """What the run can conclude, from the board's paired tests (automatic colorizers; reference models apart).
+def verdict(board: pd.DataFrame, metric: str | pstats.Metric = "psnr", alpha: float = pstats.ALPHA,
+            group: str | None = None) -> dict:
+    """What the run can conclude from the board's paired tests, for one group of cells: the automatic colorizers
+    (default), or the reference-based ones (``group="reference"``, or by default when there are no automatic
+    ones), whose score is the one with another photo as reference.
 
     Returns:
         dict with ``better_than_grey``, ``worse_than_grey``, ``worse_than_best`` (cell labels), ``best``,
@@ -210,8 +213,11 @@ def verdict(board: pd.DataFrame, metric: str | pstats.Metric = "psnr", alpha: fl
     m = pstats.metric(metric)
     if board.empty or "p_grey" not in board and "p_best" not in board:
         return {}
-    auto = board[board["group"] == AUTOMATIC]
-    trained = auto[auto["cell"] != GREY]
+    def trained_of(g):
+        return board[(board["group"] == g) & (board["cell"] != GREY)]
+
+    group = group or (AUTOMATIC if not trained_of(AUTOMATIC).empty else REFERENCE)
+    trained = trained_of(group)
     if trained.empty:
         return {}
     label = _labeler(board)
@@ -227,7 +233,7 @@ def verdict(board: pd.DataFrame, metric: str | pstats.Metric = "psnr", alpha: fl
         col = f"{fam}_sd"
         sd = float(trained[col].median()) if col in trained and trained[col].notna().any() else math.nan
         mde[fam] = pstats.min_detectable_difference(sd, n_images, alpha)
-    best = best_cell(board)
+    best = best_cell(board, group)
     best_label = label(trained.iloc[0])
     unit = f" {m.unit}" if m.unit else ""
     seeds_txt = f"{seeds[0]}" if seeds[0] == seeds[1] else f"{seeds[0]}–{seeds[1]}"
@@ -262,10 +268,27 @@ def verdict(board: pd.DataFrame, metric: str | pstats.Metric = "psnr", alpha: fl
     if nothing:
         lines.append(f"Nothing can be concluded from this run: with {n_images} test images and {seeds_txt} seed(s), "
                      f"differences below {mde_txt or 'an unknown size'} cannot be detected.")
-    return {"best": best, "better_than_grey": pick["better_than_grey"], "worse_than_grey": pick["worse_than_grey"],
+    return {"group": group, "best": best, "better_than_grey": pick["better_than_grey"], "worse_than_grey": pick["worse_than_grey"],
             "worse_than_best": pick["worse_than_best"], "above_grey_two_level": two_level, "n_images": n_images,
             "seeds": seeds, "mde_grey": mde["grey"], "mde_best": mde["best"], "warning": warning,
             "nothing": nothing, "lines": lines}
+
+
+def verdict_lines(board: pd.DataFrame, metric: str | pstats.Metric = "psnr") -> list[str]:
+    """The verdict sentences of every group that has trained cells (the reference-based one introduced as such)."""
+    if board.empty or "group" not in board:
+        return []
+    out = []
+    for group in (AUTOMATIC, REFERENCE):
+        v = verdict(board, metric, group=group)
+        if not v:
+            continue
+        lines = v["lines"]
+        if group == REFERENCE:
+            lines = [s for s in lines if s != v["warning"] or not out]
+            lines = ["Reference-based colorizers, scored with another photo as colour reference:"] + lines
+        out += lines
+    return out
 
 
 def _fmt_mde(v: float, m: pstats.Metric) -> str:
@@ -382,9 +405,9 @@ def to_markdown(board: pd.DataFrame, failed: pd.DataFrame, title: str = "Leaderb
     m = pstats.metric(metric)
     h = "#" * heading
     lines = [f"{h} {title}", ""]
-    v = verdict(board, m)
+    v = verdict_lines(board, m)
     if v:
-        lines += [f"{h}# Verdict", ""] + [f"- {s}" for s in v["lines"]] + [""]
+        lines += [f"{h}# Verdict", ""] + [f"- {s}" for s in v] + [""]
     if board.empty:
         lines.append("(no successful runs yet)")
     else:
@@ -455,10 +478,10 @@ def to_terminal(board: pd.DataFrame, failed: pd.DataFrame | None = None, metric:
     if failed is not None and not failed.empty:
         out += [f"{len(failed)} failed run(s): " + ", ".join(f"{r['cell']} seed {r['seed']}"
                                                              for _, r in failed.iterrows()), ""]
-    v = verdict(board, m)
+    v = verdict_lines(board, m)
     if v:
         out.append("Verdict:")
-        for s in v["lines"]:
+        for s in v:
             out += textwrap.wrap(s, width, initial_indent="- ", subsequent_indent="  ")
     return "\n".join(out) + "\n"
 

@@ -218,7 +218,7 @@ def render(run_dir: Path, data: dict, board: pd.DataFrame, failed: pd.DataFrame,
                        f"{m.label or m.name} over {int(row['n'])} seed(s)"
                        + (f", {m.fmt(row['delta_grey'], True)}{unit} vs. greyscale" if "delta_grey" in row
                           and not pd.isna(row["delta_grey"]) else "") + ".")
-    verdict = leaderboard.verdict(board, m) if not board.empty else {}
+    verdict = leaderboard.verdict_lines(board, m)
     summary.append(f"Grid *{meta.get('grid', runs['grid'].iloc[0] if 'grid' in runs else '?')}*, preset "
                    f"*{meta.get('preset', '?')}*, {meta.get('seeds', runs['seed'].nunique())} seed(s); data: "
                    f"{data_summary(runs, meta)}.")
@@ -251,7 +251,7 @@ def render(run_dir: Path, data: dict, board: pd.DataFrame, failed: pd.DataFrame,
     md = [f"# {title}", "", f"_Generated {when} by `python -m bench.report`._", ""]
     md += [f"- {s}" for s in summary] + [""]
     if verdict:
-        md += ["## Verdict", ""] + [f"- {s}" for s in verdict["lines"]] + [""]
+        md += ["## Verdict", ""] + [f"- {s}" for s in verdict] + [""]
     md += ["## Leaderboard", ""]
     if not tables:
         md += ["(no successful runs)", ""]
@@ -287,7 +287,7 @@ def render(run_dir: Path, data: dict, board: pd.DataFrame, failed: pd.DataFrame,
          f"<p class='note'>Generated {when} by <code>python -m bench.report</code>.</p>", "<ul>"]
     h += [f"<li>{_md_inline(s)}</li>" for s in summary] + ["</ul>"]
     if verdict:
-        h += ["<h2>Verdict</h2>", "<ul class='verdict'>"] + [f"<li>{_md_inline(s)}</li>" for s in verdict["lines"]]
+        h += ["<h2>Verdict</h2>", "<ul class='verdict'>"] + [f"<li>{_md_inline(s)}</li>" for s in verdict]
         h.append("</ul>")
     h.append("<h2>Leaderboard</h2>")
     if not tables:

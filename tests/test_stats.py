@@ -332,3 +332,15 @@ def test_one_trained_cell_and_grey():
     assert "| top " in leaderboard.to_markdown(board, failed)
     v = leaderboard.verdict(board)
     assert v["better_than_grey"] == ["top"] and not any("worse than the best" in s for s in v["lines"])
+
+
+def test_a_grid_of_reference_models_only_gets_a_verdict_on_the_other_photo_score():
+    truth = _known_truth(seed=8)
+    cells = {"ref_good": truth["top"] + 5.0, "ref_flat": truth["top"] + 5.0, leaderboard.GREY: truth[leaderboard.GREY]}
+    runs, per_image = _tables(cells, ref_other={"ref_good": truth["middle"], "ref_flat": truth["flat"]})
+    board, failed = leaderboard.build(runs, per_image, n_boot=300)
+    v = leaderboard.verdict(board)
+    assert v["group"] == "reference" and v["best"] == ("m", "ref_good")
+    assert v["better_than_grey"] == ["ref_good"] and v["worse_than_best"] == ["ref_flat"]
+    lines = leaderboard.verdict_lines(board)
+    assert lines[0].startswith("Reference-based colorizers") and "## Verdict" in leaderboard.to_markdown(board, failed)
