@@ -19,6 +19,9 @@ _RGB_TO_XYZ = torch.tensor(
 )
 _XYZ_TO_RGB = torch.linalg.inv(_RGB_TO_XYZ)
 _WHITE = torch.tensor([0.95047, 1.0, 1.08883], dtype=torch.float64)
+#: The scale of a and b: networks predict ab / AB_SCALE (order-one values) and pixel losses compare ab / AB_SCALE.
+AB_SCALE = 110.0
+
 _EPS = 0.008856  # (6/29)^3, where the cube root turns linear
 _KAPPA = 7.787  # slope of the linear segment: 1 / (3 (6/29)^2)
 

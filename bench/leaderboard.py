@@ -14,23 +14,15 @@ import math
 from pathlib import Path
 
 import pandas as pd
-from scipy import stats
 
 from . import stats as pstats
-from .records import atomic_write_text, read_rows
+from .plots import psnr_per_cell
+from .records import GREY, atomic_write_text, read_rows
+from .stats import ci95
 
-GREY = "grey"
 METRICS = ("psnr", "ssim", "colourfulness")  # summarised for every cell whatever the ranking metric
 AUTOMATIC, REFERENCE = "automatic", "reference"
 TERMINAL_WIDTH = 100
-
-
-def ci95(values) -> float:
-    """Half-width of the two-sided 95 % Student-t confidence interval of the mean (NaN for fewer than 2 values)."""
-    x = pd.Series(values, dtype=float).dropna()
-    if len(x) < 2:
-        return math.nan
-    return float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
 
 
 def _numeric(df: pd.DataFrame, cols) -> pd.DataFrame:
@@ -496,8 +488,6 @@ def write(run_dir: Path, title: str | None = None, metric: str | pstats.Metric =
     atomic_write_text(run_dir / "leaderboard.md", md)
     atomic_write_text(run_dir / "leaderboard.csv", board.to_csv(index=False))
     if not df.empty and (df["status"] == "ok").any():
-        from .plots import psnr_per_cell  # plots imports this module: import it only when drawing
-
         (run_dir / "figures").mkdir(exist_ok=True)
         psnr_per_cell(df, run_dir / "figures" / "psnr.png")
     return board, to_terminal(board, failed, metric)

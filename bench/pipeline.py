@@ -9,12 +9,11 @@ batched float32 torch call (on the training device; here the CPU).
 
 Both produce the same crops byte for byte and the same Lab values to float32 precision (tests/test_pipeline.py).
 
-    python -m bench.pipeline --data imagenet-sample --data-root ../shared/data --images 256
+Measured by ``python -m bench.throughput --pipeline --data imagenet-sample --data-root ../shared/data --n-images 256
+--size 256`` (one row ``mode=pipeline`` in its CSV) and by benchmarks/test_pipeline_speed.py.
 """
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 
 from .colour import rgb_to_lab
-from .data import CropSchedule, ImageStore, crop_offset, epoch_order, list_images, load_image, resize_shorter, resolve, data_root
+from .data import CropSchedule, ImageStore, crop_offset, epoch_order, load_image, resize_shorter
 
 
 def naive_sample(path: Path, i: int, epoch: int, size: int, crop: int, crop_seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -94,31 +93,3 @@ def compare(files: list[Path], size: int = 256, crop: int = 256, n_images: int =
         "naive_img_per_s": n / naive, "fast_img_per_s": n / cold, "fast_cached_img_per_s": n / cached,
         "speedup": naive / cold, "speedup_cached": naive / cached,
     }
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.pipeline", description="Naive vs. batched CPU data pipeline.")
-    p.add_argument("--data", default="imagenet-sample", help="named data set or folder (default imagenet-sample)")
-    p.add_argument("--data-root", default=None, help="folder with the named data sets (default $BENCH_DATA)")
-    p.add_argument("--images", type=int, default=256, help="images to time (default 256)")
-    p.add_argument("--size", type=int, default=256)
-    p.add_argument("--crop", type=int, default=256)
-    p.add_argument("--batch-size", type=int, default=16)
-    args = p.parse_args(argv)
-    try:
-        _, folder, _ = resolve(args.data, data_root(args.data_root))
-        if args.crop > args.size:
-            raise ValueError(f"--crop {args.crop} is larger than --size {args.size}")
-        r = compare(list_images(folder), args.size, args.crop, args.images, args.batch_size)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"{r['images']} images, shorter side {r['size']}, crop {r['crop']}, {r['threads']} torch threads")
-    print(f"naive per-image loop (PIL + skimage): {r['naive_img_per_s']:8.1f} img/s")
-    print(f"ours, first epoch (decode included):  {r['fast_img_per_s']:8.1f} img/s  ({r['speedup']:.1f}x)")
-    print(f"ours, later epochs (decoded in RAM):  {r['fast_cached_img_per_s']:8.1f} img/s  ({r['speedup_cached']:.1f}x)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .leaderboard import GREY, ci95
+from .records import GREY
+from .stats import ci95
 
 
 def _plt():

@@ -6,6 +6,7 @@ import csv
 import fcntl
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
@@ -21,6 +22,10 @@ PACKAGES = ("torch", "torchvision", "torchmetrics", "optuna", "numpy", "pandas",
 
 class CorruptRecordError(RuntimeError):
     """A results file exists but cannot be read; it is never overwritten silently."""
+
+
+#: The cell name of the greyscale baseline row (ab = 0) that every leaderboard has.
+GREY = "grey"
 
 
 @lru_cache(maxsize=1)
@@ -58,6 +63,18 @@ def device_name(device: torch.device | str) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"{cpu_model()} ({platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+
+
+def device_slug(device: str, name: str | None = None) -> str:
+    """File-name part for a device: the GPU's name (``nvidia-h100-80gb-hbm3``), or the CPU's model and core count
+    (``cpu-intel-xeon-gold-6338-cpu-2-00ghz-8-cores``), so that two CPU models never share a file."""
+    dev = torch.device(device)
+    name = name if name is not None else device_name(dev)
+    if dev.type == "cpu":
+        model = re.sub(r"\((r|tm)\)", "", name, flags=re.I).split(" (")[0]  # "Intel(R) Xeon(R) ..." → "Intel Xeon ..."
+        cores = re.search(r"(\d+) cores", name)
+        name = f"cpu-{model}" + (f"-{cores.group(1)}-cores" if cores else "")
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or dev.type
 
 
 def environment(device: torch.device | str) -> dict:

@@ -21,9 +21,8 @@ from pathlib import Path
 import pandas as pd
 
 from . import leaderboard, plots, samples
-from .leaderboard import GREY
 from .paths import results_root
-from .records import CorruptRecordError, atomic_write_text, read_rows
+from .records import GREY, CorruptRecordError, atomic_write_text, device_slug, read_rows
 from .stats import N_BOOT, metric as get_metric
 
 RESULTS: Path | None = None  # where results/throughput-*.csv are looked up; None: bench.paths.results_root()
@@ -359,8 +358,6 @@ def load_throughput(path: Path | None, runs: pd.DataFrame) -> pd.DataFrame | Non
         runs: the run records (``device``, ``device_name``).
     """
     if path is None:
-        from .throughput import device_slug
-
         if "device" not in runs or "device_name" not in runs:
             return None
         name = str(runs["device_name"].iloc[0])

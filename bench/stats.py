@@ -107,6 +107,14 @@ def metric(name: str | Metric) -> Metric:
 # ----------------------------------------------------------------------------------------------- tables
 
 
+def ci95(values) -> float:
+    """Half-width of the two-sided 95 % Student-t confidence interval of the mean (NaN for fewer than 2 values)."""
+    x = pd.Series(values, dtype=float).dropna()
+    if len(x) < 2:
+        return math.nan
+    return float(sps.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+
+
 def image_means(per_image: pd.DataFrame, metric: str = "psnr", keys=("model", "cell")) -> pd.DataFrame:
     """Per-image metric averaged over seeds: one row per image, one column per cell.
 

@@ -24,10 +24,7 @@ Rows are appended to ``results/throughput-<device>.csv`` (or ``--out DIR``) with
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import math
-import re
 import resource
 import statistics
 import sys
@@ -42,11 +39,12 @@ import torch
 import losses
 import models
 
+from . import pipeline
 from .colour import split_lab
 from .config import CellConfig, preset
 from .data import CropSchedule, ImageStore, data_root, list_images, resolve
 from .device import amp_dtype, autocast, pick_device
-from .records import append_rows, device_name, environment
+from .records import append_rows, device_slug, environment
 from .train import make_step
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
@@ -93,18 +91,6 @@ class Setup:
         return CellConfig(model=self.model, loss=self.loss, width=self.width, encoder_weights="none",
                           batch_size=self.batch, size=self.size, crop=self.size, eval_size=self.size,
                           precision=self.precision, compile=self.compile, seed=0)
-
-
-def device_slug(device: str, name: str | None = None) -> str:
-    """File-name part for a device: the GPU's name (``nvidia-h100-80gb-hbm3``), or the CPU's model and core count
-    (``cpu-intel-xeon-gold-6338-cpu-2-00ghz-8-cores``), so that two CPU models never share a file."""
-    dev = torch.device(device)
-    name = name if name is not None else device_name(dev)
-    if dev.type == "cpu":
-        model = re.sub(r"\((r|tm)\)", "", name, flags=re.I).split(" (")[0]  # "Intel(R) Xeon(R) ..." → "Intel Xeon ..."
-        cores = re.search(r"(\d+) cores", name)
-        name = f"cpu-{model}" + (f"-{cores.group(1)}-cores" if cores else "")
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or dev.type
 
 
 # ----------------------------------------------------------------------------------------------------- steps
@@ -324,13 +310,6 @@ def end_to_end(setup: Setup, files: list[Path], warmup: int = 3, repeats: int = 
     return rows
 
 
-def pipeline_module():
-    """``bench.pipeline`` if it exists (the CPU data-pipeline benchmark), else None."""
-    if importlib.util.find_spec("bench.pipeline") is None:
-        return None
-    return importlib.import_module("bench.pipeline")
-
-
 def colorizers() -> list[str]:
     """Registered models whose ``task`` is colorization (``--models all``; AdaIN style transfer is left out)."""
     out = []
@@ -372,7 +351,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "(default: the bundled Kodak24)")
     p.add_argument("--data-root", default=None, help="folder with the named data sets (default: $BENCH_DATA)")
     p.add_argument("--n-images", type=int, default=512, help="at most this many images of --data (default 512)")
-    p.add_argument("--pipeline", action="store_true", help="also run bench.pipeline.compare (CPU data pipeline: "
+    p.add_argument("--pipeline", action="store_true", help="also compare the CPU data pipelines (bench.pipeline: the "
                    "naive per-image loop vs. the batched one)")
     p.add_argument("--out", default=None, help=f"folder of the CSV (default: {RESULTS})")
     return p.parse_args(argv)
@@ -402,9 +381,6 @@ def main(argv=None) -> int:
             raise UsageError("--compile is used on CUDA only (as in training)")
         if args.repeats < 1 or (args.iters is not None and args.iters < 1):
             raise UsageError("--repeats and --iters must be at least 1")
-        pipe = pipeline_module() if args.pipeline else None
-        if args.pipeline and pipe is None:
-            raise UsageError("--pipeline needs bench/pipeline.py, which this checkout does not have")
         files = _files(args) if (args.end_to_end or args.pipeline) else []
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -425,10 +401,10 @@ def main(argv=None) -> int:
                   f"{e2e[2]['train_img_per_s']:.1f} img/s")
         else:
             rows.append(measure(s, warmup, args.repeats, iters))
-    if pipe is not None:
+    if args.pipeline:
         size = args.size or base.size
         try:
-            res = pipe.compare(files, size, args.size or base.crop, len(files))
+            res = pipeline.compare(files, size, args.size or base.crop, len(files), setups[0].batch)
         except ValueError as err:
             print(f"error: bench.pipeline.compare: {err}", file=sys.stderr)
             return 2

@@ -4,10 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bench.colour import lab_to_rgb
+from bench.colour import AB_SCALE, lab_to_rgb  # ab / AB_SCALE: losses get comparable, order-one magnitudes
 
-#: ab values are divided by this before pixel losses, so that losses have comparable, order-one magnitudes.
-AB_SCALE = 110.0
 #: where pixel losses are computed: on ab (divided by AB_SCALE), or on sRGB in [0, 1] rebuilt from (true L, ab).
 SPACES = ("ab", "rgb")
 

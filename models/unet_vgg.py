@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.abbins import ANNEAL_T, ABBins
-from losses.base import AB_SCALE
+from bench.colour import AB_SCALE
 
 from .registry import register_model
 from .vgg import ImageNetNorm, load_encoder_weights, make_features

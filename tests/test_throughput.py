@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import csv
 import math
-import sys
-import types
 
 import pytest
 import torch
@@ -43,14 +41,11 @@ def test_throughput_csv_has_finite_positive_rates(tmp_path, capsys):
 def test_end_to_end_and_pipeline_hook(tmp_path, monkeypatch, capsys):
     calls = []
 
-    def compare(files, size, crop, n_images):
-        calls.append((len(files), size, crop, n_images))
+    def compare(files, size, crop, n_images, batch_size):
+        calls.append((len(files), size, crop, n_images, batch_size))
         return {"naive_img_per_s": 10.0, "fast_img_per_s": 40.0, "speedup": 4.0}
 
-    fake = types.ModuleType("bench.pipeline")
-    fake.compare = compare
-    monkeypatch.setitem(sys.modules, "bench.pipeline", fake)
-    monkeypatch.setattr(throughput, "pipeline_module", lambda: fake)
+    monkeypatch.setattr(throughput.pipeline, "compare", compare)
     assert throughput.main([*SMALL, "--end-to-end", "--pipeline", "--n-images", "6", "--out", str(tmp_path)]) == 0
     rows = {r["mode"]: r for r in _rows(tmp_path)}
     assert set(rows) == {"e2e-images", "e2e-synthetic", "e2e-images-fp32-b16", "pipeline"}
@@ -59,15 +54,16 @@ def test_end_to_end_and_pipeline_hook(tmp_path, monkeypatch, capsys):
     assert rows["e2e-images-fp32-b16"]["batch"] == "16" and rows["e2e-images-fp32-b16"]["precision"] == "fp32"
     assert float(rows["e2e-images"]["ratio"]) == pytest.approx(
         float(rows["e2e-images"]["train_img_per_s"]) / float(rows["e2e-synthetic"]["train_img_per_s"]))
-    assert calls == [(6, 32, 32, 6)] and rows["pipeline"]["speedup"] == "4.0"
+    assert calls == [(6, 32, 32, 6, 2)] and rows["pipeline"]["speedup"] == "4.0"
     out = capsys.readouterr().out
     assert "ratio" in out and "speedup 4.0" in out
 
 
-def test_pipeline_flag_without_module_is_a_usage_error(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(throughput, "pipeline_module", lambda: None)
-    assert throughput.main([*SMALL, "--pipeline", "--out", str(tmp_path)]) == 2
-    assert "bench/pipeline.py" in capsys.readouterr().err
+def test_compile_on_the_cpu_is_a_usage_error(tmp_path, capsys):
+    """Training compiles on CUDA only, so the measured step would not be the trained one: refused, nothing written."""
+    assert throughput.main([*SMALL, "--compile", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "CUDA" in err and len(err.strip().splitlines()) == 1
     assert not list(tmp_path.glob("*.csv"))
 
 
@@ -75,11 +71,11 @@ def test_time_calls_counts_and_device_slug():
     n = []
     secs = throughput.time_calls(lambda: n.append(1), "cpu", warmup=2, repeats=3, iters=4)
     assert len(secs) == 3 and len(n) == 2 + 3 * 4 and all(s >= 0 for s in secs)
-    assert throughput.device_slug("cuda", "NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
-    assert throughput.device_slug("cpu", "x86_64 (2 cores, 2 threads)") == "cpu-x86-64-2-cores"
+    assert records.device_slug("cuda", "NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
+    assert records.device_slug("cpu", "x86_64 (2 cores, 2 threads)") == "cpu-x86-64-2-cores"
     # CPU models differ in the file name (they used to share "cpu-x86-64")
-    xeon = throughput.device_slug("cpu", "Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz (x86_64, 8 cores, 8 threads)")
-    epyc = throughput.device_slug("cpu", "AMD EPYC 7763 64-Core Processor (x86_64, 8 cores, 8 threads)")
+    xeon = records.device_slug("cpu", "Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz (x86_64, 8 cores, 8 threads)")
+    epyc = records.device_slug("cpu", "AMD EPYC 7763 64-Core Processor (x86_64, 8 cores, 8 threads)")
     assert xeon == "cpu-intel-xeon-gold-6338-cpu-2-00ghz-8-cores" and epyc.startswith("cpu-amd-epyc-7763")
-    assert throughput.device_slug("cpu") == throughput.device_slug("cpu", records.device_name("cpu"))
+    assert records.device_slug("cpu") == records.device_slug("cpu", records.device_name("cpu"))
     assert records.cpu_model() in records.device_name("cpu")
