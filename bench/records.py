@@ -30,7 +30,13 @@ GREY = "grey"
 
 @lru_cache(maxsize=1)
 def git_commit() -> str:
-    """The project's git commit (with ``+dirty`` for uncommitted changes), or ``unknown`` outside a checkout."""
+    """The project's git commit (with ``+dirty`` for uncommitted changes), or ``unknown`` outside a checkout.
+
+    ``COLORBENCH_GIT_COMMIT``, when set, is taken as is: a copy of the tree without ``.git`` (a rented GPU machine,
+    see benchmarks/gpu_check.sh) is told its commit that way.
+    """
+    if os.environ.get("COLORBENCH_GIT_COMMIT"):
+        return os.environ["COLORBENCH_GIT_COMMIT"]
     root = Path(__file__).resolve().parent.parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)

@@ -283,29 +283,37 @@ def end_to_end(setup: Setup, files: list[Path], warmup: int = 3, repeats: int = 
     Args:
         setup: the measured configuration (precision, batch, compile ...).
         files: the images to decode (JPEGs of ``--data``).
-        fp32_batch: batch size of the fp32 reference measurement.
+        fp32_batch: batch size of the fp32 reference measurement from images (0: none).
 
     Returns:
-        Three CSV rows, ``mode`` = ``e2e-images``, ``e2e-synthetic`` and ``e2e-images-fp32-b<fp32_batch>``; the first
-        carries ``ratio`` = images / synthetic.
+        CSV rows, ``mode`` = ``e2e-images``, ``e2e-synthetic`` and (unless ``fp32_batch`` is 0)
+        ``e2e-images-fp32-b<fp32_batch>``; the first carries ``ratio`` = images / synthetic. Every row has the
+        step's FLOPs per image (counted once, on the eager model) and the TFLOP/s they give at its rate.
     """
     dev = setup.dev
     rows = []
-    ref = Setup(**{**asdict(setup), "precision": "fp32", "batch": fp32_batch})
-    for mode, s, batches in (
-        ("e2e-images", setup, image_batches(setup, files)),
-        ("e2e-synthetic", setup, synthetic_batches(setup)),
-        (f"e2e-images-fp32-b{fp32_batch}", ref, image_batches(ref, files)),
-    ):
-        step = TimedTrain(s, batches)
+    runs = [("e2e-images", setup, image_batches(setup, files)), ("e2e-synthetic", setup, synthetic_batches(setup))]
+    if fp32_batch:
+        ref = Setup(**{**asdict(setup), "precision": "fp32", "batch": fp32_batch})
+        runs.append((f"e2e-images-fp32-b{fp32_batch}", ref, image_batches(ref, files)))
+    flops, step = None, None
+    for mode, s, batches in runs:
+        if step is None or step.setup != s:  # images and synthetic share one step (and one torch.compile)
+            step = None  # free the previous model before building the next
+            step = TimedTrain(s, batches)
+        step.batches, step.k = batches, 0
+        if flops is None:  # the same model and crop everywhere: FLOPs per image do not depend on batch or precision
+            flops = step.flops_per_image()
         with PeakMemory(dev) as mem:
             t = time_calls(step, dev, warmup, repeats, iters)
         r = _rates(s.batch, t)
         rows.append({"mode": mode, **_setup_cols(s), "n_images": len(files), "train_img_per_s": r["median"],
                      "train_img_per_s_min": r["min"], "train_img_per_s_max": r["max"],
                      "train_ms_per_step": 1000 * statistics.median(t), "train_peak_mib": mem.mib,
-                     "mem_kind": mem.kind, "warmup": warmup, "repeats": repeats, "iters": iters})
-        del step
+                     "mem_kind": mem.kind, "train_gflop_per_img": flops / 1e9,
+                     "train_tflop_per_s": flops * r["median"] / 1e12,
+                     "warmup": warmup, "repeats": repeats, "iters": iters})
+    del step
     rows[0]["ratio"] = rows[0]["train_img_per_s"] / rows[1]["train_img_per_s"]
     return rows
 
@@ -350,6 +358,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data", default=None, help="images for --end-to-end/--pipeline: named set or folder "
                    "(default: the bundled Kodak24)")
     p.add_argument("--data-root", default=None, help="folder with the named data sets (default: $BENCH_DATA)")
+    p.add_argument("--fp32-batch", type=int, default=16, help="batch of --end-to-end's fp32 reference from images "
+                   "(default 16, the paper's; 0: none)")
     p.add_argument("--n-images", type=int, default=512, help="at most this many images of --data (default 512)")
     p.add_argument("--pipeline", action="store_true", help="also compare the CPU data pipelines (bench.pipeline: the "
                    "naive per-image loop vs. the batched one)")
@@ -379,6 +389,8 @@ def main(argv=None) -> int:
             raise UsageError("--batch must be ≥ 1 and --size a multiple of 16 (≥ 16)")
         if args.compile and not cuda:
             raise UsageError("--compile is used on CUDA only (as in training)")
+        if args.fp32_batch < 0:
+            raise UsageError("--fp32-batch must be ≥ 0")
         if args.repeats < 1 or (args.iters is not None and args.iters < 1):
             raise UsageError("--repeats and --iters must be at least 1")
         files = _files(args) if (args.end_to_end or args.pipeline) else []
@@ -393,12 +405,13 @@ def main(argv=None) -> int:
     rows = []
     for s in setups:
         if args.end_to_end:
-            e2e = end_to_end(s, files, warmup, args.repeats, iters)
+            e2e = end_to_end(s, files, warmup, args.repeats, iters, args.fp32_batch)
             rows += e2e
+            ref = (f"; fp32 batch {args.fp32_batch} from images: {e2e[2]['train_img_per_s']:.1f} img/s"
+                   if args.fp32_batch else "")
             print(f"{s.model} ({s.precision}, batch {s.batch}, {s.size}px, {len(files)} images): "
                   f"{e2e[0]['train_img_per_s']:.1f} img/s from images, {e2e[1]['train_img_per_s']:.1f} img/s "
-                  f"synthetic on {dev.type} → ratio {e2e[0]['ratio']:.2f}; fp32 batch 16 from images: "
-                  f"{e2e[2]['train_img_per_s']:.1f} img/s")
+                  f"synthetic on {dev.type} → ratio {e2e[0]['ratio']:.2f}{ref}")
         else:
             rows.append(measure(s, warmup, args.repeats, iters))
     if args.pipeline:

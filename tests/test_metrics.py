@@ -10,6 +10,7 @@ from PIL import Image
 from skimage.color import lab2rgb, rgb2lab
 from skimage.metrics import structural_similarity
 
+from bench.data import BUNDLED
 from bench.metrics import colourfulness, evaluate, evaluate_grey, psnr_per_image, score, ssim_per_image
 
 
@@ -28,9 +29,9 @@ def np_colourfulness(rgb: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def photo(data_root) -> np.ndarray:
-    """A real photo (kodim05, 768×512), read by PIL and cropped to 128×192: ``H×W×3`` uint8."""
-    with Image.open(data_root / "kodak24" / "kodim05.png") as im:
+def photo() -> np.ndarray:
+    """A real photo (the bundled kodim05, 384×256), read by PIL and cropped to 128×192: ``H×W×3`` uint8."""
+    with Image.open(BUNDLED / "kodim05.png") as im:
         return np.asarray(im.convert("RGB"))[100:228, 200:392].copy()
 
 

@@ -9,18 +9,19 @@ import torch
 
 import models
 from bench import styletransfer
-from bench.data import ImageStore
+from bench.data import BUNDLED, ImageStore
 from models.adain import AdaINStyleTransfer, make_decoder, channel_stats
 from test_adain import fake_vgg19_file
 
 
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory, data_root):
-    """A content folder (6 Kodak photos) and a style folder (4 CBSD68 photos), as symlinks to the shared data."""
+def folders(tmp_path_factory):
+    """A content folder (the first 6 bundled Kodak photos) and a style folder (the last 4), as symlinks."""
     root = tmp_path_factory.mktemp("st")
-    for name, src, n in (("content", "kodak24", 6), ("style", "cbsd68", 4)):
+    photos = sorted(BUNDLED.glob("*.png"))
+    for name, files in (("content", photos[:6]), ("style", photos[-4:])):
         (root / name).mkdir()
-        for f in sorted((data_root / src).glob("*.png"))[:n]:
+        for f in files:
             (root / name / f.name).symlink_to(f)
     return root / "content", root / "style"
 

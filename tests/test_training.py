@@ -1,4 +1,5 @@
-"""Training one cell (``bench.train``): fixed crops shared by every cell, reproducibility, divergence, on real photos.
+"""Training one cell (``bench.train``): fixed crops shared by every cell, reproducibility, divergence, on real photos
+(the bundled Kodak24), and the one training step that bench.throughput times.
 
 Tiny settings: width 0.25, 32-px images and crops, batches of 4, 3 steps.
 """
@@ -23,8 +24,9 @@ def cfg():
 
 
 @pytest.fixture(scope="module")
-def prep(cfg, data_root):
-    return prepare(cfg, "cbsd68", None, data_root)
+def prep(cfg):
+    """The bundled Kodak24 (15 train / 3 validation / 6 test), no data set needed."""
+    return prepare(cfg, None, None, None)
 
 
 @pytest.fixture
@@ -43,7 +45,7 @@ def batch_log(monkeypatch):
 
 
 def test_prepared_data(prep, cfg):
-    assert (len(prep.train), len(prep.val_images), len(prep.test_images)) == (55, 7, 6)
+    assert (len(prep.train), len(prep.val_images), len(prep.test_images)) == (15, 3, 6)
     assert prep.val_images.shape[1:] == prep.test_images.shape[1:] == (3, 32, 32)
     assert prep.val_images.dtype == torch.uint8 and not prep.skipped
 
@@ -103,21 +105,15 @@ def test_divergence_raises_with_the_step(prep, cfg):
 # ------------------------------------------------------------------------------------ the one training step
 
 
-@pytest.fixture(scope="module")
-def kodak_prep():
-    """The bundled Kodak24 (no data-set folder needed), decoded at 32 px."""
-    return prepare(preset("quick").replace(size=32, crop=32, eval_size=32), None, None, None)
-
-
-def test_throughput_times_the_step_training_runs(kodak_prep):
+def test_throughput_times_the_step_training_runs(prep):
     """bench.throughput's timed step and train_cell give the same losses on the same batches and seed: they are
     one step, not two implementations."""
     from bench import throughput
 
     setup = throughput.Setup(model="unet_vgg16", batch=4, size=32, width=0.125, loss="l1", device="cpu")
     cfg = setup.cell().replace(steps=3, val_every=1)
-    trained = [h["train_loss"] for h in train_cell(cfg, kodak_prep, CPU, progress=False)["history"]]
-    timed = throughput.TimedTrain(setup, throughput.image_batches(setup, kodak_prep.splits.train))
+    trained = [h["train_loss"] for h in train_cell(cfg, prep, CPU, progress=False)["history"]]
+    timed = throughput.TimedTrain(setup, throughput.image_batches(setup, prep.splits.train))
     assert [timed().item() for _ in range(3)] == pytest.approx(trained, rel=1e-6)
     assert len(set(trained)) == 3  # the optimiser did move between steps
 
@@ -139,7 +135,7 @@ class _Counting(torch.nn.Module):
 
 
 @pytest.mark.parametrize("composite", [False, True])
-def test_step_calls_the_loss_hook_and_checks_divergence(kodak_prep, composite):
+def test_step_calls_the_loss_hook_and_checks_divergence(prep, composite):
     import losses
     import models
     from bench.train import TrainStep
@@ -149,7 +145,7 @@ def test_step_calls_the_loss_hook_and_checks_divergence(kodak_prep, composite):
     term = _Counting()
     crit = losses.CompositeLoss([(1.0, term), (0.5, losses.build("mse"))], "x") if composite else term
     step = TrainStep(net, crit, CPU, lr=1e-3, check_every=2)
-    sched = CropSchedule(kodak_prep.train, 32, 0)
+    sched = CropSchedule(prep.train, 32, 0)
     for k in range(3):
         step(sched.batch(k, 2))
     assert step.step == 3 and term.calls == [(False, (2, 2, 32, 32), (2, 2, 32, 32), ["L", "model", "rgb"])] * 3
@@ -163,12 +159,12 @@ def test_step_calls_the_loss_hook_and_checks_divergence(kodak_prep, composite):
     assert err.value.step == 5 and step.step == 6
 
 
-def test_step_state_dict_resumes_exactly(kodak_prep):
+def test_step_state_dict_resumes_exactly(prep):
     """Model, optimiser and step count round-trip through state_dict(): a restored step continues identically."""
     from bench.train import make_step
 
     cfg = preset("quick").replace(width=0.125, size=32, crop=32, eval_size=32, batch_size=2, lr=1e-3)
-    sched = CropSchedule(kodak_prep.train, 32, 0)
+    sched = CropSchedule(prep.train, 32, 0)
     a = make_step(cfg, CPU)
     for k in range(2):
         a(sched.batch(k, 2))
