@@ -109,7 +109,7 @@ class TrainStep:
     Hook for losses with their own training (e.g. a WGAN-GP critic): if the loss object has a method
     ``extra_step(pred, target_ab, **ctx)``, it is called every step after the model's forward pass and before the
     loss, with the prediction detached and the same context as the loss (``L``, ``rgb``, ``model``), under the
-    same autocast. It updates whatever the loss owns (its critic, with its own optimiser) and returns nothing.
+    same autocast. It updates whatever the loss owns (its critic, with its own optimiser); what it returns is ignored.
     ``losses.CompositeLoss`` forwards it to the terms that have it.
 
     State for checkpoints: ``state_dict()`` / ``load_state_dict()`` hold the model, the loss (an ``nn.Module``: a
