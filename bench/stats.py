@@ -104,6 +104,9 @@ def metric(name: str | Metric) -> Metric:
     return METRICS.get(name) or Metric(name, True, "", name)
 
 
+_metric = metric  # for functions whose argument is called ``metric``
+
+
 # ----------------------------------------------------------------------------------------------- tables
 
 
@@ -396,7 +399,7 @@ def compare_cells(per_image: pd.DataFrame, best, grey=None, metric: str | Metric
           cell. The p-values are the sign-flip test's on the seed-averaged per-image values; the intervals are
           two-level (:func:`hierarchical_ci`).
     """
-    m = globals()["metric"](metric)
+    m = _metric(metric)
     sign = 1.0 if m.higher_is_better else -1.0
     means = image_means(per_image, m.name)
     cells = list(means.columns)
