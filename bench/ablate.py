@@ -41,6 +41,8 @@ def parse_args(argv=None):
     cli.add(p, "out", help="run folder (default: results/<grid>-<preset>-<data> under the current folder, or under "
                            "$COLORBENCH_RESULTS)")
     cli.add(p, "lr")
+    p.add_argument("--save-models", choices=("all", "none"), default="all",
+                   help="save every finished run's weights and configuration in <run folder>/models/ (default all)")
     g = p.add_argument_group("shared study (several workers, one grid)")
     cli.add(g, "storage", "study_name", "heartbeat")
     g.add_argument("--tuned", action="store_true",
@@ -83,7 +85,7 @@ def main(argv=None) -> int:
                       cli.out_dir(args.out) or default_run_dir(args.grid, preset_name, args.data, args.data_root),
                       device, data=args.data, test=args.test, data_root=args.data_root, storage=args.storage,
                       study_name=args.study_name, heartbeat=args.heartbeat, progress=not args.no_progress,
-                      verify=not args.no_verify,
+                      verify=not args.no_verify, save_models=args.save_models == "all",
                       info={"command": f"{PROG} " + " ".join(sys.argv[1:] if argv is None else argv),
                             "seeds": args.seeds, "tuned": args.tuned})
         counts = run.open()

@@ -34,6 +34,7 @@ class CellConfig:
         val_every: validate every this many steps (history and pruning).
         precision: ``auto`` (bf16 autocast on CUDA, fp32 elsewhere), ``fp32`` or ``bf16``.
         compile: wrap the model in ``torch.compile`` (CUDA only).
+        checkpoint_every: write a resumable checkpoint every this many steps (0: never; the paper preset: 1000).
     """
 
     model: str = "unet_vgg16"
@@ -53,6 +54,7 @@ class CellConfig:
     val_every: int = 50
     precision: str = "auto"
     compile: bool = False
+    checkpoint_every: int = 0
 
     def replace(self, **changes) -> "CellConfig":
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
@@ -83,6 +85,8 @@ class CellConfig:
                 raise ValueError(f"{key} must be positive, got {self.loss_params[key]}")
         if self.steps < 1 or self.batch_size < 1 or self.val_every < 1:
             raise ValueError("steps, batch_size and val_every must be at least 1")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be 0 (no checkpoints) or positive, got {self.checkpoint_every}")
         if not 0 < self.width <= 4:
             raise ValueError(f"width must be in (0, 4], got {self.width}")
         for key in ("crop", "eval_size"):
@@ -151,7 +155,7 @@ PRESETS: dict[str, dict] = {
     "quick": dict(width=0.25, encoder_weights="none", size=64, crop=64, eval_size=64, batch_size=16, lr=5e-4,
                   steps=150, val_every=50),
     "paper": dict(width=1.0, encoder_weights="imagenet", size=256, crop=256, eval_size=256, batch_size=16, lr=2e-5,
-                  steps=20000, val_every=1000),
+                  steps=20000, val_every=1000, checkpoint_every=1000),
 }
 
 

@@ -112,6 +112,18 @@ def resolve(name_or_path: str | None, root: Path | None) -> tuple[str, Path, boo
     return folder.name, folder, False
 
 
+def image_key(path, root=None) -> str:
+    """An image's key in result files: its path relative to its data root, with ``/`` separators (two ``x.png`` in
+    different subfolders are different images); the file name if it lies outside ``root`` or there is none."""
+    path = Path(path)
+    if root is not None:
+        try:
+            return Path(os.path.abspath(path)).relative_to(os.path.abspath(root)).as_posix()
+        except ValueError:
+            pass
+    return path.name
+
+
 # ----------------------------------------------------------------------------------------------------- splits
 
 
@@ -147,6 +159,11 @@ class Splits:
     val: list[Path]
     test: list[Path]
     names: dict[str, str] = field(default_factory=dict)  # split → data set name
+    roots: dict[str, Path] = field(default_factory=dict)  # split → the folder its files are keyed relative to
+
+    def key(self, split: str, path) -> str:
+        """The key of one of a split's images in result files (see :func:`image_key`)."""
+        return image_key(path, self.roots.get(split))
 
     def check_disjoint(self) -> None:
         """Raise if a test (or validation) image is also a training image, by content hash."""
@@ -206,12 +223,14 @@ def make_splits(data: str | None = None, test: str | None = None, root: str | Pa
             verify_manifest(tfolder)
         tfiles, tbad = partition_usable(tfiles)
         train, val, _ = split_files(files, 10, None)
-        splits = Splits(train, val, tfiles, {"train": dname, "val": dname, "test": tname})
+        splits = Splits(train, val, tfiles, {"train": dname, "val": dname, "test": tname},
+                        {"train": dfolder, "val": dfolder, "test": tfolder})
     else:
         tbad = []
         every = (10, 10) if len(files) >= 40 else (8, 4)
         train, val, tst = split_files(files, *every)
-        splits = Splits(train, val, tst, {"train": dname, "val": dname, "test": dname})
+        splits = Splits(train, val, tst, {"train": dname, "val": dname, "test": dname},
+                        {"train": dfolder, "val": dfolder, "test": dfolder})
     for split in ("train", "val", "test"):
         if not getattr(splits, split):
             raise DataError(f"the {split} split of {splits.names[split]} is empty ({len(files)} usable images in all)")

@@ -30,6 +30,7 @@ import models
 
 from . import leaderboard
 from . import study as gs
+from .checkpoint import CHECKPOINT, model_dir, remove_checkpoint, save_weights
 from .config import CellConfig, merge
 from .data import data_root, resolve
 from .metrics import evaluate_grey
@@ -139,6 +140,7 @@ class GridRun:
         heartbeat: seconds between heartbeats of a running trial (stale after 3×).
         progress: show progress bars.
         verify: check the SHA256 manifests of named data sets.
+        save_models: save every finished run's weights and configuration in ``run_dir/models/`` (``bench.checkpoint``).
         info: more entries for ``run.json`` (the command line, seeds, ...).
     """
 
@@ -156,6 +158,7 @@ class GridRun:
     heartbeat: int = 30
     progress: bool = True
     verify: bool = True
+    save_models: bool = True
     info: dict = field(default_factory=dict)
     # set by open() and prepare()
     study: optuna.Study | None = field(default=None, init=False, repr=False)
@@ -283,29 +286,41 @@ class GridRun:
                "encoder_pretrained": False, "started_at": _now(), "finished_at": _now(),
                **{k: sum(v) / len(v) for k, v in scores.items()}}
         per_image = [{"run": shared["run"], "model": "(none)", "cell": leaderboard.GREY, "seed": 0,
-                      "image": Path(f).name, **{k: v[i] for k, v in scores.items()}}
-                     for i, f in enumerate(p.test_files)]
+                      "test_set": shared["data_test"], "image": name, **{k: v[i] for k, v in scores.items()}}
+                     for i, name in enumerate(p.test_keys)]
         return row, per_image
 
-    def run_job(self, job: Job, on_validation=None) -> tuple[dict, list[dict], list[dict]]:
-        """Train one job; return its run row, per-image rows and history rows. Divergence → a failed row."""
+    def run_job(self, job: Job, on_validation=None, retry: bool = False) -> tuple[dict, list[dict], list[dict]]:
+        """Train one job; return its run row, per-image rows and history rows. Divergence → a failed row.
+
+        Training resumes from the run's checkpoint in ``run_dir/models/...`` if there is a readable one (a ``retry``
+        of a lost worker's run says so when there is none) and writes it every ``cfg.checkpoint_every`` steps; a
+        finished run's checkpoint is replaced by its final weights (``save_models``) or removed."""
         model_name, cell, cfg = job
+        folder = model_dir(self.run_dir, model_name, cell, cfg.seed)
         row = {**self.shared, "model": model_name, "cell": cell, **cfg.to_flat(), "started_at": _now()}
         row["style_weight"] = cfg.loss_params.get("style_weight", "")
         row["skips"] = cfg.model_params.get("skips", "")
         key = {"run": self.shared["run"], "model": model_name, "cell": cell, "seed": cfg.seed}
         try:
             res = train_cell(cfg, self.prep, self.device, progress=self.progress, desc=f"{cell} seed {cfg.seed}",
-                             on_validation=on_validation)
+                             on_validation=on_validation, checkpoint=folder / CHECKPOINT, expect_checkpoint=retry)
         except DivergenceError as err:
             row.update(status="failed", failed_step=err.step, error=err.reason, finished_at=_now())
+            remove_checkpoint(folder / CHECKPOINT)
             return row, [], []
         row.update(res["metrics"], status="ok", encoder_pretrained=res["encoder_pretrained"], finished_at=_now())
         # colorized sample images for the report, while the network is still in memory
         save_samples(self.run_dir, model_name, cell, cfg.seed, self.prep, res["model"], self.device,
                      autocast_dtype=autocast_dtype(cfg, self.device))
-        per_image = [{**key, "image": Path(f).name, **{k: v[i] for k, v in res["per_image"].items()}}
-                     for i, f in enumerate(self.prep.test_files)]
+        if self.save_models:
+            save_weights(folder, res["model"], cfg,
+                         {"model": model_name, "cell": cell, "seed": cfg.seed, "test_set": self.shared["data_test"],
+                          "psnr": row["psnr"], "encoder_pretrained": res["encoder_pretrained"],
+                          "git_commit": self.shared.get("git_commit", "")})
+        remove_checkpoint(folder / CHECKPOINT)  # finished: reduced to the final weights (or to nothing)
+        per_image = [{**key, "test_set": self.shared["data_test"], "image": name,
+                      **{k: v[i] for k, v in res["per_image"].items()}} for i, name in enumerate(self.prep.test_keys)]
         history = [{**key, **h} for h in res["history"]]
         return row, per_image, history
 
@@ -329,7 +344,8 @@ class GridRun:
         trial.set_user_attr("worker", f"{self.shared['hostname']}:{os.getpid()}")
         try:
             with gs.keep_alive(study, trial):
-                row, per_image, history = self.run_job(job, on_validation)
+                row, per_image, history = self.run_job(job, on_validation,
+                                                       retry=int(trial.user_attrs.get("attempt", 1)) > 1)
         except TakenOver:
             return "taken over"
         except KeyboardInterrupt:

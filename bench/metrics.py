@@ -136,3 +136,25 @@ def evaluate_grey(images: torch.Tensor, device="cpu", batch_size: int = 16, lpip
         for k, v in score(merge_lab(L, torch.zeros_like(ab)), rgb, lpips_net).items():
             out.setdefault(k, []).extend(v.cpu().tolist())
     return out
+
+
+@torch.no_grad()
+def score_test(model, images: torch.Tensor, device, batch_size: int = 16,
+               autocast_dtype: torch.dtype | None = None, lpips_net=None) -> dict[str, list[float]]:
+    """Per-image test metrics of a trained model, scored the one way every result is: a reference-based model gets
+    each image as its own colour reference, then is scored again with the next photo's (``psnr_ref_other``: how
+    much colour the reference carries).
+
+    Args:
+        model: a registered colorization model.
+        images: uint8 test images (``N×3×H×W``, centre crops).
+        device: where to run.
+        batch_size: images per forward pass (the training batch size: results do not depend on it beyond rounding).
+        autocast_dtype: as in :func:`evaluate`.
+        lpips_net: as in :func:`evaluate`.
+    """
+    needs_ref = getattr(model, "needs_reference", False)
+    out = evaluate(model, images, device, batch_size, images if needs_ref else None, autocast_dtype, lpips_net)
+    if needs_ref:
+        out["psnr_ref_other"] = evaluate(model, images, device, batch_size, images.roll(1, 0), autocast_dtype)["psnr"]
+    return out

@@ -102,6 +102,11 @@ def environment(device: torch.device | str) -> dict:
     return env
 
 
+def slug(text) -> str:
+    """A file-name-safe form of a model, cell or data set name (for folders in a run folder)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("_") or "_"
+
+
 @contextlib.contextmanager
 def locked(path: Path):
     """An exclusive advisory lock on ``path + '.lock'`` (serialises writers on one host)."""

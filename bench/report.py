@@ -155,7 +155,7 @@ def make_figures(data: dict, board: pd.DataFrame, fig_dir: Path, throughput_rows
     scores = {}
     if not per_image.empty:
         for _, r in per_image.iterrows():
-            scores[(str(r["model"]), str(r["cell"]), int(r["seed"]), Path(str(r["image"])).stem)] = float(r["psnr"])
+            scores[(str(r["model"]), str(r["cell"]), int(r["seed"]), samples.sample_name(r["image"]))] = float(r["psnr"])
     if samples.plot_grid(data["run_dir"], fig_dir / "samples.png", order, scores, colours):
         out["samples"] = (fig_dir / "samples.png", "Fixed test images: greyscale input, each cell's colorization "
                           "(lowest seed, PSNR under it) and the ground truth.")

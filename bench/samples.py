@@ -2,7 +2,7 @@
 
 Files in a run folder (all PNG, at the evaluation size)::
 
-    samples/truth/<image>.png                      the ground truth
+    samples/truth/<image>.png                      the ground truth (<image>: its key without the suffix)
     samples/grey/<image>.png                       the network's input: L only (ab = 0)
     samples/<model>/<cell>/seed<seed>/<image>.png  that run's colorization
 
@@ -11,7 +11,6 @@ shows the same photos.
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from .colour import merge_lab, split_lab
 from .device import autocast
 from .metrics import colorize
 from .plots import save_figure
+from .records import slug as _slug
 
 N_SAMPLES = 4
 
@@ -33,8 +33,9 @@ def sample_indices(n_test: int, n: int = N_SAMPLES) -> list[int]:
     return sorted({int(round(i)) for i in np.linspace(0, n_test - 1, n)})
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("_") or "_"
+def sample_name(key: str) -> str:
+    """The name of an image's sample files: its key (path relative to the data root) without the file suffix."""
+    return Path(str(key)).with_suffix("").as_posix()
 
 
 def _save(rgb: torch.Tensor, path: Path) -> None:
@@ -62,7 +63,7 @@ def save_samples(run_dir, model: str, cell: str, seed: int, prep, net, device="c
         model: the model's registered name (as in ``runs.csv``).
         cell: the cell name.
         seed: the training seed.
-        prep: the run's :class:`bench.train.Prepared` data (``test_images``, ``test_files``), or any object with
+        prep: the run's :class:`bench.train.Prepared` data (``test_images``, ``test_keys``), or any object with
             those two attributes.
         net: the trained network (e.g. ``train_cell(...)["model"]``); needs ``to_ab`` like every registered model.
         device: where the network lives.
@@ -74,7 +75,7 @@ def save_samples(run_dir, model: str, cell: str, seed: int, prep, net, device="c
     """
     run_dir = Path(run_dir)
     idx = sample_indices(len(prep.test_images), n)
-    names = [Path(prep.test_files[i]).stem for i in idx]
+    names = [sample_name(prep.test_keys[i]) for i in idx]
     rgb = prep.test_images[idx].to(device).float() / 255.0
     L, _ = split_lab(rgb)
     ref = rgb if getattr(net, "needs_reference", False) else None
@@ -105,7 +106,7 @@ def find_samples(run_dir) -> dict:
     truth = root / "truth"
     if not truth.is_dir():
         return {"images": [], "cells": {}}
-    images = sorted(p.stem for p in truth.glob("*.png"))
+    images = sorted(p.relative_to(truth).with_suffix("").as_posix() for p in truth.rglob("*.png"))
     cells: dict = {}
     for seed_dir in sorted(root.glob("*/*/seed*")):
         if seed_dir.parent.parent.name in ("truth", "grey") or not seed_dir.is_dir():

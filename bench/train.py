@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -17,10 +18,11 @@ import models
 
 from .abbins import ABBins
 from .colour import rgb_to_lab, split_lab
+from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from .config import CellConfig
 from .data import CropSchedule, ImageStore, Splits, make_splits
 from .device import amp_dtype, autocast, pick_device
-from .metrics import evaluate
+from .metrics import evaluate, score_test
 
 __all__ = ["DivergenceError", "Prepared", "TrainStep", "autocast_dtype", "build_cell", "make_step", "pick_device",
            "prepare", "train_cell"]
@@ -52,6 +54,11 @@ class Prepared:
     skipped: list
     size: int
     _priors: dict = field(default_factory=dict)
+
+    @property
+    def test_keys(self) -> list[str]:
+        """The test images' keys in result files: paths relative to the test set's folder."""
+        return [self.splits.key("test", f) for f in self.test_files]
 
     def prior(self, bins: ABBins) -> torch.Tensor:
         """Empirical ab-bin frequencies of the training images (every 4th pixel of each), cached."""
@@ -222,7 +229,7 @@ def make_step(cfg: CellConfig, device: torch.device, prep: Prepared | None = Non
 
 
 def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: bool = True, desc: str = "",
-               on_validation=None) -> dict:
+               on_validation=None, checkpoint=None, expect_checkpoint: bool = False) -> dict:
     """Train one cell and evaluate it on the test images.
 
     Args:
@@ -233,6 +240,9 @@ def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: 
         desc: progress-bar label.
         on_validation: called as ``on_validation(step, val_psnr)`` after each validation (Optuna pruning hooks in
             here and may raise ``optuna.TrialPruned``).
+        checkpoint: a checkpoint file (``bench.checkpoint``): training resumes from it when it holds a readable
+            checkpoint of this configuration, and writes it every ``cfg.checkpoint_every`` steps. None: neither.
+        expect_checkpoint: this is a retry of a run that may have left a checkpoint: say so when there is none.
 
     Returns:
         dict with ``metrics`` (means and timings), ``per_image`` (per-image test metrics), ``history`` (validation
@@ -246,11 +256,22 @@ def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: 
     schedule = CropSchedule(prep.train, cfg.crop, cfg.crop_seed)
     ref_other = bool(cfg.model_params.get("train_reference") == "other")
 
-    history = []
-    bar = tqdm(total=cfg.steps, desc=desc or cfg.loss, leave=False, disable=not progress, dynamic_ncols=True)
-    t0 = time.perf_counter()
+    history, done_s = [], 0.0
+    if checkpoint is not None:
+        state, why = load_checkpoint(checkpoint, cfg)
+        if state is not None:  # the model, loss, optimiser, RNGs and loop state of step k: go on from step k + 1
+            step.load_state_dict(state["train_step"])
+            set_rng_state(state["rng"])
+            history, done_s = list(state["extra"]["history"]), float(state["extra"]["elapsed_s"])
+            step.last_loss = float(state["extra"]["last_loss"])
+            tqdm.write(f"{desc or cfg.loss}: resuming from the checkpoint of step {step.step}", file=sys.stderr)
+        elif expect_checkpoint or "no checkpoint" not in why:
+            tqdm.write(f"{desc or cfg.loss}: {why}; training from step 0", file=sys.stderr)
+    bar = tqdm(total=cfg.steps, initial=step.step, desc=desc or cfg.loss, leave=False, disable=not progress,
+               dynamic_ncols=True)
+    t0 = time.perf_counter() - done_s  # a resumed run's training time includes the time before its checkpoint
     try:
-        for k in range(cfg.steps):
+        for k in range(step.step, cfg.steps):  # the crops of step k depend on k alone: resuming needs no data state
             u8 = schedule.batch(k, cfg.batch_size)
             ref = schedule.reference_batch(k, cfg.batch_size, ref_other) if needs_ref else None
             step(u8, ref)
@@ -264,8 +285,12 @@ def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: 
                 val_psnr = float(sum(val["psnr"]) / len(val["psnr"]))
                 history.append({"step": n, "val_psnr": val_psnr, "train_loss": step.last_loss,
                                 "elapsed_s": time.perf_counter() - t0})
-                if on_validation is not None:
-                    on_validation(n, val_psnr)
+            if checkpoint is not None and cfg.checkpoint_every and n % cfg.checkpoint_every == 0 and n < cfg.steps:
+                step.check()  # the losses so far are read back (a NaN is never checkpointed)
+                save_checkpoint(checkpoint, cfg, step.state_dict(), {
+                    "history": history, "last_loss": step.last_loss, "elapsed_s": time.perf_counter() - t0})
+            if validate and on_validation is not None:
+                on_validation(n, val_psnr)
         if device.type == "cuda":
             torch.cuda.synchronize()
     finally:
@@ -273,12 +298,8 @@ def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: 
     train_time = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    per_image = evaluate(model, prep.test_images, device, cfg.batch_size, _refs(prep.test_images, needs_ref), amp)
-    extra = {}
-    if needs_ref:  # how much colour the reference carries: score again with another photo as reference
-        other = evaluate(model, prep.test_images, device, cfg.batch_size, prep.test_images.roll(1, 0), amp)
-        per_image["psnr_ref_other"] = other["psnr"]
-        extra["psnr_ref_other"] = _mean(other["psnr"])
+    per_image = score_test(model, prep.test_images, device, cfg.batch_size, amp)
+    extra = {"psnr_ref_other": _mean(per_image["psnr_ref_other"])} if "psnr_ref_other" in per_image else {}
     eval_time = time.perf_counter() - t1
     metrics = {
         "psnr": _mean(per_image["psnr"]),

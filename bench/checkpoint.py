@@ -1,0 +1,208 @@
+"""Trained models as results: final weights with their configuration, and training checkpoints to resume from.
+
+Files of one run (model × cell × seed) in a run folder::
+
+    models/<model>/<cell>/seed<seed>/model.safetensors   the final weights (safetensors: tensors only, no pickle)
+    models/<model>/<cell>/seed<seed>/config.json         the CellConfig, the cell's name and the recorded metrics
+    models/<model>/<cell>/seed<seed>/checkpoint.pt       while training: model, optimiser, loss module, step, RNGs
+                                                         (every ``checkpoint_every`` steps; removed when it ends)
+
+A checkpoint is a plain dict of tensors, numbers and strings written by ``torch.save`` and read back with
+``torch.load(weights_only=True)``, which refuses to unpickle anything else. Every file is written to a temporary
+name in the same folder and renamed, so a killed worker leaves the previous version intact.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import tempfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_model, save_model
+
+import losses
+import models
+
+from .config import CellConfig
+from .records import atomic_write_text, slug
+
+WEIGHTS, CONFIG, CHECKPOINT = "model.safetensors", "config.json", "checkpoint.pt"
+FORMAT = 1  # version of the checkpoint dict; a checkpoint of another version is not resumed from
+
+
+def model_dir(run_dir, model: str, cell: str, seed: int) -> Path:
+    """The folder of one run's weights, configuration and checkpoint (named like its sample folder)."""
+    return Path(run_dir) / "models" / slug(model) / slug(cell) / f"seed{int(seed)}"
+
+
+def _atomic(path: Path, write) -> None:
+    """Call ``write(tmp_path)``, then rename the temporary file to ``path`` (never a half-written file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; results are meant to be shared like any file
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+# ---------------------------------------------------------------------------------------------------- final weights
+
+
+def save_weights(folder, net: torch.nn.Module, cfg: CellConfig, info: dict) -> Path:
+    """Save a trained network's weights (safetensors) and its configuration (``config.json``) in ``folder``.
+
+    Args:
+        folder: the run's model folder (:func:`model_dir`).
+        net: the trained network.
+        cfg: its configuration.
+        info: what else identifies the run (``model``, ``cell``, ``seed``, recorded metrics, ...), JSON-serialisable.
+    """
+    folder = Path(folder)
+    _atomic(folder / WEIGHTS, lambda tmp: save_model(net, tmp, metadata={"format": "colorbench"}))
+    doc = {"config": {f.name: getattr(cfg, f.name) for f in fields(cfg)}, **info, "weights": WEIGHTS}
+    atomic_write_text(folder / CONFIG, json.dumps(doc, indent=2, default=str))
+    return folder / WEIGHTS
+
+
+def read_config(folder) -> tuple[CellConfig, dict]:
+    """(configuration, the rest of ``config.json``) of a saved model."""
+    doc = json.loads((Path(folder) / CONFIG).read_text())
+    cfg = CellConfig(**doc.pop("config"))
+    return cfg, doc
+
+
+def build_model(cfg: CellConfig) -> torch.nn.Module:
+    """The network of a configuration, with its head chosen from the loss, without loading any encoder weights
+    (they are overwritten by a saved state anyway, and building must work offline)."""
+    head = losses.head_of(cfg.loss)
+    return models.build(cfg.model, head=head, width=cfg.width, encoder_weights="none", **cfg.model_params)
+
+
+def load_weights(folder, device="cpu") -> tuple[torch.nn.Module, CellConfig, dict]:
+    """A saved network (in evaluation mode, on ``device``), its configuration and its ``config.json`` info.
+
+    Raises:
+        FileNotFoundError: the folder has no weights or no configuration.
+    """
+    folder = Path(folder)
+    if not (folder / WEIGHTS).is_file():
+        raise FileNotFoundError(f"no saved weights in {folder}")
+    cfg, info = read_config(folder)
+    net = build_model(cfg)
+    load_model(net, folder / WEIGHTS, strict=True, device="cpu")
+    net.encoder_pretrained = bool(info.get("encoder_pretrained", False))
+    return net.to(device).eval(), cfg, info
+
+
+@dataclass
+class SavedModel:
+    """One saved model of a run folder."""
+
+    folder: Path
+    model: str
+    cell: str
+    seed: int
+
+
+def saved_models(run_dir) -> list[SavedModel]:
+    """Every saved model of a run folder (those with both weights and configuration), sorted by model, cell, seed."""
+    out = []
+    for cfg_file in sorted(Path(run_dir).glob(f"models/*/*/seed*/{CONFIG}")):
+        folder = cfg_file.parent
+        if not (folder / WEIGHTS).is_file():
+            continue
+        try:
+            info = json.loads(cfg_file.read_text())
+            out.append(SavedModel(folder, info["model"], info["cell"], int(info["seed"])))
+        except (OSError, ValueError, KeyError):
+            continue  # a damaged configuration: not a usable model
+    return sorted(out, key=lambda s: (s.model, s.cell, s.seed))
+
+
+# ------------------------------------------------------------------------------------------------- checkpoints
+
+
+def rng_state() -> dict:
+    """The torch (CPU and CUDA), numpy and Python random states, as tensors, numbers and tuples only."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "gauss": float(gauss)},
+             "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`rng_state` saved."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    random.setstate(tuple(state["python"][:1]) + (tuple(state["python"][1]),) + tuple(state["python"][2:]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _identity(cfg: CellConfig) -> str:
+    """What a checkpoint must share with the run that resumes it: the configuration, except how often to save."""
+    flat = cfg.to_flat()
+    flat.pop("checkpoint_every", None)
+    return json.dumps(flat, sort_keys=True, default=str)
+
+
+def save_checkpoint(path, cfg: CellConfig, train_state: dict, extra: dict) -> None:
+    """Write a training checkpoint atomically, with the RNG states of this moment.
+
+    Args:
+        path: the checkpoint file.
+        cfg: the run's configuration (a checkpoint is resumed only by the same configuration).
+        train_state: ``TrainStep.state_dict()``: model, loss module (with any critic and its optimiser), optimiser,
+            steps done.
+        extra: the training loop's own state (history, last loss, elapsed time), plain values only.
+    """
+    state = {"format": FORMAT, "config": _identity(cfg), "train_step": train_state, "rng": rng_state(),
+             "extra": extra}
+    _atomic(Path(path), lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path, cfg: CellConfig) -> tuple[dict | None, str]:
+    """(checkpoint, "") if ``path`` holds a readable checkpoint of this configuration, else (None, why not)."""
+    path = Path(path)
+    if not path.is_file():
+        return None, f"no checkpoint at {path}"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # damaged, truncated, or not a plain checkpoint: never trusted
+        return None, f"checkpoint {path} cannot be read ({type(err).__name__})"
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        return None, f"checkpoint {path} has another format"
+    if state.get("config") != _identity(cfg):
+        return None, f"checkpoint {path} belongs to another configuration"
+    return state, ""
+
+
+def remove_checkpoint(path) -> None:
+    """Delete a finished run's checkpoint (its final weights, if saved, are in ``model.safetensors``)."""
+    path = Path(path)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    for folder in list(path.parents)[:4]:  # seed<k>/, <cell>/, <model>/, models/: only while they are empty
+        try:
+            folder.rmdir()
+        except OSError:
+            break

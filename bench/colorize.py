@@ -1,0 +1,168 @@
+"""Colorize your own photos with a model saved by a run, at the photos' own resolution.
+
+    python -m bench.colorize --run results/losses-quick-kodak24-bundled --cell mse photo.jpg out/
+    python -m bench.colorize --run RUN_DIR --cell kl --seed 1 photos/ out/
+
+The network sees the photo's lightness resized to its working scale (shorter side = the run's ``size``, both sides
+rounded to a multiple of 16); the predicted ab is upsampled to the photo's resolution and combined with the
+photo's own full-resolution L, so no detail is lost. Colour photos work too (their colour is discarded). OUTPUT is a
+folder: one PNG per readable input (a folder's layout is kept), with the input's width and height. Unreadable files
+are skipped and counted.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
+
+from .checkpoint import load_weights, saved_models
+from .colour import merge_lab, split_lab
+from .data import DataError, list_images, load_image, shorter_side_size
+from .metrics import colorize
+from .train import autocast_dtype, pick_device
+
+BAD_IMAGE = (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError, SyntaxError)
+
+
+class UsageError(ValueError):
+    """A bad command line: reported in one line with exit code 2."""
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.colorize", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", required=True, help="run folder with saved models (python -m bench.ablate --out ...)")
+    p.add_argument("--cell", required=True, help="the grid cell whose model to use (e.g. mse)")
+    p.add_argument("--seed", type=int, default=None, help="training seed of the model (default: the lowest saved)")
+    p.add_argument("--model", default=None, help="model name, when the run trained several")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("input", help="a photo or a folder of photos (searched recursively)")
+    p.add_argument("output", help="folder for the colorized PNGs (created)")
+    return p.parse_args(argv)
+
+
+def pick_model(run_dir: Path, cell: str, seed: int | None, model: str | None):
+    """The saved model of (model, cell, seed); a UsageError naming what is available otherwise."""
+    saved = saved_models(run_dir)
+    if not saved:
+        raise UsageError(f"{run_dir} has no saved models (models/*/*/seed*/): train with --save-models all")
+    match = [s for s in saved if s.cell == cell and (model is None or s.model == model)]
+    if not match:
+        cells = sorted({s.cell for s in saved})
+        raise UsageError(f"no saved model of cell {cell!r}{f' and model {model!r}' if model else ''} in {run_dir}; "
+                         f"saved cells: {', '.join(cells)}")
+    if len({s.model for s in match}) > 1:
+        raise UsageError(f"cell {cell!r} was trained with several models ({', '.join(sorted({s.model for s in match}))})"
+                         f": choose one with --model")
+    if seed is None:
+        return min(match, key=lambda s: s.seed)
+    for s in match:
+        if s.seed == seed:
+            return s
+    raise UsageError(f"no saved model of cell {cell!r} with seed {seed}; saved seeds: "
+                     f"{', '.join(str(s.seed) for s in match)}")
+
+
+def working_size(h: int, w: int, size: int) -> tuple[int, int]:
+    """(height, width) the network sees: shorter side ``size``, both sides rounded to a multiple of 16."""
+    nh, nw = shorter_side_size(h, w, size)
+    return max(16, round(nh / 16) * 16), max(16, round(nw / 16) * 16)
+
+
+@torch.no_grad()
+def colorize_photo(net, rgb: np.ndarray, size: int, device, amp: torch.dtype | None = None) -> np.ndarray:
+    """Colorize one ``H×W×3`` uint8 photo; returns ``H×W×3`` uint8 RGB with the photo's own L and predicted ab.
+
+    Args:
+        net: a trained colorization model (evaluation mode).
+        rgb: the photo (any colour is discarded: only its lightness is used).
+        size: the model's working scale (its training ``size``).
+        device: where the network lives.
+        amp: autocast dtype, or None for full precision.
+    """
+    h, w = rgb.shape[:2]
+    wh, ww = working_size(h, w, size)
+    small = np.array(Image.fromarray(rgb).resize((ww, wh), Image.BILINEAR))
+    L_small, _ = split_lab(torch.from_numpy(small).permute(2, 0, 1)[None].to(device))
+    with torch.autocast(device_type=torch.device(device).type, dtype=amp or torch.float32, enabled=amp is not None):
+        ab = colorize(net, L_small).float()
+    ab = F.interpolate(ab, size=(h, w), mode="bilinear", align_corners=False)
+    L, _ = split_lab(torch.from_numpy(rgb).permute(2, 0, 1)[None].to(device))
+    out = merge_lab(L, ab)[0].clamp(0, 1).mul(255).round().to(torch.uint8)
+    return out.permute(1, 2, 0).cpu().numpy()
+
+
+def inputs(path: Path) -> tuple[Path, list[Path]]:
+    """(the folder outputs are named relative to, the input files) of a photo or a folder."""
+    if path.is_file():
+        return path.parent, [path]
+    if path.is_dir():
+        return path, list_images(path)
+    raise UsageError(f"input {path} does not exist")
+
+
+def output_names(root: Path, files: list[Path]) -> dict[Path, Path]:
+    """Output path (relative, ``.png``) of each input: its relative path with the suffix replaced, or with
+    ``.png`` appended where two inputs would collide (``a.jpg`` and ``a.png``)."""
+    plain = {f: f.relative_to(root).with_suffix(".png") for f in files}
+    counts: dict[Path, int] = {}
+    for p in plain.values():
+        counts[p] = counts.get(p, 0) + 1
+    return {f: p if counts[p] == 1 else Path(str(f.relative_to(root)) + ".png") for f, p in plain.items()}
+
+
+def run(args) -> int:
+    run_dir = Path(args.run).expanduser()
+    if not run_dir.is_dir():
+        raise UsageError(f"run folder {run_dir} does not exist")
+    chosen = pick_model(run_dir, args.cell, args.seed, args.model)
+    src = Path(args.input).expanduser()
+    root, files = inputs(src)
+    out_dir = Path(args.output).expanduser()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"output {out_dir} exists and is not a folder")
+    device = pick_device(args.device)
+    net, cfg, _ = load_weights(chosen.folder, device)
+    if getattr(net, "needs_reference", False):
+        raise UsageError(f"model {cfg.model} needs a colour reference image; bench.colorize handles reference-free "
+                         f"models only")
+    amp = autocast_dtype(cfg, device)
+    names = output_names(root, files)
+    print(f"{chosen.model}/{chosen.cell} seed {chosen.seed} ({chosen.folder}) → {out_dir}", file=sys.stderr)
+    written, skipped = 0, []
+    for f in tqdm(files, desc="colorizing", unit="img", disable=args.no_progress, dynamic_ncols=True):
+        try:
+            rgb = load_image(f)
+        except BAD_IMAGE as err:
+            skipped.append(f)
+            tqdm.write(f"skipping {f}: unreadable ({type(err).__name__})", file=sys.stderr)
+            continue
+        target = out_dir / names[f]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(colorize_photo(net, rgb, cfg.size, device, amp)).save(target)
+        written += 1
+    print(f"{written} colorized image(s) in {out_dir}" + (f"; {len(skipped)} unreadable file(s) skipped"
+                                                          if skipped else ""), file=sys.stderr)
+    if not written:
+        raise UsageError(f"none of the {len(files)} input file(s) could be read")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except (UsageError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

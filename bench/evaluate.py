@@ -1,0 +1,164 @@
+"""Re-score the saved models of a finished run on another test set, without training.
+
+    python -m bench.evaluate results/losses-quick-kodak24-bundled --test cbsd68 --data-root ../shared/data
+    python -m bench.evaluate RUN_DIR --test /path/to/photos
+
+Every model saved in ``RUN_DIR/models/`` (``bench.ablate --save-models all``, the default) and the greyscale
+baseline are scored on the test set exactly as training scores its own test set (same preprocessing: shorter side →
+the run's ``size``, centre crop ``eval_size``; same metrics). Results go to ``RUN_DIR/evaluations/<set>/``:
+``runs.csv`` (one row per model × cell × seed, with the test set's name) and ``per_image.csv``; models already
+scored on that set are skipped. The run's leaderboard then shows one table per test set and a cross-set summary.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from . import leaderboard
+from .checkpoint import load_weights, read_config, saved_models
+from .data import DataError, ImageStore, data_root, image_key, list_images, partition_usable, resolve, sha256, \
+    verify_manifest
+from .metrics import evaluate_grey, score_test
+from .records import CorruptRecordError, append_rows, environment, read_rows, slug
+from .train import autocast_dtype, pick_device
+
+RUN_KEY = ("model", "cell", "seed")
+IMAGE_KEY = ("model", "cell", "seed", "image")
+
+
+class UsageError(ValueError):
+    """A bad command line: reported in one line with exit code 2."""
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.evaluate", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", help="a run folder written by python -m bench.ablate (with saved models)")
+    p.add_argument("--test", required=True, help="test set: a named set (kodak24, cbsd68, imagenet-sample) or a folder")
+    p.add_argument("--data-root", default=None, help="folder with the named data sets (default: $BENCH_DATA)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available)")
+    p.add_argument("--no-verify", action="store_true", help="skip the SHA256 check of a named data set")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def resolve_test_set(name: str, root) -> tuple[str, Path, list[Path], list[Path], bool]:
+    """(name, folder, usable files, unusable files, is a named set) of a named test set or folder."""
+    sname, folder, named = resolve(name, data_root(root))
+    files = list_images(folder)
+    return sname, folder, *partition_usable(files), named
+
+
+def check_not_trained_on(run_dir: Path, files: list[Path]) -> None:
+    """Refuse a test set that shares images (by content) with the run's training split, when ``run.json`` lists it."""
+    meta_file = run_dir / "run.json"
+    if not meta_file.is_file():
+        return
+    train = [Path(p) for p in json.loads(meta_file.read_text()).get("splits", {}).get("train", [])]
+    hashes = {sha256(p) for p in train if p.is_file()}
+    clash = [p for p in files if sha256(p) in hashes]
+    if clash:
+        raise DataError(f"{len(clash)} test image(s) are training images of this run, e.g. {clash[0]}")
+
+
+def evaluation_dir(run_dir: Path, set_name: str) -> Path:
+    """Where the scores of a run's models on another test set go."""
+    return Path(run_dir) / "evaluations" / slug(set_name)
+
+
+def run(args) -> int:
+    run_dir = Path(args.run_dir).expanduser()
+    if not run_dir.is_dir():
+        raise UsageError(f"run folder {run_dir} does not exist")
+    saved = saved_models(run_dir)
+    if not saved:
+        raise UsageError(f"{run_dir} has no saved models (models/*/*/seed*/): train with --save-models all")
+    device = pick_device(args.device)
+    sname, folder, files, bad, named = resolve_test_set(args.test, args.data_root)
+    if named and not args.no_verify:
+        verify_manifest(folder)
+    if not files:
+        raise DataError(f"none of the {len(bad)} image files under {folder} can be read")
+    check_not_trained_on(run_dir, files)
+    out = evaluation_dir(run_dir, sname)
+    done = {tuple(str(r.get(k)) for k in RUN_KEY) for r in read_rows(out / "runs.csv")}
+    todo = [s for s in saved if (s.model, s.cell, str(s.seed)) not in done]
+    print(f"{run_dir}: {len(saved)} saved models, {len(saved) - len(todo)} already scored on {sname} "
+          f"({len(files)} images under {folder}) → {out}", file=sys.stderr)
+    env = environment(device)
+    shared = {"run": run_dir.name, "test_set": sname, "test_path": str(folder)}
+    stores: dict[int, ImageStore] = {}
+
+    def images(size: int, eval_size: int):
+        """The test images preprocessed for one configuration (decoded once per size)."""
+        if size not in stores:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                stores[size] = ImageStore(files, size)
+            for w in caught:
+                print(f"warning: {w.message}", file=sys.stderr)
+        store = stores[size]
+        return store.centre_crops(eval_size), [image_key(f, folder) for f in store.files], len(bad) + len(store.skipped)
+
+    if ("(none)", leaderboard.GREY, "0") not in done:
+        size, eval_size = _base_sizes(run_dir, saved)
+        imgs, keys, n_skipped = images(size, eval_size)
+        scores = evaluate_grey(imgs, device)
+        _record(out, {**shared, **env, "model": "(none)", "cell": leaderboard.GREY, "loss": "(none)", "seed": 0,
+                      "size": size, "eval_size": eval_size, "encoder_pretrained": False}, keys, n_skipped, scores)
+    for s in tqdm(todo, desc=f"scoring on {sname}", disable=args.no_progress, dynamic_ncols=True):
+        net, cfg, info = load_weights(s.folder, device)
+        imgs, keys, n_skipped = images(cfg.size, cfg.eval_size)
+        scores = score_test(net, imgs, device, cfg.batch_size, autocast_dtype(cfg, device))
+        _record(out, {**shared, **env, "model": s.model, "cell": s.cell, "loss": cfg.loss, "seed": s.seed,
+                      **{k: v for k, v in cfg.to_flat().items() if k not in ("model", "seed")},
+                      "encoder_pretrained": info.get("encoder_pretrained", False),
+                      "weights": str(s.folder.relative_to(run_dir))}, keys, n_skipped, scores)
+        del net
+    _, md = leaderboard.write(run_dir)
+    print(md)
+    return 0
+
+
+def _base_sizes(run_dir: Path, saved) -> tuple[int, int]:
+    """(size, eval_size) of the greyscale baseline: the run's base configuration, else the first saved model's."""
+    meta_file = run_dir / "run.json"
+    base = json.loads(meta_file.read_text()).get("base_config", {}) if meta_file.is_file() else {}
+    if "size" not in base:
+        cfg, _ = read_config(saved[0].folder)
+        return cfg.size, cfg.eval_size
+    return int(base["size"]), int(base.get("eval_size", base["size"]))
+
+
+def _record(out: Path, row: dict, keys: list[str], n_skipped: int, scores: dict) -> None:
+    """Append one scored model's run row and per-image rows (per-image first: a run counts once its row exists)."""
+    key = {k: row[k] for k in ("run", "model", "cell", "seed", "test_set")}
+    per_image = [{**key, "image": name, **{m: v[i] for m, v in scores.items()}} for i, name in enumerate(keys)]
+    append_rows(out / "per_image.csv", per_image, key=IMAGE_KEY)
+    means = {m: sum(v) / len(v) for m, v in scores.items()}
+    append_rows(out / "runs.csv", [{**row, "status": "ok", "n_test": len(keys), "n_skipped": n_skipped, **means,
+                                    "evaluated_at": _now()}], key=RUN_KEY)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except (UsageError, DataError, CorruptRecordError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

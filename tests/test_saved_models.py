@@ -1,0 +1,207 @@
+"""Trained models as results: weights saved with their configuration, re-scored in a fresh process
+(``python -m bench.evaluate``), applied to photos at their own resolution (``python -m bench.colorize``), and
+per-image rows keyed by the image's path relative to its data root.
+
+One tiny grid is trained once for the module (smoke grid, 1 seed, 2 steps, 32-px images) on the bundled Kodak24
+with a separate test folder that holds two different photos both named ``x.png`` in different subfolders.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from bench import ablate, colorize, evaluate
+from bench.checkpoint import load_weights, saved_models
+from bench.leaderboard import build, load_per_image, load_runs
+from bench.records import read_rows
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--set", "size=32", "--set", "crop=32", "--set", "eval_size=32", "--set", "batch_size=4", "--steps", "2",
+        "--set", "val_every=1", "--device", "cpu", "--no-progress", "--grid", "smoke", "--seeds", "1"]
+
+
+def cli(module, argv, capsys) -> tuple[int, str]:
+    """Run a command's ``main`` in this process; returns (exit code, stderr)."""
+    rc = module.main([str(a) for a in argv])
+    return rc, capsys.readouterr().err
+
+
+def python(*args, timeout=300) -> subprocess.CompletedProcess:
+    """Run ``python -m ...`` in a fresh process (one thread: the machine is shared)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def test_folder(tmp_path_factory, data_root) -> Path:
+    """Five cbsd68 photos as a test set: ``a/x.png`` and ``b/x.png`` are different photos with the same name."""
+    folder = tmp_path_factory.mktemp("testset")
+    photos = sorted((data_root / "cbsd68").glob("*.png"))[:5]
+    for src, dst in zip(photos, ["a/x.png", "b/x.png", "c.png", "d/e/f.png", "g.png"]):
+        (folder / dst).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, folder / dst)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, test_folder) -> Path:
+    out = tmp_path_factory.mktemp("run") / "R"
+    assert ablate.main([*TINY, "--test", str(test_folder), "--out", str(out)]) == 0
+    return out
+
+
+def test_weights_and_configuration_saved_for_every_run(run_dir):
+    saved = saved_models(run_dir)
+    assert [(s.model, s.cell, s.seed) for s in saved] == [("unet_vgg16", "kl", 0), ("unet_vgg16", "mse", 0)]
+    runs = {r["cell"]: r for r in read_rows(run_dir / "runs.csv")}
+    for s in saved:
+        info = json.loads((s.folder / "config.json").read_text())
+        assert info["config"]["loss"] == s.cell and info["config"]["size"] == 32
+        assert info["psnr"] == float(runs[s.cell]["psnr"])
+        assert not (s.folder / "checkpoint.pt").exists()  # a finished run keeps its final weights only
+        net, cfg, _ = load_weights(s.folder)
+        assert cfg.loss == s.cell and not net.training
+        # the weights are those of a trained network: they differ from a fresh initialisation
+        from bench.checkpoint import build_model
+
+        fresh = build_model(cfg).state_dict()
+        assert any(not torch.equal(v, fresh[k]) for k, v in net.state_dict().items())
+
+
+def test_weights_file_is_plain_tensors(run_dir):
+    """safetensors: a header and raw tensors; nothing that could be unpickled."""
+    from safetensors import safe_open
+
+    s = saved_models(run_dir)[0]
+    with safe_open(s.folder / "model.safetensors", framework="pt") as fh:
+        keys = list(fh.keys())
+    assert keys and all(isinstance(k, str) for k in keys)
+
+
+def test_no_models_saved_with_save_models_none(tmp_path, test_folder):
+    out = tmp_path / "R"
+    assert ablate.main([*TINY, "--test", str(test_folder), "--out", str(out), "--save-models", "none"]) == 0
+    assert saved_models(out) == [] and not (out / "models").exists()
+    assert len(read_rows(out / "runs.csv")) == 3
+
+
+def test_same_named_images_in_subfolders_are_kept_apart(run_dir):
+    keys = {"a/x.png", "b/x.png", "c.png", "d/e/f.png", "g.png"}
+    rows = read_rows(run_dir / "per_image.csv")
+    for cell in ("grey", "mse", "kl"):
+        got = [r["image"] for r in rows if r["cell"] == cell]
+        assert sorted(got) == sorted(keys), got
+        assert all(r["test_set"] == "testset0" for r in rows)
+    # the run's mean covers the same five images as its per-image rows
+    runs = {r["cell"]: float(r["psnr"]) for r in read_rows(run_dir / "runs.csv")}
+    for cell in ("mse", "kl"):
+        per = [float(r["psnr"]) for r in rows if r["cell"] == cell]
+        assert runs[cell] == pytest.approx(sum(per) / len(per), abs=1e-9)
+    # ... and so do the paired statistics
+    board, _ = build(load_runs(run_dir), load_per_image(run_dir), n_boot=200)
+    assert set(board.loc[board["cell"] != "grey", "n_images"]) == {5}
+    # sample files keep the subfolders too
+    truth = run_dir / "samples" / "truth"
+    assert {p.relative_to(truth).as_posix() for p in truth.rglob("*.png")} >= {"a/x.png", "b/x.png"}
+
+
+def test_fresh_process_reproduces_recorded_psnr_exactly(run_dir, test_folder, capsys):
+    res = python("-m", "bench.evaluate", run_dir, "--test", test_folder, "--no-progress")
+    assert res.returncode == 0, res.stderr[-3000:]
+    recorded = {(r["cell"], r["seed"]): float(r["psnr"]) for r in read_rows(run_dir / "runs.csv")}
+    evaluated = read_rows(run_dir / "evaluations" / "testset0" / "runs.csv")
+    assert {(r["cell"], r["seed"]) for r in evaluated} == set(recorded)
+    for r in evaluated:
+        assert float(r["psnr"]) == recorded[(r["cell"], r["seed"])], r["cell"]  # exact: same weights, same images
+        assert r["test_set"] == "testset0"
+    per_image = read_rows(run_dir / "evaluations" / "testset0" / "per_image.csv")
+    assert len(per_image) == 3 * 5 and {r["test_set"] for r in per_image} == {"testset0"}
+    # scoring again adds nothing
+    rc, err = cli(evaluate, [run_dir, "--test", test_folder, "--no-progress"], capsys)
+    assert rc == 0 and "2 saved models, 2 already scored" in err
+    assert len(read_rows(run_dir / "evaluations" / "testset0" / "runs.csv")) == 3
+
+
+def test_evaluate_on_another_named_set(run_dir, data_root, capsys):
+    rc, err = cli(evaluate, [run_dir, "--test", "cbsd68", "--data-root", data_root, "--no-progress"], capsys)
+    assert rc == 0, err
+    rows = read_rows(run_dir / "evaluations" / "cbsd68" / "runs.csv")
+    assert {r["cell"] for r in rows} == {"grey", "mse", "kl"}
+    assert all(r["test_set"] == "cbsd68" and r["n_test"] == "68" for r in rows)
+    per_image = read_rows(run_dir / "evaluations" / "cbsd68" / "per_image.csv")
+    assert len(per_image) == 3 * 68 and {r["test_set"] for r in per_image} == {"cbsd68"}
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--test", "no-such-set"], "no-such-set"),
+    (["--test", "cbsd68", "--data-root", "/nonexistent"], "cbsd68"),
+])
+def test_evaluate_bad_input_is_one_line_exit_2(run_dir, argv, needle, capsys):
+    rc, err = cli(evaluate, [run_dir, *argv], capsys)
+    assert rc == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1 and needle in err
+
+
+def test_evaluate_refuses_run_without_models_and_training_images(tmp_path, run_dir, capsys):
+    rc, err = cli(evaluate, [tmp_path, "--test", "kodak24"], capsys)
+    assert rc == 2 and "no saved models" in err and len(err.strip().splitlines()) == 1
+    # the bundled Kodak24 that this run trained on is not a test set for it
+    rc, err = cli(evaluate, [run_dir, "--test", ROOT / "bench" / "assets" / "kodak24"], capsys)
+    assert rc == 2 and "training images" in err.strip().splitlines()[-1]
+
+
+def test_colorize_folder_at_input_resolution(run_dir, test_folder, tmp_path, capsys):
+    src = tmp_path / "in"
+    shutil.copytree(test_folder, src)
+    Image.open(src / "c.png").convert("L").resize((101, 77)).save(src / "d" / "small_grey.jpg")
+    Image.open(src / "g.png").save(src / "g.jpg")  # same stem as g.png: both are kept
+    (src / "broken.png").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    rc, err = cli(colorize, ["--run", run_dir, "--cell", "mse", src, out], capsys)
+    assert rc == 0, err
+    assert "1 unreadable file(s) skipped" in err and "colorizing" in err  # the count, and a progress bar
+    readable = [p for p in src.rglob("*") if p.is_file() and p.name != "broken.png"]
+    written = sorted(out.rglob("*.png"))
+    assert len(written) == len(readable) == 7
+    for p in readable:
+        rel = p.relative_to(src)
+        target = out / (rel.with_suffix(".png") if rel.stem != "g" else Path(str(rel) + ".png"))
+        with Image.open(p) as a, Image.open(target) as b:
+            assert a.size == b.size and b.mode == "RGB"
+
+
+def test_colorize_keeps_the_full_resolution_lightness(run_dir, test_folder, tmp_path, capsys):
+    """Only ab is predicted: the output's L is the input's (up to 8-bit rounding), at full resolution."""
+    from bench.colour import rgb_to_lab
+
+    rc, err = cli(colorize, ["--run", run_dir, "--cell", "kl", "--no-progress", test_folder / "c.png", tmp_path / "o"],
+                  capsys)
+    assert rc == 0, err
+
+    def lightness(path):
+        import numpy as np
+
+        arr = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)[None].float() / 255
+        return rgb_to_lab(arr)[0, 0]
+
+    diff = (lightness(tmp_path / "o" / "c.png") - lightness(test_folder / "c.png")).abs()
+    # 8-bit rounding and gamut clipping of a few saturated pixels move L a little; a blurred L would move it by dB
+    assert diff.mean() < 0.5 and diff.median() < 0.3
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--cell", "nope"], "saved cells: kl, mse"),
+    (["--cell", "mse", "--seed", "7"], "saved seeds: 0"),
+])
+def test_colorize_bad_choice_is_one_line_exit_2(run_dir, test_folder, tmp_path, argv, needle, capsys):
+    rc, err = cli(colorize, ["--run", run_dir, *argv, test_folder, tmp_path / "o"], capsys)
+    assert rc == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1 and needle in err
+    assert not (tmp_path / "o").exists()
