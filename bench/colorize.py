@@ -11,7 +11,6 @@ are skipped and counted.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -21,28 +20,28 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
+from . import cli
 from .checkpoint import load_weights, saved_models
 from .colour import merge_lab, split_lab
-from .data import DataError, list_images, load_image, shorter_side_size
+from .data import list_images, load_image, shorter_side_size
 from .metrics import colorize
-from .train import autocast_dtype, pick_device
+from .device import pick_device
+from .train import autocast_dtype
 
 BAD_IMAGE = (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError, SyntaxError)
 
 
-class UsageError(ValueError):
-    """A bad command line: reported in one line with exit code 2."""
+PROG = "python -m bench.colorize"
+UsageError = cli.UsageError
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.colorize", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None):
+    p = cli.parser(PROG, __doc__)
     p.add_argument("--run", required=True, help="run folder with saved models (python -m bench.ablate --out ...)")
     p.add_argument("--cell", required=True, help="the grid cell whose model to use (e.g. mse)")
     p.add_argument("--seed", type=int, default=None, help="training seed of the model (default: the lowest saved)")
     p.add_argument("--model", default=None, help="model name, when the run trained several")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cli.add(p, "device", "no_progress")
     p.add_argument("input", help="a photo or a folder of photos (searched recursively)")
     p.add_argument("output", help="folder for the colorized PNGs (created)")
     return p.parse_args(argv)
@@ -118,21 +117,23 @@ def output_names(root: Path, files: list[Path]) -> dict[Path, Path]:
     return {f: p if counts[p] == 1 else Path(str(f.relative_to(root)) + ".png") for f, p in plain.items()}
 
 
-def run(args) -> int:
-    run_dir = Path(args.run).expanduser()
-    if not run_dir.is_dir():
-        raise UsageError(f"run folder {run_dir} does not exist")
-    chosen = pick_model(run_dir, args.cell, args.seed, args.model)
-    src = Path(args.input).expanduser()
-    root, files = inputs(src)
-    out_dir = Path(args.output).expanduser()
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"output {out_dir} exists and is not a folder")
-    device = pick_device(args.device)
-    net, cfg, _ = load_weights(chosen.folder, device)
-    if getattr(net, "needs_reference", False):
-        raise UsageError(f"model {cfg.model} needs a colour reference image; bench.colorize handles reference-free "
-                         f"models only")
+@cli.command
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    with cli.usage_errors():
+        run_dir = Path(args.run).expanduser()
+        if not run_dir.is_dir():
+            raise UsageError(f"run folder {run_dir} does not exist")
+        chosen = pick_model(run_dir, args.cell, args.seed, args.model)
+        root, files = inputs(Path(args.input).expanduser())
+        out_dir = Path(args.output).expanduser()
+        if out_dir.exists() and not out_dir.is_dir():
+            raise UsageError(f"output {out_dir} exists and is not a folder")
+        device = pick_device(args.device)
+        net, cfg, _ = load_weights(chosen.folder, device)
+        if getattr(net, "needs_reference", False):
+            raise UsageError(f"model {cfg.model} needs a colour reference image; bench.colorize handles "
+                             f"reference-free models only")
     amp = autocast_dtype(cfg, device)
     names = output_names(root, files)
     print(f"{chosen.model}/{chosen.cell} seed {chosen.seed} ({chosen.folder}) → {out_dir}", file=sys.stderr)
@@ -153,15 +154,6 @@ def run(args) -> int:
     if not written:
         raise UsageError(f"none of the {len(files)} input file(s) could be read")
     return 0
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except (UsageError, DataError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ scored on that set are skipped. The run's leaderboard then shows one table per t
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import warnings
@@ -21,31 +20,27 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import leaderboard
+from . import cli, leaderboard
 from .checkpoint import load_weights, read_config, saved_models
 from .data import DataError, ImageStore, data_root, image_key, list_images, partition_usable, resolve, sha256, \
     verify_manifest
 from .metrics import evaluate_grey, score_test
-from .records import CorruptRecordError, append_rows, environment, read_rows, slug
-from .train import autocast_dtype, pick_device
+from .records import append_rows, environment, read_rows, slug
+from .device import pick_device
+from .train import autocast_dtype
 
 RUN_KEY = ("model", "cell", "seed")
 IMAGE_KEY = ("model", "cell", "seed", "image")
 
 
-class UsageError(ValueError):
-    """A bad command line: reported in one line with exit code 2."""
+PROG = "python -m bench.evaluate"
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.evaluate", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None):
+    p = cli.parser(PROG, __doc__)
     p.add_argument("run_dir", help="a run folder written by python -m bench.ablate (with saved models)")
     p.add_argument("--test", required=True, help="test set: a named set (kodak24, cbsd68, imagenet-sample) or a folder")
-    p.add_argument("--data-root", default=None, help="folder with the named data sets (default: $BENCH_DATA)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available)")
-    p.add_argument("--no-verify", action="store_true", help="skip the SHA256 check of a named data set")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cli.add(p, "data_root", "device", "no_verify", "no_progress")
     return p.parse_args(argv)
 
 
@@ -77,22 +72,26 @@ def evaluation_dir(run_dir: Path, set_name: str) -> Path:
     return Path(run_dir) / "evaluations" / slug(set_name)
 
 
-def run(args) -> int:
+@cli.command
+def main(argv=None) -> int:
+    args = parse_args(argv)
     run_dir = Path(args.run_dir).expanduser()
-    if not run_dir.is_dir():
-        raise UsageError(f"run folder {run_dir} does not exist")
-    saved = saved_models(run_dir)
-    if not saved:
-        raise UsageError(f"{run_dir} has no saved models (models/*/*/seed*/): train with --save-models all")
-    device = pick_device(args.device)
-    sname, folder, files, bad, named = resolve_test_set(args.test, args.data_root)
-    if named and not args.no_verify:
-        verify_manifest(folder)
-    if not files:
-        raise DataError(f"none of the {len(bad)} image files under {folder} can be read")
-    check_not_trained_on(run_dir, files)
+    with cli.usage_errors():
+        if not run_dir.is_dir():
+            raise cli.UsageError(f"run folder {run_dir} does not exist")
+        saved = saved_models(run_dir)
+        if not saved:
+            raise cli.UsageError(f"{run_dir} has no saved models (models/*/*/seed*/): train with --save-models all")
+        device = pick_device(args.device)
+        sname, folder, files, bad, named = resolve_test_set(args.test, args.data_root)
+        if named and not args.no_verify:
+            verify_manifest(folder)
+        if not files:
+            raise DataError(f"none of the {len(bad)} image files under {folder} can be read")
+        check_not_trained_on(run_dir, files)
     out = evaluation_dir(run_dir, sname)
-    done = {tuple(str(r.get(k)) for k in RUN_KEY) for r in read_rows(out / "runs.csv")}
+    with cli.usage_errors():
+        done = {tuple(str(r.get(k)) for k in RUN_KEY) for r in read_rows(out / "runs.csv")}
     todo = [s for s in saved if (s.model, s.cell, str(s.seed)) not in done]
     print(f"{run_dir}: {len(saved)} saved models, {len(saved) - len(todo)} already scored on {sname} "
           f"({len(files)} images under {folder}) → {out}", file=sys.stderr)
@@ -149,15 +148,6 @@ def _record(out: Path, row: dict, keys: list[str], n_skipped: int, scores: dict)
     means = {m: sum(v) / len(v) for m, v in scores.items()}
     append_rows(out / "runs.csv", [{**row, "status": "ok", "n_test": len(keys), "n_skipped": n_skipped, **means,
                                     "evaluated_at": _now()}], key=RUN_KEY)
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except (UsageError, DataError, CorruptRecordError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
 
 
 if __name__ == "__main__":
