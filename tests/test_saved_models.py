@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -22,6 +23,7 @@ from bench import ablate, colorize, evaluate
 from bench.checkpoint import load_weights, saved_models
 from bench.leaderboard import build, load_per_image, load_runs
 from bench.records import read_rows
+from bench.testsets import cross_set
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--set", "size=32", "--set", "crop=32", "--set", "eval_size=32", "--set", "batch_size=4", "--steps", "2",
@@ -139,6 +141,29 @@ def test_evaluate_on_another_named_set(run_dir, data_root, capsys):
     assert all(r["test_set"] == "cbsd68" and r["n_test"] == "68" for r in rows)
     per_image = read_rows(run_dir / "evaluations" / "cbsd68" / "per_image.csv")
     assert len(per_image) == 3 * 68 and {r["test_set"] for r in per_image} == {"cbsd68"}
+    # the leaderboard has a table per test set and the cross-set summary
+    board = (run_dir / "leaderboard.md").read_text()
+    assert "## Test set: cbsd68" in board and "## Across test sets" in board
+    for cell in ("grey", "mse", "kl"):
+        assert f"| {cell} " in board.split("## Test set: cbsd68")[1]
+
+
+def test_cross_set_summary_ranks_and_spearman():
+    cells = ["w", "x", "y", "z"]
+    a = pd.DataFrame({"model": "m", "cell": cells, "rank": [1, 2, 3, 4], "score": [30.0, 29.0, 28.0, 27.0]})
+    b = pd.DataFrame({"model": "m", "cell": cells, "rank": [3, 1, 2, 4], "score": [26.0, 27.0, 26.5, 24.0]})
+    c = b.iloc[:3].copy()  # a set where cell z was not scored
+    ranks, rho = cross_set({"A": a, "B": b, "C": c})
+    assert list(ranks["cell"]) == cells and list(ranks["B rank"]) == [3, 1, 2, 4]
+    assert ranks["C rank"].isna().tolist() == [False, False, False, True]
+    # Spearman by the textbook formula for untied ranks: 1 - 6 Σd² / (n (n² - 1))
+    d2 = sum((x - y) ** 2 for x, y in zip([1, 2, 3, 4], [3, 1, 2, 4]))
+    ab = rho[(rho["set A"] == "A") & (rho["set B"] == "B")].iloc[0]
+    assert ab["rho"] == pytest.approx(1 - 6 * d2 / (4 * 15)) and ab["n_cells"] == 4
+    ac = rho[(rho["set A"] == "A") & (rho["set B"] == "C")].iloc[0]
+    assert ac["n_cells"] == 3 and ac["rho"] == pytest.approx(1 - 6 * 6 / (3 * 8))
+    bc = rho[(rho["set A"] == "B") & (rho["set B"] == "C")].iloc[0]
+    assert bc["rho"] == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("argv, needle", [

@@ -1,0 +1,117 @@
+"""Results on several test sets: one leaderboard per set scored by ``bench.evaluate``, and how the rankings agree.
+
+A run folder's own test set is scored during training (``runs.csv``, ``per_image.csv``); every other set that
+``python -m bench.evaluate RUN_DIR --test SET`` scored lives in ``evaluations/<set>/`` with the same two files. The
+cross-set summary gives each cell's rank on each set and the Spearman rank correlation of the cells' mean PSNR
+between every two sets (computed over the cells scored on both). Any ranking metric works (``metric``).
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import pandas as pd
+from scipy import stats
+
+from . import leaderboard
+from . import stats as pstats
+
+
+def evaluation_dirs(run_dir) -> dict[str, Path]:
+    """Test-set name → folder of every set that ``bench.evaluate`` scored for this run, sorted by name."""
+    out = {}
+    for runs in sorted(Path(run_dir).glob("evaluations/*/runs.csv")):
+        df = leaderboard.load_runs(runs.parent)
+        name = str(df["test_set"].iloc[0]) if "test_set" in df and len(df) else runs.parent.name
+        out[name] = runs.parent
+    return out
+
+
+def boards(run_dir, main_board: pd.DataFrame | None = None, n_boot: int | None = None,
+           metric: str | pstats.Metric = "psnr") -> dict[str, pd.DataFrame]:
+    """Test-set name → leaderboard (``leaderboard.build``): the run's own test set first, then every evaluated set.
+
+    Args:
+        run_dir: the run folder.
+        main_board: the leaderboard of the run's own test set, if already built.
+        n_boot: bootstrap resamples of the per-set comparisons (default: ``leaderboard.build``'s).
+        metric: the ranking metric (``leaderboard.build``).
+    """
+    run_dir = Path(run_dir)
+    kw = {"metric": metric} if n_boot is None else {"metric": metric, "n_boot": n_boot}
+    runs = leaderboard.load_runs(run_dir)
+    main = str(runs["data_test"].iloc[0]) if "data_test" in runs and len(runs) else "own test set"
+    if main_board is None:
+        main_board, _ = leaderboard.build(runs, leaderboard.load_per_image(run_dir), **kw)
+    out = {main: main_board}
+    for name, folder in evaluation_dirs(run_dir).items():
+        label = f"{name} (re-scored)" if name in out else name
+        out[label], _ = leaderboard.build(leaderboard.load_runs(folder), leaderboard.load_per_image(folder), **kw)
+    return out
+
+
+def cross_set(tables: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(each cell's rank and score on each set, Spearman correlation of every two sets' scores over the cells).
+
+    Args:
+        tables: test-set name → leaderboard with ``model``, ``cell``, ``rank`` and ``score`` (the ranking metric's
+            mean) columns.
+
+    Returns:
+        ranks: one row per (model, cell), columns ``<set> rank`` and ``<set> score``; spearman: one row per pair of
+        sets with ``rho``, its two-sided ``p`` and ``n_cells`` (cells ranked on both sets, at least 3 for a value).
+    """
+    ranks = None
+    for name, b in tables.items():
+        if b.empty:
+            continue
+        part = b[["model", "cell", "rank", "score"]].rename(columns={"rank": f"{name} rank",
+                                                                     "score": f"{name} score"})
+        ranks = part if ranks is None else ranks.merge(part, on=["model", "cell"], how="outer")
+    if ranks is None:
+        return pd.DataFrame(), pd.DataFrame()
+    first = next(n for n in tables if f"{n} rank" in ranks)
+    ranks = ranks.sort_values(f"{first} rank", kind="stable", na_position="last").reset_index(drop=True)
+    pairs = []
+    for a, b in itertools.combinations([n for n in tables if f"{n} score" in ranks], 2):
+        both = ranks[[f"{a} score", f"{b} score"]].dropna()
+        rho, p = (stats.spearmanr(both.iloc[:, 0], both.iloc[:, 1]) if len(both) >= 3 else (math.nan, math.nan))
+        pairs.append({"set A": a, "set B": b, "n_cells": len(both), "rho": float(rho), "p": float(p)})
+    return ranks, pd.DataFrame(pairs)
+
+
+def markdown(run_dir, main_board: pd.DataFrame | None = None, n_boot: int | None = None,
+             metric: str | pstats.Metric = "psnr") -> str:
+    """The per-test-set leaderboards and the cross-set summary as Markdown sections; "" when the run was scored on
+    its own test set only."""
+    if not evaluation_dirs(run_dir):
+        return ""
+    m = pstats.metric(metric)
+    tables = boards(run_dir, main_board, n_boot, m)
+    lines = ["", "# Other test sets", "",
+             "Every saved model re-scored by `python -m bench.evaluate` (no training), with the greyscale baseline; "
+             "files in `evaluations/<set>/`.", ""]
+    for name, b in list(tables.items())[1:]:
+        lines += [f"## Test set: {name}", ""]
+        if b.empty:
+            lines += ["(no scored models)", ""]
+        for group in (leaderboard.AUTOMATIC, leaderboard.REFERENCE):
+            if not b.empty and (b["group"] == group).any():
+                lines += [leaderboard.ranking_table(b, group, m).to_markdown(index=False, disable_numparse=True), ""]
+    ranks, rho = cross_set(tables)
+    lines += ["## Across test sets", "",
+              f"Each cell's rank ({m.title}) on each test set, and the Spearman correlation of the cells' scores "
+              "between two sets (1: the same ranking; computed over the cells scored on both, at least 3).", ""]
+    if not ranks.empty:
+        shown = ranks[["model", "cell"]].copy()
+        for name in tables:
+            if f"{name} rank" in ranks:
+                shown[name] = [f"{int(r)} ({m.fmt(v)})" if pd.notna(r) else "—"
+                               for r, v in zip(ranks[f"{name} rank"], ranks[f"{name} score"])]
+        lines += [shown.to_markdown(index=False, disable_numparse=True), ""]
+    if not rho.empty:
+        fmt = rho.assign(rho=[f"{v:+.3f}" if pd.notna(v) else "—" for v in rho["rho"]],
+                         p=[f"{v:.3f}" if pd.notna(v) else "—" for v in rho["p"]])
+        lines += [fmt.to_markdown(index=False, disable_numparse=True), ""]
+    return "\n".join(lines)
