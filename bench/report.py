@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import leaderboard, plots, samples
+from . import leaderboard, plots, samples, testsets
 from .paths import results_root
 from .records import GREY, CorruptRecordError, atomic_write_text, device_slug, read_rows
 from .stats import N_BOOT, metric as get_metric
@@ -262,6 +262,10 @@ def render(run_dir: Path, data: dict, board: pd.DataFrame, failed: pd.DataFrame,
         md += ["### Details", "", _table_md(details), ""]
     if failed_cols and not failed.empty:
         md += ["## Failed runs", "", _table_md(failed[failed_cols]), ""]
+    if data.get("test_sets"):
+        md += ["## Other test sets", "", testsets.INTRO, ""]
+        for heading, text, table in data["test_sets"]:
+            md += [f"### {heading}", ""] + ([text, ""] if text else []) + [_table_md(table), ""]
     for key, heading in fig_order:
         if key in figures:
             path, cap = figures[key]
@@ -300,6 +304,11 @@ def render(run_dir: Path, data: dict, board: pd.DataFrame, failed: pd.DataFrame,
         h += ["<h3>Details</h3>", _table_html(details, "board")]
     if failed_cols and not failed.empty:
         h += ["<h2>Failed runs</h2>", _table_html(failed[failed_cols])]
+    if data.get("test_sets"):
+        h += ["<h2>Other test sets</h2>", f"<p class='note'>{_md_inline(testsets.INTRO)}</p>"]
+        for heading, text, table in data["test_sets"]:
+            h += [f"<h3>{html.escape(heading)}</h3>"] + ([f"<p class='note'>{_md_inline(text)}</p>"] if text else [])
+            h.append(_table_html(table, "board"))
     for key, heading in fig_order:
         if key in figures:
             path, cap = figures[key]
@@ -401,6 +410,8 @@ def write_report(run_dir, throughput_csv: Path | None = None, n_boot: int = N_BO
     data["run_dir"], data["n_boot"], data["metric"] = run_dir, n_boot, metric
     board, failed = leaderboard.build(data["runs"], data["per_image"], n_boot=n_boot, metric=metric)
     md_board = leaderboard.to_markdown(board, failed, f"Leaderboard: {run_dir.name}", metric, n_boot)
+    data["test_sets"] = testsets.sections(run_dir, board, n_boot, metric)  # sets scored later by bench.evaluate
+    md_board += testsets.markdown(data["test_sets"])
     atomic_write_text(run_dir / "leaderboard.md", md_board)
     atomic_write_text(run_dir / "leaderboard.csv", board.to_csv(index=False))
     data["throughput"] = load_throughput(throughput_csv, data["runs"])

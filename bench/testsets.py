@@ -81,37 +81,53 @@ def cross_set(tables: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFra
     return ranks, pd.DataFrame(pairs)
 
 
-def markdown(run_dir, main_board: pd.DataFrame | None = None, n_boot: int | None = None,
-             metric: str | pstats.Metric = "psnr") -> str:
-    """The per-test-set leaderboards and the cross-set summary as Markdown sections; "" when the run was scored on
-    its own test set only."""
+INTRO = ("Every saved model re-scored by `python -m bench.evaluate` (no training), with the greyscale baseline; "
+         "files in `evaluations/<set>/`.")
+
+
+def sections(run_dir, main_board: pd.DataFrame | None = None, n_boot: int | None = None,
+             metric: str | pstats.Metric = "psnr") -> list[tuple[str, str, pd.DataFrame]]:
+    """(heading, note, table) of each other test set's ranking and of the cross-set summary (ranks, then Spearman);
+    empty when the run was scored on its own test set only.
+
+    Args:
+        run_dir: the run folder.
+        main_board: the leaderboard of the run's own test set, if already built.
+        n_boot: bootstrap resamples of the per-set comparisons.
+        metric: the ranking metric.
+    """
     if not evaluation_dirs(run_dir):
-        return ""
+        return []
     m = pstats.metric(metric)
     tables = boards(run_dir, main_board, n_boot, m)
-    lines = ["", "# Other test sets", "",
-             "Every saved model re-scored by `python -m bench.evaluate` (no training), with the greyscale baseline; "
-             "files in `evaluations/<set>/`.", ""]
+    out = []
     for name, b in list(tables.items())[1:]:
-        lines += [f"## Test set: {name}", ""]
-        if b.empty:
-            lines += ["(no scored models)", ""]
-        for group in (leaderboard.AUTOMATIC, leaderboard.REFERENCE):
+        for group, what in ((leaderboard.AUTOMATIC, ""), (leaderboard.REFERENCE, ", reference-based colorizers")):
             if not b.empty and (b["group"] == group).any():
-                lines += [leaderboard.ranking_table(b, group, m).to_markdown(index=False, disable_numparse=True), ""]
+                out.append((f"Test set: {name}{what}", "", leaderboard.ranking_table(b, group, m)))
     ranks, rho = cross_set(tables)
-    lines += ["## Across test sets", "",
-              f"Each cell's rank ({m.title}) on each test set, and the Spearman correlation of the cells' scores "
-              "between two sets (1: the same ranking; computed over the cells scored on both, at least 3).", ""]
     if not ranks.empty:
         shown = ranks[["model", "cell"]].copy()
         for name in tables:
             if f"{name} rank" in ranks:
                 shown[name] = [f"{int(r)} ({m.fmt(v)})" if pd.notna(r) else "—"
                                for r, v in zip(ranks[f"{name} rank"], ranks[f"{name} score"])]
-        lines += [shown.to_markdown(index=False, disable_numparse=True), ""]
+        out.append(("Across test sets: rank on each set", f"Each cell's rank ({m.title}) on each test set.", shown))
     if not rho.empty:
         fmt = rho.assign(rho=[f"{v:+.3f}" if pd.notna(v) else "—" for v in rho["rho"]],
                          p=[f"{v:.3f}" if pd.notna(v) else "—" for v in rho["p"]])
-        lines += [fmt.to_markdown(index=False, disable_numparse=True), ""]
+        out.append(("Across test sets: rank agreement", "Spearman correlation of the cells' scores between two test "
+                    "sets (1: the same ranking), over the cells scored on both (at least 3 for a value).", fmt))
+    return out
+
+
+def markdown(found: list[tuple[str, str, pd.DataFrame]], level: int = 1) -> str:
+    """The :func:`sections` as Markdown ("" when there are none)."""
+    if not found:
+        return ""
+    h = "#" * level
+    lines = ["", f"{h} Other test sets", "", INTRO, ""]
+    for heading, note, table in found:
+        lines += [f"{h}# {heading}", ""] + ([note, ""] if note else [])
+        lines += [table.to_markdown(index=False, disable_numparse=True), ""]
     return "\n".join(lines)

@@ -141,11 +141,15 @@ def test_evaluate_on_another_named_set(run_dir, data_root, capsys):
     assert all(r["test_set"] == "cbsd68" and r["n_test"] == "68" for r in rows)
     per_image = read_rows(run_dir / "evaluations" / "cbsd68" / "per_image.csv")
     assert len(per_image) == 3 * 68 and {r["test_set"] for r in per_image} == {"cbsd68"}
-    # the leaderboard has a table per test set and the cross-set summary
-    board = (run_dir / "leaderboard.md").read_text()
-    assert "## Test set: cbsd68" in board and "## Across test sets" in board
-    for cell in ("grey", "mse", "kl"):
-        assert f"| {cell} " in board.split("## Test set: cbsd68")[1]
+    # the leaderboard and the report have a table per test set and the cross-set summary
+    from bench.report import write_report
+
+    write_report(run_dir, n_boot=200)
+    for doc in ("leaderboard.md", "report.md", "report.html"):
+        text = (run_dir / doc).read_text()
+        assert "Test set: cbsd68" in text and "Across test sets: rank agreement" in text, doc
+        part = text.split("Test set: cbsd68")[1].split("Across test sets")[0]
+        assert all(cell in part for cell in ("grey", "mse", "kl")), doc
 
 
 def test_cross_set_summary_ranks_and_spearman():
