@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 import models
 
-from . import leaderboard
+from . import leaderboard, testsets
 from . import study as gs
 from .checkpoint import CHECKPOINT, model_dir, remove_checkpoint, save_weights
 from .config import CellConfig, merge
@@ -427,7 +427,7 @@ class GridRun:
         """Bring this folder's records up to date with the storage and write the leaderboard files; returns the compact
         leaderboard and verdict for the terminal."""
         self.sync_records()
-        return leaderboard.write(self.run_dir)[1]
+        return testsets.write(self.run_dir)[1]  # with any test sets scored later by bench.evaluate
 
 
 def _columns(rows: list[dict]) -> dict:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import cli, leaderboard
+from . import cli, leaderboard, testsets
 from .checkpoint import load_weights, read_config, saved_models
 from .data import DataError, ImageStore, data_root, image_key, list_images, partition_usable, resolve, sha256, \
     verify_manifest
@@ -125,7 +125,7 @@ def main(argv=None) -> int:
                       "encoder_pretrained": info.get("encoder_pretrained", False),
                       "weights": str(s.folder.relative_to(run_dir))}, keys, n_skipped, scores)
         del net
-    leaderboard.write(run_dir)  # adds this set's table and the cross-set summary to leaderboard.md
+    testsets.write(run_dir)  # the leaderboard with a table per test set and the cross-set summary
     md = (run_dir / "leaderboard.md").read_text()
     print(md[md.find("# Other test sets"):] if "# Other test sets" in md else md)
     print(f"written to {run_dir / 'leaderboard.md'}", file=sys.stderr)

@@ -485,9 +485,6 @@ def write(run_dir: Path, title: str | None = None, metric: str | pstats.Metric =
     df = load_runs(run_dir)
     board, failed = build(df, load_per_image(run_dir), metric=metric)
     md = to_markdown(board, failed, title or f"Leaderboard: {run_dir.name}", metric)
-    from . import testsets  # testsets builds on this module: import it only here
-
-    md += testsets.markdown(testsets.sections(run_dir, board, metric=metric))  # sets scored by bench.evaluate
     atomic_write_text(run_dir / "leaderboard.md", md)
     atomic_write_text(run_dir / "leaderboard.csv", board.to_csv(index=False))
     if not df.empty and (df["status"] == "ok").any():

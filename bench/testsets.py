@@ -16,6 +16,7 @@ from scipy import stats
 
 from . import leaderboard
 from . import stats as pstats
+from .records import atomic_write_text
 
 
 def evaluation_dirs(run_dir) -> dict[str, Path]:
@@ -131,3 +132,15 @@ def markdown(found: list[tuple[str, str, pd.DataFrame]], level: int = 1) -> str:
         lines += [f"{h}# {heading}", ""] + ([note, ""] if note else [])
         lines += [table.to_markdown(index=False, disable_numparse=True), ""]
     return "\n".join(lines)
+
+
+def write(run_dir, metric: str | pstats.Metric = "psnr") -> tuple[pd.DataFrame, str]:
+    """``leaderboard.write`` (the run's own test set), then the other test sets' sections appended to
+    ``leaderboard.md``; returns what ``leaderboard.write`` returns."""
+    run_dir = Path(run_dir)
+    board, text = leaderboard.write(run_dir, metric=metric)
+    extra = markdown(sections(run_dir, board, metric=metric))
+    if extra:
+        md = (run_dir / "leaderboard.md").read_text()
+        atomic_write_text(run_dir / "leaderboard.md", md + extra)
+    return board, text
