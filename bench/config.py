@@ -1,9 +1,11 @@
 """Training configuration of one grid cell, the presets, and their validation (before any training starts)."""
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import inspect
 import json
+import math
 from dataclasses import dataclass, field
 
 import losses
@@ -57,10 +59,8 @@ class CellConfig:
     checkpoint_every: int = 0
 
     def replace(self, **changes) -> "CellConfig":
-        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            raise ValueError(f"unknown configuration key(s) {sorted(unknown)}")
-        return dataclasses.replace(self, **changes)
+        """A copy with ``changes`` applied; unknown keys and values of the wrong type raise ``ValueError``."""
+        return dataclasses.replace(self, **check_values(changes))
 
     def to_flat(self) -> dict:
         """A CSV-friendly dict (dicts as JSON strings)."""
@@ -68,6 +68,7 @@ class CellConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` with a one-line message for any invalid setting."""
+        check_values(dataclasses.asdict(self))
         factory = models.get_factory(self.model)
         losses.parse_spec(self.loss)
         # models.build drops parameters a factory does not take; for a cell's model_params that would silently run
@@ -81,8 +82,9 @@ class CellConfig:
         if not self.lr > 0:
             raise ValueError(f"learning rate must be positive, got {self.lr}")
         for key in ("style_weight", "loss_weight"):
-            if key in self.loss_params and not float(self.loss_params[key]) > 0:
-                raise ValueError(f"{key} must be positive, got {self.loss_params[key]}")
+            v = self.loss_params.get(key)
+            if key in self.loss_params and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0):
+                raise ValueError(f"loss_params.{key} must be a positive number, got {v!r}")
         if self.steps < 1 or self.batch_size < 1 or self.val_every < 1:
             raise ValueError("steps, batch_size and val_every must be at least 1")
         if self.checkpoint_every < 0:
@@ -99,6 +101,76 @@ class CellConfig:
             raise ValueError(f"size {self.size} is larger than allowed ({MAX_CROP})")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be auto, fp32 or bf16, not {self.precision!r}")
+
+
+_TYPES = {"int": int, "float": float, "str": str, "dict": dict, "bool": bool}
+_EXAMPLES = {int: "a whole number", float: "a finite number", str: "text", dict: 'a JSON object such as {"key": 1}',
+             bool: "true or false"}
+
+
+def _non_finite(value, path: str) -> str | None:
+    """The first key path inside ``value`` holding NaN or ±inf, or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path
+    if isinstance(value, dict):
+        for k, v in value.items():
+            bad = _non_finite(v, f"{path}.{k}")
+            if bad:
+                return bad
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            bad = _non_finite(v, f"{path}[{i}]")
+            if bad:
+                return bad
+    return None
+
+
+def check_values(values: dict) -> dict:
+    """Check configuration values against the types of the ``CellConfig`` fields, before anything is created: the
+    one validation used for ``--set``, the command-line options and configuration files.
+
+    Whole numbers are accepted for float fields and integral floats (``1e3``) for int fields; NaN and ±inf are
+    refused anywhere, nested parameters included.
+
+    Args:
+        values: field name → value (e.g. parsed ``--set`` items).
+
+    Returns:
+        the values, with integral floats of int fields turned into ints.
+
+    Raises:
+        ValueError: one line naming the key, the value and the expected type.
+    """
+    fields = {f.name: _TYPES.get(f.type if isinstance(f.type, str) else f.type.__name__)
+              for f in dataclasses.fields(CellConfig)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown configuration key(s) {unknown}; known: {', '.join(fields)}")
+    out = {}
+    for key, v in values.items():
+        want = fields[key]
+        bad = _non_finite(v, key)
+        if bad:
+            raise ValueError(f"{bad} must be finite, got {v if bad == key else 'NaN or infinity'}")
+        if want is int and isinstance(v, float) and v.is_integer():
+            v = int(v)
+        ok = (isinstance(v, want) and not (want in (int, float) and isinstance(v, bool))) or \
+            (want is float and isinstance(v, int) and not isinstance(v, bool))
+        if not ok:
+            raise ValueError(f"{key} must be {_EXAMPLES[want]}, got {v!r}")
+        out[key] = float(v) if want is float else v
+    return out
+
+
+def finite_float(text: str) -> float:
+    """``argparse`` type for numeric options: a finite float (``inf`` and ``nan`` are refused)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return v
 
 
 #: Fields that hold keyword arguments: a change to them is merged key by key into the base's dict.
@@ -133,7 +205,8 @@ def default_preset(name: str | None, device) -> str:
 
 
 def parse_overrides(items: list[str]) -> dict:
-    """Turn ``--set KEY=VALUE`` items into a dict; values are read as JSON when they parse, else kept as text.
+    """Turn ``--set KEY=VALUE`` items into a checked dict (:func:`check_values`); values are read as JSON when they
+    parse, else kept as text.
 
     Args:
         items: strings of the form ``KEY=VALUE`` (``batch_size=8``, ``loss_params={"rebalance": true}``).
@@ -147,7 +220,7 @@ def parse_overrides(items: list[str]) -> dict:
             changes[key] = json.loads(value)
         except json.JSONDecodeError:
             changes[key] = value
-    return changes
+    return check_values(changes)
 
 
 #: Presets: ``quick`` trains a small U-Net on small crops in minutes on a CPU; ``paper`` is Ballester et al.'s setup.

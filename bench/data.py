@@ -27,8 +27,12 @@ NAMED = {"imagenet-sample": "imagenet-sample-256", "kodak24": "kodak24", "cbsd68
 DEFAULT_TEST = {"imagenet-sample": "kodak24"}
 BUNDLED = Path(__file__).parent / "assets" / "kodak24"
 MIN_SIDE = 16  # images whose shorter side is below this are skipped: upscaling them would invent the whole crop
+#: Images with more pixels than this (read from the file's header, before anything is decoded) are skipped: a
+#: 20000×20000 PNG of one colour is a few MB on disk and 1.2 GB decoded (a "decompression bomb").
+MAX_PIXELS = 100_000_000
 
-Image.MAX_IMAGE_PIXELS = 200_000_000
+# Our own check (open_image) replaces PIL's, whose warning does not name the file and which would fire before ours.
+Image.MAX_IMAGE_PIXELS = None
 
 
 class DataError(ValueError):
@@ -127,27 +131,63 @@ def image_key(path, root=None) -> str:
 # ----------------------------------------------------------------------------------------------------- splits
 
 
+class TooLargeError(ValueError):
+    """An image whose header declares more than ``MAX_PIXELS`` pixels (never decoded)."""
+
+
+def open_image(path: Path) -> Image.Image:
+    """``Image.open`` plus the pixel-count check of ``MAX_PIXELS`` (from the header: nothing is decoded yet)."""
+    im = Image.open(path)
+    w, h = im.size
+    if w * h > MAX_PIXELS:
+        im.close()
+        raise TooLargeError(f"too large ({w}x{h} = {w * h / 1e6:.0f} MP; the limit is {MAX_PIXELS / 1e6:.0f} MP)")
+    return im
+
+
+UNREADABLE = (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError, SyntaxError)
+
+
+def _why(err: Exception) -> str:
+    if isinstance(err, TooLargeError):
+        return str(err)
+    return f"unreadable ({type(err).__name__}: {str(err)[:80]})"
+
+
 def probe_image(path: Path) -> str | None:
-    """Why ``path`` cannot be used (None if it can): the image is opened and fully decoded (JPEGs at 1/8 scale in
-    the DCT domain, which still reads every byte, so truncation is caught) and its shorter side must be at least
-    ``MIN_SIDE``. Cheap enough to run on every file before splitting."""
+    """Why ``path`` cannot be used (None if it can): more than ``MAX_PIXELS`` pixels (from the header), or the
+    image cannot be fully decoded (JPEGs at 1/8 scale in the DCT domain, which still reads every byte, so truncation
+    is caught), or its shorter side is under ``MIN_SIDE``. Used when no decoding size is known; otherwise
+    :func:`decode_files` probes and decodes in one pass."""
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             w, h = im.size
             if min(w, h) < MIN_SIDE:
                 return f"too small ({w}x{h}, shorter side < {MIN_SIDE})"
             if im.format == "JPEG":
                 im.draft(None, (max(1, w // 8), max(1, h // 8)))
             im.load()
-    except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError, SyntaxError) as err:
-        return f"unreadable ({type(err).__name__}: {str(err)[:80]})"
+    except UNREADABLE as err:
+        return _why(err)
     return None
 
 
-def partition_usable(files: list[Path]) -> tuple[list[Path], list[Path]]:
-    """(usable files, unusable files) by :func:`probe_image`, each in the given order."""
+def decode_files(files: list[Path], size: int) -> dict[Path, tuple[torch.Tensor | None, str | None]]:
+    """Decode every file once at shorter side ``size``: path → (uint8 ``3×H×W`` tensor, None) or (None, why it
+    cannot be used). The result serves both as the probe of :func:`make_splits` and as the pixels of
+    :class:`ImageStore`, so no file is decoded twice."""
     with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-        why = list(pool.map(probe_image, files))
+        return dict(zip(files, pool.map(lambda p: _decode(p, size), files)))
+
+
+def partition_usable(files: list[Path], decoded: dict | None = None) -> tuple[list[Path], list[Path]]:
+    """(usable files, unusable files) in the given order: by ``decoded`` (from :func:`decode_files`) when given,
+    else by :func:`probe_image`."""
+    if decoded is not None:
+        why = [decoded[p][1] for p in files]
+    else:
+        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+            why = list(pool.map(probe_image, files))
     return [p for p, w in zip(files, why) if w is None], [p for p, w in zip(files, why) if w is not None]
 
 
@@ -160,18 +200,23 @@ class Splits:
     test: list[Path]
     names: dict[str, str] = field(default_factory=dict)  # split → data set name
     roots: dict[str, Path] = field(default_factory=dict)  # split → the folder its files are keyed relative to
+    #: path → (decoded tensor or None, why unusable or None), when make_splits was given a size (see decode_files)
+    decoded: dict = field(default_factory=dict, repr=False)
 
     def key(self, split: str, path) -> str:
         """The key of one of a split's images in result files (see :func:`image_key`)."""
         return image_key(path, self.roots.get(split))
 
     def check_disjoint(self) -> None:
-        """Raise if a test (or validation) image is also a training image, by content hash."""
-        train = {sha256(p) for p in self.train}
-        for split in ("val", "test"):
-            clash = [p for p in getattr(self, split) if sha256(p) in train]
+        """Raise if two of train, validation and test share an image, by content (SHA-256 of the file's bytes, so a
+        copy under another name is caught)."""
+        hashes = {split: {sha256(p): p for p in getattr(self, split)} for split in ("train", "val", "test")}
+        label = {"train": "training", "val": "validation", "test": "test"}
+        for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+            clash = [(p, hashes[a][h]) for h, p in hashes[b].items() if h in hashes[a]]
             if clash:
-                raise DataError(f"{len(clash)} {split} image(s) also in the training set, e.g. {clash[0]}")
+                raise DataError(f"{len(clash)} {b} image(s) also in the {label[a]} set (same bytes), e.g. "
+                                f"{clash[0][0]} = {clash[0][1]}: the splits must be disjoint")
 
 
 def split_files(files: list[Path], val_every: int, test_every: int | None) -> tuple[list, list, list]:
@@ -188,7 +233,8 @@ def split_files(files: list[Path], val_every: int, test_every: int | None) -> tu
     return train, val, test
 
 
-def make_splits(data: str | None = None, test: str | None = None, root: str | Path | None = None, verify: bool = True) -> Splits:
+def make_splits(data: str | None = None, test: str | None = None, root: str | Path | None = None, verify: bool = True,
+                size: int | None = None) -> Splits:
     """Build the train/val/test file lists.
 
     Args:
@@ -197,6 +243,8 @@ def make_splits(data: str | None = None, test: str | None = None, root: str | Pa
             (``imagenet-sample`` → ``kodak24``), otherwise a split of ``data`` itself.
         root: the folder holding the named sets (default: ``BENCH_DATA``).
         verify: check named sets against their SHA256 manifests.
+        size: decode every file once at this shorter side while probing it (kept in ``Splits.decoded`` for
+            :class:`ImageStore`); without it, files are probed by :func:`probe_image`.
 
     Rules: with a separate test set, every 10th file (sorted) goes to validation (imagenet-sample: 876/98).
     Without one, a folder of ≥ 40 images gives 80/10/10; a smaller one (the bundled Kodak24) every 4th to test and
@@ -211,7 +259,8 @@ def make_splits(data: str | None = None, test: str | None = None, root: str | Pa
     files = list_images(dfolder)
     if verify and dnamed:
         verify_manifest(dfolder)
-    files, bad = partition_usable(files)
+    decoded = decode_files(files, size) if size else None
+    files, bad = partition_usable(files, decoded)
     if not files:
         raise DataError(f"none of the {len(bad)} image files under {dfolder} can be read (first: {bad[0]})")
     if test is None and data in DEFAULT_TEST:
@@ -221,7 +270,9 @@ def make_splits(data: str | None = None, test: str | None = None, root: str | Pa
         tfiles = list_images(tfolder)
         if verify and tnamed:
             verify_manifest(tfolder)
-        tfiles, tbad = partition_usable(tfiles)
+        tdecoded = decode_files(tfiles, size) if size else None
+        tfiles, tbad = partition_usable(tfiles, tdecoded)
+        decoded = {**decoded, **tdecoded} if size else None
         train, val, _ = split_files(files, 10, None)
         splits = Splits(train, val, tfiles, {"train": dname, "val": dname, "test": tname},
                         {"train": dfolder, "val": dfolder, "test": tfolder})
@@ -237,6 +288,7 @@ def make_splits(data: str | None = None, test: str | None = None, root: str | Pa
     splits.check_disjoint()
     splits.train += bad
     splits.test += tbad
+    splits.decoded = decoded or {}
     return splits
 
 
@@ -245,8 +297,8 @@ def make_splits(data: str | None = None, test: str | None = None, root: str | Pa
 
 def load_image(path: Path) -> np.ndarray:
     """Read an image as ``H×W×3`` uint8 sRGB: EXIF orientation applied, any mode (L, P, RGBA, CMYK, 16-bit)
-    converted. Raises ``OSError``/``ValueError`` for unreadable files."""
-    with Image.open(path) as im:
+    converted. Raises ``OSError``/``ValueError`` for unreadable files (``TooLargeError`` above ``MAX_PIXELS``)."""
+    with open_image(path) as im:
         im.load()  # forces a full decode: a truncated file fails here, not later
         im = ImageOps.exif_transpose(im)
         if im.mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -282,8 +334,8 @@ def resize_shorter(img: np.ndarray, size: int) -> np.ndarray:
 def _decode(path: Path, size: int):
     try:
         arr = load_image(path)
-    except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError, SyntaxError) as err:
-        return None, f"unreadable ({type(err).__name__}: {str(err)[:80]})"
+    except UNREADABLE as err:
+        return None, _why(err)
     if min(arr.shape[:2]) < MIN_SIDE:
         return None, f"too small ({arr.shape[1]}x{arr.shape[0]}, shorter side < {MIN_SIDE})"
     return torch.from_numpy(resize_shorter(arr, size)).permute(2, 0, 1).contiguous(), None
@@ -298,17 +350,21 @@ class ImageStore:
         files: image paths.
         size: shorter side after resizing (images smaller than that are upscaled).
         workers: decoding threads (PIL releases the GIL while decoding).
+        decoded: results of :func:`decode_files` at this ``size`` (``Splits.decoded``): those files are not
+            decoded again.
     """
 
-    def __init__(self, files: list[Path], size: int, workers: int | None = None):
+    def __init__(self, files: list[Path], size: int, workers: int | None = None, decoded: dict | None = None):
         ImageFile.LOAD_TRUNCATED_IMAGES = False
         self.size = size
         self.images: list[torch.Tensor] = []
         self.files: list[Path] = []
         self.skipped: list[tuple[str, str]] = []
         workers = workers or min(8, os.cpu_count() or 1)
+        decoded = decoded or {}
         with ThreadPoolExecutor(workers) as pool:
-            for path, (img, why) in zip(files, pool.map(lambda p: _decode(p, size), files)):
+            results = pool.map(lambda p: decoded[p] if p in decoded else _decode(p, size), files)
+            for path, (img, why) in zip(files, results):
                 if img is None:
                     warnings.warn(f"skipping {path}: {why}", stacklevel=2)
                     self.skipped.append((str(path), why))

@@ -1,12 +1,18 @@
-"""Run records: the environment of a result, and CSV files written atomically and without duplicate rows."""
+"""Run records: the environment of a result, CSV files written atomically, without duplicate rows and validated
+when read, one-line messages for failed writes (a full disk), and the redaction of secrets before anything is
+printed or saved."""
 from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import fcntl
+import io
+import json
 import os
 import platform
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -26,6 +32,53 @@ class CorruptRecordError(RuntimeError):
 
 #: The cell name of the greyscale baseline row (ab = 0) that every leaderboard has.
 GREY = "grey"
+
+#: Columns that a results file must have (by file name); a file without them (e.g. its header line deleted, so that
+#: the first data row reads as the header) is reported as damaged instead of being read or rewritten.
+REQUIRED_COLUMNS = {
+    "runs.csv": ("model", "cell", "seed", "status"),
+    "per_image.csv": ("model", "cell", "seed", "image", "psnr"),
+    "history.csv": ("model", "cell", "seed", "step"),
+}
+
+# ------------------------------------------------------------------------------------------------ secrets
+
+# scheme://user:PASSWORD@host... — the password runs to the last "@" of the token (SQLAlchemy, redis, anything;
+# parsing is not needed, so URLs that no driver accepts, such as a port "54x2", are redacted too).
+_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*):[^\s]*@")
+_URL_PASSWORD_ARG = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*):.*@", re.DOTALL)
+# ?password=... query parameters (libpq, many drivers)
+_PARAM_PASSWORD = re.compile(r"(?i)\b(?P<key>password|passwd|pwd)=[^&\s;'\"]*")
+
+
+def redact(text, whole_argument: bool = False) -> str:
+    """``text`` with every password of a URL (``scheme://user:pw@host``) or a ``password=`` parameter replaced by
+    ``***``: the one function applied to anything printed or saved that may hold a storage URL.
+
+    Args:
+        text: a URL, a message or a command line.
+        whole_argument: ``text`` is one command-line argument (a password may then hold spaces).
+    """
+    text = str(text)
+    pattern = _URL_PASSWORD_ARG if whole_argument else _URL_PASSWORD
+    text = pattern.sub(lambda m: m.group("head") + ":***@", text)
+    return _PARAM_PASSWORD.sub(lambda m: m.group("key") + "=***", text)
+
+
+def command_line(prog: str, argv: list[str]) -> str:
+    """The command as it can be pasted into a shell (``shlex.join``), with secrets redacted."""
+    return shlex.join([*prog.split(), *(redact(a, whole_argument=True) for a in argv)])
+
+
+# ------------------------------------------------------------------------------------------------ failed writes
+
+def write_error_message(err: OSError, path=None) -> str:
+    """One line for an ``OSError`` met while writing results (which file, why, what to do)."""
+    where = err.filename or path or "a results file"
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"no space left on the device while writing {where}; free some space, then run the same command "
+                f"again (finished runs are kept; nothing half-written is left behind)")
+    return f"cannot write {where}: {err.strerror or err}"
 
 
 @lru_cache(maxsize=1)
@@ -98,6 +151,8 @@ def environment(device: torch.device | str) -> dict:
         device_name=device_name(device),
         hostname=socket.gethostname(),
         git_commit=git_commit(),
+        # the CPU thread count changes results (float reduction order) and speed: runs that differ are not pooled
+        torch_threads=torch.get_num_threads(),
     )
     return env
 
@@ -120,44 +175,84 @@ def locked(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a file through a temporary file in the same folder and a rename: never half-written."""
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a file through a temporary file in the same folder and a rename: never half-written. On a full disk
+    the old file stays as it was and the ``OSError`` names ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; results are meant to be shared like any file
-        with os.fdopen(fd, "w", newline="") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+    except BaseException as err:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if isinstance(err, OSError) and err.errno and not err.filename:  # write() names no file: name the target
+            raise OSError(err.errno, err.strerror, str(path)) from None
         raise
 
 
-def read_rows(path: Path) -> list[dict]:
-    """Rows of a CSV file (empty if it does not exist); a damaged file raises ``CorruptRecordError`` with its path."""
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file atomically (see :func:`atomic_write_bytes`)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def read_rows(path: Path, required: tuple[str, ...] | None = None) -> list[dict]:
+    """Rows of a CSV file (empty if it does not exist), validated: a damaged file raises ``CorruptRecordError``
+    naming it.
+
+    Args:
+        path: the CSV file.
+        required: columns the header must have (default: ``REQUIRED_COLUMNS`` for the file's name, e.g.
+            ``runs.csv``); a header without them, with empty or repeated names, or a row with another number of
+            fields than the header is damage.
+    """
     path = Path(path)
     if not path.exists():
         return []
+    if required is None:
+        required = REQUIRED_COLUMNS.get(path.name, ())
+    damaged = f"results file {path} is damaged"
+    how = "move it away (the run's study still holds the finished runs) and run the command again"
     try:
-        with open(path, newline="") as fh:
+        with open(path, newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
             rows = list(reader)
             fields = reader.fieldnames or []
     except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise CorruptRecordError(f"results file {path} cannot be read ({err}); move it away to start afresh") from None
+        raise CorruptRecordError(f"{damaged}: cannot be read ({err}); {how}") from None
     if path.stat().st_size and not fields:
-        raise CorruptRecordError(f"results file {path} has no header; move it away to start afresh")
+        raise CorruptRecordError(f"{damaged}: it has no header; {how}")
+    missing = [c for c in required if c not in fields]
+    if missing or len(set(fields)) != len(fields) or any(not f.strip() for f in fields):
+        why = f"columns {', '.join(missing)} missing" if missing else "empty or repeated column names"
+        raise CorruptRecordError(f"{damaged}: its header ({why}) is not a {path.name} header; {how}")
     for i, row in enumerate(rows):
         if None in row or any(v is None for v in row.values()):
-            raise CorruptRecordError(f"results file {path} is damaged at data row {i + 1} (wrong number of fields)")
+            raise CorruptRecordError(f"{damaged} at data row {i + 1} (wrong number of fields); {how}")
     return rows
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object from a results file (``run.json``, ``best_params.json``); damage raises ``CorruptRecordError``
+    naming the file."""
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise CorruptRecordError(f"results file {path} is damaged: not valid JSON ({err})") from None
+    if not isinstance(obj, dict):
+        raise CorruptRecordError(f"results file {path} is damaged: a JSON object was expected, "
+                                 f"found {type(obj).__name__}")
+    return obj
 
 
 def append_rows(path: Path, rows: list[dict], key: tuple[str, ...] | None = None) -> int:
@@ -181,8 +276,6 @@ def append_rows(path: Path, rows: list[dict], key: tuple[str, ...] | None = None
             for f in r:
                 if f not in fields:
                     fields.append(f)
-        import io
-
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=fields, restval="")
         writer.writeheader()

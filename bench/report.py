@@ -22,7 +22,7 @@ import pandas as pd
 
 from . import leaderboard, plots, samples, testsets
 from .paths import results_root
-from .records import GREY, CorruptRecordError, atomic_write_text, device_slug, read_rows
+from .records import GREY, CorruptRecordError, atomic_write_text, device_slug, read_json, read_rows, redact
 from .stats import N_BOOT, metric as get_metric
 
 RESULTS: Path | None = None  # where results/throughput-*.csv are looked up; None: bench.paths.results_root()
@@ -45,8 +45,14 @@ def load(run_dir: Path) -> dict:
     if runs.empty:
         raise ReportError(f"{run_dir}/runs.csv has no runs yet")
     history = pd.DataFrame(read_rows(run_dir / "history.csv"))
-    meta = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
-    return {"runs": runs, "per_image": leaderboard.load_per_image(run_dir), "history": history, "meta": meta}
+    meta = read_json(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
+    per_image = leaderboard.load_per_image(run_dir)
+    # without per-image results the paired statistics cannot be computed: the report says so instead of concluding
+    missing = None
+    if per_image.empty:
+        missing = (f"{run_dir / 'per_image.csv'} is " + ("missing" if not (run_dir / "per_image.csv").is_file()
+                                                          else "empty"))
+    return {"runs": runs, "per_image": per_image, "history": history, "meta": meta, "per_image_missing": missing}
 
 
 def truth_colourfulness(meta: dict) -> float | None:
@@ -122,7 +128,7 @@ def data_summary(runs: pd.DataFrame, meta: dict) -> str:
 
 def reproduce(meta: dict, runs: pd.DataFrame, run_dir: Path) -> str:
     commit = meta.get("environment", {}).get("git_commit") or (runs["git_commit"].iloc[0] if "git_commit" in runs else "")
-    cmd = meta.get("command", "python -m bench.ablate ...")
+    cmd = redact(meta.get("command", "python -m bench.ablate ..."))  # run.json of older versions held passwords
     lines = []
     if commit and commit != "unknown":
         lines.append(f"git checkout {commit.split('+')[0]}" + ("   # the run had uncommitted changes" if "+dirty" in commit else ""))
@@ -218,6 +224,9 @@ def render(run_dir: Path, data: dict, board: pd.DataFrame, failed: pd.DataFrame,
                        + (f", {m.fmt(row['delta_grey'], True)}{unit} vs. greyscale" if "delta_grey" in row
                           and not pd.isna(row["delta_grey"]) else "") + ".")
     verdict = leaderboard.verdict_lines(board, m)
+    if data.get("per_image_missing"):  # say why there is no verdict instead of concluding without its input
+        verdict = [f"Paired statistics are unavailable: {data['per_image_missing']}, so no cell is called better "
+                   f"than, worse than or tied with another."]
     summary.append(f"Grid *{meta.get('grid', runs['grid'].iloc[0] if 'grid' in runs else '?')}*, preset "
                    f"*{meta.get('preset', '?')}*, {meta.get('seeds', runs['seed'].nunique())} seed(s); data: "
                    f"{data_summary(runs, meta)}.")
@@ -330,7 +339,8 @@ def render(run_dir: Path, data: dict, board: pd.DataFrame, failed: pd.DataFrame,
                      + html.escape("\n".join(files)) + "</pre>")
         h.append("</details>")
     if meta:
-        h += ["<details><summary>run.json</summary><pre>", html.escape(json.dumps(meta, indent=2)), "</pre></details>"]
+        h += ["<details><summary>run.json</summary><pre>", html.escape(redact(json.dumps(meta, indent=2))),
+              "</pre></details>"]
     h += ["<h2>Environment</h2>", _table_html(env), "<h2>How to reproduce</h2>", f"<pre>{html.escape(repro)}</pre>",
           "</body></html>"]
     return "\n".join(h), md_text

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import sys
 import threading
 import time
 import warnings
@@ -43,6 +45,8 @@ import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
+
+from .records import redact  # noqa: F401  (the one redaction function; bench.study.redact is used by the CLIs)
 
 #: A key that crashed (heartbeat lost, unexpected error) this many times is given up and recorded as failed.
 MAX_ATTEMPTS = 3
@@ -57,16 +61,44 @@ class StorageError(ValueError):
     """The storage URL is malformed or the storage cannot be opened (reported in one line, exit code 2)."""
 
 
-def redact(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (safe to print and to save in ``run.json``)."""
-    if "://" not in url or url.startswith("redis"):
-        return url
-    try:
-        from sqlalchemy.engine import make_url
+def check_journal(path: Path) -> str | None:
+    """Check a journal file before it is opened; repair a half-written last line.
 
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not an SQLAlchemy URL: printed as given
-        return url
+    Every journal write is one append of whole lines under the journal's lock, so a last line without its newline
+    can only be the remains of an interrupted write (a full disk, a killed process): it never reached any reader
+    and is cut off, under the same lock. Damage elsewhere cannot be repaired safely and raises ``StorageError``
+    saying how to recover.
+
+    Returns:
+        a one-line note when the tail was repaired, else None.
+    """
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    note = None
+    lock = JournalFileSymlinkLock(str(path))
+    lock.acquire()
+    try:
+        data = path.read_bytes()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):
+            os.truncate(path, end)
+            note = (f"repaired {path}: removed its half-written last line ({len(data) - end} bytes, left by a full "
+                    f"disk or a killed process)")
+    finally:
+        lock.release()
+    lines = data[:end].split(b"\n")[:-1]
+    for i, line in enumerate(lines):
+        try:
+            json.loads(line)
+        except ValueError:
+            raise StorageError(
+                f"study journal {path} is damaged at line {i + 1} of {len(lines)}; to recover, keep the lines before "
+                f"it: head -n {i} {path} > {path}.fixed && mv {path}.fixed {path} (trials recorded after it are "
+                f"lost; bench.ablate imports the finished runs of runs.csv again)") from None
+    return note
 
 
 def open_storage(url: str | Path, heartbeat: int = 30, grace: int | None = None) -> BaseStorage:
@@ -94,10 +126,15 @@ def open_storage(url: str | Path, heartbeat: int = 30, grace: int | None = None)
         else:
             path = Path(url).expanduser()
             path.parent.mkdir(parents=True, exist_ok=True)
+            note = check_journal(path)
+            if note:
+                print(f"warning: {note}", file=sys.stderr)
             storage = JournalStorage(JournalFileBackend(str(path)))
+    except StorageError:
+        raise
     except Exception as err:  # driver missing, server down, bad URL, unwritable folder ...
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise StorageError(f"cannot open storage {redact(url)}: {type(err).__name__}: {first}") from None
+        raise StorageError(redact(f"cannot open storage {url}: {type(err).__name__}: {first}")) from None
     storage.colorbench_heartbeat = (int(heartbeat), int(grace))  # for the journal heartbeat below
     return storage
 

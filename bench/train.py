@@ -71,10 +71,9 @@ class Prepared:
 
 def prepare(cfg: CellConfig, data: str | None = None, test: str | None = None, root=None, verify: bool = True) -> Prepared:
     """Resolve and split the data, then decode every image once at the configuration's size."""
-    splits = make_splits(data, test, root, verify=verify)
-    train = ImageStore(splits.train, cfg.size)
-    val = ImageStore(splits.val, cfg.size)
-    tst = ImageStore(splits.test, cfg.size)
+    splits = make_splits(data, test, root, verify=verify, size=cfg.size)  # probing decodes each file, once
+    train, val, tst = (ImageStore(getattr(splits, k), cfg.size, decoded=splits.decoded) for k in ("train", "val", "test"))
+    splits.decoded = {}  # the stores hold what they keep
     return Prepared(splits, train, val.centre_crops(cfg.eval_size), tst.centre_crops(cfg.eval_size), tst.files,
                     train.skipped + val.skipped + tst.skipped, cfg.size)
 

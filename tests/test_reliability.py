@@ -198,7 +198,7 @@ def test_a_run_over_bad_files_counts_them_and_matches_the_clean_run(folders, tmp
 
 
 def test_read_rows_reports_damage_with_the_path(tmp_path):
-    path = tmp_path / "runs.csv"
+    path = tmp_path / "rows.csv"  # a file with no required columns (runs.csv has its own: test_hostile)
     path.write_text("a,b\n1,2\n")
     assert read_rows(path) == [{"a": "1", "b": "2"}]
     for body in (b"a,b\n1,2\n3,4,5\n", b"a,b\n1,2\n3\n", b"a,b\n1,2\n\xff\xfe\x00garbage\x80\n", b"\n\n"):
@@ -212,7 +212,7 @@ def test_read_rows_reports_damage_with_the_path(tmp_path):
 
 
 def test_append_rows_skips_duplicates_and_never_writes_a_headerless_file(tmp_path):
-    path = tmp_path / "history.csv"
+    path = tmp_path / "rows.csv"
     assert append_rows(path, [], key=("k",)) == 0
     assert not path.exists()  # an empty append (e.g. a diverged run's history) creates nothing
     assert append_rows(path, [{"k": 1, "v": "a"}, {"k": 2, "v": "b"}], key=("k",)) == 2
