@@ -23,6 +23,31 @@ from .stats import ci95
 METRICS = ("psnr", "ssim", "colourfulness")  # summarised for every cell whatever the ranking metric
 AUTOMATIC, REFERENCE = "automatic", "reference"
 TERMINAL_WIDTH = 100
+#: Environment columns that should agree between the runs pooled into one cell: results change with the CPU thread
+#: count (the order of float reductions), the device, the torch version and the code. Runs that differ are still
+#: pooled (a grid spread over unlike machines stays usable), but the cell's ``mixed_env`` names what differs and
+#: the leaderboard warns.
+POOL_ENV = ("torch_threads", "device", "device_name", "torch", "git_commit")
+
+
+def mixed_environment(runs: pd.DataFrame) -> str:
+    """The ``POOL_ENV`` columns on which the given runs (one cell's seeds) differ, with their values; '' if none."""
+    parts = []
+    for k in POOL_ENV:
+        if k in runs:
+            vals = sorted({str(v) for v in runs[k] if not pd.isna(v) and str(v) != ""})
+            if len(vals) > 1:
+                parts.append(f"{k}: {' / '.join(vals)}")
+    return "; ".join(parts)
+
+
+def mixed_environment_warning(board: pd.DataFrame) -> str | None:
+    """One line when cells pool runs from different environments, else None."""
+    mixed = board[board["mixed_env"].astype(str).str.len() > 0] if "mixed_env" in board else board.iloc[:0]
+    if not len(mixed):
+        return None
+    return (f"Warning: {len(mixed)} cell(s) pool runs from different environments (column 'mixed environment'; "
+            f"e.g. {mixed['cell'].iloc[0]}: {mixed['mixed_env'].iloc[0]}): their seeds are not strictly comparable.")
 
 
 def _numeric(df: pd.DataFrame, cols) -> pd.DataFrame:
@@ -103,6 +128,7 @@ def build(df: pd.DataFrame, per_image: pd.DataFrame | None = None, n_boot: int =
         row["score"] = pd.to_numeric(g[rank_by], errors="coerce").mean()
         row["score_ci95"] = ci95(g[rank_by])
         row["encoder_pretrained"] = g["encoder_pretrained"].iloc[0] if "encoder_pretrained" in g else ""
+        row["mixed_env"] = mixed_environment(g)
         rows.append(row)
     board = pd.DataFrame(rows)
     if board.empty:
@@ -370,6 +396,8 @@ def details_table(board: pd.DataFrame) -> pd.DataFrame:
     if "n_images" in board:
         out["test images"] = ["" if pd.isna(v) else str(int(v)) for v in board["n_images"]]
     out["pretrained encoder"] = board["encoder_pretrained"].astype(str)
+    if mixed_environment_warning(board):
+        out["mixed environment"] = board["mixed_env"].astype(str)
     return out
 
 
@@ -397,6 +425,8 @@ def to_markdown(board: pd.DataFrame, failed: pd.DataFrame, title: str = "Leaderb
     m = pstats.metric(metric)
     h = "#" * heading
     lines = [f"{h} {title}", ""]
+    if mixed_environment_warning(board):
+        lines += [f"**{mixed_environment_warning(board)}**", ""]
     v = verdict_lines(board, m)
     if v:
         lines += [f"{h}# Verdict", ""] + [f"- {s}" for s in v] + [""]
@@ -475,6 +505,8 @@ def to_terminal(board: pd.DataFrame, failed: pd.DataFrame | None = None, metric:
         out.append("Verdict:")
         for s in v:
             out += textwrap.wrap(s, width, initial_indent="- ", subsequent_indent="  ")
+    if mixed_environment_warning(board):
+        out.append(mixed_environment_warning(board))
     return "\n".join(out) + "\n"
 
 

@@ -126,7 +126,9 @@ def open_study(args, name: str, url: str, cfg: CellConfig) -> optuna.Study:
 
 
 def save_results(study: optuna.Study, out: Path, info: dict) -> dict | None:
-    """Write ``best_params.json``, ``history.png`` and ``importance.png``; return the best-parameters record."""
+    """Write ``best_params.json``, ``history.png`` and (with two or more completed trials) ``importance.png``;
+    return the best-parameters record, whose ``files`` lists what was written and ``not_written`` why a figure
+    was not."""
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not done:
         return None
@@ -152,6 +154,7 @@ def save_results(study: optuna.Study, out: Path, info: dict) -> dict | None:
         ax.figure.tight_layout()
         ax.figure.savefig(out / "history.png", dpi=120, bbox_inches="tight")
         plt.close(ax.figure)
+        files, not_written = ["best_params.json", "history.png"], ""
         if len(done) >= 2:
             try:
                 ax = ovm.plot_param_importances(study, target_name="validation PSNR")
@@ -159,9 +162,13 @@ def save_results(study: optuna.Study, out: Path, info: dict) -> dict | None:
                 ax.figure.tight_layout()
                 ax.figure.savefig(out / "importance.png", dpi=120, bbox_inches="tight")
                 plt.close(ax.figure)
-            except (RuntimeError, ValueError):  # e.g. every trial drew the same value
-                pass
-    return record
+                files.append("importance.png")
+            except (RuntimeError, ValueError) as err:  # e.g. every trial drew the same value
+                not_written = f"importance.png not written: parameter importances failed ({err})"
+        else:
+            not_written = (f"importance.png not written: parameter importances need at least 2 completed trials "
+                           f"(the study has {len(done)})")
+    return {**record, "files": files, "not_written": not_written}
 
 
 @cli.command
@@ -239,7 +246,9 @@ def main(argv=None) -> int:
         print("no trial completed yet: no best parameters", file=sys.stderr)
         return 1
     print(f"best (trial {record['best_trial']}, val PSNR {record['value']:.2f} dB): {_fmt(record['params'])}\n"
-          f"trials: {record['trials']}\nsaved {out / 'best_params.json'}, history.png, importance.png")
+          f"trials: {record['trials']}\nsaved in {out}: {', '.join(record['files'])}")
+    if record["not_written"]:
+        print(record["not_written"], file=sys.stderr)
     print(json.dumps(record["params"]))
     return 0
 
