@@ -84,7 +84,7 @@ class CellConfig:
         for key in ("style_weight", "loss_weight"):
             v = self.loss_params.get(key)
             if key in self.loss_params and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0):
-                raise ValueError(f"loss_params.{key} must be a positive number, got {v!r}")
+                raise ValueError(f"loss_params.{key} must be positive, got {v!r}")
         if self.steps < 1 or self.batch_size < 1 or self.val_every < 1:
             raise ValueError("steps, batch_size and val_every must be at least 1")
         if self.checkpoint_every < 0:

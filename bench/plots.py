@@ -7,11 +7,12 @@ accuracy/colourfulness trade-off and the training throughput per model. Every fi
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pandas as pd
 
-from .records import GREY
+from .records import GREY, atomic_write_bytes
 from .stats import ci95
 
 
@@ -31,8 +32,10 @@ def save_figure(fig, path: Path, dpi: int = 120) -> None:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=dpi, format="png")
     plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())  # never a half-written figure (full disk)
 
 
 GREY_COLOUR = "#7f7f7f"

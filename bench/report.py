@@ -26,7 +26,7 @@ from .records import GREY, CorruptRecordError, atomic_write_text, device_slug, r
 from .stats import N_BOOT, metric as get_metric
 
 RESULTS: Path | None = None  # where results/throughput-*.csv are looked up; None: bench.paths.results_root()
-ENV_KEYS = ("device", "device_name", "torch", "torchvision", "torchmetrics", "numpy", "pandas", "pillow", "optuna",
+ENV_KEYS = ("device", "device_name", "torch_threads", "torch", "torchvision", "torchmetrics", "numpy", "pandas", "pillow", "optuna",
             "python", "platform", "hostname", "git_commit")
 
 class ReportError(ValueError):

@@ -11,6 +11,7 @@ shows the same photos.
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from .colour import merge_lab, split_lab
 from .device import autocast
 from .metrics import colorize
 from .plots import save_figure
-from .records import slug as _slug
+from .records import atomic_write_bytes, slug as _slug
 
 N_SAMPLES = 4
 
@@ -42,7 +43,9 @@ def _save(rgb: torch.Tensor, path: Path) -> None:
     """Save a ``3×H×W`` RGB tensor in [0, 1] as an 8-bit PNG."""
     path.parent.mkdir(parents=True, exist_ok=True)
     arr = (rgb.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    Image.fromarray(arr).save(path)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())  # a full disk leaves no half-written PNG for the report to trip over
 
 
 def cell_dir(run_dir: Path, model: str, cell: str, seed: int) -> Path:
