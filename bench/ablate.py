@@ -25,6 +25,7 @@ from . import cli, grids
 from . import study as gs
 from .data import data_root, resolve
 from .engine import GridRun, default_run_dir, plan_jobs
+from .records import command_line
 from .device import pick_device
 from .tuned import load_best
 
@@ -81,13 +82,19 @@ def main(argv=None) -> int:
     with cli.usage_errors():
         device = pick_device(args.device)
         base, preset_name, jobs = plan(args, device)
-        run = GridRun(args.grid, preset_name, base, jobs,
-                      cli.out_dir(args.out) or default_run_dir(args.grid, preset_name, args.data, args.data_root),
+        run_dir = cli.out_dir(args.out) or default_run_dir(args.grid, preset_name, args.data, args.data_root, jobs,
+                                                           args.test)
+        run = GridRun(args.grid, preset_name, base, jobs, run_dir,
                       device, data=args.data, test=args.test, data_root=args.data_root, storage=args.storage,
                       study_name=args.study_name, heartbeat=args.heartbeat, progress=not args.no_progress,
                       verify=not args.no_verify, save_models=args.save_models == "all",
-                      info={"command": f"{PROG} " + " ".join(sys.argv[1:] if argv is None else argv),
+                      info={"command": command_line(PROG, sys.argv[1:] if argv is None else list(argv)),
                             "seeds": args.seeds, "tuned": args.tuned})
+        # everything that can be refused is checked before the folder, the study or any trial exists
+        run.check_folder()
+        if run.needs_data:
+            for w in run.load_data():
+                print(f"warning: {w}", file=sys.stderr)
         counts = run.open()
     print(f"{args.grid}: {len(jobs)} runs ({counts['finished']} already done, {counts['running']} running elsewhere)"
           f" → {run.run_dir}\nstudy {run.study_name} in {gs.redact(run.url)}", file=sys.stderr)
@@ -95,9 +102,10 @@ def main(argv=None) -> int:
         print(f"{counts['stale']} stale trial(s) of a lost worker failed; their runs are queued again", file=sys.stderr)
     t0, trained = time.perf_counter(), 0
     if run.needs_training:
-        with cli.usage_errors():
-            for w in run.prepare():
-                print(f"warning: {w}", file=sys.stderr)
+        if run.prep is None:  # this folder's records were complete, but the study wants more (another worker's)
+            with cli.usage_errors():
+                for w in run.prepare():
+                    print(f"warning: {w}", file=sys.stderr)
         try:
             trained = run.train()
         except KeyboardInterrupt:

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import sys
 from typing import Callable
 
-from .config import CellConfig, PRESETS, default_preset, merge, parse_overrides, preset
-from .records import CorruptRecordError
+from .config import CellConfig, PRESETS, default_preset, finite_float, merge, parse_overrides, preset
+from .records import CorruptRecordError, redact, write_error_message
+
+#: errno values of a full disk (or quota): reported in one line with exit code 2 wherever they happen
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
 
 
 class UsageError(ValueError):
@@ -49,10 +53,13 @@ def usage_errors():
 
 
 def _one_line(err: BaseException) -> str:
+    """The first line of an error's message, secrets redacted (``bench.records.redact``)."""
     text = str(err).strip()
-    if isinstance(err, OSError) and err.strerror:  # "[Errno 2] No such file ..." → "No such file ...: 'path'"
+    if isinstance(err, OSError) and err.errno in FULL_DISK:
+        text = write_error_message(err)
+    elif isinstance(err, OSError) and err.strerror:  # "[Errno 2] No such file ..." → "No such file ...: 'path'"
         text = f"{err.strerror}: {err.filename}" if err.filename else err.strerror
-    return text.splitlines()[0] if text else type(err).__name__
+    return redact(text.splitlines()[0] if text else type(err).__name__)
 
 
 def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
@@ -61,6 +68,11 @@ def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) 
     try:
         return main(argv)
     except UsageError as err:
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.errno not in FULL_DISK:  # a full disk is the user's to fix; other I/O errors keep their traceback
+            raise
         print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:
@@ -115,7 +127,7 @@ ARGUMENTS: dict[str, tuple[tuple[str, ...], dict]] = {
     "set": (("--set",), dict(action="append", default=[], metavar="KEY=VALUE",
                              help="override any CellConfig field, e.g. --set batch_size=8 (JSON values)")),
     "steps": (("--steps",), dict(type=int, default=None, help="training steps (default: the preset's)")),
-    "lr": (("--lr",), dict(type=float, default=None, help="learning rate (default: the preset's)")),
+    "lr": (("--lr",), dict(type=finite_float, default=None, help="learning rate (default: the preset's)")),
     "batch_size": (("--batch-size",), dict(type=int, default=None, help="images per step (default: the preset's)")),
     "size": (("--size",), dict(type=int, default=None,
                                help="images are resized so that their shorter side is SIZE (default: the preset's)")),

@@ -10,6 +10,9 @@ step ≥ N (heartbeat still running), so that tests can kill it mid-trial determ
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import errno
 import hashlib
 import json
 import math
@@ -37,7 +40,7 @@ from .metrics import evaluate_grey
 from .grids import Grid
 from .models_check import check_encoder_weights
 from .paths import results_root
-from .records import append_rows, atomic_write_text, environment, read_rows
+from .records import append_rows, atomic_write_text, environment, read_json, read_rows
 from .samples import save_samples
 from .train import DivergenceError, Prepared, autocast_dtype, prepare, train_cell
 from .tuned import apply_params
@@ -98,10 +101,50 @@ def plan_jobs(grid: Grid, base: CellConfig, model_names: list[str], seeds: int,
     return jobs
 
 
-def default_run_dir(grid: str, preset_name: str, data: str | None, root: str | None) -> Path:
-    """``<results>/<grid>-<preset>-<data>``: the run folder when ``--out`` is not given."""
+#: The fields of a row that make up its configuration (every ``CellConfig`` field but the seed, which is part of
+#: the row's key) and the data it was trained and tested on.
+CONFIG_COLUMNS = tuple(f.name for f in dataclasses.fields(CellConfig) if f.name != "seed")
+DATA_COLUMNS = ("data_train", "data_test")
+
+
+def _data_id(data: str | None, root: str | None) -> str:
+    """The data set as it enters a configuration hash: a named set by name, a folder by its absolute path."""
+    name, folder, named = resolve(data, data_root(root))
+    return name if named else str(Path(folder).resolve())
+
+
+def config_hash(jobs: list[Job], data: str | None, test: str | None, root: str | None) -> str:
+    """8 hex digits naming a configuration: every (model, cell)'s full configuration and the data. The number of
+    seeds is left out, so that ``--seeds 3`` after ``--seeds 2`` adds a seed to the same folder."""
+    cells = sorted({json.dumps([j.model, j.cell, {k: v for k, v in j.cfg.to_flat().items() if k != "seed"}],
+                               sort_keys=True, default=str) for j in jobs})
+    blob = json.dumps(cells + [_data_id(data, root), _data_id(test, root) if test else ""], default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:8]
+
+
+def default_run_dir(grid: str, preset_name: str, data: str | None, root: str | None, jobs: list[Job] | None = None,
+                    test: str | None = None) -> Path:
+    """``<results>/<grid>-<preset>-<data>-<config hash>``: the run folder when ``--out`` is not given. A changed
+    configuration (``--steps``, ``--lr``, ``--set``, other data) gets its own folder."""
     dname = resolve(data, data_root(root))[0]
-    return results_root() / f"{grid}-{preset_name}-{dname}"
+    suffix = f"-{config_hash(jobs, data, test, root)}" if jobs else ""
+    return results_root() / f"{grid}-{preset_name}-{dname}{suffix}"
+
+
+def config_differences(row: dict, job: Job | None, data: dict | None = None) -> dict[str, tuple[str, str]]:
+    """The configuration keys on which a recorded row differs from ``job`` (and from ``data``, the names of the
+    train and test sets): key → (recorded value, new value). Columns a row does not have are not compared."""
+    want = {k: v for k, v in job.cfg.to_flat().items() if k in CONFIG_COLUMNS} if job is not None else {}
+    want.update(data or {})
+    diff = {}
+    for k, v in want.items():
+        if k in row and row[k] not in (None, "") and str(row[k]) != str(v):
+            diff[k] = (str(row[k]), str(v))
+    return diff
+
+
+def _describe(diff: dict[str, tuple[str, str]]) -> str:
+    return ", ".join(f"{k}: {a} → {b}" for k, (a, b) in sorted(diff.items()))
 
 
 def check_writable(path: Path) -> None:
@@ -182,6 +225,47 @@ class GridRun:
                           sort_keys=True, default=str)
         return f"ablate-{self.grid}-{self.preset}-{dname}-{hashlib.sha1(blob.encode()).hexdigest()[:8]}"
 
+    def check_folder(self) -> None:
+        """Read and validate the run folder's records, and refuse a folder that holds another configuration's
+        results. Creates nothing (the folder may not exist yet).
+
+        A row is reused only when its full configuration (every ``CellConfig`` field, and the data) equals its
+        job's; ``run.json``'s base configuration must equal this run's.
+
+        Raises:
+            CorruptRecordError: a damaged ``runs.csv``, ``per_image.csv``, ``history.csv`` or ``run.json``.
+            ValueError: the folder belongs to another configuration (the message names the differing keys).
+        """
+        self.local_rows = read_rows(self.run_dir / "runs.csv")
+        read_rows(self.run_dir / "per_image.csv")  # validated now: they are appended to after training
+        read_rows(self.run_dir / "history.csv")
+        diff = {}
+        meta_path = self.run_dir / "run.json"
+        if meta_path.is_file():
+            old = read_json(meta_path).get("base_config", {})
+            new = {k: v for k, v in self.base.to_flat().items() if k in CONFIG_COLUMNS}
+            diff.update(config_differences(old, None, new))
+        for r in self.local_rows:
+            job = self.by_key.get(key_str(r.get("model"), r.get("cell"), r.get("seed")))
+            if job is not None:
+                diff.update(config_differences(r, job, self.data_names()))
+        if diff:
+            raise ValueError(f"run folder {self.run_dir} holds results of another configuration ({_describe(diff)}); "
+                             f"pass another --out, or leave --out out: the default folder follows the configuration")
+
+    def data_names(self) -> dict:
+        """The names under which rows record their data (``data_train``, ``data_test``)."""
+        if self.prep is not None:
+            return dict(zip(DATA_COLUMNS, (self.prep.splits.names["train"], self.prep.splits.names["test"])))
+        return {}
+
+    @property
+    def needs_data(self) -> bool:
+        """Before ``open``: whether this folder's records lack a job or the grey baseline (then the data are
+        decoded, and checked, before any folder or study is created)."""
+        done = {key_str(r.get("model"), r.get("cell"), r.get("seed")) for r in self.local_rows}
+        return not self.grey_done or any(k not in done for k in self.keys)
+
     def open(self) -> dict:
         """Create the run folder, open (or join) the study, import runs recorded only in ``runs.csv``, and enqueue
         every unfinished key. Returns the counts of ``bench.study.enqueue_keys``.
@@ -189,8 +273,9 @@ class GridRun:
         Raises:
             ValueError, DataError, CorruptRecordError: bad folder, storage or records (one-line messages).
         """
+        if not hasattr(self, "local_rows"):
+            self.check_folder()
         check_writable(self.run_dir)
-        self.local_rows = read_rows(self.run_dir / "runs.csv")
         self.study_name = self.study_name or self.default_study_name()
         storage = gs.open_storage(self.url, heartbeat=self.heartbeat)
         try:
@@ -200,9 +285,24 @@ class GridRun:
             first = str(err).strip().splitlines()[0] if str(err).strip() else ""
             raise gs.StorageError(f"cannot open study {self.study_name} in {gs.redact(self.url)}: "
                                   f"{type(err).__name__}: {first}") from None
+        self.check_study()
         self.import_local_rows()
         self.counts = gs.enqueue_keys(self.study, self.keys)
+        if self.prep is not None:
+            self.write_run_json()
         return self.counts
+
+    def check_study(self) -> None:
+        """Refuse a study (e.g. an explicit ``--study-name`` in a shared storage) whose finished runs were trained
+        with another configuration than their jobs'."""
+        diff = {}
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+            job = self.by_key.get(gs.key_of(t))
+            if job is not None and "row" in t.user_attrs:
+                diff.update(config_differences(json.loads(t.user_attrs["row"]), job))
+        if diff:
+            raise ValueError(f"study {self.study_name} in {gs.redact(self.url)} holds runs of another configuration "
+                             f"({_describe(diff)}); pass another --study-name")
 
     @property
     def grey_done(self) -> bool:
@@ -214,10 +314,22 @@ class GridRun:
         return self.counts["finished"] < len(self.keys) or not self.grey_done
 
     def prepare(self) -> list[str]:
-        """Decode the data (once for every job) and write ``run.json``; returns the data warnings.
+        """Decode the data (once for every job) and, once the folder exists, write ``run.json``; returns the data
+        warnings.
 
         Raises:
             ValueError, DataError: unusable data (one-line messages).
+        """
+        warned = self.load_data()
+        if self.study is not None:
+            self.write_run_json()
+        return warned
+
+    def load_data(self) -> list[str]:
+        """Decode and check the data (once for every job); writes nothing. Returns the data warnings.
+
+        Raises:
+            ValueError, DataError: unusable data (one-line messages), e.g. splits that share an image.
         """
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -230,12 +342,26 @@ class GridRun:
             "n_train": len(p.train), "n_val": len(p.val_images), "n_test": len(p.test_images),
             "n_skipped": len(p.skipped), **env,
         }
+        self.env = env
+        diff = {}  # rows of this folder recorded on other data (same names are required)
+        for r in self.local_rows if hasattr(self, "local_rows") else []:
+            if r.get("cell") == leaderboard.GREY or r.get("model") == "(none)" or key_str(
+                    r.get("model"), r.get("cell"), r.get("seed")) in self.by_key:
+                diff.update(config_differences(r, None, self.data_names()))
+        if diff:
+            raise ValueError(f"run folder {self.run_dir} holds results of other data ({_describe(diff)}); pass "
+                             f"another --out")
+        return [str(w.message) for w in caught if issubclass(w.category, UserWarning)]  # not e.g. ResourceWarnings
+
+    def write_run_json(self) -> None:
+        """``run.json``: the command, base configuration, study, splits (exact file lists), skipped files and
+        environment."""
+        p = self.prep
         atomic_write_text(self.run_dir / "run.json", json.dumps({
             **self.info, "grid": self.grid, "preset": self.preset, "base_config": self.base.to_flat(),
             "study": self.study_name, "storage": gs.redact(self.url),
             "splits": {k: [str(f) for f in getattr(p.splits, k)] for k in ("train", "val", "test")},
-            "skipped": p.skipped, "environment": env, "written_at": _now()}, indent=2))
-        return [str(w.message) for w in caught]
+            "skipped": p.skipped, "environment": self.env, "written_at": _now()}, indent=2))
 
     # ------------------------------------------------------------------------------------------------ training
     def train(self) -> int:
@@ -352,7 +478,11 @@ class GridRun:
             gs.close(study, trial, TrialState.FAIL, outcome="interrupted")
             raise
         except Exception as err:  # not a divergence: fail the trial (retried later), and stop this worker loudly
-            gs.close(study, trial, TrialState.FAIL, outcome="error", error=f"{type(err).__name__}: {err}"[:500])
+            # a full disk is not the run's fault: retried without counting as a crashed attempt
+            full = isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
+            with contextlib.suppress(OSError):  # the journal may be on the full disk too
+                gs.close(study, trial, TrialState.FAIL, outcome="interrupted" if full else "error",
+                         error=f"{type(err).__name__}: {err}"[:500])
             raise
         attrs = {"row": gs.dumps(row), "per_image": gs.dumps(_columns(per_image)),
                  "history": gs.dumps(_columns(history))}

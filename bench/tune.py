@@ -27,7 +27,7 @@ from optuna.trial import TrialState
 
 from . import cli
 from . import study as gs
-from .config import CellConfig, preset  # noqa: F401  (preset: used by tests and notebooks via bench.tune)
+from .config import CellConfig, finite_float, preset  # noqa: F401  (preset: used by tests and notebooks via bench.tune)
 from .data import data_root, resolve
 from .paths import results_root
 from .train import DivergenceError, pick_device, prepare, train_cell
@@ -60,14 +60,14 @@ def parse_args(argv=None):
     p.add_argument("--model", dest="model_alias", default=None, help="deprecated spelling of --models")
     p.add_argument("--loss", default="mse", help="loss spec, e.g. mse, kl, 'mse+10*adain_style' (default mse)")
     p.add_argument("--trials", type=int, default=20, help="finished trials the study should have (default 20)")
-    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+    p.add_argument("--timeout", type=finite_float, default=None, metavar="SECONDS",
                    help="stop starting new trials after this many seconds")
     p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
     p.add_argument("--startup-trials", type=int, default=5,
                    help="random trials before TPE, and trials before the pruner acts (default 5)")
     p.add_argument("--warmup-steps", type=int, default=0, help="no pruning before this training step (default 0)")
-    p.add_argument("--lr-range", type=float, nargs=2, default=(1e-5, 1e-2), metavar=("LOW", "HIGH"))
-    p.add_argument("--style-weight-range", type=float, nargs=2, default=(1e-2, 1e3), metavar=("LOW", "HIGH"))
+    p.add_argument("--lr-range", type=finite_float, nargs=2, default=(1e-5, 1e-2), metavar=("LOW", "HIGH"))
+    p.add_argument("--style-weight-range", type=finite_float, nargs=2, default=(1e-2, 1e3), metavar=("LOW", "HIGH"))
     cli.add(p, "storage", "study_name", "heartbeat")
     cli.add(p, "out", help="results folder (default: results/<study name> under the current folder, or under "
                            "$COLORBENCH_RESULTS)")
@@ -181,6 +181,12 @@ def main(argv=None) -> int:
         dname = resolve(args.data, data_root(args.data_root))[0]
         name = args.study_name or study_name(cfg.model, cfg.loss, preset_name, dname)
         out = cli.out_dir(args.out) or results_root() / name
+        # the data are checked (and decoded) before the folder or the study exist: a refused run leaves nothing
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            prep = prepare(cfg, args.data, None, args.data_root, verify=not args.no_verify)
+        for w in (w for w in caught if issubclass(w.category, UserWarning)):
+            print(f"warning: {w.message}", file=sys.stderr)
         out.mkdir(parents=True, exist_ok=True)
         url = args.storage or str(out / "study.journal")
         study = open_study(args, name, url, cfg)
@@ -195,8 +201,6 @@ def main(argv=None) -> int:
     print(f"tuning {tuned} of {cfg.model} / {cfg.loss} ({preset_name}, {dname}, {cfg.steps} steps): "
           f"{finished} of {args.trials} trials done\nstudy {name} in {gs.redact(url)}", file=sys.stderr)
     if remaining > 0:
-        with cli.usage_errors():
-            prep = prepare(cfg, args.data, None, args.data_root, verify=not args.no_verify)
 
         def objective(trial: optuna.Trial) -> float:
             # a fresh sampler per trial, seeded by the trial number (see make_sampler)
