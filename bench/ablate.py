@@ -7,7 +7,7 @@
 
 Each (model, cell, seed) is one trial of an Optuna study (``bench.study``) stored in ``<run folder>/study.journal``
 or in ``--storage``: start the same command on several processes or machines and they split the grid, each run
-trained exactly once. Results go to ``./results/<grid>-<preset>-<data>/`` (or ``--out``): ``runs.csv`` (one row per
+trained exactly once. Results go to ``./results/<grid>-<preset>-<data>-<config hash>/`` (or ``--out``): ``runs.csv`` (one row per
 cell × seed: config, metrics, timings, environment), ``per_image.csv``, ``history.csv``, ``leaderboard.md``/``.csv``
 and ``figures/psnr.png``; the leaderboard is built from every worker's results in the storage. Re-running the same command
 resumes: finished (cell, seed) pairs are not trained again, and runs of a worker that died (no heartbeat for
@@ -39,8 +39,8 @@ def parse_args(argv=None):
     cli.add(p, "models")
     p.add_argument("--seeds", type=int, default=2, help="training seeds per cell (default 2)")
     p.add_argument("--test", default=None, help="held-out test set (named or folder); default: the data set's own")
-    cli.add(p, "out", help="run folder (default: results/<grid>-<preset>-<data> under the current folder, or under "
-                           "$COLORBENCH_RESULTS)")
+    cli.add(p, "out", help="run folder (default: results/<grid>-<preset>-<data>-<config hash> under the current "
+                           "folder, or under $COLORBENCH_RESULTS)")
     cli.add(p, "lr")
     p.add_argument("--save-models", choices=("all", "none"), default="all",
                    help="save every finished run's weights and configuration in <run folder>/models/ (default all)")

@@ -187,14 +187,17 @@ def test_2_no_file_of_a_run_its_report_or_its_output_holds_the_password(tmp_path
 # ------------------------------------------------------------------------------------------ 3. a full disk
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 160 KiB tmpfs (needs root and mount); returns (folder, grow) where grow() frees space by enlarging it."""
+@pytest.fixture(params=["24k", "64k"])
+def small_disk(tmp_path, request):
+    """A tiny tmpfs (needs root and mount): 24 KiB fills up around the journal and run.json, 64 KiB around the
+    sample images (the tiny run writes about 120 KiB in 4 KiB pages). Returns (folder, grow) where grow() frees
+    space by enlarging it."""
     mnt = tmp_path / "disk"
     mnt.mkdir()
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("mounting a tmpfs needs root")
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(mnt)], capture_output=True).returncode:
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={request.param}", "tmpfs", str(mnt)],
+                      capture_output=True).returncode:
         pytest.skip("cannot mount a tmpfs here")
 
     def grow():
@@ -206,7 +209,7 @@ def small_disk(tmp_path):
 
 def test_3_full_disk_is_one_line_and_the_same_command_resumes_after_space_is_freed(small_disk, capsys, argv_for):
     mnt, grow = small_disk
-    argv = argv_for(mnt / "run")
+    argv = argv_for(mnt / "run", "--heartbeat", "1")  # a run cut off mid-trial is stale after 3 s
     rc, _, err = run(argv, capsys)
     one_error(rc, err, "no space left")
     grow()
@@ -216,6 +219,26 @@ def test_3_full_disk_is_one_line_and_the_same_command_resumes_after_space_is_fre
     assert sorted(r["cell"] for r in rows) == ["grey", "kl", "mse"]
     assert all(r["status"] == "ok" for r in rows)
     assert not [p for p in (mnt / "run").rglob(".*.tmp")]
+
+
+def test_3_full_disk_injected_while_saving_samples(tmp_path, capsys, argv_for, monkeypatch):
+    """The same without a tmpfs: ENOSPC raised where the first run saves its sample images. One line, exit 2; the
+    trial is not counted as a crash, and the same command then trains and records every run once."""
+    import bench.engine
+
+    def full(run_dir, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(Path(run_dir) / "samples" / "x.png"))
+
+    argv = argv_for(tmp_path / "run")
+    monkeypatch.setattr(bench.engine, "save_samples", full)
+    rc, _, err = run(argv, capsys)
+    one_error(rc, err, "no space left", "samples")
+    monkeypatch.undo()
+    rc, _, err = run(argv, capsys)
+    assert rc == 0, err
+    rows = read_rows(tmp_path / "run" / "runs.csv")
+    assert sorted(r["cell"] for r in rows) == ["grey", "kl", "mse"]
+    assert all(r["status"] == "ok" for r in rows)
 
 
 def test_3_atomic_write_on_a_full_disk_keeps_the_old_file_and_names_the_file(tmp_path, monkeypatch):
