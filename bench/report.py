@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import errno
 import html
 import json
 import math
@@ -22,7 +23,8 @@ import pandas as pd
 
 from . import leaderboard, plots, samples, testsets
 from .paths import results_root
-from .records import GREY, CorruptRecordError, atomic_write_text, device_slug, read_json, read_rows, redact
+from .records import (GREY, CorruptRecordError, atomic_write_text, device_slug, read_json, read_rows, redact,
+                      write_error_message)
 from .stats import N_BOOT, metric as get_metric
 
 RESULTS: Path | None = None  # where results/throughput-*.csv are looked up; None: bench.paths.results_root()
@@ -443,7 +445,8 @@ def main(argv=None) -> int:
     try:
         out = write_report(args.run_dir, Path(args.throughput) if args.throughput else None, args.n_boot)
     except (ReportError, CorruptRecordError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        full = isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
+        print(f"error: {redact(write_error_message(err) if full else err)}", file=sys.stderr)
         return 2
     print(f"wrote {out['html']} and {out['md']}")
     return 0
