@@ -23,7 +23,7 @@ import optuna
 
 from . import cli, grids
 from . import study as gs
-from .data import data_root, resolve
+from .data import BUNDLED_FOLDS, DEFAULT_TEST, data_root, default_folds, list_images, resolve
 from .engine import GridRun, default_run_dir, plan_jobs
 from .records import command_line
 from .device import pick_device
@@ -39,6 +39,10 @@ def parse_args(argv=None):
     cli.add(p, "models")
     p.add_argument("--seeds", type=int, default=2, help="training seeds per cell (default 2)")
     p.add_argument("--test", default=None, help="held-out test set (named or folder); default: the data set's own")
+    p.add_argument("--folds", type=int, default=None, metavar="K",
+                   help="k-fold rotation of a data set without a separate test set: K runs per cell and seed, each "
+                        "testing on its own 1/K of the images, so that every image is a test image once "
+                        f"(default: {BUNDLED_FOLDS} for the bundled Kodak24, else 1 = one fixed split)")
     cli.add(p, "out", help="run folder (default: results/<grid>-<preset>-<data>-<config hash> under the current "
                            "folder, or under $COLORBENCH_RESULTS)")
     cli.add(p, "lr")
@@ -52,16 +56,35 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def folds_of(args) -> int:
+    """``--folds``, else the data set's default (``bench.data.default_folds``); folds need a data set that has no
+    separate test set."""
+    if args.folds is None:
+        return default_folds(args.data, args.test, args.data_root)
+    if args.folds < 1:
+        raise cli.UsageError(f"--folds must be at least 1, got {args.folds}")
+    if args.folds > 1 and (args.test is not None or args.data in DEFAULT_TEST):
+        test = args.test or DEFAULT_TEST[args.data]
+        raise cli.UsageError(f"--folds rotates the test split of one data set, but the test set here is {test}, "
+                             f"a separate one: leave --folds out")
+    if args.folds > 1:  # checked before the run folder and the study exist (unusable files are found later)
+        n = len(list_images(resolve(args.data, data_root(args.data_root))[1]))
+        if args.folds > n:
+            raise cli.UsageError(f"--folds must be at most the number of images ({n}), got {args.folds}")
+    return args.folds
+
+
 def plan(args, device):
     """The base configuration, preset name and jobs of a command line — validated before any data is decoded."""
     base, preset_name = cli.config_from_args(args, device)
     with cli.usage_errors():
+        args.folds = folds_of(args)
         grid = grids.get(args.grid)
         best = None
         if args.tuned:  # the best parameters of each (model, loss) tuning study
             dname = resolve(args.data, data_root(args.data_root))[0]
             best = lambda m, loss: load_best(m, loss, preset_name, dname, args.storage)["params"]  # noqa: E731
-        jobs = plan_jobs(grid, base, cli.pick_models(args) or [base.model], args.seeds, best)
+        jobs = plan_jobs(grid, base, cli.pick_models(args) or [base.model], args.seeds, best, args.folds)
     return base, preset_name, jobs
 
 
@@ -87,7 +110,7 @@ def main(argv=None) -> int:
         run = GridRun(args.grid, preset_name, base, jobs, run_dir,
                       device, data=args.data, test=args.test, data_root=args.data_root, storage=args.storage,
                       study_name=args.study_name, heartbeat=args.heartbeat, progress=not args.no_progress,
-                      verify=not args.no_verify, save_models=args.save_models == "all",
+                      verify=not args.no_verify, save_models=args.save_models == "all", folds=args.folds,
                       info={"command": command_line(PROG, sys.argv[1:] if argv is None else list(argv)),
                             "seeds": args.seeds, "tuned": args.tuned})
         # everything that can be refused is checked before the folder, the study or any trial exists
@@ -96,7 +119,8 @@ def main(argv=None) -> int:
             for w in run.load_data():
                 print(f"warning: {w}", file=sys.stderr)
         counts = run.open()
-    print(f"{args.grid}: {len(jobs)} runs ({counts['finished']} already done, {counts['running']} running elsewhere)"
+    folds = f", {args.folds} folds" if args.folds > 1 else ""
+    print(f"{args.grid}: {len(jobs)} runs ({args.seeds} seed(s){folds}; {counts['finished']} already done, {counts['running']} running elsewhere)"
           f" → {run.run_dir}\nstudy {run.study_name} in {gs.redact(run.url)}", file=sys.stderr)
     if counts["stale"]:
         print(f"{counts['stale']} stale trial(s) of a lost worker failed; their runs are queued again", file=sys.stderr)

@@ -292,6 +292,60 @@ def make_splits(data: str | None = None, test: str | None = None, root: str | Pa
     return splits
 
 
+# ----------------------------------------------------------------------------------------------------- folds
+
+#: k-fold rotation of the bundled Kodak24 by default: 4 folds of 6 test images, so all 24 are test images once.
+BUNDLED_FOLDS = 4
+
+
+def default_folds(data: str | None, test: str | None, root: str | Path | None = None) -> int:
+    """The number of folds a run uses when ``--folds`` is not given: ``BUNDLED_FOLDS`` for the bundled Kodak24
+    without a separate test set (24 images: one fixed split would test on 6), else 1 (one split)."""
+    if test is not None:
+        return 1
+    return BUNDLED_FOLDS if resolve(data, data_root(root))[1] == BUNDLED else 1
+
+
+def fold_splits(data: str | None = None, folds: int = BUNDLED_FOLDS, root: str | Path | None = None,
+                verify: bool = True) -> list[Splits]:
+    """k-fold rotation of one data set that has no separate test set: every usable image is a test image once.
+
+    Fold f tests on the usable files at sorted positions i with ``i % folds == f``; the others are split into
+    validation and training by the rule of :func:`make_splits` (every 8th to validation below 40 images, every
+    10th above). Bundled Kodak24, 4 folds: 15 train / 3 validation / 6 test each, the 4 test sets covering all 24.
+
+    Args:
+        data: a named set, a folder, or None for the bundled Kodak24 (as in :func:`make_splits`).
+        folds: number of folds (2 ≤ folds ≤ number of usable images).
+        root: the folder holding the named sets (default: ``BENCH_DATA``).
+        verify: check named sets against their SHA256 manifests.
+
+    Returns:
+        One :class:`Splits` per fold. Unusable files are appended to fold 0's training list only, so that decoding
+        warns about (and counts) each of them once.
+    """
+    dname, dfolder, dnamed = resolve(data, data_root(root))
+    files = list_images(dfolder)
+    if verify and dnamed:
+        verify_manifest(dfolder)
+    files, bad = partition_usable(files)
+    if not 2 <= folds <= len(files):
+        raise DataError(f"--folds must be between 2 and the number of usable images ({len(files)}), got {folds}")
+    val_every = 10 if len(files) >= 40 else 8
+    out = []
+    for f in range(folds):
+        test = [p for i, p in enumerate(files) if i % folds == f]
+        train, val, _ = split_files([p for i, p in enumerate(files) if i % folds != f], val_every, None)
+        if not train or not val:
+            raise DataError(f"fold {f} of {dname} leaves no training or validation image ({len(files)} usable "
+                            f"images, {folds} folds)")
+        splits = Splits(train, val, test, {"train": dname, "val": dname, "test": dname},
+                        {"train": dfolder, "val": dfolder, "test": dfolder})
+        splits.check_disjoint()
+        out.append(splits)
+    out[0].train += bad
+    return out
+
 # ----------------------------------------------------------------------------------------------------- decoding
 
 

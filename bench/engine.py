@@ -3,7 +3,10 @@
 No argument parsing here: ``bench.ablate`` turns a command line into a ``GridRun`` and calls, in order,
 ``open`` (folder and study, before any data is decoded), ``prepare`` (data), ``train`` and ``finish`` (leaderboard).
 Each (model, cell, seed) is one trial of an Optuna study (``bench.study``): several workers running the same plan
-split it, and every run is trained once.
+split it, and every run is trained once. With k-fold rotation (``folds`` ≥ 2, the default for the bundled Kodak24)
+each (model, cell, seed, fold) is a run: fold f trains on its own training images and tests on its own test images,
+and the folds' test images together are every image of the set once, so per-image results of one (model, cell,
+seed) from different folds cover different images of one test set.
 
 Test hook: with ``COLORBENCH_TEST_HANG_AT_STEP=N`` in the environment a worker blocks after its first validation at
 step ≥ N (heartbeat still running), so that tests can kill it mid-trial deterministically.
@@ -42,34 +45,39 @@ from .models_check import check_encoder_weights
 from .paths import results_root
 from .records import append_rows, atomic_write_text, environment, read_json, read_rows
 from .samples import save_samples
-from .train import DivergenceError, Prepared, autocast_dtype, prepare, train_cell
+from .train import DivergenceError, Prepared, autocast_dtype, prepare, prepare_folds, train_cell
 from .tuned import apply_params
 
-RUN_KEY = ("model", "cell", "seed")
-IMAGE_KEY = ("model", "cell", "seed", "image")
-STEP_KEY = ("model", "cell", "seed", "step")
+# "fold" is empty in runs without k-fold rotation (and in files written before it existed): the same keys as before
+RUN_KEY = ("model", "cell", "seed", "fold")
+IMAGE_KEY = ("model", "cell", "seed", "fold", "image")
+STEP_KEY = ("model", "cell", "seed", "fold", "step")
 
 
 class Job(NamedTuple):
-    """One training run of the plan: a model, a cell of the grid and its full configuration (seed included)."""
+    """One training run of the plan: a model, a cell of the grid, its full configuration (seed included) and, with
+    k-fold rotation, the fold whose training images it learns from and whose test images it is scored on."""
 
     model: str
     cell: str
     cfg: CellConfig
+    fold: int | None = None
 
     @property
     def key(self) -> str:
-        return key_str(self.model, self.cell, self.cfg.seed)
+        return key_str(self.model, self.cell, self.cfg.seed, self.fold)
 
 
-def key_str(model: str, cell: str, seed) -> str:
-    """The grid key of a run (``model/cell/seed``): its identity in the study and in the CSV files."""
-    return f"{model}/{cell}/{seed}"
+def key_str(model: str, cell: str, seed, fold=None) -> str:
+    """The grid key of a run (``model/cell/seed``, ``model/cell/seed/fold2`` with folds): its identity in the study
+    and in the CSV files."""
+    return f"{model}/{cell}/{seed}" + ("" if fold in (None, "") else f"/fold{fold}")
 
 
 def plan_jobs(grid: Grid, base: CellConfig, model_names: list[str], seeds: int,
-              best_params: Callable[[str, str], dict] | None = None) -> list[Job]:
-    """Validate everything and list the jobs (model × cell × seed) — before any data is decoded.
+              best_params: Callable[[str, str], dict] | None = None, folds: int = 1) -> list[Job]:
+    """Validate everything and list the jobs (model × cell × seed, × fold with k-fold rotation) — before any data
+    is decoded.
 
     Args:
         grid: the cells; each cell's changes are merged into ``base`` (``bench.config.merge``).
@@ -78,12 +86,15 @@ def plan_jobs(grid: Grid, base: CellConfig, model_names: list[str], seeds: int,
         seeds: training seeds per cell (0 .. seeds-1).
         best_params: ``(model, loss) → tuned parameters`` (``--tuned``); they replace the preset's values but never
             what the cell itself sets.
+        folds: 1 for one train/validation/test split; k ≥ 2 for k-fold rotation (one job per fold).
 
     Raises:
         ValueError: with a one-line message for any invalid model, cell or setting.
     """
     if seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {seeds}")
+    if folds < 1:
+        raise ValueError(f"--folds must be at least 1, got {folds}")
     for m in model_names:
         models.get_factory(m)
     jobs = []
@@ -95,7 +106,8 @@ def plan_jobs(grid: Grid, base: CellConfig, model_names: list[str], seeds: int,
                 own = set(cell.changes) | set(cell.changes.get("loss_params", {}))
                 cfg = apply_params(cfg, {k: v for k, v in best.items() if k not in own})
             cfg.validate()
-            jobs += [Job(m, cell.name, cfg.replace(seed=seed)) for seed in range(seeds)]
+            jobs += [Job(m, cell.name, cfg.replace(seed=seed), fold if folds > 1 else None)
+                     for seed in range(seeds) for fold in range(folds)]
     base.validate()
     check_encoder_weights(base, model_names, [j.cfg.loss for j in jobs])
     return jobs
@@ -185,6 +197,8 @@ class GridRun:
         verify: check the SHA256 manifests of named data sets.
         save_models: save every finished run's weights and configuration in ``run_dir/models/`` (``bench.checkpoint``).
         info: more entries for ``run.json`` (the command line, seeds, ...).
+        folds: 1 (one split) or the number of folds of the k-fold rotation (``bench.data.fold_splits``); the jobs
+            must carry their fold then (``plan_jobs(..., folds=)``).
     """
 
     grid: str
@@ -203,26 +217,39 @@ class GridRun:
     verify: bool = True
     save_models: bool = True
     info: dict = field(default_factory=dict)
+    folds: int = 1
     # set by open() and prepare()
     study: optuna.Study | None = field(default=None, init=False, repr=False)
     counts: dict = field(default_factory=dict, init=False)
-    prep: Prepared | None = field(default=None, init=False, repr=False)
+    preps: list[Prepared] = field(default_factory=list, init=False, repr=False)  # one per fold (one without folds)
     shared: dict | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
         self.by_key = {j.key: j for j in self.jobs}
-        self.keys = {k: {"model": j.model, "cell": j.cell, "seed": j.cfg.seed} for k, j in self.by_key.items()}
+        self.keys = {k: {"model": j.model, "cell": j.cell, "seed": j.cfg.seed,
+                         **({} if j.fold is None else {"fold": j.fold})} for k, j in self.by_key.items()}
         self.url = self.storage or str(self.run_dir / "study.journal")
         if self.heartbeat < 1:
             raise ValueError(f"--heartbeat must be at least 1 second, got {self.heartbeat}")
+        if any((j.fold is not None) != (self.folds > 1) for j in self.jobs):
+            raise ValueError(f"the jobs were planned for another number of folds than {self.folds}")
+
+    @property
+    def prep(self) -> Prepared | None:
+        """The decoded data of a run without folds (of fold 0 with folds)."""
+        return self.preps[0] if self.preps else None
+
+    def prep_of(self, job: Job) -> Prepared:
+        """The decoded data a job trains and is scored on: its fold's."""
+        return self.preps[job.fold or 0]
 
     # ------------------------------------------------------------------------------------------------ set-up
     def default_study_name(self) -> str:
         """Deterministic: grid, preset, data and a hash of every job's configuration (a changed --steps is a new
         study)."""
         dname = resolve(self.data, data_root(self.data_root))[0]
-        blob = json.dumps([[j.model, j.cell, j.cfg.to_flat()] for j in self.jobs] + [self.data, self.test],
-                          sort_keys=True, default=str)
+        blob = json.dumps([[j.model, j.cell, j.cfg.to_flat()] + ([] if j.fold is None else [j.fold])
+                           for j in self.jobs] + [self.data, self.test], sort_keys=True, default=str)
         return f"ablate-{self.grid}-{self.preset}-{dname}-{hashlib.sha1(blob.encode()).hexdigest()[:8]}"
 
     def check_folder(self) -> None:
@@ -246,7 +273,7 @@ class GridRun:
             new = {k: v for k, v in self.base.to_flat().items() if k in CONFIG_COLUMNS}
             diff.update(config_differences(old, None, new))
         for r in self.local_rows:
-            job = self.by_key.get(key_str(r.get("model"), r.get("cell"), r.get("seed")))
+            job = self.by_key.get(key_str(r.get("model"), r.get("cell"), r.get("seed"), r.get("fold")))
             if job is not None:
                 diff.update(config_differences(r, job, self.data_names()))
         if diff:
@@ -263,7 +290,7 @@ class GridRun:
     def needs_data(self) -> bool:
         """Before ``open``: whether this folder's records lack a job or the grey baseline (then the data are
         decoded, and checked, before any folder or study is created)."""
-        done = {key_str(r.get("model"), r.get("cell"), r.get("seed")) for r in self.local_rows}
+        done = {key_str(r.get("model"), r.get("cell"), r.get("seed"), r.get("fold")) for r in self.local_rows}
         return not self.grey_done or any(k not in done for k in self.keys)
 
     def open(self) -> dict:
@@ -333,20 +360,22 @@ class GridRun:
         """
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            self.prep = prepare(self.base, self.data, self.test, self.data_root, verify=self.verify)
+            if self.folds > 1:
+                self.preps = prepare_folds(self.base, self.data, self.folds, self.data_root, verify=self.verify)
+            else:
+                self.preps = [prepare(self.base, self.data, self.test, self.data_root, verify=self.verify)]
         env = environment(self.device)
         p = self.prep
         self.shared = {
             "run": self.run_dir.name, "grid": self.grid,
             "data_train": p.splits.names["train"], "data_test": p.splits.names["test"],
-            "n_train": len(p.train), "n_val": len(p.val_images), "n_test": len(p.test_images),
-            "n_skipped": len(p.skipped), **env,
+            **self.split_sizes(p), "n_skipped": sum(len(q.skipped) for q in self.preps), **env,
         }
         self.env = env
         diff = {}  # rows of this folder recorded on other data (same names are required)
         for r in self.local_rows if hasattr(self, "local_rows") else []:
             if r.get("cell") == leaderboard.GREY or r.get("model") == "(none)" or key_str(
-                    r.get("model"), r.get("cell"), r.get("seed")) in self.by_key:
+                    r.get("model"), r.get("cell"), r.get("seed"), r.get("fold")) in self.by_key:
                 diff.update(config_differences(r, None, self.data_names()))
         if diff:
             raise ValueError(f"run folder {self.run_dir} holds results of other data ({_describe(diff)}); pass "
@@ -354,20 +383,31 @@ class GridRun:
         return [str(w.message) for w in caught if issubclass(w.category, UserWarning)]  # not e.g. ResourceWarnings
 
     def write_run_json(self) -> None:
-        """``run.json``: the command, base configuration, study, splits (exact file lists), skipped files and
-        environment."""
+        """``run.json``: the command, base configuration, study, number of folds, splits (exact file lists; with
+        folds every fold's, and the whole test set under ``splits``), skipped files and environment."""
         p = self.prep
+        if self.folds > 1:  # every fold's file lists; "splits" has the whole test set: every fold's test images
+            splits = {"folds": self.folds, "splits": {"test": [str(x) for q in self.preps for x in q.splits.test]},
+                      "fold_splits": [{"fold": f, **{k: [str(x) for x in getattr(q.splits, k)]
+                                                     for k in ("train", "val", "test")}}
+                                      for f, q in enumerate(self.preps)]}
+        else:
+            splits = {"folds": 1, "splits": {k: [str(f) for f in getattr(p.splits, k)] for k in ("train", "val", "test")}}
         atomic_write_text(self.run_dir / "run.json", json.dumps({
             **self.info, "grid": self.grid, "preset": self.preset, "base_config": self.base.to_flat(),
-            "study": self.study_name, "storage": gs.redact(self.url),
-            "splits": {k: [str(f) for f in getattr(p.splits, k)] for k in ("train", "val", "test")},
-            "skipped": p.skipped, "environment": self.env, "written_at": _now()}, indent=2))
+            "study": self.study_name, "storage": gs.redact(self.url), **splits,
+            "skipped": [s for q in self.preps for s in q.skipped], "environment": self.env, "written_at": _now()},
+            indent=2))
+
+    def split_sizes(self, p: Prepared) -> dict:
+        """The ``n_train``, ``n_val``, ``n_test`` columns of a run row (with folds: of the run's fold)."""
+        return {"n_train": len(p.train), "n_val": len(p.val_images), "n_test": len(p.test_images)}
 
     # ------------------------------------------------------------------------------------------------ training
     def train(self) -> int:
         """Score the grey baseline (once per folder), then claim and train waiting trials until every key is
         finished, waiting for (or taking over) other workers' runs. Returns the number of runs trained here."""
-        if self.prep is None:
+        if not self.preps:
             raise RuntimeError("GridRun.train before GridRun.prepare")
         if not self.grey_done:
             row, per_image = self.grey_row()
@@ -405,15 +445,20 @@ class GridRun:
             bar.close()
 
     def grey_row(self) -> tuple[dict, list[dict]]:
-        """The baseline that predicts no colour: its run row and per-image rows."""
-        p, shared = self.prep, self.shared
-        scores = evaluate_grey(p.test_images, self.device)
+        """The baseline that predicts no colour: its run row and per-image rows (one row for the whole test set,
+        with folds too: grey needs no training, so every fold's test images are scored at once)."""
+        shared, per_image = self.shared, []
+        for f, p in enumerate(self.preps):
+            scores = evaluate_grey(p.test_images, self.device)
+            per_image += [{"run": shared["run"], "model": "(none)", "cell": leaderboard.GREY, "seed": 0,
+                           **({"fold": f} if self.folds > 1 else {}), "test_set": shared["data_test"], "image": name,
+                           **{k: v[i] for k, v in scores.items()}} for i, name in enumerate(p.test_keys)]
+        metrics = [k for k in per_image[0] if k not in ("run", "model", "cell", "seed", "fold", "test_set", "image")]
         row = {**shared, "model": "(none)", "cell": leaderboard.GREY, "loss": "(none)", "seed": 0, "status": "ok",
                "encoder_pretrained": False, "started_at": _now(), "finished_at": _now(),
-               **{k: sum(v) / len(v) for k, v in scores.items()}}
-        per_image = [{"run": shared["run"], "model": "(none)", "cell": leaderboard.GREY, "seed": 0,
-                      "test_set": shared["data_test"], "image": name, **{k: v[i] for k, v in scores.items()}}
-                     for i, name in enumerate(p.test_keys)]
+               **{k: sum(r[k] for r in per_image) / len(per_image) for k in metrics}}
+        if self.folds > 1:
+            row["n_test"] = len(per_image)
         return row, per_image
 
     def run_job(self, job: Job, on_validation=None, retry: bool = False) -> tuple[dict, list[dict], list[dict]]:
@@ -422,31 +467,40 @@ class GridRun:
         Training resumes from the run's checkpoint in ``run_dir/models/...`` if there is a readable one (a ``retry``
         of a lost worker's run says so when there is none) and writes it every ``cfg.checkpoint_every`` steps; a
         finished run's checkpoint is replaced by its final weights (``save_models``) or removed."""
-        model_name, cell, cfg = job
+        model_name, cell, cfg, fold = job
+        prep = self.prep_of(job)
         folder = model_dir(self.run_dir, model_name, cell, cfg.seed)
-        row = {**self.shared, "model": model_name, "cell": cell, **cfg.to_flat(), "started_at": _now()}
+        if fold is not None:  # every fold trains its own network
+            folder = folder / f"fold{fold}"
+        folded = {} if fold is None else {"fold": fold}
+        row = {**self.shared, **self.split_sizes(prep), "model": model_name, "cell": cell, **folded,
+               **({} if fold is None else {"folds": self.folds}), **cfg.to_flat(), "started_at": _now()}
         row["style_weight"] = cfg.loss_params.get("style_weight", "")
         row["skips"] = cfg.model_params.get("skips", "")
-        key = {"run": self.shared["run"], "model": model_name, "cell": cell, "seed": cfg.seed}
+        key = {"run": self.shared["run"], "model": model_name, "cell": cell, "seed": cfg.seed, **folded}
+        desc = f"{cell} seed {cfg.seed}" + ("" if fold is None else f" fold {fold + 1}/{self.folds}")
         try:
-            res = train_cell(cfg, self.prep, self.device, progress=self.progress, desc=f"{cell} seed {cfg.seed}",
-                             on_validation=on_validation, checkpoint=folder / CHECKPOINT, expect_checkpoint=retry)
+            res = train_cell(cfg, prep, self.device, progress=self.progress, desc=desc, on_validation=on_validation,
+                             checkpoint=folder / CHECKPOINT, expect_checkpoint=retry)
         except DivergenceError as err:
             row.update(status="failed", failed_step=err.step, error=err.reason, finished_at=_now())
             remove_checkpoint(folder / CHECKPOINT)
             return row, [], []
         row.update(res["metrics"], status="ok", encoder_pretrained=res["encoder_pretrained"], finished_at=_now())
-        # colorized sample images for the report, while the network is still in memory
-        save_samples(self.run_dir, model_name, cell, cfg.seed, self.prep, res["model"], self.device,
-                     autocast_dtype=autocast_dtype(cfg, self.device))
+        # colorized sample images for the report, while the network is still in memory (with folds: fold 0's
+        # networks, so that every cell shows the same photos)
+        if not fold:
+            save_samples(self.run_dir, model_name, cell, cfg.seed, prep, res["model"], self.device,
+                         autocast_dtype=autocast_dtype(cfg, self.device))
         if self.save_models:
             save_weights(folder, res["model"], cfg,
-                         {"model": model_name, "cell": cell, "seed": cfg.seed, "test_set": self.shared["data_test"],
-                          "psnr": row["psnr"], "encoder_pretrained": res["encoder_pretrained"],
+                         {"model": model_name, "cell": cell, "seed": cfg.seed, **folded,
+                          "test_set": self.shared["data_test"], "psnr": row["psnr"],
+                          "encoder_pretrained": res["encoder_pretrained"],
                           "git_commit": self.shared.get("git_commit", "")})
         remove_checkpoint(folder / CHECKPOINT)  # finished: reduced to the final weights (or to nothing)
         per_image = [{**key, "test_set": self.shared["data_test"], "image": name,
-                      **{k: v[i] for k, v in res["per_image"].items()}} for i, name in enumerate(self.prep.test_keys)]
+                      **{k: v[i] for k, v in res["per_image"].items()}} for i, name in enumerate(prep.test_keys)]
         history = [{**key, **h} for h in res["history"]]
         return row, per_image, history
 
@@ -498,8 +552,7 @@ class GridRun:
         append_rows(self.run_dir / "history.csv", history, key=STEP_KEY)
         append_rows(self.run_dir / "runs.csv", [row], key=RUN_KEY)
         if row["status"] != "ok":
-            tqdm.write(f"{job.model}/{job.cell} seed {job.cfg.seed} failed at step {row['failed_step']}: "
-                       f"{row['error']}")
+            tqdm.write(f"{job.key} failed at step {row['failed_step']}: {row['error']}")
             return "diverged"
         return "ok"
 
@@ -511,7 +564,7 @@ class GridRun:
         known = {gs.key_of(t) for t in study.get_trials(deepcopy=False)}
         n = 0
         for r in self.local_rows:
-            k = key_str(r.get("model"), r.get("cell"), r.get("seed"))
+            k = key_str(r.get("model"), r.get("cell"), r.get("seed"), r.get("fold"))
             if k not in self.keys or k in known:
                 continue
             attrs = {**self.keys[k], "key": k, "row": gs.dumps(r), "worker": "imported from runs.csv"}

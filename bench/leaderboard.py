@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import stats as pstats
+from .folds import combine_folds
 from .plots import psnr_per_cell
 from .records import GREY, atomic_write_text, read_rows
 from .stats import ci95
@@ -62,8 +63,9 @@ NUMERIC_RUN_COLS = ("seed", "val_psnr", "train_time_s", "train_img_per_s", "step
 
 
 def load_runs(run_dir: Path) -> pd.DataFrame:
-    """The run records of a run folder as a DataFrame (metric and other numeric columns converted)."""
-    df = pd.DataFrame(read_rows(Path(run_dir) / "runs.csv"))
+    """The run records of a run folder as a DataFrame (metric and other numeric columns converted; the folds of a
+    k-fold run combined into one row per seed, ``bench.folds``)."""
+    df = combine_folds(pd.DataFrame(read_rows(Path(run_dir) / "runs.csv")))
     return _numeric(df, [*NUMERIC_RUN_COLS, *pstats.METRICS])
 
 

@@ -20,12 +20,12 @@ from .abbins import ABBins
 from .colour import rgb_to_lab, split_lab
 from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from .config import CellConfig
-from .data import CropSchedule, ImageStore, Splits, make_splits
+from .data import BUNDLED_FOLDS, CropSchedule, ImageStore, Splits, fold_splits, make_splits
 from .device import amp_dtype, autocast, pick_device
 from .metrics import evaluate, score_test
 
 __all__ = ["DivergenceError", "Prepared", "TrainStep", "autocast_dtype", "build_cell", "make_step", "pick_device",
-           "prepare", "train_cell"]
+           "prepare", "prepare_folds", "train_cell"]
 
 
 class DivergenceError(RuntimeError):
@@ -77,6 +77,25 @@ def prepare(cfg: CellConfig, data: str | None = None, test: str | None = None, r
     return Prepared(splits, train, val.centre_crops(cfg.eval_size), tst.centre_crops(cfg.eval_size), tst.files,
                     train.skipped + val.skipped + tst.skipped, cfg.size)
 
+
+def prepare_folds(cfg: CellConfig, data: str | None = None, folds: int = BUNDLED_FOLDS, root=None,
+                  verify: bool = True) -> list[Prepared]:
+    """k-fold rotation of a data set without a separate test set (``bench.data.fold_splits``): one ``Prepared``
+    per fold; their test images together are every usable image of the set, once.
+
+    Args:
+        cfg: the base configuration (its ``size`` and ``eval_size`` set the decoding and the evaluation crops).
+        data: a named set, a folder, or None for the bundled Kodak24.
+        folds: number of folds.
+        root: the folder holding the named sets.
+        verify: check named sets against their SHA256 manifests.
+    """
+    out = []
+    for splits in fold_splits(data, folds, root, verify=verify):
+        train, val, tst = (ImageStore(getattr(splits, k), cfg.size) for k in ("train", "val", "test"))
+        out.append(Prepared(splits, train, val.centre_crops(cfg.eval_size), tst.centre_crops(cfg.eval_size),
+                            tst.files, train.skipped + val.skipped + tst.skipped, cfg.size))
+    return out
 
 def build_cell(cfg: CellConfig, prep: Prepared | None, device: torch.device):
     """Model and loss of a cell, on the device.

@@ -234,7 +234,7 @@ def test_adain_grid_runs_end_to_end(tmp_path, monkeypatch, capsys):
 
     # the quick preset at 32² and 2 steps of 4 images: every cell trains, validates and is scored, in seconds
     args = ["--grid", "adain", "--models", "adain_unet", "--preset", "quick", "--steps", "2", "--seeds", "1",
-            "--out", str(tmp_path), "--no-progress", "--device", "cpu",
+            "--folds", "1", "--out", str(tmp_path), "--no-progress", "--device", "cpu",
             "--set", "batch_size=4", "--set", "size=32", "--set", "crop=32", "--set", "eval_size=32"]
     full = grids.get("adain")
     _, _, jobs = ablate.plan(ablate.parse_args(args), torch.device("cpu"))  # every cell of the full grid validates

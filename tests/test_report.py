@@ -52,7 +52,8 @@ class Page(HTMLParser):
 def run_dir(tmp_path_factory) -> Path:
     """A real (tiny) smoke grid: 2 cells × 2 seeds, 2 steps on 32-px crops of the bundled Kodak24, with samples."""
     out = tmp_path_factory.mktemp("run") / "smoke"
-    assert ablate.main(["--grid", "smoke", "--steps", "2", "--seeds", "2", "--out", str(out), "--no-progress",
+    assert ablate.main(["--grid", "smoke", "--steps", "2", "--seeds", "2", "--folds", "1", "--out", str(out),
+                        "--no-progress",
                         *TINY]) == 0
     # ablate does not save samples (yet): colorize with freshly built networks to exercise the same files
     cfg = preset("quick").replace(size=32, crop=32, eval_size=32)

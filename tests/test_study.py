@@ -26,7 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("COLORBENCH_PG_URL")
 # CPU-small: 2 training steps of 4 crops, validation after each (two intermediate values per trial), 1-second
 # heartbeats (a trial without one for 3 s is stale)
-FAST = ["--steps", "2", "--set", "val_every=1", "--set", "batch_size=4", "--no-progress", "--heartbeat", "1"]
+# one split (--folds 1): these tests are about workers and storage, not about the bundled set's 4-fold rotation
+FAST = ["--steps", "2", "--set", "val_every=1", "--set", "batch_size=4", "--no-progress", "--heartbeat", "1",
+        "--folds", "1"]
 TINY_KEYS = {f"unet_vgg16/{c}/{s}" for c in ("mse", "l1", "huber", "mse_lr") for s in (0, 1)}
 
 
