@@ -41,6 +41,13 @@ class ColorHead(nn.Module):
         self.temperature = temperature
         self.bins = ABBins() if head == "bins" else None
         self.proj = nn.Conv2d(c_in, 2 if head == "ab" else self.bins.n_bins, 1)
+        # Zero start: an untrained ab head predicts ab = 0, the greyscale baseline, instead of random colours
+        # that training must first unlearn (a bins head starts from equal logits). The gradient still reaches the
+        # projection at once and the layers below from the second step on. Quick preset, MSE, bundled Kodak24:
+        # with PyTorch's default init the network was 1.4 dB below grey after 150 steps (issue 12); with this one
+        # it is 1.5 dB above grey after 25 steps, on 23 of the 24 images (4 folds; results/default-job-cpu.md).
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.proj(x)
