@@ -487,6 +487,10 @@ class GridRun:
             remove_checkpoint(folder / CHECKPOINT)
             return row, [], []
         row.update(res["metrics"], status="ok", encoder_pretrained=res["encoder_pretrained"], finished_at=_now())
+        if not math.isfinite(row["val_psnr"]):  # a finite loss but colours beyond any range: diverged all the same
+            row.update(status="failed", failed_step=cfg.steps, error=f"validation PSNR is {row['val_psnr']}")
+            remove_checkpoint(folder / CHECKPOINT)
+            return row, [], []
         # colorized sample images for the report, while the network is still in memory (with folds: fold 0's
         # networks, so that every cell shows the same photos)
         if not fold:
