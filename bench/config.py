@@ -25,6 +25,9 @@ class CellConfig:
         model_params: keyword arguments for the model beyond ``head``, ``width`` and ``encoder_weights``.
         width: channel multiplier of the model (1.0 = the real VGG).
         encoder_weights: ``none``, ``imagenet`` or a path to a state dict.
+        lpips_backbone: the VGG-16 of the ``lpips`` test metric, and the default ``backbone`` of the losses built on
+            one (``lpips``, ``perceptual``): ``imagenet`` (torchvision's checkpoint) or ``random`` (a fixed seeded
+            VGG-16, for CPU runs; flagged in every result row). Never a silent fallback.
         steps: optimisation steps.
         batch_size: images per step.
         lr: Adam learning rate.
@@ -45,6 +48,7 @@ class CellConfig:
     model_params: dict = field(default_factory=dict)
     width: float = 1.0
     encoder_weights: str = "none"
+    lpips_backbone: str = "imagenet"
     steps: int = 200
     batch_size: int = 16
     lr: float = 2e-5
@@ -99,6 +103,8 @@ class CellConfig:
                 raise ValueError(f"{key}={v} is larger than the resized shorter side size={self.size}")
         if self.size > MAX_CROP:
             raise ValueError(f"size {self.size} is larger than allowed ({MAX_CROP})")
+        if self.lpips_backbone not in ("imagenet", "random"):
+            raise ValueError(f"lpips_backbone must be imagenet or random, not {self.lpips_backbone!r}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be auto, fp32 or bf16, not {self.precision!r}")
 
@@ -227,10 +233,10 @@ def parse_overrides(items: list[str]) -> dict:
 PRESETS: dict[str, dict] = {
     # quick: sized for the default job (losses grid × 2 seeds × 4 folds of the bundled Kodak24: about 7 min on 2 CPU
     # cores, extrapolated from measured step times; 30 steps: see results/default-job-cpu.md)
-    "quick": dict(width=0.25, encoder_weights="none", size=64, crop=64, eval_size=64, batch_size=16, lr=5e-4,
-                  steps=30, val_every=10),
-    "paper": dict(width=1.0, encoder_weights="imagenet", size=256, crop=256, eval_size=256, batch_size=16, lr=2e-5,
-                  steps=20000, val_every=1000, checkpoint_every=1000),
+    "quick": dict(width=0.25, encoder_weights="none", lpips_backbone="random", size=64, crop=64, eval_size=64,
+                  batch_size=16, lr=5e-4, steps=30, val_every=10),
+    "paper": dict(width=1.0, encoder_weights="imagenet", lpips_backbone="imagenet", size=256, crop=256, eval_size=256,
+                  batch_size=16, lr=2e-5, steps=20000, val_every=1000, checkpoint_every=1000),
 }
 
 

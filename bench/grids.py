@@ -60,6 +60,37 @@ add_grid(
 )
 
 
+# ----------------------------------------------------------------------------------------------- Ballester et al. 2022
+# The chapter's losses (arXiv 2204.02980): L1, L2, WGAN + L2 and LPIPS(VGG), here beside KL and Huber, and the
+# L1/L2 variants computed on RGB rebuilt through the differentiable Lab → RGB instead of on ab. The LPIPS cell's VGG-16
+# is the configuration's lpips_backbone: ImageNet under the paper preset, a seeded random one under quick (flagged).
+# WGAN weight 0.01: the critic's scores are order one, the MSE on ab/110 about 0.01-0.05 (grid wgan_gp scans it).
+WGAN_WEIGHT = 0.01
+
+add_grid(
+    "ballester22",
+    "The losses of Ballester et al. 2022: L1, L2 (mse), LPIPS-VGG and WGAN-GP + L2; plus KL and Huber, and L1/L2 "
+    "on RGB rebuilt from (L, ab) through a differentiable Lab → RGB.",
+    [
+        Cell("l1", {"loss": "l1"}),
+        Cell("mse", {"loss": "mse"}),
+        Cell("lpips", {"loss": "lpips"}),
+        Cell("mse+wgan_gp", {"loss": f"mse+{WGAN_WEIGHT:g}*wgan_gp"}),
+        Cell("kl", {"loss": "kl"}),
+        Cell("huber", {"loss": "huber"}),
+        Cell("l1_rgb", {"loss": "l1", "loss_params": {"space": "rgb"}}),
+        Cell("mse_rgb", {"loss": "mse", "loss_params": {"space": "rgb"}}),
+    ],
+)
+
+add_grid(
+    "wgan_gp",
+    "The weight λ of the adversarial term in mse + λ·wgan_gp (0 is plain MSE).",
+    [Cell("mse", {"loss": "mse"})]
+    + [Cell(f"mse+wgan_w{lam:g}", {"loss": f"mse+{lam:g}*wgan_gp"}) for lam in (0.001, 0.01, 0.1)],
+)
+
+
 def get(name: str) -> Grid:
     """The grid registered under ``name``; a ValueError listing the valid names otherwise."""
     try:

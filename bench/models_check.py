@@ -1,6 +1,8 @@
 """Checks of a configuration that need the model code, made before any training starts."""
 from __future__ import annotations
 
+import os
+
 from .config import CellConfig
 
 
@@ -24,3 +26,41 @@ def check_encoder_weights(cfg: CellConfig, model_names: list[str], loss_specs: l
             losses.build(spec, encoder_weights=cfg.encoder_weights, vgg_width=cfg.width)
         except EncoderWeightsError as err:
             raise ValueError(str(err)) from None
+
+
+def check_backbones(cfgs: list[CellConfig]) -> list[str]:
+    """Check the VGG-16 that ``lpips``/``perceptual`` losses and the ``lpips`` metric need, before any training.
+
+    A loss whose backbone is ``imagenet`` (its ``loss_params.backbone``, else the configuration's ``lpips_backbone``)
+    without the checkpoint is a ValueError naming the file and TORCH_HOME. For the metric it is not: the run goes on
+    with ``lpips_backbone=missing``, and the returned warning lines say so.
+
+    Args:
+        cfgs: the configurations of every job.
+    """
+    import inspect
+
+    import losses
+    from models.vgg import EncoderWeightsError, VGG16Taps, imagenet_checkpoint_path
+
+    def uses_backbone(spec: str) -> bool:
+        return any("backbone" in inspect.signature(losses.get_class(name).__init__).parameters
+                   for _, name in losses.parse_spec(spec))
+
+    needy = [c.loss for c in cfgs if uses_backbone(c.loss)
+             and c.loss_params.get("backbone", c.lpips_backbone) == "imagenet"]
+    loss_imagenet = bool(needy)
+    metric_imagenet = any(c.lpips_backbone == "imagenet" for c in cfgs)
+    if not (loss_imagenet or metric_imagenet):
+        return []
+    try:
+        VGG16Taps(("relu1_2",), "imagenet")  # reads the checkpoint (or downloads it when online)
+    except EncoderWeightsError as err:
+        where = (f"{imagenet_checkpoint_path('vgg16')} (TORCH_HOME={os.environ.get('TORCH_HOME', '~/.cache/torch')})")
+        if loss_imagenet:
+            raise ValueError(f"loss {needy[0]} needs torchvision's ImageNet VGG-16, {where}, which cannot be had "
+                             f"({str(err).split(': ')[0]}); copy the file there, or ask for a random VGG-16 with "
+                             f"--set lpips_backbone=random (flagged in every row)") from None
+        return [f"the lpips metric needs torchvision's ImageNet VGG-16, {where}, which cannot be had: the lpips "
+                f"column stays empty (lpips_backbone=missing); --set lpips_backbone=random uses a flagged random one"]
+    return []

@@ -22,7 +22,7 @@ from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from .config import CellConfig
 from .data import BUNDLED_FOLDS, CropSchedule, ImageStore, Splits, fold_splits, make_splits
 from .device import amp_dtype, autocast, pick_device
-from .metrics import evaluate, score_test
+from .metrics import evaluate, lpips_metric, score_test
 
 __all__ = ["DivergenceError", "Prepared", "TrainStep", "autocast_dtype", "build_cell", "make_step", "pick_device",
            "prepare", "prepare_folds", "train_cell"]
@@ -117,6 +117,9 @@ def build_cell(cfg: CellConfig, prep: Prepared | None, device: torch.device):
     # neither argument never see them (losses.build passes each term only the parameters it accepts).
     params.setdefault("encoder_weights", cfg.encoder_weights)
     params.setdefault("vgg_width", cfg.width)
+    # LPIPS and perceptual losses own a full-width VGG-16: ImageNet or, only when the configuration says so, random.
+    params.setdefault("backbone", cfg.lpips_backbone)
+    params.setdefault("critic_seed", cfg.seed)  # an adversarial term's critic varies with the training seed too
     criterion = losses.build(cfg.loss, **params)
     return model.to(device), criterion.to(device)
 
@@ -264,7 +267,8 @@ def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: 
 
     Returns:
         dict with ``metrics`` (means and timings), ``per_image`` (per-image test metrics), ``history`` (validation
-        PSNR and training loss over steps) and ``encoder_pretrained``.
+        PSNR and training loss over steps), ``encoder_pretrained`` and ``lpips_backbone`` (the lpips metric's VGG-16:
+        imagenet, random, or missing — then the lpips values are NaN).
 
     Raises:
         DivergenceError: the loss became NaN or infinite.
@@ -316,13 +320,18 @@ def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: 
     train_time = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    per_image = score_test(model, prep.test_images, device, cfg.batch_size, amp)
+    lpips_net, lpips_backbone = lpips_metric(cfg.lpips_backbone, device)
+    per_image = score_test(model, prep.test_images, device, cfg.batch_size, amp, lpips_net=lpips_net)
+    if lpips_net is None:  # the ImageNet VGG-16 is missing: no number, and lpips_backbone="missing" says why
+        per_image["lpips"] = [math.nan] * len(prep.test_images)
     extra = {"psnr_ref_other": _mean(per_image["psnr_ref_other"])} if "psnr_ref_other" in per_image else {}
     eval_time = time.perf_counter() - t1
     metrics = {
         "psnr": _mean(per_image["psnr"]),
         "ssim": _mean(per_image["ssim"]),
         "colourfulness": _mean(per_image["colourfulness"]),
+        "delta_e2000": _mean(per_image["delta_e2000"]),
+        "lpips": _mean(per_image["lpips"]),
         "val_psnr": history[-1]["val_psnr"],
         "final_loss": history[-1]["train_loss"],
         "train_time_s": train_time,
@@ -331,7 +340,8 @@ def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: 
         **extra,
     }
     return {"metrics": metrics, "per_image": per_image, "history": history,
-            "encoder_pretrained": bool(getattr(model, "encoder_pretrained", False)), "model": model}
+            "encoder_pretrained": bool(getattr(model, "encoder_pretrained", False)), "lpips_backbone": lpips_backbone,
+            "model": model}
 
 
 def _refs(images: torch.Tensor, needed: bool):
