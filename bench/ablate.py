@@ -45,7 +45,7 @@ def parse_args(argv=None):
                         f"(default: {BUNDLED_FOLDS} for the bundled Kodak24, else 1 = one fixed split)")
     cli.add(p, "out", help="run folder (default: results/<grid>-<preset>-<data>-<config hash> under the current "
                            "folder, or under $COLORBENCH_RESULTS)")
-    cli.add(p, "lr")
+    cli.add(p, "lr", "rank_by")
     p.add_argument("--save-models", choices=("all", "none"), default="all",
                    help="save every finished run's weights and configuration in <run folder>/models/ (default all)")
     g = p.add_argument_group("shared study (several workers, one grid)")
@@ -111,6 +111,7 @@ def main(argv=None) -> int:
                       device, data=args.data, test=args.test, data_root=args.data_root, storage=args.storage,
                       study_name=args.study_name, heartbeat=args.heartbeat, progress=not args.no_progress,
                       verify=not args.no_verify, save_models=args.save_models == "all", folds=args.folds,
+                      rank_by=args.rank_by,
                       info={"command": command_line(PROG, sys.argv[1:] if argv is None else list(argv)),
                             "seeds": args.seeds, "tuned": args.tuned})
         # everything that can be refused is checked before the folder, the study or any trial exists

@@ -151,6 +151,9 @@ ARGUMENTS: dict[str, tuple[tuple[str, ...], dict]] = {
     "heartbeat": (("--heartbeat",), dict(type=int, default=30, metavar="SECONDS",
                                          help="heartbeat interval of a running trial; after 3× this without one it "
                                               "is retried (default 30)")),
+    "rank_by": (("--rank-by",), dict(default="psnr", metavar="METRIC",
+                                     help="rank the leaderboard by this test metric: psnr (default), ssim, "
+                                          "colourfulness, delta_e2000 or lpips (lower is better for the last two)")),
     "no_verify": (("--no-verify",), dict(action="store_true", help="skip the SHA256 check of named data sets")),
     "no_progress": (("--no-progress",), dict(action="store_true", help="no progress bars")),
 }

@@ -39,9 +39,9 @@ from . import study as gs
 from .checkpoint import CHECKPOINT, model_dir, remove_checkpoint, save_weights
 from .config import CellConfig, merge
 from .data import data_root, resolve
-from .metrics import evaluate_grey
+from .metrics import evaluate_grey, lpips_metric
 from .grids import Grid
-from .models_check import check_encoder_weights
+from .models_check import check_backbones, check_encoder_weights
 from .paths import results_root
 from .records import append_rows, atomic_write_text, environment, read_json, read_rows
 from .samples import save_samples
@@ -110,6 +110,7 @@ def plan_jobs(grid: Grid, base: CellConfig, model_names: list[str], seeds: int,
                      for seed in range(seeds) for fold in range(folds)]
     base.validate()
     check_encoder_weights(base, model_names, [j.cfg.loss for j in jobs])
+    check_backbones([j.cfg for j in jobs])
     return jobs
 
 
@@ -199,6 +200,8 @@ class GridRun:
         info: more entries for ``run.json`` (the command line, seeds, ...).
         folds: 1 (one split) or the number of folds of the k-fold rotation (``bench.data.fold_splits``); the jobs
             must carry their fold then (``plan_jobs(..., folds=)``).
+        rank_by: the leaderboard's ranking metric, a metric of ``bench.stats.METRICS`` (psnr, ssim, colourfulness,
+            delta_e2000, lpips, ...; its direction comes from there). Recorded in ``run.json`` for the report.
     """
 
     grid: str
@@ -218,6 +221,7 @@ class GridRun:
     save_models: bool = True
     info: dict = field(default_factory=dict)
     folds: int = 1
+    rank_by: str = "psnr"
     # set by open() and prepare()
     study: optuna.Study | None = field(default=None, init=False, repr=False)
     counts: dict = field(default_factory=dict, init=False)
@@ -233,6 +237,8 @@ class GridRun:
             raise ValueError(f"--heartbeat must be at least 1 second, got {self.heartbeat}")
         if any((j.fold is not None) != (self.folds > 1) for j in self.jobs):
             raise ValueError(f"the jobs were planned for another number of folds than {self.folds}")
+        if self.rank_by not in pstats.METRICS:
+            raise ValueError(f"--rank-by must be one of {', '.join(pstats.METRICS)}, not {self.rank_by!r}")
 
     @property
     def prep(self) -> Prepared | None:
@@ -380,7 +386,13 @@ class GridRun:
         if diff:
             raise ValueError(f"run folder {self.run_dir} holds results of other data ({_describe(diff)}); pass "
                              f"another --out")
-        return [str(w.message) for w in caught if issubclass(w.category, UserWarning)]  # not e.g. ResourceWarnings
+        said = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]  # not e.g. ResourceWarnings
+        for backbone in sorted({j.cfg.lpips_backbone for j in self.jobs} | {self.base.lpips_backbone}):
+            if lpips_metric(backbone, self.device)[1] == "missing":
+                said.append("the lpips metric needs torchvision's ImageNet VGG-16 and it cannot be had offline: lpips "
+                            "stays empty in every row (lpips_backbone=missing); --set lpips_backbone=random uses a "
+                            "seeded random VGG-16 instead (flagged)")
+        return said
 
     def write_run_json(self) -> None:
         """``run.json``: the command, base configuration, study, number of folds, splits (exact file lists; with
@@ -448,14 +460,18 @@ class GridRun:
         """The baseline that predicts no colour: its run row and per-image rows (one row for the whole test set,
         with folds too: grey needs no training, so every fold's test images are scored at once)."""
         shared, per_image = self.shared, []
+        net, lpips_backbone = lpips_metric(self.base.lpips_backbone, self.device)
         for f, p in enumerate(self.preps):
-            scores = evaluate_grey(p.test_images, self.device)
+            scores = evaluate_grey(p.test_images, self.device, lpips_net=net)
+            if net is None:  # no ImageNet VGG-16: no number, and lpips_backbone="missing" says why
+                scores["lpips"] = [math.nan] * len(p.test_images)
             per_image += [{"run": shared["run"], "model": "(none)", "cell": leaderboard.GREY, "seed": 0,
                            **({"fold": f} if self.folds > 1 else {}), "test_set": shared["data_test"], "image": name,
                            **{k: v[i] for k, v in scores.items()}} for i, name in enumerate(p.test_keys)]
         metrics = [k for k in per_image[0] if k not in ("run", "model", "cell", "seed", "fold", "test_set", "image")]
         row = {**shared, "model": "(none)", "cell": leaderboard.GREY, "loss": "(none)", "seed": 0, "status": "ok",
-               "encoder_pretrained": False, "started_at": _now(), "finished_at": _now(),
+               "encoder_pretrained": False, "lpips_backbone": lpips_backbone, "started_at": _now(),
+               "finished_at": _now(),
                **{k: sum(r[k] for r in per_image) / len(per_image) for k in metrics}}
         if self.folds > 1:
             row["n_test"] = len(per_image)
@@ -486,7 +502,8 @@ class GridRun:
             row.update(status="failed", failed_step=err.step, error=err.reason, finished_at=_now())
             remove_checkpoint(folder / CHECKPOINT)
             return row, [], []
-        row.update(res["metrics"], status="ok", encoder_pretrained=res["encoder_pretrained"], finished_at=_now())
+        row.update(res["metrics"], status="ok", encoder_pretrained=res["encoder_pretrained"],
+                   lpips_backbone=res["lpips_backbone"], finished_at=_now())
         if not math.isfinite(row["val_psnr"]):  # a finite loss but colours beyond any range: diverged all the same
             row.update(status="failed", failed_step=cfg.steps, error=f"validation PSNR is {row['val_psnr']}")
             remove_checkpoint(folder / CHECKPOINT)

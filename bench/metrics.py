@@ -16,9 +16,6 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 from .colour import delta_e2000, merge_lab, rgb_to_lab, split_lab
 from .device import autocast
 
-#: metrics where lower is better (all others: higher is better)
-LOWER_IS_BETTER = ("delta_e2000", "lpips")
-
 
 def psnr_per_image(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """PSNR (dB) of each image of two ``B×3×H×W`` batches in [0, 1]."""

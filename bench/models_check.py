@@ -28,12 +28,10 @@ def check_encoder_weights(cfg: CellConfig, model_names: list[str], loss_specs: l
             raise ValueError(str(err)) from None
 
 
-def check_backbones(cfgs: list[CellConfig]) -> list[str]:
-    """Check the VGG-16 that ``lpips``/``perceptual`` losses and the ``lpips`` metric need, before any training.
-
-    A loss whose backbone is ``imagenet`` (its ``loss_params.backbone``, else the configuration's ``lpips_backbone``)
-    without the checkpoint is a ValueError naming the file and TORCH_HOME. For the metric it is not: the run goes on
-    with ``lpips_backbone=missing``, and the returned warning lines say so.
+def check_backbones(cfgs: list[CellConfig]) -> None:
+    """Fail early (ValueError naming the file and TORCH_HOME) if an ``lpips``/``perceptual`` loss asks for the
+    ImageNet VGG-16 (its ``loss_params.backbone``, else the configuration's ``lpips_backbone``) and the checkpoint
+    cannot be had. (The ``lpips`` *metric* does not fail: its rows say ``lpips_backbone=missing``.)
 
     Args:
         cfgs: the configurations of every job.
@@ -49,18 +47,12 @@ def check_backbones(cfgs: list[CellConfig]) -> list[str]:
 
     needy = [c.loss for c in cfgs if uses_backbone(c.loss)
              and c.loss_params.get("backbone", c.lpips_backbone) == "imagenet"]
-    loss_imagenet = bool(needy)
-    metric_imagenet = any(c.lpips_backbone == "imagenet" for c in cfgs)
-    if not (loss_imagenet or metric_imagenet):
-        return []
+    if not needy:
+        return
     try:
         VGG16Taps(("relu1_2",), "imagenet")  # reads the checkpoint (or downloads it when online)
     except EncoderWeightsError as err:
-        where = (f"{imagenet_checkpoint_path('vgg16')} (TORCH_HOME={os.environ.get('TORCH_HOME', '~/.cache/torch')})")
-        if loss_imagenet:
-            raise ValueError(f"loss {needy[0]} needs torchvision's ImageNet VGG-16, {where}, which cannot be had "
-                             f"({str(err).split(': ')[0]}); copy the file there, or ask for a random VGG-16 with "
-                             f"--set lpips_backbone=random (flagged in every row)") from None
-        return [f"the lpips metric needs torchvision's ImageNet VGG-16, {where}, which cannot be had: the lpips "
-                f"column stays empty (lpips_backbone=missing); --set lpips_backbone=random uses a flagged random one"]
-    return []
+        where = f"{imagenet_checkpoint_path('vgg16')} (TORCH_HOME={os.environ.get('TORCH_HOME', '~/.cache/torch')})"
+        raise ValueError(f"loss {needy[0]} needs torchvision's ImageNet VGG-16, {where}, which cannot be had "
+                         f"({str(err).split(': ')[0]}); copy the file there, or ask for a random VGG-16 with "
+                         f"--set lpips_backbone=random (flagged in every row)") from None

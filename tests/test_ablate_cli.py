@@ -290,3 +290,67 @@ def test_lr_1e30_diverges_every_cell_and_the_run_still_finishes(tiny_run, capsys
     for cell in ("mse", "kl"):
         assert runs[cell]["status"] == "failed" and runs[cell]["failed_step"] == "2", runs[cell]
     assert "## Failed runs" in (out / "leaderboard.md").read_text()
+
+
+# ---------------------------------------------------------------------------------- Ballester et al. 2022: lpips etc.
+
+
+def test_lpips_loss_with_imagenet_backbone_missing_offline_is_exit_2(torch_home, tiny_run, capsys, no_training):
+    """An lpips/perceptual loss asking for the ImageNet VGG-16 (through lpips_backbone or the cell's own
+    loss_params.backbone) without the checkpoint offline: one line naming the file and TORCH_HOME, exit 2."""
+    _, argv = tiny_run
+    ckpt = str(torch_home / "hub" / "checkpoints" / "vgg16-397923af.pth")
+    rc, _, err = run(argv + ["--grid", "ballester22", "--set", "lpips_backbone=imagenet"], capsys)
+    assert_usage_error(rc, err, "loss lpips", ckpt, "TORCH_HOME")
+    rc, _, err = run(argv + ["--set", "loss=mse+perceptual", "--set", 'loss_params={"backbone": "imagenet"}'], capsys)
+    assert_usage_error(rc, err, "perceptual", ckpt, "TORCH_HOME")
+    rc, _, err = run(argv + ["--set", "lpips_backbone=alexnet"], capsys)
+    assert_usage_error(rc, err, "lpips_backbone")
+
+
+def test_lpips_metric_without_its_backbone_says_missing(torch_home, tiny_run, capsys):
+    """Only the metric wants the ImageNet VGG-16 (no loss does): the run goes on, warns once, and every row says
+    lpips_backbone=missing with an empty lpips — never a number from a substitute network."""
+    import bench.metrics
+
+    bench.metrics._LPIPS.clear()  # the per-process cache may hold a network built with another TORCH_HOME
+    out, argv = tiny_run
+    try:
+        rc, _, err = run(argv + ["--set", "lpips_backbone=imagenet"], capsys)
+    finally:
+        bench.metrics._LPIPS.clear()
+    assert rc == 0, err
+    assert sum("lpips metric" in line and "missing" in line for line in err.splitlines()) == 1
+    runs = rows(out / "runs.csv")
+    assert len(runs) == 3 and all(r["status"] == "ok" for r in runs)
+    for r in runs:
+        assert r["lpips_backbone"] == "missing"
+        assert r["lpips"] in ("", "nan")
+        assert float(r["delta_e2000"]) > 0
+    assert all(p["lpips"] in ("", "nan") for p in rows(out / "per_image.csv"))
+
+
+def test_ballester22_grid_quick_every_cell_ok_with_lpips_and_delta_e2000(tmp_path, data_root, capsys):
+    """The ballester22 grid under the quick preset (random LPIPS VGG-16, flagged): every cell trains, and runs.csv,
+    per_image.csv and leaderboard.csv carry lpips and delta_e2000 (run value = mean of its per-image values)."""
+    out = tmp_path / "b22"
+    argv = ["--grid", "ballester22", "--seeds", "1", "--data", "cbsd68", "--data-root", str(data_root),
+            "--out", str(out), *TINY]
+    rc, _, err = run(argv, capsys)
+    assert rc == 0, err
+    cells = [c.name for c in grids.get("ballester22").cells]
+    assert {"l1", "mse", "lpips", "mse+wgan_gp", "kl", "huber", "l1_rgb", "mse_rgb"} <= set(cells)
+    runs = rows(out / "runs.csv")
+    assert sorted(r["cell"] for r in runs) == sorted(cells + ["grey"])
+    per_image = rows(out / "per_image.csv")
+    for r in runs:
+        assert r["status"] == "ok", r
+        assert r["lpips_backbone"] == "random"
+        for m in ("lpips", "delta_e2000"):
+            mine = [float(p[m]) for p in per_image if (p["cell"], p["seed"]) == (r["cell"], r["seed"])]
+            assert len(mine) == 6 and all(v > 0 for v in mine)
+            assert float(r[m]) == pytest.approx(np.mean(mine), rel=1e-6)
+    assert json.loads([r for r in runs if r["cell"] == "mse_rgb"][0]["loss_params"]) == {"space": "rgb"}
+    board = rows(out / "leaderboard.csv")
+    assert sorted(r["cell"] for r in board) == sorted(cells + ["grey"])
+    assert {"lpips_mean", "delta_e2000_mean"} <= set(board[0])
