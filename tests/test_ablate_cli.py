@@ -302,8 +302,8 @@ def test_lpips_loss_with_imagenet_backbone_missing_offline_is_exit_2(torch_home,
     ckpt = str(torch_home / "hub" / "checkpoints" / "vgg16-397923af.pth")
     rc, _, err = run(argv + ["--grid", "ballester22", "--set", "lpips_backbone=imagenet"], capsys)
     assert_usage_error(rc, err, "loss lpips", ckpt, "TORCH_HOME")
-    rc, _, err = run(argv + ["--set", "loss=mse+perceptual", "--set", 'loss_params={"backbone": "imagenet"}'], capsys)
-    assert_usage_error(rc, err, "perceptual", ckpt, "TORCH_HOME")
+    rc, _, err = run(argv + ["--grid", "ballester22", "--set", 'loss_params={"backbone": "imagenet"}'], capsys)
+    assert_usage_error(rc, err, "loss lpips", ckpt, "TORCH_HOME")
     rc, _, err = run(argv + ["--set", "lpips_backbone=alexnet"], capsys)
     assert_usage_error(rc, err, "lpips_backbone")
 
