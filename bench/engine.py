@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 import models
 
 from . import leaderboard, testsets
+from . import stats as pstats
 from . import study as gs
 from .checkpoint import CHECKPOINT, model_dir, remove_checkpoint, save_weights
 from .config import CellConfig, merge
@@ -406,7 +407,8 @@ class GridRun:
         else:
             splits = {"folds": 1, "splits": {k: [str(f) for f in getattr(p.splits, k)] for k in ("train", "val", "test")}}
         atomic_write_text(self.run_dir / "run.json", json.dumps({
-            **self.info, "grid": self.grid, "preset": self.preset, "base_config": self.base.to_flat(),
+            **self.info, "grid": self.grid, "preset": self.preset, "rank_by": self.rank_by,
+            "base_config": self.base.to_flat(),
             "study": self.study_name, "storage": gs.redact(self.url), **splits,
             "skipped": [s for q in self.preps for s in q.skipped], "environment": self.env, "written_at": _now()},
             indent=2))
@@ -631,7 +633,7 @@ class GridRun:
         """Bring this folder's records up to date with the storage and write the leaderboard files; returns the compact
         leaderboard and verdict for the terminal."""
         self.sync_records()
-        return testsets.write(self.run_dir)[1]  # with any test sets scored later by bench.evaluate
+        return testsets.write(self.run_dir, metric=self.rank_by)[1]  # with any test sets scored later by bench.evaluate
 
 
 def _columns(rows: list[dict]) -> dict:

@@ -21,7 +21,7 @@ from .plots import psnr_per_cell
 from .records import GREY, atomic_write_text, read_rows
 from .stats import ci95
 
-METRICS = ("psnr", "ssim", "colourfulness")  # summarised for every cell whatever the ranking metric
+METRICS = ("psnr", "ssim", "colourfulness", "delta_e2000", "lpips")  # summarised for every cell whatever the ranking metric
 AUTOMATIC, REFERENCE = "automatic", "reference"
 TERMINAL_WIDTH = 100
 #: Environment columns that should agree between the runs pooled into one cell: results change with the CPU thread
@@ -131,6 +131,9 @@ def build(df: pd.DataFrame, per_image: pd.DataFrame | None = None, n_boot: int =
         row["score_ci95"] = ci95(g[rank_by])
         row["encoder_pretrained"] = g["encoder_pretrained"].iloc[0] if "encoder_pretrained" in g else ""
         row["mixed_env"] = mixed_environment(g)
+        # the VGG-16 behind the lpips values: imagenet, random (not a perceptual metric) or missing (no values)
+        row["lpips_backbone"] = ",".join(sorted(set(g["lpips_backbone"].dropna().astype(str)) - {""})) \
+            if "lpips_backbone" in g else ""
         rows.append(row)
     board = pd.DataFrame(rows)
     if board.empty:
@@ -381,7 +384,8 @@ def ranking_table(board: pd.DataFrame, group: str = AUTOMATIC, metric: str | pst
 
 
 def details_table(board: pd.DataFrame) -> pd.DataFrame:
-    """The other columns of every cell: model, loss, parameters, SSIM, colourfulness, seeds, images, encoder."""
+    """The other columns of every cell: model, loss, parameters, SSIM, colourfulness, ΔE2000, LPIPS (and its
+    backbone), seeds, images, encoder."""
     if board.empty:
         return pd.DataFrame()
     label = _labeler(board)
@@ -390,7 +394,7 @@ def details_table(board: pd.DataFrame) -> pd.DataFrame:
     for c in ("style_weight", "skips"):
         if c in board:
             out[c] = ["" if pd.isna(v) else v for v in board[c]]  # cells without the parameter: blank, not nan
-    for name in ("psnr", "ssim", "colourfulness"):
+    for name in METRICS:
         if f"{name}_mean" in board:
             mm = pstats.metric(name)
             out[mm.title] = [mm.fmt(v) for v in board[f"{name}_mean"]]
@@ -400,6 +404,8 @@ def details_table(board: pd.DataFrame) -> pd.DataFrame:
     out["pretrained encoder"] = board["encoder_pretrained"].astype(str)
     if mixed_environment_warning(board):
         out["mixed environment"] = board["mixed_env"].astype(str)
+    if "lpips_backbone" in board and board["lpips_backbone"].astype(str).str.len().gt(0).any():
+        out["LPIPS backbone"] = board["lpips_backbone"].fillna("").astype(str)
     return out
 
 

@@ -25,6 +25,7 @@ from . import leaderboard, plots, samples, testsets
 from .paths import results_root
 from .records import (GREY, CorruptRecordError, atomic_write_text, device_slug, read_json, read_rows, redact,
                       write_error_message)
+from . import stats as pstats
 from .stats import N_BOOT, metric as get_metric
 
 RESULTS: Path | None = None  # where results/throughput-*.csv are looked up; None: bench.paths.results_root()
@@ -435,15 +436,32 @@ def write_report(run_dir, throughput_csv: Path | None = None, n_boot: int = N_BO
             "leaderboard": run_dir / "leaderboard.md"}
 
 
+def _run_rank_by(run_dir: Path) -> str | None:
+    """The ranking metric recorded in a run's ``run.json`` (None if absent or unreadable: the report says so
+    elsewhere)."""
+    try:
+        meta = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return meta.get("rank_by") if isinstance(meta, dict) else None
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir", help="a run folder written by python -m bench.ablate")
     p.add_argument("--throughput", default=None, help="a bench.throughput CSV to include (default: "
                    "results/throughput-<device>.csv of the run's device, if present)")
     p.add_argument("--n-boot", type=int, default=N_BOOT, help=f"bootstrap resamples (default {N_BOOT})")
+    p.add_argument("--rank-by", default=None, metavar="METRIC",
+                   help=f"ranking metric: one of {', '.join(pstats.METRICS)} (default: the run's, else psnr)")
     args = p.parse_args(argv)
     try:
-        out = write_report(args.run_dir, Path(args.throughput) if args.throughput else None, args.n_boot)
+        rank_by = args.rank_by
+        if rank_by is None:  # the metric the run itself was ranked by (run.json), else PSNR
+            rank_by = _run_rank_by(Path(args.run_dir)) or "psnr"
+        if rank_by not in pstats.METRICS:
+            raise ReportError(f"--rank-by must be one of {', '.join(pstats.METRICS)}, not {rank_by!r}")
+        out = write_report(args.run_dir, Path(args.throughput) if args.throughput else None, args.n_boot, rank_by)
     except (ReportError, CorruptRecordError, OSError) as err:
         full = isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
         print(f"error: {redact(write_error_message(err) if full else err)}", file=sys.stderr)
