@@ -87,8 +87,10 @@ class Setup:
         return amp_dtype(self.precision, self.dev)
 
     def cell(self) -> CellConfig:
-        """The training configuration of this setup: seed 0, random encoder, one crop of ``size`` per image."""
+        """The training configuration of this setup: seed 0, random encoder (and random VGG-16 in lpips/perceptual
+        losses: the same cost as ImageNet weights), one crop of ``size`` per image."""
         return CellConfig(model=self.model, loss=self.loss, width=self.width, encoder_weights="none",
+                          lpips_backbone="random",
                           batch_size=self.batch, size=self.size, crop=self.size, eval_size=self.size,
                           precision=self.precision, compile=self.compile, seed=0)
 
