@@ -354,3 +354,16 @@ def test_ballester22_grid_quick_every_cell_ok_with_lpips_and_delta_e2000(tmp_pat
     board = rows(out / "leaderboard.csv")
     assert sorted(r["cell"] for r in board) == sorted(cells + ["grey"])
     assert {"lpips_mean", "delta_e2000_mean"} <= set(board[0])
+    assert {r["lpips_backbone"] for r in board} == {"random"}
+    assert "ΔE2000" in (out / "leaderboard.md").read_text()
+
+    # --rank-by a lower-is-better metric: the same runs (nothing trained again), ranked by ascending ΔE2000
+    rc, _, err = run(argv + ["--rank-by", "delta_e2000"], capsys)
+    assert rc == 0, err
+    assert len(rows(out / "runs.csv")) == len(runs)
+    board = [r for r in rows(out / "leaderboard.csv") if r["group"] == rows(out / "leaderboard.csv")[0]["group"]]
+    scores = [float(r["score"]) for r in board]
+    assert scores == sorted(scores)
+    assert [float(r["delta_e2000_mean"]) for r in board] == pytest.approx(scores)
+    rc, _, err = run(argv + ["--rank-by", "nope"], capsys)
+    assert_usage_error(rc, err, "--rank-by", "lpips", "delta_e2000")
