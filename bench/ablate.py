@@ -29,11 +29,8 @@ from .records import command_line
 from .device import pick_device
 from .tuned import load_best
 
-PROG = "python -m bench.ablate"
-
-
 def parse_args(argv=None):
-    p = cli.parser(PROG, __doc__)
+    p = cli.parser("ablate", __doc__)
     p.add_argument("--grid", default="losses", help="named grid (see --list-grids); default: losses")
     p.add_argument("--list-grids", action="store_true", help="list the named grids and their cells, then exit")
     cli.add(p, "models")
@@ -79,7 +76,7 @@ def plan(args, device):
     base, preset_name = cli.config_from_args(args, device)
     with cli.usage_errors():
         args.folds = folds_of(args)
-        grid = grids.get(args.grid)
+        grid = find_grid(args)
         best = None
         if args.tuned:  # the best parameters of each (model, loss) tuning study
             dname = resolve(args.data, data_root(args.data_root))[0]
@@ -88,8 +85,23 @@ def plan(args, device):
     return base, preset_name, jobs
 
 
-def list_grids() -> None:
-    for g in grids.GRIDS.values():
+def find_grid(args) -> grids.Grid:
+    """The ``--grid``: one defined in the ``--config`` file, else a named grid of ``bench.grids``."""
+    cf = cli.config_file(args)
+    if cf and args.grid in cf.grids:
+        return cf.grids[args.grid]
+    try:
+        return grids.get(args.grid)
+    except ValueError:
+        if cf and cf.grids:
+            raise ValueError(f"unknown grid {args.grid!r}; {cf.path} defines {', '.join(cf.grids)}; colorbench has "
+                             f"{', '.join(sorted(grids.GRIDS))}") from None
+        raise
+
+
+def list_grids(args) -> None:
+    cf = cli.config_file(args)
+    for g in [*grids.GRIDS.values(), *(cf.grids.values() if cf else ())]:
         print(f"{g.name}: {g.description}")
         for c in g.cells:
             print(f"    {c.name:<14} {json.dumps(c.changes)}")
@@ -100,7 +112,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if args.list_grids:
-        list_grids()
+        list_grids(args)
         return 0
     with cli.usage_errors():
         device = pick_device(args.device)
@@ -112,8 +124,9 @@ def main(argv=None) -> int:
                       study_name=args.study_name, heartbeat=args.heartbeat, progress=not args.no_progress,
                       verify=not args.no_verify, save_models=args.save_models == "all", folds=args.folds,
                       rank_by=args.rank_by,
-                      info={"command": command_line(PROG, sys.argv[1:] if argv is None else list(argv)),
-                            "seeds": args.seeds, "tuned": args.tuned})
+                      info={"command": command_line(cli.prog("ablate"), sys.argv[1:] if argv is None else list(argv)),
+                            "seeds": args.seeds, "tuned": args.tuned,
+                            "cells": {c.name: c.changes for c in find_grid(args).cells}})
         # everything that can be refused is checked before the folder, the study or any trial exists
         run.check_folder()
         if run.needs_data:

@@ -38,17 +38,20 @@ INPUT_ERRORS = (ValueError, TypeError, OSError, CorruptRecordError)
 
 
 @contextlib.contextmanager
-def usage_errors():
+def usage_errors(*types: type[BaseException]):
     """Turn the input errors raised inside the block into a ``UsageError`` (one line, exit 2).
 
     Wrap set-up phases only (parsing, planning, opening storage, reading data): an error while training is a bug
     or a fault and keeps its traceback.
+
+    Args:
+        types: the exception types to convert (default ``INPUT_ERRORS``).
     """
     try:
         yield
     except UsageError:
         raise
-    except INPUT_ERRORS as err:
+    except types or INPUT_ERRORS as err:
         raise UsageError(_one_line(err)) from None
 
 
@@ -91,6 +94,21 @@ def command(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | No
     return wrapped
 
 
+#: How the commands are started: ``python -m bench.<name>``, or ``colorbench <name>`` through the dispatcher.
+INVOKED_AS = "python -m bench.{}"
+
+
+def prog(name: str) -> str:
+    """The program name of command ``name`` as the user typed it (``python -m bench.ablate``, ``colorbench
+    ablate``): for --help, error messages and the command line recorded with results."""
+    return INVOKED_AS.format(name)
+
+
+def command_line(name: str, argv: list[str] | None) -> str:
+    """The command line that ran command ``name`` (for ``run.json``)."""
+    return " ".join([prog(name), *(sys.argv[1:] if argv is None else argv)])
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with the one-line error rule (``error: ...``, exit 2) instead of usage text and ``prog: error:``."""
 
@@ -98,11 +116,11 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
-def parser(prog: str, doc: str | None) -> ArgumentParser:
-    """The argument parser of a command: ``prog`` is ``python -m bench.<name>``; the first paragraph of the
-    module docstring is the description, the rest is shown after the options."""
+def parser(name: str, doc: str | None) -> ArgumentParser:
+    """The argument parser of command ``name`` (``ablate``, ``tune`` ...); the first paragraph of the module
+    docstring is the description, the rest is shown after the options."""
     head, _, rest = (doc or "").partition("\n\n")
-    return ArgumentParser(prog=prog, description=head, epilog=rest or None,
+    return ArgumentParser(prog=prog(name), description=head, epilog=rest or None,
                           formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
@@ -183,17 +201,33 @@ def add(p: argparse.ArgumentParser | argparse._ArgumentGroup, *names: str, alias
 def add_training_arguments(p: argparse.ArgumentParser, *extra: str) -> None:
     """The options of the programs that train cells (``bench.ablate``, ``bench.tune``): preset, config file,
     overrides, data, device, manifest check and progress bars, plus ``extra`` shared options."""
-    add(p, "preset", "data", "data_root", "device", "steps", "batch_size", "size", "crop",
+    add(p, "preset", "config", "data", "data_root", "device", "steps", "batch_size", "size", "crop",
         "encoder_weights", "crop_seed", *extra, "set", "no_verify", "no_progress")
 
 
-def config_from_args(args: argparse.Namespace, device, layers: tuple[dict, ...] = (), **fixed) -> tuple[CellConfig, str]:
+def config_file(args: argparse.Namespace):
+    """The ``--config`` file of a command line (``bench.configfile.ConfigFile``), read once; None without one.
+
+    Raises:
+        UsageError: unreadable file, bad YAML, unknown key or value.
+    """
+    if not getattr(args, "config", None):
+        return None
+    if getattr(args, "_config_file", None) is None:
+        from . import configfile
+
+        with usage_errors():
+            args._config_file = configfile.load(args.config)
+    return args._config_file
+
+
+def config_from_args(args: argparse.Namespace, device, **fixed) -> tuple[CellConfig, str]:
     """The one way from a command line to the base ``CellConfig``.
 
     Applied in this order, each with ``bench.config.merge`` (``loss_params``/``model_params`` merged key by key):
-    the preset (``--preset``, else ``paper`` on CUDA and ``quick`` elsewhere), ``layers`` (e.g. a config file's
-    ``set:`` block), ``fixed`` (what the command decides, e.g. tune's ``--loss``), the options in
-    ``CONFIG_OPTIONS``, and finally ``--set``.
+    the preset (``--preset``, else the ``--config`` file's ``preset:``, else ``paper`` on CUDA and ``quick``
+    elsewhere), the config file's ``set:`` block, ``fixed`` (what the command decides, e.g. tune's ``--loss``),
+    the options in ``CONFIG_OPTIONS``, and finally ``--set``.
 
     Returns:
         (configuration, preset name); not yet validated (``CellConfig.validate``).
@@ -201,11 +235,12 @@ def config_from_args(args: argparse.Namespace, device, layers: tuple[dict, ...] 
     Raises:
         UsageError: unknown preset or key, a value of the wrong kind.
     """
+    cf = config_file(args)
     with usage_errors():
-        name = default_preset(getattr(args, "preset", None), device)
+        name = default_preset(getattr(args, "preset", None) or (cf.preset if cf else None), device)
         cfg = preset(name)
         flags = {k: getattr(args, k) for k in CONFIG_OPTIONS if getattr(args, k, None) is not None}
-        for layer in (*layers, fixed, flags, parse_overrides(getattr(args, "set", []) or [])):
+        for layer in (cf.changes if cf else {}, fixed, flags, parse_overrides(getattr(args, "set", []) or [])):
             cfg = merge(cfg, layer)
     return cfg, name
 
@@ -224,3 +259,51 @@ def out_dir(out: str | None):
     from pathlib import Path
 
     return Path(out).expanduser() if out else None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The ``colorbench`` console script
+# ---------------------------------------------------------------------------------------------------------------------
+
+def commands() -> dict[str, str]:
+    """Command name → one-line description, for every module of the ``bench`` package that defines ``main``.
+
+    Found by reading the modules' source (``ast``), not by importing them: ``colorbench --help`` stays fast and a
+    module that fails to import breaks only its own command.
+    """
+    import ast
+    from pathlib import Path
+
+    found = {}
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        name = path.stem
+        if name.startswith("_") or name == "cli":
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (OSError, SyntaxError):
+            continue
+        if any(isinstance(n, ast.FunctionDef) and n.name == "main" for n in tree.body):
+            found[name] = (ast.get_docstring(tree) or "").strip().split("\n\n")[0].replace("\n", " ")
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``colorbench <command> [options]``: run ``bench.<command>.main`` with the options."""
+    global INVOKED_AS
+    argv = list(sys.argv[1:] if argv is None else argv)
+    found = commands()
+    if not argv or argv[0] in ("-h", "--help"):
+        width = max(map(len, found), default=0)
+        print("usage: colorbench <command> [options]   (colorbench <command> --help for its options)\n\ncommands:")
+        for name, doc in found.items():
+            print(f"  {name:<{width}}  {doc}")
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in found:
+        print(f"error: unknown command {name!r}; available: {', '.join(found)}", file=sys.stderr)
+        return 2
+    import importlib
+
+    INVOKED_AS = "colorbench {}"
+    return importlib.import_module(f"bench.{name}").main(rest)

@@ -31,12 +31,11 @@ from .train import autocast_dtype
 BAD_IMAGE = (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError, SyntaxError)
 
 
-PROG = "python -m bench.colorize"
 UsageError = cli.UsageError
 
 
 def parse_args(argv=None):
-    p = cli.parser(PROG, __doc__)
+    p = cli.parser("colorize", __doc__)
     p.add_argument("--run", required=True, help="run folder with saved models (python -m bench.ablate --out ...)")
     p.add_argument("--cell", required=True, help="the grid cell whose model to use (e.g. mse)")
     p.add_argument("--seed", type=int, default=None, help="training seed of the model (default: the lowest saved)")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import json
 import math
 from dataclasses import dataclass, field
@@ -73,16 +72,9 @@ class CellConfig:
     def validate(self) -> None:
         """Raise ``ValueError`` with a one-line message for any invalid setting."""
         check_values(dataclasses.asdict(self))
-        factory = models.get_factory(self.model)
-        losses.parse_spec(self.loss)
-        # models.build drops parameters a factory does not take; for a cell's model_params that would silently run
-        # another experiment (e.g. the adain grid's skips on unet_vgg16), so refuse them here.
-        accepted = inspect.signature(factory).parameters
-        if not any(p.kind == p.VAR_KEYWORD for p in accepted.values()):
-            unknown = sorted(set(self.model_params) - set(accepted))
-            if unknown:
-                raise ValueError(f"model {self.model} does not take model parameter(s) {', '.join(unknown)} "
-                                 f"(a grid meant for another model? choose it with --models)")
+        # the registries refuse parameters a model or loss does not take (e.g. the adain grid's skips on unet_vgg16)
+        models.check_params(self.model, ["head", "width", "encoder_weights", *self.model_params])
+        losses.check_params(self.loss, list(self.loss_params))
         if not self.lr > 0:
             raise ValueError(f"learning rate must be positive, got {self.lr}")
         for key in ("style_weight", "loss_weight"):

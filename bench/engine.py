@@ -43,7 +43,7 @@ from .data import data_root, resolve
 from .metrics import evaluate_grey, lpips_metric
 from .grids import Grid
 from .models_check import check_backbones, check_encoder_weights
-from .paths import results_root
+from .paths import check_writable, results_root
 from .records import append_rows, atomic_write_text, environment, read_json, read_rows
 from .samples import save_samples
 from .train import DivergenceError, Prepared, autocast_dtype, prepare, prepare_folds, train_cell
@@ -98,18 +98,22 @@ def plan_jobs(grid: Grid, base: CellConfig, model_names: list[str], seeds: int,
         raise ValueError(f"--folds must be at least 1, got {folds}")
     for m in model_names:
         models.get_factory(m)
+    base.validate()
     jobs = []
     for m in model_names:
         for cell in grid.cells:
-            cfg = merge(base.replace(model=m), cell.changes)
+            try:
+                cfg = merge(base.replace(model=m), cell.changes)
+                cfg.validate()
+            except (ValueError, TypeError) as err:
+                raise ValueError(f"grid {grid.name}, cell {cell.name}: {err}") from None
             if best_params is not None:
                 best = best_params(m, cfg.loss)
                 own = set(cell.changes) | set(cell.changes.get("loss_params", {}))
                 cfg = apply_params(cfg, {k: v for k, v in best.items() if k not in own})
-            cfg.validate()
+                cfg.validate()
             jobs += [Job(m, cell.name, cfg.replace(seed=seed), fold if folds > 1 else None)
                      for seed in range(seeds) for fold in range(folds)]
-    base.validate()
     check_encoder_weights(base, model_names, [j.cfg.loss for j in jobs])
     check_backbones([j.cfg for j in jobs])
     return jobs
@@ -159,17 +163,6 @@ def config_differences(row: dict, job: Job | None, data: dict | None = None) -> 
 
 def _describe(diff: dict[str, tuple[str, str]]) -> str:
     return ", ".join(f"{k}: {a} → {b}" for k, (a, b) in sorted(diff.items()))
-
-
-def check_writable(path: Path) -> None:
-    """Create ``path`` and write a probe file into it; ValueError with the reason if that fails."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise ValueError(f"output folder {path} is not writable ({err.strerror or err})") from None
 
 
 def _now() -> str:
@@ -234,6 +227,9 @@ class GridRun:
         self.keys = {k: {"model": j.model, "cell": j.cell, "seed": j.cfg.seed,
                          **({} if j.fold is None else {"fold": j.fold})} for k, j in self.by_key.items()}
         self.url = self.storage or str(self.run_dir / "study.journal")
+        self.distributions = gs.key_distributions(self.keys)  # model, cell, seed as trial parameters
+        self.artifacts = None  # sample images as Optuna artifacts (set by open)
+        self.last_samples: list = []
         if self.heartbeat < 1:
             raise ValueError(f"--heartbeat must be at least 1 second, got {self.heartbeat}")
         if any((j.fold is not None) != (self.folds > 1) for j in self.jobs):
@@ -320,6 +316,11 @@ class GridRun:
             raise gs.StorageError(f"cannot open study {self.study_name} in {gs.redact(self.url)}: "
                                   f"{type(err).__name__}: {first}") from None
         self.check_study()
+        gs.describe(self.study, grid=self.grid, preset=self.preset,
+                    data=resolve(self.data, data_root(self.data_root))[0], test=self.test or "(the data set's own)",
+                    configuration=self.base.to_flat(), models=list(dict.fromkeys(j.model for j in self.jobs)),
+                    **{k: v for k, v in self.info.items() if k in ("cells", "seeds", "tuned")})
+        self.artifacts = gs.artifact_store(self.run_dir / "artifacts")
         self.import_local_rows()
         self.counts = gs.enqueue_keys(self.study, self.keys)
         if self.prep is not None:
@@ -513,7 +514,7 @@ class GridRun:
         # colorized sample images for the report, while the network is still in memory (with folds: fold 0's
         # networks, so that every cell shows the same photos)
         if not fold:
-            save_samples(self.run_dir, model_name, cell, cfg.seed, prep, res["model"], self.device,
+            self.last_samples = save_samples(self.run_dir, model_name, cell, cfg.seed, prep, res["model"], self.device,
                          autocast_dtype=autocast_dtype(cfg, self.device))
         if self.save_models:
             save_weights(folder, res["model"], cfg,
@@ -535,6 +536,8 @@ class GridRun:
             gs.close(study, trial, TrialState.FAIL, outcome="duplicate", duplicate_of=dup)
             return "duplicate"
         hang = _hang_hook()
+        gs.set_key_params(study, trial, self.keys[job.key], self.distributions)
+        self.last_samples = []
 
         def on_validation(step, val_psnr):
             try:
@@ -562,7 +565,11 @@ class GridRun:
                          error=f"{type(err).__name__}: {err}"[:500])
             raise
         attrs = {"row": gs.dumps(row), "per_image": gs.dumps(_columns(per_image)),
-                 "history": gs.dumps(_columns(history))}
+                 "history": gs.dumps(_columns(history)), **test_means(per_image)}
+        try:
+            gs.upload(self.artifacts, trial, self.last_samples)
+        except (OSError, optuna.exceptions.UpdateFinishedTrialError) as err:  # the run itself is still good
+            tqdm.write(f"warning: sample images of {job.key} not stored as Optuna artifacts ({err})")
         if row["status"] == "ok" and math.isfinite(row["val_psnr"]):
             told = gs.close(study, trial, TrialState.COMPLETE, row["val_psnr"], outcome="ok", **attrs)
         else:
@@ -595,12 +602,13 @@ class GridRun:
                 value = float(r.get("val_psnr", "nan"))
             except ValueError:
                 value = math.nan
+            params = {"params": self.keys[k], "distributions": self.distributions}
             if r.get("status") == "ok" and math.isfinite(value):
                 t = optuna.trial.create_trial(state=TrialState.COMPLETE, value=value,
-                                              user_attrs={**attrs, "outcome": "ok"})
+                                              user_attrs={**attrs, "outcome": "ok"}, **params)
             else:
                 t = optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={**attrs, "outcome": "diverged",
-                                                                                 "error": r.get("error", "")})
+                                                                                 "error": r.get("error", "")}, **params)
             study.add_trial(t)
             known.add(k)
             n += 1
@@ -634,6 +642,16 @@ class GridRun:
         leaderboard and verdict for the terminal."""
         self.sync_records()
         return testsets.write(self.run_dir, metric=self.rank_by)[1]  # with any test sets scored later by bench.evaluate
+
+
+def test_means(per_image: list[dict]) -> dict[str, float]:
+    """``test_<metric>``: the mean of every per-image metric of a run (numeric user attributes for the dashboard)."""
+    sums: dict[str, list[float]] = {}
+    for r in per_image:
+        for k, v in r.items():
+            if k not in ("run", "model", "cell", "seed", "image") and isinstance(v, (int, float)):
+                sums.setdefault(k, []).append(float(v))
+    return {f"test_{k}": sum(v) / len(v) for k, v in sums.items()}
 
 
 def _columns(rows: list[dict]) -> dict:

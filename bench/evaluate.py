@@ -33,11 +33,10 @@ RUN_KEY = ("model", "cell", "seed")
 IMAGE_KEY = ("model", "cell", "seed", "image")
 
 
-PROG = "python -m bench.evaluate"
 
 
 def parse_args(argv=None):
-    p = cli.parser(PROG, __doc__)
+    p = cli.parser("evaluate", __doc__)
     p.add_argument("run_dir", help="a run folder written by python -m bench.ablate (with saved models)")
     p.add_argument("--test", required=True, help="test set: a named set (kodak24, cbsd68, imagenet-sample) or a folder")
     cli.add(p, "data_root", "device", "no_verify", "no_progress")

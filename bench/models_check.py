@@ -23,7 +23,7 @@ def check_encoder_weights(cfg: CellConfig, model_names: list[str], loss_specs: l
 
     for spec in dict.fromkeys(loss_specs):
         try:
-            losses.build(spec, encoder_weights=cfg.encoder_weights, vgg_width=cfg.width)
+            losses.build(spec, context={"encoder_weights": cfg.encoder_weights, "vgg_width": cfg.width})
         except EncoderWeightsError as err:
             raise ValueError(str(err)) from None
 

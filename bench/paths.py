@@ -12,3 +12,14 @@ RESULTS_ENV = "COLORBENCH_RESULTS"
 def results_root() -> Path:
     """The folder that holds every run folder: ``$COLORBENCH_RESULTS`` if set, else ``./results``."""
     return Path(os.environ.get(RESULTS_ENV) or "results").expanduser()
+
+
+def check_writable(path: Path) -> None:
+    """Create ``path`` and write a probe file into it; ValueError with the reason if that fails."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"output folder {path} is not writable ({err.strerror or err})") from None

@@ -81,25 +81,34 @@ def write_error_message(err: OSError, path=None) -> str:
     return f"cannot write {where}: {err.strerror or err}"
 
 
-@lru_cache(maxsize=1)
 def git_commit() -> str:
-    """The project's git commit (with ``+dirty`` for uncommitted changes), or ``unknown`` outside a checkout.
+    """The git commit of the results (with ``+dirty`` for uncommitted changes): of the repository the current
+    folder is in (where the user runs colorbench), else of the package's own checkout, else ``unknown`` (e.g. an
+    installed package run outside any repository).
 
     ``COLORBENCH_GIT_COMMIT``, when set, is taken as is: a copy of the tree without ``.git`` (a rented GPU machine,
     see benchmarks/gpu_check.sh) is told its commit that way.
     """
     if os.environ.get("COLORBENCH_GIT_COMMIT"):
         return os.environ["COLORBENCH_GIT_COMMIT"]
-    root = Path(__file__).resolve().parent.parent
+    for root in (Path.cwd(), Path(__file__).resolve().parent.parent):
+        sha = _commit_of(str(root))
+        if sha:
+            return sha
+    return "unknown"
+
+
+@lru_cache(maxsize=8)
+def _commit_of(root: str) -> str | None:
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
         if sha.returncode != 0:
-            return "unknown"
+            return None
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
                                capture_output=True, text=True, timeout=5).stdout.strip()
         return sha.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return None
 
 
 def cpu_model() -> str:

@@ -9,7 +9,6 @@ Writes into the run folder ``report.html`` (one self-contained file: the figures
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import errno
 import html
@@ -21,14 +20,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import leaderboard, plots, samples, testsets
+from . import cli, leaderboard, plots, samples, testsets
 from .paths import results_root
 from .records import (GREY, CorruptRecordError, atomic_write_text, device_slug, read_json, read_rows, redact,
                       write_error_message)
 from . import stats as pstats
 from .stats import N_BOOT, metric as get_metric
 
-RESULTS: Path | None = None  # where results/throughput-*.csv are looked up; None: bench.paths.results_root()
 ENV_KEYS = ("device", "device_name", "torch_threads", "torch", "torchvision", "torchmetrics", "numpy", "pandas", "pillow", "optuna",
             "python", "platform", "hostname", "git_commit")
 
@@ -383,7 +381,7 @@ def load_throughput(path: Path | None, runs: pd.DataFrame) -> pd.DataFrame | Non
         if "device" not in runs or "device_name" not in runs:
             return None
         name = str(runs["device_name"].iloc[0])
-        path = (RESULTS or results_root()) / f"throughput-{device_slug(str(runs['device'].iloc[0]), name)}.csv"
+        path = results_root() / f"throughput-{device_slug(str(runs['device'].iloc[0]), name)}.csv"
         if not path.is_file():
             return None
         rows = pd.DataFrame(read_rows(Path(path)))
@@ -446,8 +444,9 @@ def _run_rank_by(run_dir: Path) -> str | None:
     return meta.get("rank_by") if isinstance(meta, dict) else None
 
 
+@cli.command
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__.split("\n\n")[0])
+    p = cli.parser("report", __doc__)
     p.add_argument("run_dir", help="a run folder written by python -m bench.ablate")
     p.add_argument("--throughput", default=None, help="a bench.throughput CSV to include (default: "
                    "results/throughput-<device>.csv of the run's device, if present)")
@@ -464,8 +463,7 @@ def main(argv=None) -> int:
         out = write_report(args.run_dir, Path(args.throughput) if args.throughput else None, args.n_boot, rank_by)
     except (ReportError, CorruptRecordError, OSError) as err:
         full = isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
-        print(f"error: {redact(write_error_message(err) if full else err)}", file=sys.stderr)
-        return 2
+        raise cli.UsageError(redact(write_error_message(err) if full else str(err))) from None
     print(f"wrote {out['html']} and {out['md']}")
     return 0
 

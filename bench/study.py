@@ -159,7 +159,9 @@ def _open_rdb(url: str, heartbeat: int, grace: int, attempts: int = 6) -> RDBSto
     raise AssertionError("unreachable")
 
 
-# Optuna's private API, used only in this module. Each use says why; all of them exist in Optuna 4.0 – 4.x.
+# Optuna's private API is used only in this module (Study._storage, Study._study_id, Trial._trial_id,
+# optuna.storages._heartbeat); each use says why. All exist from Optuna 4.0 (the lower bound in pyproject.toml,
+# set by optuna.storages.journal.JournalFileBackend) to 5.0 (tested).
 
 def _storage(study: optuna.Study) -> BaseStorage:
     """The storage under ``study``. Private (``Study._storage``): a public ``Study`` has no accessor for it, and
@@ -172,6 +174,8 @@ def _settings(storage: BaseStorage) -> tuple[int, int]:
 
 
 def _native(storage: BaseStorage) -> bool:
+    # private module: whether Optuna runs its own heartbeat for this storage (RDB with heartbeat_interval); the
+    # public API has no such query, and a journal storage needs our heartbeat instead
     from optuna.storages._heartbeat import is_heartbeat_enabled
 
     return is_heartbeat_enabled(storage)
@@ -193,6 +197,8 @@ def keep_alive(study: optuna.Study, trial: optuna.Trial, native: bool = True):
         if not native:
             yield
             return
+        # private module: the thread Study.optimize runs for RDB heartbeats; claimed trials do not go through
+        # optimize, so it is started here
         from optuna.storages._heartbeat import get_heartbeat_thread
 
         with get_heartbeat_thread(trial_id, storage):
@@ -241,6 +247,7 @@ def fail_stale(study: optuna.Study) -> list[int]:
             last = t.datetime_start.timestamp()
         if last is not None and now - float(last) > grace:
             try:
+                # private FrozenTrial._trial_id: the storage's state transition takes the storage-level id
                 if storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
                     failed.append(t.number)
             except optuna.exceptions.UpdateFinishedTrialError:
@@ -314,7 +321,8 @@ def enqueue_keys(study: optuna.Study, keys: dict[str, dict]) -> dict[str, int]:
         s = states[k]
         if not s.finished and not s.live:
             attempt = len(s.crashes) + 1
-            study.enqueue_trial({}, user_attrs={**attrs, "key": k, "attempt": attempt})
+            params = {p: attrs[p] for p in ("model", "cell", "seed") if p in attrs}
+            study.enqueue_trial(params, user_attrs={**attrs, "key": k, "attempt": attempt})
             enqueued += 1
     states = key_states(study, keys)
     live = [t for k in keys for t in states[k].live]
@@ -335,6 +343,8 @@ def claim(study: optuna.Study, keys=None) -> optuna.Trial | None:
         if k is None or (keys is not None and k not in keys):
             continue
         try:
+            # private FrozenTrial._trial_id: the atomic WAITING → RUNNING transition (the one Study.ask uses for
+            # queued trials) and the Trial constructor take the storage-level id
             if storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
                 return optuna.Trial(study, t._trial_id)
         except optuna.exceptions.UpdateFinishedTrialError:
@@ -386,3 +396,74 @@ def best_of(url: str, name: str) -> FrozenTrial | None:
         return optuna.load_study(study_name=name, storage=open_storage(url)).best_trial
     except (KeyError, ValueError):
         return None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# What optuna-dashboard shows
+# ---------------------------------------------------------------------------------------------------------------------
+
+#: The objective of a grid or tuning study, as optuna-dashboard labels it.
+OBJECTIVE = "val PSNR (dB)"
+
+
+def key_distributions(keys: dict[str, dict]) -> dict[str, optuna.distributions.BaseDistribution]:
+    """Distributions of a grid's key parameters: ``model`` and ``cell`` categorical over the grid's values,
+    ``seed`` an integer range. The same for every trial of the study (Optuna refuses a parameter whose distribution
+    changes between trials), so the dashboard can plot runs against model, cell and seed."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    values = list(keys.values())
+    seeds = [int(a["seed"]) for a in values] or [0]
+    return {"model": CategoricalDistribution(list(dict.fromkeys(a["model"] for a in values)) or ["-"]),
+            "cell": CategoricalDistribution(list(dict.fromkeys(a["cell"] for a in values)) or ["-"]),
+            "seed": IntDistribution(min(seeds), max(seeds))}
+
+
+def set_key_params(study: optuna.Study, trial: optuna.Trial, attrs: dict,
+                   distributions: dict[str, optuna.distributions.BaseDistribution]) -> bool:
+    """Record a claimed grid trial's key (``model``, ``cell``, ``seed``) as its parameters; False if the study
+    already holds these parameters with other distributions (a study shared by different plans)."""
+    storage = _storage(study)
+    try:
+        for name, dist in distributions.items():
+            # public storage API, but it takes the storage-level id (private ``Trial._trial_id``): a claimed trial
+            # is not asked through the sampler, so its parameters are written directly
+            storage.set_trial_param(trial._trial_id, name, dist.to_internal_repr(attrs[name]), dist)
+    except ValueError:
+        return False
+    return True
+
+
+def describe(study: optuna.Study, **attrs) -> None:
+    """Name the objective (``OBJECTIVE``) and set study user attributes (grid, preset, data, configuration ...)."""
+    with warnings.catch_warnings():  # set_metric_names was experimental in Optuna 4
+        warnings.simplefilter("ignore")
+        study.set_metric_names([OBJECTIVE])
+    for k, v in attrs.items():
+        if study.user_attrs.get(k) != v:
+            study.set_user_attr(k, v)
+
+
+def artifact_store(folder: Path):
+    """A file-system artifact store in ``folder`` (created), for sample images; None if this Optuna has none."""
+    try:
+        from optuna.artifacts import FileSystemArtifactStore
+    except ImportError:  # pragma: no cover - Optuna < 3.4
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    return FileSystemArtifactStore(str(folder))
+
+
+def upload(store, trial: optuna.Trial, files) -> int:
+    """Attach files (e.g. sample PNGs) to a running trial as artifacts; returns how many were stored."""
+    if store is None:
+        return 0
+    from optuna.artifacts import upload_artifact
+
+    n = 0
+    with warnings.catch_warnings():  # artifacts were experimental in Optuna 4
+        warnings.simplefilter("ignore")
+        for f in files:
+            upload_artifact(artifact_store=store, file_path=str(f), study_or_trial=trial)
+            n += 1
+    return n

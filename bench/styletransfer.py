@@ -17,7 +17,6 @@ Bad arguments or data: one ``error:`` line and exit code 2, before any training.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -33,12 +32,13 @@ from losses.adain import content_term, style_term
 from models.adain import AdaINStyleTransfer
 from models.vgg import EncoderWeightsError
 
+from . import cli
 from .config import default_preset
 from .data import CropSchedule, DataError, ImageStore, list_images, split_files
 from .records import append_rows, atomic_write_text, environment
 from .device import pick_device
+from .paths import check_writable, results_root
 
-RESULTS = Path(__file__).resolve().parent.parent / "results"
 
 #: quick: a small network on small crops that trains in minutes on a CPU; paper: the pytorch-AdaIN port's setup
 #: (Adam 1e-4 with lr decay 5e-5, batch 8, shorter side 512 → random 256 crops, λ = 10, 160k iterations).
@@ -50,32 +50,27 @@ PRESETS = {
 }
 
 
-class UsageError(ValueError):
-    """A bad command line: reported in one line with exit code 2."""
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.styletransfer", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None):
+    p = cli.parser("styletransfer", __doc__)
     p.add_argument("--content", required=True, help="folder of content images (searched recursively)")
     p.add_argument("--style", required=True, help="folder of style images (searched recursively)")
-    p.add_argument("--out", default=None, help="output folder (default: results/styletransfer-<content>-<style>)")
-    p.add_argument("--preset", default=None, choices=sorted(PRESETS), help="quick (default without a GPU) or paper")
-    p.add_argument("--steps", type=int, default=None, help="training iterations (override the preset)")
-    p.add_argument("--batch-size", type=int, default=None, help="content/style pairs per step (paper: 8)")
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (paper: 1e-4)")
+    cli.add(p, "out", help="output folder (default: results/styletransfer-<content>-<style> under the current "
+                           "folder, or under $COLORBENCH_RESULTS)")
+    cli.add(p, "preset", choices=sorted(PRESETS), help="quick (default without a GPU) or paper")
+    cli.add(p, "steps", help="training iterations (default: the preset's)")
+    cli.add(p, "batch_size", help="content/style pairs per step (paper: 8)")
+    cli.add(p, "lr", help="Adam learning rate (paper: 1e-4)")
     p.add_argument("--lr-decay", type=float, default=None, help="lr at step k is lr / (1 + decay k) (paper: 5e-5)")
-    p.add_argument("--size", type=int, default=None, help="shorter side images are resized to (paper: 512)")
-    p.add_argument("--crop", type=int, default=None, help="side of the random training crops, a multiple of 8 (paper: 256)")
+    cli.add(p, "size", help="images are resized so that their shorter side is SIZE (paper: 512)")
+    cli.add(p, "crop", help="side of the square training crops, a multiple of 8 (paper: 256)")
     p.add_argument("--style-weight", type=float, default=None, help="λ, the weight of the style loss (paper: 10)")
     p.add_argument("--alpha", type=float, default=1.0, help="content/style blend at evaluation, in [0, 1] (default 1)")
     p.add_argument("--width", type=float, default=None, help="channel multiplier (pretrained weights need 1.0)")
-    p.add_argument("--encoder-weights", default=None, help="none | imagenet | PATH (VGG-19 weights of the encoder)")
-    p.add_argument("--crop-seed", type=int, default=0, help="seed of the fixed crop streams (default 0)")
+    cli.add(p, "encoder_weights", help="none | imagenet | PATH (VGG-19 weights of the encoder)")
+    cli.add(p, "crop_seed", default=0, help="seed of the fixed crop streams (default 0)")
     p.add_argument("--seed", type=int, default=0, help="seed of the decoder's initialisation (default 0)")
     p.add_argument("--eval-images", type=int, default=16, help="content images to evaluate on at most (default 16)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cli.add(p, "device", "no_progress")
     return p.parse_args(argv)
 
 
@@ -88,20 +83,20 @@ def settings(args, device: torch.device) -> dict:
             cfg[key] = getattr(args, key)
     cfg.update(alpha=args.alpha, crop_seed=args.crop_seed, seed=args.seed, eval_images=args.eval_images)
     if cfg["steps"] < 1 or cfg["batch_size"] < 1 or cfg["eval_images"] < 1:
-        raise UsageError("--steps, --batch-size and --eval-images must be at least 1")
+        raise cli.UsageError("--steps, --batch-size and --eval-images must be at least 1")
     if not cfg["lr"] > 0 or cfg["lr_decay"] < 0:
-        raise UsageError(f"--lr must be positive and --lr-decay non-negative, got {cfg['lr']} and {cfg['lr_decay']}")
+        raise cli.UsageError(f"--lr must be positive and --lr-decay non-negative, got {cfg['lr']} and {cfg['lr_decay']}")
     if not cfg["style_weight"] > 0:
-        raise UsageError(f"--style-weight must be positive, got {cfg['style_weight']}")
+        raise cli.UsageError(f"--style-weight must be positive, got {cfg['style_weight']}")
     if not 0.0 <= cfg["alpha"] <= 1.0:
-        raise UsageError(f"--alpha must be in [0, 1], got {cfg['alpha']}")
+        raise cli.UsageError(f"--alpha must be in [0, 1], got {cfg['alpha']}")
     if not 0 < cfg["width"] <= 4:
-        raise UsageError(f"--width must be in (0, 4], got {cfg['width']}")
+        raise cli.UsageError(f"--width must be in (0, 4], got {cfg['width']}")
     # The encoder pools three times before relu4_1 and the decoder upsamples three times: sides must divide by 8.
     if cfg["crop"] < 8 or cfg["crop"] % 8:
-        raise UsageError(f"--crop must be a positive multiple of 8, got {cfg['crop']}")
+        raise cli.UsageError(f"--crop must be a positive multiple of 8, got {cfg['crop']}")
     if cfg["crop"] > cfg["size"]:
-        raise UsageError(f"--crop {cfg['crop']} is larger than the resized shorter side --size {cfg['size']}")
+        raise cli.UsageError(f"--crop {cfg['crop']} is larger than the resized shorter side --size {cfg['size']}")
     return cfg
 
 
@@ -212,34 +207,26 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+@cli.command
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
+    with cli.usage_errors(ValueError, DataError, EncoderWeightsError, OSError):
         device = pick_device(args.device)
         cfg = settings(args, device)
         c_train, c_eval, c_held = split(args.content)
         s_train, s_eval, s_held = split(args.style)
         out = Path(args.out).expanduser() if args.out else \
-            RESULTS / f"styletransfer-{Path(args.content).name}-{Path(args.style).name}"
-        out.mkdir(parents=True, exist_ok=True)
+            results_root() / f"styletransfer-{Path(args.content).name}-{Path(args.style).name}"
+        check_writable(out)
         torch.manual_seed(cfg["seed"])  # the decoder's initialisation; the crops have their own seed
         model = AdaINStyleTransfer(cfg["width"], cfg["encoder_weights"]).to(device)
-    except (ValueError, DataError, EncoderWeightsError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        print(f"error: output folder {args.out} is not writable ({err.strerror or err})", file=sys.stderr)
-        return 2
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        try:
+        with cli.usage_errors(DataError):
             stores = {name: ImageStore(files, cfg["size"]) for name, files in
                       (("content", c_train), ("style", s_train), ("content_eval", c_eval[: cfg["eval_images"]]),
                        ("style_eval", s_eval))}
-        except DataError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     print(f"adain: {len(stores['content'])} content / {len(stores['style'])} style training images, "
@@ -252,15 +239,14 @@ def main(argv=None) -> int:
         print(f"error: training diverged: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("\ninterrupted: nothing was written", file=sys.stderr)
-        return 130
+        raise cli.Interrupted("nothing was written") from None
     metrics, sheet = evaluate(model, stores["content_eval"].centre_crops(cfg["crop"]),
                               stores["style_eval"].centre_crops(cfg["crop"]), cfg, device)
     metrics.update(train_time_s=fit["train_time_s"], train_img_per_s=fit["train_img_per_s"],
                    final_train_loss=fit["history"][-1]["loss"])
 
     env = environment(device)
-    record = {"command": "python -m bench.styletransfer " + " ".join(sys.argv[1:] if argv is None else argv),
+    record = {"command": cli.command_line("styletransfer", argv),
               "content": str(args.content), "style": str(args.style), "config": cfg,
               "encoder_pretrained": model.encoder_pretrained, "held_out": {"content": c_held, "style": s_held},
               "n_train": {"content": len(stores["content"]), "style": len(stores["style"])},

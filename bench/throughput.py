@@ -1,7 +1,7 @@
 """Throughput of the models on the current device: training-step and inference images/s, peak memory, FLOPs.
 
     python -m bench.throughput                                   # the preset's model, batch and size
-    python -m bench.throughput --models unet_vgg16 unet_vgg19 --batch 32 --precision bf16 --compile
+    python -m bench.throughput --models unet_vgg16 unet_vgg19 --batch-size 32 --precision bf16 --compile
     python -m bench.throughput --end-to-end --data imagenet-sample --data-root ../shared/data
     python -m bench.throughput --end-to-end --pipeline --data imagenet-sample --data-root ../shared/data
 
@@ -23,7 +23,6 @@ Rows are appended to ``results/throughput-<device>.csv`` (or ``--out DIR``) with
 """
 from __future__ import annotations
 
-import argparse
 import math
 import resource
 import statistics
@@ -39,19 +38,15 @@ import torch
 import losses
 import models
 
-from . import pipeline
+from . import cli, pipeline
 from .colour import split_lab
 from .config import CellConfig, preset
 from .data import CropSchedule, ImageStore, data_root, list_images, resolve
 from .device import amp_dtype, autocast, pick_device
+from .paths import results_root
 from .records import append_rows, device_slug, environment
 from .train import make_step
 
-RESULTS = Path(__file__).resolve().parent.parent / "results"
-
-
-class UsageError(ValueError):
-    """A bad command line: reported in one line with exit code 2, before any measurement."""
 
 
 @dataclass
@@ -61,12 +56,14 @@ class Setup:
     Args:
         model: registered model name.
         batch: images per step.
-        size: side of the square input crops.
+        size: side of the square input crops (``--crop``).
         width: channel multiplier of the model.
         precision: ``fp32`` or ``bf16`` (autocast).
         compile: wrap the model in ``torch.compile`` (CUDA only, as in training).
         loss: the training loss (decides the model's head).
         device: where to run.
+        resize: shorter side the images are resized to before cropping (``--size``; end-to-end mode only;
+            default: the crop side).
     """
 
     model: str = "unet_vgg16"
@@ -77,6 +74,7 @@ class Setup:
     compile: bool = False
     loss: str = "mse"
     device: str = "cpu"
+    resize: int | None = None
 
     @property
     def dev(self) -> torch.device:
@@ -178,7 +176,7 @@ def synthetic_batches(setup: Setup) -> Callable[[int, bool], tuple]:
 def image_batches(setup: Setup, files: list[Path], crop_seed: int = 0) -> Callable[[int, bool], tuple]:
     """``bench.train``'s input: images decoded once (shorter side ``size``), fixed-seed crops batched on the CPU,
     and, when asked for, the schedule's colour-reference crops as in training."""
-    store = ImageStore(files, setup.size)
+    store = ImageStore(files, setup.resize or setup.size)
     schedule = CropSchedule(store, setup.size, crop_seed)
     return lambda k, refs: (schedule.batch(k, setup.batch), schedule.reference_batch(k, setup.batch) if refs else None)
 
@@ -331,41 +329,41 @@ def colorizers() -> list[str]:
 
 
 def _setup_cols(s: Setup) -> dict:
-    return {"model": s.model, "batch": s.batch, "size": s.size, "width": s.width, "precision": s.precision,
+    return {"model": s.model, "batch": s.batch, "size": s.size, "resize": s.resize or s.size, "width": s.width, "precision": s.precision,
             "compile": s.compile, "loss": s.loss}
 
 
 # ----------------------------------------------------------------------------------------------------- CLI
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=None,
-                   help=f"models to measure, or 'all' (default: the preset's; available: {', '.join(models.available())})")
-    p.add_argument("--batch", type=int, default=None, help="images per step (default: the preset's, 16)")
-    p.add_argument("--size", type=int, default=None, help="crop side (default: 256 on CUDA, 64 on the CPU)")
+def parse_args(argv=None):
+    p = cli.parser("throughput", __doc__)
+    cli.add(p, "models", help=f"models to measure, or 'all' (default: the preset's; available: "
+                              f"{', '.join(models.available())})")
+    cli.add(p, "batch_size", aliases=("--batch",), help="images per step (default: the preset's, 16)")
+    cli.add(p, "crop", help="side of the square crops (default: the preset's: 256 on CUDA, 64 on the CPU)")
+    cli.add(p, "size", help="images are resized so that their shorter side is SIZE, for --end-to-end and --pipeline "
+                            "(default: the crop side; --pipeline: the preset's)")
     p.add_argument("--width", type=float, default=None, help="model width (default: 1.0 on CUDA, 0.25 on the CPU)")
     p.add_argument("--precision", default=None, choices=("fp32", "bf16"),
                    help="fp32, or bf16 autocast (default: bf16 on CUDA, fp32 on the CPU, as in training)")
     p.add_argument("--compile", action="store_true", help="wrap the model in torch.compile")
     p.add_argument("--loss", default="mse", help="training loss, decides the model head (default mse)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available)")
+    cli.add(p, "device")
     p.add_argument("--warmup", type=int, default=None, help="untimed calls first (default 10 on CUDA, 3 on the CPU; "
                    "more with --compile)")
     p.add_argument("--repeats", type=int, default=5, help="timings; the median is reported (default 5)")
     p.add_argument("--iters", type=int, default=None, help="calls per timing (default 20 on CUDA, 3 on the CPU)")
     p.add_argument("--end-to-end", action="store_true",
                    help="training img/s fed from decoded images (--data) vs. synthetic on-device data, and fp32 b16")
-    p.add_argument("--data", default=None, help="images for --end-to-end/--pipeline: named set or folder "
-                   "(default: the bundled Kodak24)")
-    p.add_argument("--data-root", default=None, help="folder with the named data sets (default: $BENCH_DATA)")
+    cli.add(p, "data", help="images for --end-to-end/--pipeline: named set or folder (default: the bundled Kodak24)")
+    cli.add(p, "data_root")
     p.add_argument("--fp32-batch", type=int, default=16, help="batch of --end-to-end's fp32 reference from images "
                    "(default 16, the paper's; 0: none)")
     p.add_argument("--n-images", type=int, default=512, help="at most this many images of --data (default 512)")
     p.add_argument("--pipeline", action="store_true", help="also compare the CPU data pipelines (bench.pipeline: the "
                    "naive per-image loop vs. the batched one)")
-    p.add_argument("--out", default=None, help=f"folder of the CSV (default: {RESULTS})")
+    cli.add(p, "out", help="folder of the CSV (default: ./results or $COLORBENCH_RESULTS)")
     return p.parse_args(argv)
 
 
@@ -374,9 +372,10 @@ def _files(args) -> list[Path]:
     return list_images(folder)[: args.n_images]
 
 
+@cli.command
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
+    with cli.usage_errors(ValueError, OSError):
         dev = pick_device(args.device)
         cuda = dev.type == "cuda"
         base = preset("paper" if cuda else "quick")
@@ -384,21 +383,20 @@ def main(argv=None) -> int:
         for n in names:
             models.get_factory(n)
         losses.parse_spec(args.loss)
-        setups = [Setup(model=n, batch=args.batch or base.batch_size, size=args.size or base.crop,
+        setups = [Setup(model=n, batch=args.batch_size or base.batch_size, size=args.crop or base.crop, resize=args.size,
                         width=args.width or base.width, precision=args.precision or ("bf16" if cuda else "fp32"),
                         compile=args.compile, loss=args.loss, device=str(dev)) for n in names]
         if any(s.batch < 1 or s.size < 16 or s.size % 16 for s in setups):
-            raise UsageError("--batch must be ≥ 1 and --size a multiple of 16 (≥ 16)")
+            raise cli.UsageError("--batch-size must be ≥ 1 and --crop a multiple of 16 (≥ 16)")
+        if args.size is not None and args.size < (args.crop or base.crop):
+            raise cli.UsageError(f"--size {args.size} is smaller than the crop side {args.crop or base.crop}")
         if args.compile and not cuda:
-            raise UsageError("--compile is used on CUDA only (as in training)")
+            raise cli.UsageError("--compile is used on CUDA only (as in training)")
         if args.fp32_batch < 0:
-            raise UsageError("--fp32-batch must be ≥ 0")
+            raise cli.UsageError("--fp32-batch must be ≥ 0")
         if args.repeats < 1 or (args.iters is not None and args.iters < 1):
-            raise UsageError("--repeats and --iters must be at least 1")
+            raise cli.UsageError("--repeats and --iters must be at least 1")
         files = _files(args) if (args.end_to_end or args.pipeline) else []
-    except (ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     warmup = args.warmup if args.warmup is not None else (10 if cuda else 3) + (5 if args.compile else 0)
     iters = args.iters or (20 if cuda else 3)
 
@@ -417,18 +415,16 @@ def main(argv=None) -> int:
         else:
             rows.append(measure(s, warmup, args.repeats, iters))
     if args.pipeline:
-        size = args.size or base.size
-        try:
-            res = pipeline.compare(files, size, args.size or base.crop, len(files), setups[0].batch)
-        except ValueError as err:
-            print(f"error: bench.pipeline.compare: {err}", file=sys.stderr)
-            return 2
+        crop = args.crop or base.crop
+        size = args.size or max(base.size, crop)
+        with cli.usage_errors(ValueError):
+            res = pipeline.compare(files, size, crop, len(files), setups[0].batch)
         cached = f" ({res['fast_cached_img_per_s']:.1f} img/s once decoded)" if "fast_cached_img_per_s" in res else ""
         print(f"data pipeline ({len(files)} images): naive {res['naive_img_per_s']:.1f} img/s, "
               f"batched {res['fast_img_per_s']:.1f} img/s{cached}, speedup {res['speedup']:.1f}×")
         rows.append({"mode": "pipeline", "size": size, "n_images": len(files), **res})
     rows = [{**stamp, **r, **env} for r in rows]
-    out_dir = Path(args.out) if args.out else RESULTS
+    out_dir = cli.out_dir(args.out) or results_root()
     path = out_dir / f"throughput-{device_slug(str(dev), env['device_name'])}.csv"
     append_rows(path, rows)
     print(table(rows))

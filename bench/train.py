@@ -113,14 +113,13 @@ def build_cell(cfg: CellConfig, prep: Prepared | None, device: torch.device):
             raise ValueError(f"loss {cfg.loss} with rebalance needs the training images for its prior")
         params["prior"] = prep.prior(ABBins(params.get("sigma", 5.0), params.get("neighbours", 5)))
     # Feature losses (adain, adain_style) own a VGG-19: unless the cell says otherwise it follows the model's
-    # encoder rules (quick preset: width 0.25, random; paper: width 1, ImageNet). Losses whose constructors take
-    # neither argument never see them (losses.build passes each term only the parameters it accepts).
-    params.setdefault("encoder_weights", cfg.encoder_weights)
-    params.setdefault("vgg_width", cfg.width)
-    # LPIPS and perceptual losses own a full-width VGG-16: ImageNet or, only when the configuration says so, random.
-    params.setdefault("backbone", cfg.lpips_backbone)
-    params.setdefault("critic_seed", cfg.seed)  # an adversarial term's critic varies with the training seed too
-    criterion = losses.build(cfg.loss, **params)
+    # encoder rules (quick preset: width 0.25, random; paper: width 1, ImageNet); LPIPS and perceptual losses own a
+    # full-width VGG-16 (ImageNet or, only when the configuration says so, random); an adversarial term's critic
+    # varies with the training seed. These are context: passed only to the terms that take them (unlike the cell's
+    # own loss_params, which a term must take), and a cell's loss_params override them.
+    context = {"encoder_weights": cfg.encoder_weights, "vgg_width": cfg.width, "backbone": cfg.lpips_backbone,
+               "critic_seed": cfg.seed}
+    criterion = losses.build(cfg.loss, context=context, **params)
     return model.to(device), criterion.to(device)
 
 

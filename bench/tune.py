@@ -29,12 +29,9 @@ from . import cli
 from . import study as gs
 from .config import CellConfig, finite_float, preset  # noqa: F401  (preset: used by tests and notebooks via bench.tune)
 from .data import data_root, resolve
-from .paths import results_root
+from .paths import check_writable, results_root
 from .train import DivergenceError, pick_device, prepare, train_cell
 from .tuned import apply_params, has_style_weight, load_best, study_name  # noqa: F401  (re-exported)
-
-PROG = "python -m bench.tune"
-
 
 def suggest(trial: optuna.Trial, loss: str, lr_range=(1e-5, 1e-2), style_range=(1e-2, 1e3)) -> dict:
     """Suggest the tuned parameters: ``lr`` (log scale) and, when the loss has one, ``style_weight`` (log scale)."""
@@ -55,7 +52,7 @@ def make_sampler(seed: int, trial_number: int, startup: int) -> optuna.samplers.
 # ---------------------------------------------------------------------------------------------------------------------
 
 def parse_args(argv=None):
-    p = cli.parser(PROG, __doc__)
+    p = cli.parser("tune", __doc__)
     cli.add(p, "models", help="the model to tune (one; default: the preset's)")
     p.add_argument("--model", dest="model_alias", default=None, help="deprecated spelling of --models")
     p.add_argument("--loss", default="mse", help="loss spec, e.g. mse, kl, 'mse+10*adain_style' (default mse)")
@@ -187,11 +184,12 @@ def main(argv=None) -> int:
             prep = prepare(cfg, args.data, None, args.data_root, verify=not args.no_verify)
         for w in (w for w in caught if issubclass(w.category, UserWarning)):
             print(f"warning: {w.message}", file=sys.stderr)
-        out.mkdir(parents=True, exist_ok=True)
+        check_writable(out)
         url = args.storage or str(out / "study.journal")
         study = open_study(args, name, url, cfg)
 
     info = {"model": cfg.model, "loss": cfg.loss, "preset": preset_name, "data": dname, "storage": gs.redact(url)}
+    gs.describe(study, model=cfg.model, loss=cfg.loss, preset=preset_name, data=dname)  # what optuna-dashboard shows
     gs.fail_stale(study)  # trials of a killed worker (journal storages; Study.optimize does it for RDB ones)
     # --trials counts the study's trials, every worker's: finished ones and those running elsewhere right now
     counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)

@@ -3,10 +3,12 @@
 import importlib
 import pkgutil
 
-from .registry import CompositeLoss, available, build, get_class, head_of, parse_spec, register_loss
+from .registry import (CompositeLoss, available, build, check_params, get_class, head_of, parameters, parse_spec,
+                       register_loss)
 
 for _m in pkgutil.iter_modules(__path__):
     if _m.name not in ("registry", "base"):
         importlib.import_module(f"{__name__}.{_m.name}")
 
-__all__ = ["register_loss", "build", "available", "get_class", "head_of", "parse_spec", "CompositeLoss"]
+__all__ = ["register_loss", "build", "available", "get_class", "head_of", "parse_spec", "CompositeLoss",
+           "parameters", "check_params"]

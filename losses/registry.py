@@ -1,6 +1,7 @@
 """The loss registry: register a loss class by name, build it (or a weighted sum of several) from a spec string."""
 from __future__ import annotations
 
+import inspect
 import re
 from typing import Callable
 
@@ -91,23 +92,50 @@ class CompositeLoss(nn.Module):
                 t.extra_step(pred, target_ab, **ctx)
 
 
-def build(spec: str, **params) -> nn.Module:
+def parameters(name: str) -> list[str] | None:
+    """The keyword arguments the loss class ``name`` takes (None: any, it has ``**kwargs``)."""
+    sig = inspect.signature(get_class(name).__init__).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in sig.values()):
+        return None
+    return [k for k, p in sig.items() if k != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def _takes(name: str, key: str) -> bool:
+    valid = parameters(name)
+    return valid is None or key in valid
+
+
+def check_params(spec: str, params) -> None:
+    """Raise a one-line ValueError if a parameter (name) is taken by no term of ``spec``.
+
+    A parameter no term knows would otherwise be dropped and another experiment run than asked for.
+    """
+    names = [name for _, name in parse_spec(spec)]
+    unknown = [k for k in params if not any(_takes(n, k) for n in names)]
+    if unknown:
+        valid = sorted({k for n in names for k in (parameters(n) or [])})
+        raise ValueError(f"loss {spec} does not take parameter(s) {', '.join(unknown)}; it takes: "
+                         f"{', '.join(valid) or 'none'}")
+
+
+def build(spec: str, context: dict | None = None, **params) -> nn.Module:
     """Build a loss from a name or a composite spec.
 
     Args:
         spec: a registered name (``"l1"``) or a weighted sum (``"l1+0.5*kl"``).
-        params: keyword arguments; each term receives those its constructor accepts.
-    """
-    import inspect
+        context: settings of the run that some losses use and others do not (e.g. ``encoder_weights`` and
+            ``vgg_width`` for the losses that own a VGG); each term receives those it takes, the rest are ignored.
+        params: the loss's own keyword arguments; each must be taken by at least one term (which receives it).
 
+    Raises:
+        ValueError: unknown loss, or a parameter no term takes (naming the valid ones).
+    """
+    check_params(spec, params)
     terms = parse_spec(spec)
     built = []
     for weight, name in terms:
-        cls = get_class(name)
-        accepted = inspect.signature(cls.__init__).parameters
-        takes_all = any(p.kind == p.VAR_KEYWORD for p in accepted.values())
-        kwargs = {k: v for k, v in params.items() if takes_all or k in accepted}
-        built.append((weight, cls(**kwargs)))
+        kwargs = {k: v for k, v in {**(context or {}), **params}.items() if _takes(name, k)}
+        built.append((weight, get_class(name)(**kwargs)))
     if len(built) == 1 and built[0][0] == 1.0:
         return built[0][1]
     return CompositeLoss(built, spec)

@@ -7,10 +7,10 @@ Every model takes ``L`` (``B×1×H×W``, Lab lightness in [0, 100]) and, if ``ne
 import importlib
 import pkgutil
 
-from .registry import available, build, get_factory, register_model
+from .registry import available, build, check_params, get_factory, parameters, register_model
 
 for _m in pkgutil.iter_modules(__path__):
     if _m.name not in ("registry",):
         importlib.import_module(f"{__name__}.{_m.name}")
 
-__all__ = ["register_model", "build", "available", "get_factory"]
+__all__ = ["register_model", "build", "available", "get_factory", "parameters", "check_params"]

@@ -38,15 +38,35 @@ def get_factory(name: str) -> Callable[..., nn.Module]:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(available())}") from None
 
 
+def parameters(name: str) -> list[str] | None:
+    """The keyword arguments the factory of model ``name`` takes (None: any, it has ``**kwargs``)."""
+    sig = inspect.signature(get_factory(name)).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in sig.values()):
+        return None
+    return [k for k, p in sig.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def check_params(name: str, params) -> None:
+    """Raise a one-line ValueError if model ``name`` does not take every one of ``params`` (names).
+
+    A parameter the factory does not know would otherwise be dropped and another experiment run than asked for.
+    """
+    valid = parameters(name)
+    unknown = [k for k in params if valid is not None and k not in valid]
+    if unknown:
+        raise ValueError(f"model {name} does not take parameter(s) {', '.join(unknown)}; it takes: "
+                         f"{', '.join(valid) or 'none'}")
+
+
 def build(name: str, **params) -> nn.Module:
-    """Build a registered model, passing it the keyword arguments its factory accepts.
+    """Build a registered model.
 
     Args:
         name: a registered model name.
-        params: factory arguments (``head``, ``width``, ``encoder_weights``, ...); unknown ones are ignored so
-            one configuration can serve several models.
+        params: factory arguments (``head``, ``width``, ``encoder_weights``, ...).
+
+    Raises:
+        ValueError: unknown model, or a parameter its factory does not take (naming the valid ones).
     """
-    fn = get_factory(name)
-    sig = inspect.signature(fn).parameters
-    takes_all = any(p.kind == p.VAR_KEYWORD for p in sig.values())
-    return fn(**{k: v for k, v in params.items() if takes_all or k in sig})
+    check_params(name, params)
+    return get_factory(name)(**params)

@@ -181,7 +181,7 @@ def test_automatic_throughput_rows_come_from_the_runs_own_device(tmp_path, monke
 
     here = "Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz (x86_64, 8 cores, 8 threads)"
     other = "Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz (x86_64, 8 cores, 4 threads)"  # same file name, other setup
-    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    monkeypatch.setenv("COLORBENCH_RESULTS", str(tmp_path))
     path = tmp_path / f"throughput-{throughput.device_slug('cpu', here)}.csv"
     cols = ["timestamp", "mode", "model", "train_img_per_s", "infer_img_per_s", "device_name", "hostname", "git_commit"]
     with open(path, "w", newline="") as fh:

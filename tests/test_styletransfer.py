@@ -34,7 +34,7 @@ def tiny_args(folders, out, *extra):
 
 
 def test_model_is_registered_as_style_transfer():
-    model = models.build("adain", head="ab", width=0.25, encoder_weights="none")
+    model = models.build("adain", width=0.25, encoder_weights="none")
     assert model.task == "style_transfer" and model.encoder_pretrained is False
     content, style = torch.rand(2, 3, 32, 40), torch.rand(2, 3, 24, 24)
     out = model(content, style)

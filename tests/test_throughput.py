@@ -9,7 +9,7 @@ import torch
 
 from bench import records, throughput
 
-SMALL = ["--size", "32", "--batch", "2", "--width", "0.125", "--warmup", "1", "--repeats", "2", "--iters", "1",
+SMALL = ["--crop", "32", "--batch", "2", "--width", "0.125", "--warmup", "1", "--repeats", "2", "--iters", "1",
          "--device", "cpu"]
 
 
@@ -54,7 +54,7 @@ def test_end_to_end_and_pipeline_hook(tmp_path, monkeypatch, capsys):
     assert rows["e2e-images-fp32-b16"]["batch"] == "16" and rows["e2e-images-fp32-b16"]["precision"] == "fp32"
     assert float(rows["e2e-images"]["ratio"]) == pytest.approx(
         float(rows["e2e-images"]["train_img_per_s"]) / float(rows["e2e-synthetic"]["train_img_per_s"]))
-    assert calls == [(6, 32, 32, 6, 2)] and rows["pipeline"]["speedup"] == "4.0"
+    assert calls == [(6, 64, 32, 6, 2)] and rows["pipeline"]["speedup"] == "4.0"  # quick preset: shorter side 64
     out = capsys.readouterr().out
     assert "ratio" in out and "speedup 4.0" in out
 
