@@ -305,5 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import importlib
 
-    INVOKED_AS = "colorbench {}"
-    return importlib.import_module(f"bench.{name}").main(rest)
+    before, INVOKED_AS = INVOKED_AS, "colorbench {}"
+    try:
+        return importlib.import_module(f"bench.{name}").main(rest)
+    finally:
+        INVOKED_AS = before

@@ -72,9 +72,8 @@ class CellConfig:
     def validate(self) -> None:
         """Raise ``ValueError`` with a one-line message for any invalid setting."""
         check_values(dataclasses.asdict(self))
-        # the registries refuse parameters a model or loss does not take (e.g. the adain grid's skips on unet_vgg16)
-        models.check_params(self.model, ["head", "width", "encoder_weights", *self.model_params])
-        losses.check_params(self.loss, list(self.loss_params))
+        models.get_factory(self.model)
+        losses.parse_spec(self.loss)
         if not self.lr > 0:
             raise ValueError(f"learning rate must be positive, got {self.lr}")
         for key in ("style_weight", "loss_weight"):
@@ -99,6 +98,9 @@ class CellConfig:
             raise ValueError(f"lpips_backbone must be imagenet or random, not {self.lpips_backbone!r}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be auto, fp32 or bf16, not {self.precision!r}")
+        # the registries refuse parameters a model or loss does not take (e.g. the adain grid's skips on unet_vgg16)
+        models.check_params(self.model, ["head", "width", "encoder_weights", *self.model_params])
+        losses.check_params(self.loss, list(self.loss_params))
 
 
 _TYPES = {"int": int, "float": float, "str": str, "dict": dict, "bool": bool}
