@@ -16,7 +16,7 @@ COMMANDS = sorted(cli.commands())
 
 
 def test_the_dispatcher_finds_every_command():
-    assert {"ablate", "tune", "report", "throughput", "styletransfer", "pipeline"} <= set(COMMANDS)
+    assert {"ablate", "tune", "report", "throughput", "styletransfer", "evaluate", "colorize"} <= set(COMMANDS)
     assert "cli" not in COMMANDS and "engine" not in COMMANDS  # no main(): not a command
 
 
