@@ -125,7 +125,8 @@ def test_loader_returns_cells_in_file_order(tmp_path):
 
 def test_the_example_file_plans():
     root = __import__("pathlib").Path(__file__).resolve().parent.parent
-    args = ablate.parse_args(["--config", str(root / "examples" / "grid.yaml"), "--grid", "pixel", "--seeds", "1"])
+    args = ablate.parse_args(["--config", str(root / "examples" / "grid.yaml"), "--grid", "pixel", "--seeds", "1",
+                              "--folds", "1"])
     base, preset_name, jobs = ablate.plan(args, torch.device("cpu"))
     assert preset_name == "quick" and base.steps == 150
     assert [j.cell for j in jobs] == ["mse", "l1", "huber_0.05", "kl_rebal"]

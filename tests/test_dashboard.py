@@ -19,7 +19,7 @@ from bench import ablate
 from bench import study as gs
 from bench.records import read_rows
 
-TINY = ["--grid", "smoke", "--seeds", "1", "--steps", "2", "--set", "size=32", "--set", "crop=32", "--set",
+TINY = ["--grid", "smoke", "--seeds", "1", "--folds", "1", "--steps", "2", "--set", "size=32", "--set", "crop=32", "--set",
         "eval_size=32", "--set", "batch_size=4", "--set", "val_every=1", "--device", "cpu", "--no-progress"]
 
 
