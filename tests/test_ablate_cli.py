@@ -288,7 +288,8 @@ def test_lr_1e30_diverges_every_cell_and_the_run_still_finishes(tiny_run, capsys
     assert rc == 0, err
     runs = {r["cell"]: r for r in rows(out / "runs.csv")}
     for cell in ("mse", "kl"):
-        assert runs[cell]["status"] == "failed" and runs[cell]["failed_step"] == "2", runs[cell]
+        # the head starts at zero, so the first step's loss is finite; the huge update overflows at step 2 or 3
+        assert runs[cell]["status"] == "failed" and runs[cell]["failed_step"] in ("2", "3"), runs[cell]
     assert "## Failed runs" in (out / "leaderboard.md").read_text()
 
 

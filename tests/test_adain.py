@@ -126,6 +126,8 @@ def test_reductions_and_loss_weight():
 def test_loss_gradients_reach_the_colorizer_and_never_the_loss_vgg():
     torch.manual_seed(0)
     model = models.build("adain_unet", head="ab", width=0.25)
+    # the head starts at zero (ab = 0): the layers below it get gradients from the second step on; give it weights
+    torch.nn.init.normal_(model.color.proj.weight, std=0.1)
     loss = losses.build("adain", vgg_width=0.25)
     vgg_before = {k: v.clone() for k, v in loss.vgg.state_dict().items()}
     L, ab, rgb = lab_batch(size=32)
@@ -175,6 +177,7 @@ def test_adain_unet_uses_the_reference_and_checks_its_arguments():
         # init shrink the decoder's signal so much that the output is nearly the head's bias, whatever the input
         model = models.build("adain_unet", head="ab", width=0.25, encoder_weights="none", skips=skips)
         assert model.needs_reference and model.task == "colorization" and model.encoder_pretrained is False
+        torch.nn.init.normal_(model.color.proj.weight, std=0.1)  # the head starts at zero: no input shows through it
         with torch.no_grad():
             a = model.to_ab(model(L, rgb))
             b = model.to_ab(model(L, 1 - rgb[:, :, :16, :16]))  # another reference, of another size
