@@ -69,8 +69,13 @@ class CellConfig:
         """A CSV-friendly dict (dicts as JSON strings)."""
         return {k: json.dumps(v, sort_keys=True) if isinstance(v, dict) else v for k, v in dataclasses.asdict(self).items()}
 
-    def validate(self) -> None:
-        """Raise ``ValueError`` with a one-line message for any invalid setting."""
+    def validate(self, loss_takes_params: bool = True) -> None:
+        """Raise ``ValueError`` with a one-line message for any invalid setting.
+
+        Args:
+            loss_takes_params: also require that ``loss`` takes every key of ``loss_params``; False for run-wide
+                settings of a grid, whose keys go to the cells whose loss takes them.
+        """
         check_values(dataclasses.asdict(self))
         models.get_factory(self.model)
         losses.parse_spec(self.loss)
@@ -100,7 +105,8 @@ class CellConfig:
             raise ValueError(f"precision must be auto, fp32 or bf16, not {self.precision!r}")
         # the registries refuse parameters a model or loss does not take (e.g. the adain grid's skips on unet_vgg16)
         models.check_params(self.model, ["head", "width", "encoder_weights", *self.model_params])
-        losses.check_params(self.loss, list(self.loss_params))
+        if loss_takes_params:
+            losses.check_params(self.loss, list(self.loss_params))
 
 
 _TYPES = {"int": int, "float": float, "str": str, "dict": dict, "bool": bool}

@@ -32,6 +32,7 @@ import torch
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
+import losses
 import models
 
 from . import leaderboard, testsets
@@ -98,12 +99,24 @@ def plan_jobs(grid: Grid, base: CellConfig, model_names: list[str], seeds: int,
         raise ValueError(f"--folds must be at least 1, got {folds}")
     for m in model_names:
         models.get_factory(m)
-    base.validate()
+    # Run-wide loss parameters (preset, --set, config file) go to the cells whose loss takes them: --set
+    # loss_params.rebalance=true reaches the kl cells and not mse. One that no cell's loss takes is an error, as a
+    # cell's own parameter that its loss does not take is (cfg.validate below).
+    base.validate(loss_takes_params=False)
+    run_wide = dict(base.loss_params)
+    cell_losses = {cell.changes.get("loss", base.loss) for cell in grid.cells}
+    unused = [k for k in run_wide if not any(losses.check_params(spec, [k], raises=False) for spec in cell_losses)]
+    if unused:
+        raise ValueError(f"grid {grid.name}: no loss of the grid ({', '.join(sorted(cell_losses))}) takes "
+                         f"loss_params {', '.join(unused)}")
+    base = base.replace(loss_params={})
     jobs = []
     for m in model_names:
         for cell in grid.cells:
             try:
-                cfg = merge(base.replace(model=m), cell.changes)
+                spec = cell.changes.get("loss", base.loss)
+                taken = {k: v for k, v in run_wide.items() if losses.check_params(spec, [k], raises=False)}
+                cfg = merge(base.replace(model=m, loss_params=taken), cell.changes)
                 cfg.validate()
             except (ValueError, TypeError) as err:
                 raise ValueError(f"grid {grid.name}, cell {cell.name}: {err}") from None

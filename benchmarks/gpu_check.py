@@ -85,13 +85,13 @@ def stages(args, work: Path, data: Path) -> list[dict]:
     tp = [*py, "-m", "bench.throughput", "--end-to-end", "--data", str(data), "--out", str(work / "tp"),
           "--repeats", "5"]
     if args.tiny:
-        small = ["--device", "cpu", "--size", "32", "--width", "0.125", "--n-images", "8", "--warmup", "1",
+        small = ["--device", "cpu", "--size", "32", "--crop", "32", "--width", "0.125", "--n-images", "8", "--warmup", "1",
                  "--repeats", "1", "--iters", "1"]
         tp = [*py, "-m", "bench.throughput", "--end-to-end", "--data", str(data), "--out", str(work / "tp"), *small]
         big, fp32 = ["--batch", "4", "--precision", "bf16", "--fp32-batch", "0"], ["--batch", "2", "--precision", "fp32",
                                                                                  "--fp32-batch", "0"]
     else:
-        tp += ["--size", "256", "--n-images", "512", "--iters", "10"]
+        tp += ["--size", "256", "--crop", "256", "--n-images", "512", "--iters", "10"]
         big = ["--batch", "128", "--precision", "bf16", "--fp32-batch", "0"]
         fp32 = ["--batch", "16", "--precision", "fp32", "--fp32-batch", "0"]
     steps = str(args.steps)

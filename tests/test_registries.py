@@ -72,3 +72,24 @@ def test_composite_gives_each_parameter_to_the_terms_that_take_it():
 def test_configuration_with_a_parameter_nobody_takes_is_invalid(cfg, needle):
     with pytest.raises(ValueError, match=needle):
         cfg.validate()
+
+
+def test_run_wide_loss_parameters_reach_the_cells_whose_loss_takes_them():
+    """``--set loss_params.rebalance=true`` on the losses grid: the kl cells get it, the others run as they were
+    (their configuration, hence their hash and results, unchanged); a key no loss of the grid takes is an error."""
+    from bench import grids
+    from bench.config import preset
+    from bench.engine import plan_jobs
+
+    base = preset("quick")
+    plain = {(j.cell, j.cfg.seed): j.cfg for j in plan_jobs(grids.get("losses"), base, [base.model], 1)}
+    routed = {(j.cell, j.cfg.seed): j.cfg
+              for j in plan_jobs(grids.get("losses"), base.replace(loss_params={"rebalance": True}), [base.model], 1)}
+    assert plain.keys() == routed.keys()
+    for k, cfg in routed.items():
+        if cfg.loss == "kl":
+            assert cfg.loss_params.get("rebalance") is True, k
+        else:
+            assert cfg == plain[k], k
+    with pytest.raises(ValueError, match="no loss of the grid .* takes loss_params delta"):
+        plan_jobs(grids.get("smoke"), base.replace(loss_params={"delta": 0.5}), [base.model], 1)

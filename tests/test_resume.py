@@ -25,7 +25,8 @@ from bench.train import prepare, train_cell
 ROOT = Path(__file__).resolve().parent.parent
 CPU = torch.device("cpu")
 # 30 steps of 4 crops of 32 px, validation and a checkpoint every 10 steps, 1-second heartbeats
-CMD = ["--grid", "smoke", "--seeds", "1", "--steps", "30", "--set", "size=32", "--set", "crop=32",
+# (one split, --folds 1: the run keys are model/cell/seed)
+CMD = ["--grid", "smoke", "--seeds", "1", "--folds", "1", "--steps", "30", "--set", "size=32", "--set", "crop=32",
        "--set", "eval_size=32", "--set", "batch_size=4", "--set", "val_every=10", "--set", "checkpoint_every=10",
        "--device", "cpu", "--no-progress", "--heartbeat", "1"]
 
