@@ -116,21 +116,27 @@ class SavedModel:
     model: str
     cell: str
     seed: int
+    fold: int | None = None  # k-fold runs: every fold trained its own network (``seed<k>/fold<f>/``)
 
 
 def saved_models(run_dir) -> list[SavedModel]:
-    """Every saved model of a run folder (those with both weights and configuration), sorted by model, cell, seed."""
+    """Every saved model of a run folder (those with both weights and configuration), sorted by model, cell, seed
+    and fold."""
     out = []
-    for cfg_file in sorted(Path(run_dir).glob(f"models/*/*/seed*/{CONFIG}")):
+    run_dir = Path(run_dir)
+    files = [*run_dir.glob(f"models/*/*/seed*/{CONFIG}"), *run_dir.glob(f"models/*/*/seed*/fold*/{CONFIG}")]
+    for cfg_file in sorted(files):
         folder = cfg_file.parent
         if not (folder / WEIGHTS).is_file():
             continue
         try:
             info = json.loads(cfg_file.read_text())
-            out.append(SavedModel(folder, info["model"], info["cell"], int(info["seed"])))
-        except (OSError, ValueError, KeyError):
+            fold = info.get("fold")
+            out.append(SavedModel(folder, info["model"], info["cell"], int(info["seed"]),
+                                  None if fold in (None, "") else int(fold)))
+        except (OSError, ValueError, KeyError, TypeError):
             continue  # a damaged configuration: not a usable model
-    return sorted(out, key=lambda s: (s.model, s.cell, s.seed))
+    return sorted(out, key=lambda s: (s.model, s.cell, s.seed, -1 if s.fold is None else s.fold))
 
 
 # ------------------------------------------------------------------------------------------------- checkpoints

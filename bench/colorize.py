@@ -39,6 +39,8 @@ def parse_args(argv=None):
     p.add_argument("--run", required=True, help="run folder with saved models (python -m bench.ablate --out ...)")
     p.add_argument("--cell", required=True, help="the grid cell whose model to use (e.g. mse)")
     p.add_argument("--seed", type=int, default=None, help="training seed of the model (default: the lowest saved)")
+    p.add_argument("--fold", type=int, default=None, help="k-fold runs: the fold whose network to use (default: the "
+                   "lowest saved; every fold's network learnt from other images)")
     p.add_argument("--model", default=None, help="model name, when the run trained several")
     cli.add(p, "device", "no_progress")
     p.add_argument("input", help="a photo or a folder of photos (searched recursively)")
@@ -46,8 +48,8 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def pick_model(run_dir: Path, cell: str, seed: int | None, model: str | None):
-    """The saved model of (model, cell, seed); a UsageError naming what is available otherwise."""
+def pick_model(run_dir: Path, cell: str, seed: int | None, model: str | None, fold: int | None = None):
+    """The saved model of (model, cell, seed, fold); a UsageError naming what is available otherwise."""
     saved = saved_models(run_dir)
     if not saved:
         raise UsageError(f"{run_dir} has no saved models (models/*/*/seed*/): train with --save-models all")
@@ -59,13 +61,18 @@ def pick_model(run_dir: Path, cell: str, seed: int | None, model: str | None):
     if len({s.model for s in match}) > 1:
         raise UsageError(f"cell {cell!r} was trained with several models ({', '.join(sorted({s.model for s in match}))})"
                          f": choose one with --model")
-    if seed is None:
-        return min(match, key=lambda s: s.seed)
-    for s in match:
-        if s.seed == seed:
-            return s
-    raise UsageError(f"no saved model of cell {cell!r} with seed {seed}; saved seeds: "
-                     f"{', '.join(str(s.seed) for s in match)}")
+    if seed is not None:
+        if not any(s.seed == seed for s in match):
+            raise UsageError(f"no saved model of cell {cell!r} with seed {seed}; saved seeds: "
+                             f"{', '.join(sorted({str(s.seed) for s in match}))}")
+        match = [s for s in match if s.seed == seed]
+    if fold is not None:
+        if not any(s.fold == fold for s in match):
+            folds = sorted({s.fold for s in match if s.fold is not None})
+            raise UsageError(f"no saved model of cell {cell!r} with fold {fold}; "
+                             + (f"saved folds: {', '.join(map(str, folds))}" if folds else "the run has no folds"))
+        match = [s for s in match if s.fold == fold]
+    return min(match, key=lambda s: (s.seed, -1 if s.fold is None else s.fold))
 
 
 def working_size(h: int, w: int, size: int) -> tuple[int, int]:
@@ -123,7 +130,7 @@ def main(argv=None) -> int:
         run_dir = Path(args.run).expanduser()
         if not run_dir.is_dir():
             raise UsageError(f"run folder {run_dir} does not exist")
-        chosen = pick_model(run_dir, args.cell, args.seed, args.model)
+        chosen = pick_model(run_dir, args.cell, args.seed, args.model, args.fold)
         root, files = inputs(Path(args.input).expanduser())
         out_dir = Path(args.output).expanduser()
         if out_dir.exists() and not out_dir.is_dir():
@@ -135,7 +142,8 @@ def main(argv=None) -> int:
                              f"reference-free models only")
     amp = autocast_dtype(cfg, device)
     names = output_names(root, files)
-    print(f"{chosen.model}/{chosen.cell} seed {chosen.seed} ({chosen.folder}) → {out_dir}", file=sys.stderr)
+    fold = "" if chosen.fold is None else f" fold {chosen.fold}"
+    print(f"{chosen.model}/{chosen.cell} seed {chosen.seed}{fold} ({chosen.folder}) → {out_dir}", file=sys.stderr)
     written, skipped = 0, []
     for f in tqdm(files, desc="colorizing", unit="img", disable=args.no_progress, dynamic_ncols=True):
         try:

@@ -532,6 +532,7 @@ class GridRun:
         if self.save_models:
             save_weights(folder, res["model"], cfg,
                          {"model": model_name, "cell": cell, "seed": cfg.seed, **folded,
+                          **({} if fold is None else {"folds": self.folds}),
                           "test_set": self.shared["data_test"], "psnr": row["psnr"],
                           "encoder_pretrained": res["encoder_pretrained"],
                           "git_commit": self.shared.get("git_commit", "")})

@@ -7,7 +7,8 @@ Every model saved in ``RUN_DIR/models/`` (``bench.ablate --save-models all``, th
 baseline are scored on the test set exactly as training scores its own test set (same preprocessing: shorter side →
 the run's ``size``, centre crop ``eval_size``; same metrics). Results go to ``RUN_DIR/evaluations/<set>/``:
 ``runs.csv`` (one row per model × cell × seed, with the test set's name) and ``per_image.csv``; models already
-scored on that set are skipped. The run's leaderboard then shows one table per test set and a cross-set summary.
+scored on that set are skipped. A k-fold run saved one network per fold: each is scored on the whole set, and a
+(cell, seed)'s score of an image is the mean over its folds' networks (``bench.folds``). The run's leaderboard then shows one table per test set and a cross-set summary.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import cli, leaderboard, testsets
+from . import cli, folds, leaderboard, testsets
 from .checkpoint import load_weights, read_config, saved_models
 from .data import DataError, ImageStore, data_root, image_key, list_images, partition_usable, resolve, sha256, \
     verify_manifest
@@ -29,8 +30,9 @@ from .records import append_rows, environment, read_rows, slug
 from .device import pick_device
 from .train import autocast_dtype
 
-RUN_KEY = ("model", "cell", "seed")
-IMAGE_KEY = ("model", "cell", "seed", "image")
+# "fold" is empty for a run without k-fold rotation; with folds every fold's network is scored on the whole set
+RUN_KEY = ("model", "cell", "seed", "fold")
+IMAGE_KEY = ("model", "cell", "seed", "fold", "image")
 
 
 
@@ -59,7 +61,9 @@ def check_not_trained_on(run_dir: Path, files: list[Path]) -> None:
     meta_file = run_dir / "run.json"
     if not meta_file.is_file():
         return
-    train = [Path(p) for p in json.loads(meta_file.read_text()).get("splits", {}).get("train", [])]
+    meta = json.loads(meta_file.read_text())
+    # with k-fold rotation every fold trained on other images: a test image must be none of them
+    train = [Path(p) for split in [meta.get("splits", {}), *meta.get("fold_splits", [])] for p in split.get("train", [])]
     hashes = {sha256(p) for p in train if p.is_file()}
     clash = [p for p in files if sha256(p) in hashes]
     if clash:
@@ -90,11 +94,13 @@ def main(argv=None) -> int:
         check_not_trained_on(run_dir, files)
     out = evaluation_dir(run_dir, sname)
     with cli.usage_errors():
-        done = {tuple(str(r.get(k)) for k in RUN_KEY) for r in read_rows(out / "runs.csv")}
-    todo = [s for s in saved if (s.model, s.cell, str(s.seed)) not in done]
+        done = {tuple(str(r.get(k) or "") for k in RUN_KEY) for r in read_rows(out / "runs.csv")}
+    todo = [s for s in saved if (s.model, s.cell, str(s.seed), _fold(s.fold)) not in done]
     print(f"{run_dir}: {len(saved)} saved models, {len(saved) - len(todo)} already scored on {sname} "
           f"({len(files)} images under {folder}) → {out}", file=sys.stderr)
     env = environment(device)
+    meta_file = run_dir / "run.json"
+    n_folds = json.loads(meta_file.read_text()).get("folds", "") if meta_file.is_file() else ""
     shared = {"run": run_dir.name, "test_set": sname, "test_path": str(folder)}
     stores: dict[int, ImageStore] = {}
 
@@ -109,7 +115,7 @@ def main(argv=None) -> int:
         store = stores[size]
         return store.centre_crops(eval_size), [image_key(f, folder) for f in store.files], len(bad) + len(store.skipped)
 
-    if ("(none)", leaderboard.GREY, "0") not in done:
+    if ("(none)", leaderboard.GREY, "0", "") not in done:
         size, eval_size = _base_sizes(run_dir, saved)
         imgs, keys, n_skipped = images(size, eval_size)
         scores = evaluate_grey(imgs, device)
@@ -119,7 +125,9 @@ def main(argv=None) -> int:
         net, cfg, info = load_weights(s.folder, device)
         imgs, keys, n_skipped = images(cfg.size, cfg.eval_size)
         scores = score_test(net, imgs, device, cfg.batch_size, autocast_dtype(cfg, device))
-        _record(out, {**shared, **env, "model": s.model, "cell": s.cell, "loss": cfg.loss, "seed": s.seed,
+        folded = ({} if s.fold is None else
+                  {"fold": s.fold, "folds": info.get("folds", n_folds), "fold_test_images": folds.ALL})
+        _record(out, {**shared, **env, "model": s.model, "cell": s.cell, "loss": cfg.loss, "seed": s.seed, **folded,
                       **{k: v for k, v in cfg.to_flat().items() if k not in ("model", "seed")},
                       "encoder_pretrained": info.get("encoder_pretrained", False),
                       "weights": str(s.folder.relative_to(run_dir))}, keys, n_skipped, scores)
@@ -129,6 +137,11 @@ def main(argv=None) -> int:
     print(md[md.find("# Other test sets"):] if "# Other test sets" in md else md)
     print(f"written to {run_dir / 'leaderboard.md'}", file=sys.stderr)
     return 0
+
+
+def _fold(fold) -> str:
+    """A fold as the CSV files hold it ("" without folds)."""
+    return "" if fold is None else str(fold)
 
 
 def _base_sizes(run_dir: Path, saved) -> tuple[int, int]:
@@ -143,7 +156,7 @@ def _base_sizes(run_dir: Path, saved) -> tuple[int, int]:
 
 def _record(out: Path, row: dict, keys: list[str], n_skipped: int, scores: dict) -> None:
     """Append one scored model's run row and per-image rows (per-image first: a run counts once its row exists)."""
-    key = {k: row[k] for k in ("run", "model", "cell", "seed", "test_set")}
+    key = {k: row.get(k, "") for k in ("run", "model", "cell", "seed", "fold", "test_set")}
     per_image = [{**key, "image": name, **{m: v[i] for m, v in scores.items()}} for i, name in enumerate(keys)]
     append_rows(out / "per_image.csv", per_image, key=IMAGE_KEY)
     means = {m: sum(v) / len(v) for m, v in scores.items()}

@@ -4,13 +4,18 @@ With k-fold rotation (``bench.data.fold_splits``) every fold trains its own netw
 images; the folds' test images together are the whole test set. A claim about a cell and a seed is about all of
 them, so the leaderboard and the plots see one row per (model, cell, seed): metrics averaged over the folds
 weighted by their number of test images (= the mean over every test image), times summed, and status ``ok`` only
-when every fold finished ``ok``. Per-image rows need no combining: an image belongs to one fold.
+when every fold finished ``ok``. Per-image rows need no combining on the run's own test set: an image belongs to one
+fold. On another test set (``bench.evaluate``) every fold's network scores every image (the rows say
+``fold_test_images=all``): an image's score for a (model, cell, seed) is then the mean over the folds' networks, and
+the number of test images is that of the set, not the sum over the folds.
 """
 from __future__ import annotations
 
 import pandas as pd
 
 KEY = ["model", "cell", "seed"]
+#: the ``fold_test_images`` value of rows whose folds were all scored on the same, whole test set
+ALL = "all"
 #: columns added up over the folds (the rest: equal in every fold, or averaged weighted by ``n_test``)
 SUMMED = ("n_test", "train_time_s", "eval_time_s")
 
@@ -46,13 +51,14 @@ def _combine(g: pd.DataFrame) -> dict:
     k = int(pd.to_numeric(g["folds"], errors="coerce").max()) if "folds" in g else len(g)
     weights = pd.to_numeric(g.get("n_test", pd.Series(1, index=g.index)), errors="coerce").fillna(0)
     row = {}
+    shared_test = "fold_test_images" in g and g["fold_test_images"].astype(str).eq(ALL).all()
     for col in g.columns:
         vals = g[col]
         if vals.astype(str).nunique() <= 1:
             row[col] = vals.iloc[0]
             continue
         num = pd.to_numeric(vals, errors="coerce")
-        if col in SUMMED:
+        if col in SUMMED and not (shared_test and col == "n_test"):
             row[col] = num.sum()
         elif col == "started_at":
             row[col] = vals.astype(str).min()
@@ -76,3 +82,26 @@ def _combine(g: pd.DataFrame) -> dict:
         failed = g.loc[~ok, "failed_step"] if "failed_step" in g else pd.Series(dtype=object)
         row["failed_step"] = failed.iloc[0] if len(failed) else ""
     return row
+
+
+def combine_per_image(per_image: pd.DataFrame) -> pd.DataFrame:
+    """One row per (model, cell, seed, image) for per-image rows scored by several folds' networks (another test
+    set, ``bench.evaluate``): their metrics averaged, ``fold`` empty. Rows of an image scored once are kept as they
+    are (the run's own test set, where each image belongs to one fold).
+
+    Args:
+        per_image: per-image rows (``per_image.csv``) with a ``fold`` column, metric columns already numeric.
+    """
+    if per_image.empty or "fold" not in per_image or "image" not in per_image:
+        return per_image
+    key = [c for c in [*KEY, "test_set", "image"] if c in per_image]
+    counts = per_image.groupby(key, sort=False)["fold"].transform("size")
+    once, many = per_image[counts == 1], per_image[counts > 1]
+    if many.empty:
+        return per_image
+    numeric = [c for c in many.columns if c not in key and c != "fold" and pd.api.types.is_numeric_dtype(many[c])]
+    others = [c for c in many.columns if c not in key and c != "fold" and c not in numeric]
+    agg = {**{c: "mean" for c in numeric}, **{c: "first" for c in others}}
+    merged = many.groupby(key, sort=False).agg(agg).reset_index()
+    merged["fold"] = ""
+    return pd.concat([once, merged[list(per_image.columns)]], ignore_index=True)

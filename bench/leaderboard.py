@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import stats as pstats
-from .folds import combine_folds
+from .folds import combine_folds, combine_per_image
 from .plots import psnr_per_cell
 from .records import GREY, atomic_write_text, read_rows
 from .stats import ci95
@@ -72,7 +72,7 @@ def load_runs(run_dir: Path) -> pd.DataFrame:
 def load_per_image(run_dir: Path) -> pd.DataFrame:
     """The per-image test metrics of a run folder (``per_image.csv``) as a DataFrame; empty if there is none."""
     df = pd.DataFrame(read_rows(Path(run_dir) / "per_image.csv"))
-    return _numeric(df, ["seed", *pstats.METRICS])
+    return combine_per_image(_numeric(df, ["seed", *pstats.METRICS]))
 
 
 def _is_reference(g: pd.DataFrame) -> bool:

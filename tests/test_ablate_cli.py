@@ -20,6 +20,7 @@ from skimage.color import lab2rgb, rgb2lab
 
 from bench import ablate, grids
 from bench.data import CropSchedule, ImageStore
+from helpers import one_error, run
 
 TINY = ["--set", "size=32", "--set", "crop=32", "--set", "eval_size=32", "--set", "batch_size=4", "--steps", "3",
         "--device", "cpu", "--no-progress"]
@@ -31,21 +32,7 @@ def rows(path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
-def run(argv, capsys) -> tuple[int, str, str]:
-    rc = ablate.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def assert_usage_error(rc: int, err: str, *needles: str) -> str:
-    """Exit 2, exactly one one-line ``error: ...`` message on stderr, no traceback; returns the message."""
-    assert rc == 2, err
-    assert "Traceback" not in err
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, err
-    for n in needles:
-        assert n in errors[0], (n, errors[0])
-    return errors[0]
+assert_usage_error = one_error
 
 
 @pytest.fixture

@@ -35,28 +35,12 @@ from bench.data import MAX_PIXELS, DataError, ImageStore, list_images, make_spli
 from bench.records import CorruptRecordError, append_rows, atomic_write_text, command_line, environment, read_rows, redact
 from bench.device import pick_device
 from bench.train import prepare
+from helpers import one_error, run, train_and_test_folders
 
 TINY = ["--set", "size=32", "--set", "crop=32", "--set", "eval_size=32", "--set", "batch_size=4", "--steps", "2",
         "--device", "cpu", "--no-progress"]
 PG_URL = os.environ.get("COLORBENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 SECRET = "s3cretPW"
-
-
-def run(argv, capsys) -> tuple[int, str, str]:
-    rc = ablate.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def one_error(rc: int, err: str, *needles: str) -> str:
-    """Exit 2 with exactly one ``error:`` line, no traceback; returns the line."""
-    assert rc == 2, err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, err
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
 
 
 @pytest.fixture
@@ -463,14 +447,7 @@ def test_8_data_errors_leave_nothing_behind(tmp_path, capsys, argv_for, data_roo
     """A test folder holding a training image: exit 2 before the folder, the journal or any trial exists."""
     import optuna
 
-    train, test = tmp_path / "train", tmp_path / "test"
-    train.mkdir()
-    test.mkdir()
-    photos = list_images(data_root / "cbsd68")
-    for p in photos[:12]:
-        shutil.copy(p, train / p.name)
-    for p in photos[-3:]:
-        shutil.copy(p, test / p.name)
+    train, test, photos = train_and_test_folders(tmp_path, data_root)
     shutil.copy(photos[3], test / "copy.png")
     out = tmp_path / "out"
     argv = [a if a != "cbsd68" else str(train) for a in argv_for(out, "--test", str(test))]
@@ -516,14 +493,7 @@ def test_9_rows_record_the_thread_count_and_mixed_environments_are_shown(finishe
 
 
 def test_9_a_test_image_identical_to_a_validation_image_is_refused(tmp_path, data_root):
-    train, test = tmp_path / "train", tmp_path / "test"
-    train.mkdir()
-    test.mkdir()
-    photos = list_images(data_root / "cbsd68")
-    for p in photos[:12]:
-        shutil.copy(p, train / p.name)
-    for p in photos[-3:]:
-        shutil.copy(p, test / p.name)
+    train, test, photos = train_and_test_folders(tmp_path, data_root)
     splits = make_splits(str(train), test=str(test))
     shutil.copy(splits.val[0], test / "renamed.png")
     with pytest.raises(DataError, match="also in the validation set"):

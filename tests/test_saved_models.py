@@ -234,3 +234,52 @@ def test_colorize_bad_choice_is_one_line_exit_2(run_dir, test_folder, tmp_path, 
     rc, err = cli(colorize, ["--run", run_dir, *argv, test_folder, tmp_path / "o"], capsys)
     assert rc == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1 and needle in err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.fixture(scope="module")
+def fold_run(tmp_path_factory) -> Path:
+    """The smoke grid in 2-fold rotation of the bundled Kodak24: one network per (cell, seed, fold)."""
+    out = tmp_path_factory.mktemp("folds") / "R"
+    assert ablate.main([*TINY, "--folds", "2", "--out", str(out)]) == 0
+    return out
+
+
+def test_fold_runs_are_saved_scored_on_another_set_and_colorize(fold_run, test_folder, tmp_path, capsys):
+    """Every fold's network is saved in its own folder; on another test set each scores every image, the rows say
+    so, and a (cell, seed)'s score of an image is the mean over its folds' networks (5 images, not 2 × 5)."""
+    saved = saved_models(fold_run)
+    assert [(s.cell, s.seed, s.fold) for s in saved] == [("kl", 0, 0), ("kl", 0, 1), ("mse", 0, 0), ("mse", 0, 1)]
+    assert all(s.folder.name == f"fold{s.fold}" for s in saved)
+    rc, err = cli(evaluate, [fold_run, "--test", test_folder, "--no-progress"], capsys)
+    assert rc == 0, err
+    ev = fold_run / "evaluations" / "testset0"
+    rows = read_rows(ev / "runs.csv")
+    assert sorted((r["cell"], r["fold"]) for r in rows) == [("grey", ""), ("kl", "0"), ("kl", "1"), ("mse", "0"),
+                                                             ("mse", "1")]
+    per = read_rows(ev / "per_image.csv")
+    assert len(per) == 5 + 4 * 5
+    combined = load_per_image(ev)
+    mse = combined[combined["cell"] == "mse"]
+    assert len(mse) == 5
+    for img, got in zip(mse["image"], mse["psnr"]):
+        folds = [float(r["psnr"]) for r in per if r["cell"] == "mse" and r["image"] == img]
+        assert len(folds) == 2 and got == pytest.approx(sum(folds) / 2)
+    runs = load_runs(ev)
+    assert set(runs.loc[runs["cell"] != "grey", "n_test"].astype(int)) == {5}
+    board, _ = build(runs, combined, n_boot=200)
+    assert set(board.loc[board["cell"] != "grey", "n_images"]) == {5}
+    # scoring again adds nothing
+    rc, err = cli(evaluate, [fold_run, "--test", test_folder, "--no-progress"], capsys)
+    assert rc == 0 and "4 saved models, 4 already scored" in err
+    # the run's own Kodak24 images trained some fold's network: refused as a test set
+    rc, err = cli(evaluate, [fold_run, "--test", ROOT / "bench" / "assets" / "kodak24"], capsys)
+    assert rc == 2 and "training images" in err
+    # colorize: fold 0 by default, another with --fold, a fold that does not exist named
+    rc, err = cli(colorize, ["--run", fold_run, "--cell", "mse", "--no-progress", test_folder / "c.png", tmp_path / "a"],
+                  capsys)
+    assert rc == 0 and "seed 0 fold 0" in err and (tmp_path / "a" / "c.png").is_file()
+    rc, err = cli(colorize, ["--run", fold_run, "--cell", "mse", "--fold", "1", "--no-progress", test_folder / "c.png",
+                             tmp_path / "b"], capsys)
+    assert rc == 0 and "fold 1" in err
+    rc, err = cli(colorize, ["--run", fold_run, "--cell", "mse", "--fold", "3", test_folder, tmp_path / "c"], capsys)
+    assert rc == 2 and "saved folds: 0, 1" in err and len(err.strip().splitlines()) == 1
