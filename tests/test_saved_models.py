@@ -168,6 +168,17 @@ def test_cross_set_summary_ranks_and_spearman():
     assert ac["n_cells"] == 3 and ac["rho"] == pytest.approx(1 - 6 * 6 / (3 * 8))
     bc = rho[(rho["set A"] == "B") & (rho["set B"] == "C")].iloc[0]
     assert bc["rho"] == pytest.approx(1.0)
+    # exact p-values: 3 cells in the same order are 2 of the 3! orderings with |rho| = 1; for A-B, the orderings of
+    # 4 untied ranks whose |rho| reaches the observed one, counted by brute force
+    assert bc["p"] == pytest.approx(2 / 6)
+    import itertools
+
+    def rho_of(perm):
+        return 1 - 6 * sum((i - p) ** 2 for i, p in zip([1, 2, 3, 4], perm)) / (4 * 15)
+
+    observed = abs(rho_of([3, 1, 2, 4]))
+    expected = sum(abs(rho_of(p)) >= observed - 1e-12 for p in itertools.permutations([1, 2, 3, 4])) / 24
+    assert ab["p"] == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("argv, needle", [
