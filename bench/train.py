@@ -220,15 +220,28 @@ class TrainStep:
             self.last_loss = vals[-1].item()
         return self.last_loss
 
+    def _fixed(self) -> tuple[str, ...]:
+        """Key prefixes of the loss's fixed functions (frozen VGGs marked ``fixed_function``): the configuration
+        rebuilds them identically, so checkpoints leave their weights out (60 MB for a VGG-16)."""
+        return tuple(f"{name}." for name, m in self.criterion.named_modules()
+                     if name and getattr(m, "fixed_function", False))
+
     def state_dict(self) -> dict:
-        """Model, loss, optimiser and step count (what a checkpoint needs besides the RNG states)."""
-        return {"model": self.model.state_dict(), "criterion": self.criterion.state_dict(),
+        """Model, loss (without its fixed functions), optimiser and step count (what a checkpoint needs besides the
+        RNG states)."""
+        fixed = self._fixed()
+        criterion = {k: v for k, v in self.criterion.state_dict().items() if not (fixed and k.startswith(fixed))}
+        return {"model": self.model.state_dict(), "criterion": criterion,
                 "optimizer": self.opt.state_dict(), "step": self.step}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what ``state_dict()`` returned."""
         self.model.load_state_dict(state["model"])
-        self.criterion.load_state_dict(state["criterion"])
+        fixed = self._fixed()
+        missing, unexpected = self.criterion.load_state_dict(state["criterion"], strict=False)
+        wrong = [k for k in missing if not (fixed and k.startswith(fixed))] + list(unexpected)
+        if wrong:
+            raise RuntimeError(f"the checkpoint's loss state does not match the loss: {', '.join(wrong[:5])}")
         self.opt.load_state_dict(state["optimizer"])
         self.step, self._pending = int(state["step"]), []
 

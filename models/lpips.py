@@ -55,6 +55,9 @@ class LPIPS(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
+    #: a fixed function that the configuration rebuilds identically (checkpoints leave its weights out)
+    fixed_function = True
+
     def train(self, mode: bool = True) -> "LPIPS":
         return super().train(False)
 

@@ -181,6 +181,8 @@ class VGG19Features(nn.Module):
         if not self.pretrained:
             init_like_torchvision(self.features, seed)
         self.frozen = frozen
+        # frozen: a fixed function that the configuration rebuilds identically (checkpoints leave its weights out)
+        self.fixed_function = frozen
         if frozen:
             self.requires_grad_(False)
             self.eval()
@@ -244,6 +246,9 @@ class VGG16Taps(nn.Module):
         self.backbone = backbone
         self.requires_grad_(False)
         self.eval()
+
+    #: a fixed function that the configuration rebuilds identically (checkpoints leave its weights out)
+    fixed_function = True
 
     def train(self, mode: bool = True) -> "VGG16Taps":
         return super().train(False)  # a fixed function: never switched to training mode by a parent
