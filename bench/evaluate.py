@@ -13,6 +13,7 @@ scored on that set are skipped. A k-fold run saved one network per fold: each is
 from __future__ import annotations
 
 import json
+import math
 import sys
 import warnings
 from datetime import datetime, timezone
@@ -25,7 +26,7 @@ from . import cli, folds, leaderboard, testsets
 from .checkpoint import load_weights, read_config, saved_models
 from .data import DataError, ImageStore, data_root, image_key, list_images, partition_usable, resolve, sha256, \
     verify_manifest
-from .metrics import evaluate_grey, score_test
+from .metrics import evaluate_grey, lpips_metric, score_test
 from .records import append_rows, environment, read_rows, slug
 from .device import pick_device
 from .train import autocast_dtype
@@ -118,18 +119,22 @@ def main(argv=None) -> int:
     if ("(none)", leaderboard.GREY, "0", "") not in done:
         size, eval_size = _base_sizes(run_dir, saved)
         imgs, keys, n_skipped = images(size, eval_size)
-        scores = evaluate_grey(imgs, device)
+        lpips_net, lpips_status = lpips_metric(read_config(saved[0].folder)[0].lpips_backbone, device)
+        scores = _with_lpips(evaluate_grey(imgs, device, lpips_net=lpips_net), lpips_net, len(keys))
         _record(out, {**shared, **env, "model": "(none)", "cell": leaderboard.GREY, "loss": "(none)", "seed": 0,
-                      "size": size, "eval_size": eval_size, "encoder_pretrained": False}, keys, n_skipped, scores)
+                      "size": size, "eval_size": eval_size, "encoder_pretrained": False,
+                      "lpips_backbone": lpips_status}, keys, n_skipped, scores)
     for s in tqdm(todo, desc=f"scoring on {sname}", disable=args.no_progress, dynamic_ncols=True):
         net, cfg, info = load_weights(s.folder, device)
         imgs, keys, n_skipped = images(cfg.size, cfg.eval_size)
-        scores = score_test(net, imgs, device, cfg.batch_size, autocast_dtype(cfg, device))
+        lpips_net, lpips_status = lpips_metric(cfg.lpips_backbone, device)  # as training scored its own test set
+        scores = _with_lpips(score_test(net, imgs, device, cfg.batch_size, autocast_dtype(cfg, device),
+                                        lpips_net=lpips_net), lpips_net, len(keys))
         folded = ({} if s.fold is None else
                   {"fold": s.fold, "folds": info.get("folds", n_folds), "fold_test_images": folds.ALL})
         _record(out, {**shared, **env, "model": s.model, "cell": s.cell, "loss": cfg.loss, "seed": s.seed, **folded,
                       **{k: v for k, v in cfg.to_flat().items() if k not in ("model", "seed")},
-                      "encoder_pretrained": info.get("encoder_pretrained", False),
+                      "encoder_pretrained": info.get("encoder_pretrained", False), "lpips_backbone": lpips_status,
                       "weights": str(s.folder.relative_to(run_dir))}, keys, n_skipped, scores)
         del net
     testsets.write(run_dir)  # the leaderboard with a table per test set and the cross-set summary
@@ -137,6 +142,14 @@ def main(argv=None) -> int:
     print(md[md.find("# Other test sets"):] if "# Other test sets" in md else md)
     print(f"written to {run_dir / 'leaderboard.md'}", file=sys.stderr)
     return 0
+
+
+def _with_lpips(scores: dict, lpips_net, n: int) -> dict:
+    """``scores`` with an ``lpips`` entry: NaN per image when the ImageNet VGG-16 is missing (the row's
+    ``lpips_backbone`` = ``missing`` says why), never a number from another network."""
+    if lpips_net is None:
+        scores["lpips"] = [math.nan] * n
+    return scores
 
 
 def _fold(fold) -> str:

@@ -120,10 +120,13 @@ def test_fresh_process_reproduces_recorded_psnr_exactly(run_dir, test_folder, ca
     res = python("-m", "bench.evaluate", run_dir, "--test", test_folder, "--no-progress")
     assert res.returncode == 0, res.stderr[-3000:]
     recorded = {(r["cell"], r["seed"]): float(r["psnr"]) for r in read_rows(run_dir / "runs.csv")}
+    recorded_lpips = {(r["cell"], r["seed"]): float(r["lpips"]) for r in read_rows(run_dir / "runs.csv")}
     evaluated = read_rows(run_dir / "evaluations" / "testset0" / "runs.csv")
     assert {(r["cell"], r["seed"]) for r in evaluated} == set(recorded)
     for r in evaluated:
         assert float(r["psnr"]) == recorded[(r["cell"], r["seed"])], r["cell"]  # exact: same weights, same images
+        assert float(r["lpips"]) == pytest.approx(recorded_lpips[(r["cell"], r["seed"])], abs=1e-6), r["cell"]
+        assert r["lpips_backbone"] == "random"  # the quick preset's, flagged
         assert r["test_set"] == "testset0"
     per_image = read_rows(run_dir / "evaluations" / "testset0" / "per_image.csv")
     assert len(per_image) == 3 * 5 and {r["test_set"] for r in per_image} == {"testset0"}
