@@ -41,7 +41,7 @@ from . import study as gs
 from .checkpoint import CHECKPOINT, model_dir, remove_checkpoint, save_weights
 from .config import CellConfig, merge
 from .data import data_root, resolve
-from .metrics import evaluate_grey, lpips_metric
+from .metrics import evaluate_grey, fill_missing_lpips, lpips_metric
 from .grids import Grid
 from .models_check import check_backbones, check_encoder_weights
 from .paths import check_writable, results_root
@@ -105,7 +105,7 @@ def plan_jobs(grid: Grid, base: CellConfig, model_names: list[str], seeds: int,
     base.validate(loss_takes_params=False)
     run_wide = dict(base.loss_params)
     cell_losses = {cell.changes.get("loss", base.loss) for cell in grid.cells}
-    unused = [k for k in run_wide if not any(losses.check_params(spec, [k], raises=False) for spec in cell_losses)]
+    unused = [k for k in run_wide if not any(losses.takes(spec, k) for spec in cell_losses)]
     if unused:
         raise ValueError(f"grid {grid.name}: no loss of the grid ({', '.join(sorted(cell_losses))}) takes "
                          f"loss_params {', '.join(unused)}")
@@ -115,7 +115,7 @@ def plan_jobs(grid: Grid, base: CellConfig, model_names: list[str], seeds: int,
         for cell in grid.cells:
             try:
                 spec = cell.changes.get("loss", base.loss)
-                taken = {k: v for k, v in run_wide.items() if losses.check_params(spec, [k], raises=False)}
+                taken = {k: v for k, v in run_wide.items() if losses.takes(spec, k)}
                 cfg = merge(base.replace(model=m, loss_params=taken), cell.changes)
                 cfg.validate()
             except (ValueError, TypeError) as err:
@@ -478,9 +478,8 @@ class GridRun:
         shared, per_image = self.shared, []
         net, lpips_backbone = lpips_metric(self.base.lpips_backbone, self.device)
         for f, p in enumerate(self.preps):
-            scores = evaluate_grey(p.test_images, self.device, lpips_net=net)
-            if net is None:  # no ImageNet VGG-16: no number, and lpips_backbone="missing" says why
-                scores["lpips"] = [math.nan] * len(p.test_images)
+            scores = fill_missing_lpips(evaluate_grey(p.test_images, self.device, lpips_net=net), net,
+                                        len(p.test_images))
             per_image += [{"run": shared["run"], "model": "(none)", "cell": leaderboard.GREY, "seed": 0,
                            **({"fold": f} if self.folds > 1 else {}), "test_set": shared["data_test"], "image": name,
                            **{k: v[i] for k, v in scores.items()}} for i, name in enumerate(p.test_keys)]

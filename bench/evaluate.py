@@ -12,8 +12,6 @@ scored on that set are skipped. A k-fold run saved one network per fold: each is
 """
 from __future__ import annotations
 
-import json
-import math
 import sys
 import warnings
 from datetime import datetime, timezone
@@ -26,8 +24,8 @@ from . import cli, folds, leaderboard, testsets
 from .checkpoint import load_weights, read_config, saved_models
 from .data import DataError, ImageStore, data_root, image_key, list_images, partition_usable, resolve, sha256, \
     verify_manifest
-from .metrics import evaluate_grey, lpips_metric, score_test
-from .records import append_rows, environment, read_rows, slug
+from .metrics import evaluate_grey, fill_missing_lpips, lpips_metric, score_test
+from .records import append_rows, environment, read_json, read_rows, slug
 from .device import pick_device
 from .train import autocast_dtype
 
@@ -57,12 +55,15 @@ def resolve_test_set(name: str, root) -> tuple[str, Path, list[Path], list[Path]
     return sname, folder, *partition_usable(files), named
 
 
-def check_not_trained_on(run_dir: Path, files: list[Path]) -> None:
-    """Refuse a test set that shares images (by content) with the run's training split, when ``run.json`` lists it."""
+def run_meta(run_dir: Path) -> dict:
+    """The run's ``run.json`` (empty when there is none; damage raises ``CorruptRecordError`` naming the file)."""
     meta_file = run_dir / "run.json"
-    if not meta_file.is_file():
-        return
-    meta = json.loads(meta_file.read_text())
+    return read_json(meta_file) if meta_file.is_file() else {}
+
+
+def check_not_trained_on(meta: dict, files: list[Path]) -> None:
+    """Refuse a test set that shares images (by content) with the run's training split, when ``run.json`` (``meta``)
+    lists it."""
     # with k-fold rotation every fold trained on other images: a test image must be none of them
     train = [Path(p) for split in [meta.get("splits", {}), *meta.get("fold_splits", [])] for p in split.get("train", [])]
     hashes = {sha256(p) for p in train if p.is_file()}
@@ -92,7 +93,8 @@ def main(argv=None) -> int:
             verify_manifest(folder)
         if not files:
             raise DataError(f"none of the {len(bad)} image files under {folder} can be read")
-        check_not_trained_on(run_dir, files)
+        meta = run_meta(run_dir)
+        check_not_trained_on(meta, files)
     out = evaluation_dir(run_dir, sname)
     with cli.usage_errors():
         done = {tuple(str(r.get(k) or "") for k in RUN_KEY) for r in read_rows(out / "runs.csv")}
@@ -100,8 +102,7 @@ def main(argv=None) -> int:
     print(f"{run_dir}: {len(saved)} saved models, {len(saved) - len(todo)} already scored on {sname} "
           f"({len(files)} images under {folder}) → {out}", file=sys.stderr)
     env = environment(device)
-    meta_file = run_dir / "run.json"
-    n_folds = json.loads(meta_file.read_text()).get("folds", "") if meta_file.is_file() else ""
+    n_folds = meta.get("folds", "")
     shared = {"run": run_dir.name, "test_set": sname, "test_path": str(folder)}
     stores: dict[int, ImageStore] = {}
 
@@ -117,10 +118,10 @@ def main(argv=None) -> int:
         return store.centre_crops(eval_size), [image_key(f, folder) for f in store.files], len(bad) + len(store.skipped)
 
     if ("(none)", leaderboard.GREY, "0", "") not in done:
-        size, eval_size = _base_sizes(run_dir, saved)
+        size, eval_size, backbone = _grey_settings(meta, saved)
         imgs, keys, n_skipped = images(size, eval_size)
-        lpips_net, lpips_status = lpips_metric(read_config(saved[0].folder)[0].lpips_backbone, device)
-        scores = _with_lpips(evaluate_grey(imgs, device, lpips_net=lpips_net), lpips_net, len(keys))
+        lpips_net, lpips_status = lpips_metric(backbone, device)
+        scores = fill_missing_lpips(evaluate_grey(imgs, device, lpips_net=lpips_net), lpips_net, len(keys))
         _record(out, {**shared, **env, "model": "(none)", "cell": leaderboard.GREY, "loss": "(none)", "seed": 0,
                       "size": size, "eval_size": eval_size, "encoder_pretrained": False,
                       "lpips_backbone": lpips_status}, keys, n_skipped, scores)
@@ -128,8 +129,8 @@ def main(argv=None) -> int:
         net, cfg, info = load_weights(s.folder, device)
         imgs, keys, n_skipped = images(cfg.size, cfg.eval_size)
         lpips_net, lpips_status = lpips_metric(cfg.lpips_backbone, device)  # as training scored its own test set
-        scores = _with_lpips(score_test(net, imgs, device, cfg.batch_size, autocast_dtype(cfg, device),
-                                        lpips_net=lpips_net), lpips_net, len(keys))
+        scores = fill_missing_lpips(score_test(net, imgs, device, cfg.batch_size, autocast_dtype(cfg, device),
+                                               lpips_net=lpips_net), lpips_net, len(keys))
         folded = ({} if s.fold is None else
                   {"fold": s.fold, "folds": info.get("folds", n_folds), "fold_test_images": folds.ALL})
         _record(out, {**shared, **env, "model": s.model, "cell": s.cell, "loss": cfg.loss, "seed": s.seed, **folded,
@@ -144,27 +145,20 @@ def main(argv=None) -> int:
     return 0
 
 
-def _with_lpips(scores: dict, lpips_net, n: int) -> dict:
-    """``scores`` with an ``lpips`` entry: NaN per image when the ImageNet VGG-16 is missing (the row's
-    ``lpips_backbone`` = ``missing`` says why), never a number from another network."""
-    if lpips_net is None:
-        scores["lpips"] = [math.nan] * n
-    return scores
-
-
 def _fold(fold) -> str:
     """A fold as the CSV files hold it ("" without folds)."""
     return "" if fold is None else str(fold)
 
 
-def _base_sizes(run_dir: Path, saved) -> tuple[int, int]:
-    """(size, eval_size) of the greyscale baseline: the run's base configuration, else the first saved model's."""
-    meta_file = run_dir / "run.json"
-    base = json.loads(meta_file.read_text()).get("base_config", {}) if meta_file.is_file() else {}
+def _grey_settings(meta: dict, saved) -> tuple[int, int, str]:
+    """(size, eval_size, lpips_backbone) of the greyscale baseline: the run's base configuration (``run.json``),
+    else the first saved model's."""
+    base = meta.get("base_config", {})
     if "size" not in base:
         cfg, _ = read_config(saved[0].folder)
-        return cfg.size, cfg.eval_size
-    return int(base["size"]), int(base.get("eval_size", base["size"]))
+        return cfg.size, cfg.eval_size, cfg.lpips_backbone
+    backbone = base.get("lpips_backbone") or read_config(saved[0].folder)[0].lpips_backbone
+    return int(base["size"]), int(base.get("eval_size", base["size"])), str(backbone)
 
 
 def _record(out: Path, row: dict, keys: list[str], n_skipped: int, scores: dict) -> None:

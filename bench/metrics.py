@@ -10,6 +10,8 @@ run's ``lpips_backbone`` says ``missing`` (see :func:`lpips_metric`).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
@@ -133,6 +135,15 @@ def evaluate_grey(images: torch.Tensor, device="cpu", batch_size: int = 16, lpip
         for k, v in score(merge_lab(L, torch.zeros_like(ab)), rgb, lpips_net).items():
             out.setdefault(k, []).extend(v.cpu().tolist())
     return out
+
+
+def fill_missing_lpips(scores: dict[str, list[float]], lpips_net, n: int) -> dict[str, list[float]]:
+    """``scores`` of ``n`` test images with ``lpips`` = NaN per image when :func:`lpips_metric` found no network (the
+    ImageNet VGG-16 is missing; the row's ``lpips_backbone`` = ``missing`` says why): no number from another
+    network, and no silently absent column."""
+    if lpips_net is None:
+        scores["lpips"] = [math.nan] * n
+    return scores
 
 
 @torch.no_grad()

@@ -22,7 +22,7 @@ from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from .config import CellConfig
 from .data import BUNDLED_FOLDS, CropSchedule, ImageStore, Splits, fold_splits, make_splits
 from .device import amp_dtype, autocast, pick_device
-from .metrics import evaluate, lpips_metric, score_test
+from .metrics import evaluate, fill_missing_lpips, lpips_metric, score_test
 
 __all__ = ["DivergenceError", "Prepared", "TrainStep", "autocast_dtype", "build_cell", "make_step", "pick_device",
            "prepare", "prepare_folds", "train_cell"]
@@ -333,9 +333,8 @@ def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: 
 
     t1 = time.perf_counter()
     lpips_net, lpips_backbone = lpips_metric(cfg.lpips_backbone, device)
-    per_image = score_test(model, prep.test_images, device, cfg.batch_size, amp, lpips_net=lpips_net)
-    if lpips_net is None:  # the ImageNet VGG-16 is missing: no number, and lpips_backbone="missing" says why
-        per_image["lpips"] = [math.nan] * len(prep.test_images)
+    per_image = fill_missing_lpips(score_test(model, prep.test_images, device, cfg.batch_size, amp,
+                                              lpips_net=lpips_net), lpips_net, len(prep.test_images))
     extra = {"psnr_ref_other": _mean(per_image["psnr_ref_other"])} if "psnr_ref_other" in per_image else {}
     eval_time = time.perf_counter() - t1
     metrics = {

@@ -4,11 +4,11 @@ import importlib
 import pkgutil
 
 from .registry import (CompositeLoss, available, build, check_params, get_class, head_of, parameters, parse_spec,
-                       register_loss)
+                       register_loss, takes)
 
 for _m in pkgutil.iter_modules(__path__):
     if _m.name not in ("registry", "base"):
         importlib.import_module(f"{__name__}.{_m.name}")
 
 __all__ = ["register_loss", "build", "available", "get_class", "head_of", "parse_spec", "CompositeLoss",
-           "parameters", "check_params"]
+           "parameters", "check_params", "takes"]

@@ -105,28 +105,22 @@ def _takes(name: str, key: str) -> bool:
     return valid is None or key in valid
 
 
-def check_params(spec: str, params, raises: bool = True) -> bool:
+def takes(spec: str, key: str) -> bool:
+    """Whether some term of the loss ``spec`` takes the parameter ``key``."""
+    return any(_takes(name, key) for _, name in parse_spec(spec))
+
+
+def check_params(spec: str, params) -> None:
     """Raise a one-line ValueError if a parameter (name) is taken by no term of ``spec``.
 
     A parameter no term knows would otherwise be dropped and another experiment run than asked for.
-
-    Args:
-        spec: a loss name or composite spec.
-        params: parameter names.
-        raises: False to return False instead of raising.
-
-    Returns:
-        True when every parameter is taken by some term.
     """
     names = [name for _, name in parse_spec(spec)]
-    unknown = [k for k in params if not any(_takes(n, k) for n in names)]
-    if unknown and not raises:
-        return False
+    unknown = [k for k in params if not takes(spec, k)]
     if unknown:
         valid = sorted({k for n in names for k in (parameters(n) or [])})
         raise ValueError(f"loss {spec} does not take parameter(s) {', '.join(unknown)}; it takes: "
                          f"{', '.join(valid) or 'none'}")
-    return True
 
 
 def build(spec: str, context: dict | None = None, **params) -> nn.Module:
