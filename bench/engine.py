@@ -335,7 +335,8 @@ class GridRun:
                     **{k: v for k, v in self.info.items() if k in ("cells", "seeds", "tuned")})
         self.artifacts = gs.artifact_store(self.run_dir / "artifacts")
         self.import_local_rows()
-        self.counts = gs.enqueue_keys(self.study, self.keys)
+        self.watch = gs.StaleWatch.of(self.study)  # other workers' heartbeats, as this worker sees them
+        self.counts = gs.enqueue_keys(self.study, self.keys, self.watch)
         if self.prep is not None:
             self.write_run_json()
         return self.counts
@@ -443,12 +444,14 @@ class GridRun:
             append_rows(self.run_dir / "runs.csv", [row], key=RUN_KEY)
         bar = tqdm(total=len(self.keys), initial=self.counts["finished"], desc=f"grid {self.grid}",
                    disable=not self.progress, dynamic_ncols=True)
-        trained, waiting_said = 0, False
+        trained, waited_since, said_at = 0, None, None
+        grace = self.watch.grace
         try:
             while True:
                 trial = gs.claim(self.study, self.keys)
                 if trial is None:
-                    counts = gs.enqueue_keys(self.study, self.keys)  # fails stale trials and queues their keys again
+                    # fails stale trials and queues their keys again
+                    counts = gs.enqueue_keys(self.study, self.keys, self.watch)
                     bar.n = counts["finished"]
                     bar.refresh()
                     if counts["stale"]:
@@ -456,12 +459,19 @@ class GridRun:
                     if counts["finished"] == len(self.keys):
                         return trained
                     if not counts["waiting"]:
-                        if not waiting_said:
-                            tqdm.write(f"waiting for {counts['running']} run(s) on other workers ...")
-                            waiting_said = True
+                        now = time.monotonic()
+                        waited_since = waited_since or now
+                        if said_at is None or now - said_at >= max(30, self.heartbeat):
+                            said_at = now
+                            left = self.watch.takeover_in()
+                            keys = ", ".join(sorted(str(k) for k, _, _ in self.watch.running)[:3])
+                            tqdm.write(f"waiting for {counts['running']} run(s) on other workers ({keys}): "
+                                       f"{now - waited_since:.0f} s so far; a run whose heartbeat stays silent for "
+                                       f"{grace} s is taken over here"
+                                       + ("" if left is None else f" (the next in {left:.0f} s unless it beats)"))
                         time.sleep(self.heartbeat)
                     continue
-                waiting_said = False
+                waited_since = said_at = None
                 key = gs.key_of(trial)
                 outcome = self.train_trial(trial, self.by_key[key])
                 if outcome in ("ok", "diverged"):
@@ -542,7 +552,12 @@ class GridRun:
         return row, per_image, history
 
     def train_trial(self, trial: optuna.Trial, job: Job) -> str:
-        """Train a claimed trial and record it; returns its outcome (ok, diverged, duplicate, taken over)."""
+        """Train a claimed trial and record it; returns its outcome (ok, diverged, duplicate, taken over). Its
+        heartbeat runs from the claim to the end: a live worker's trial is never silent while it is ``RUNNING``."""
+        with gs.keep_alive(self.study, trial):
+            return self._train_trial(trial, job)
+
+    def _train_trial(self, trial: optuna.Trial, job: Job) -> str:
         study = self.study
         dup = gs.is_duplicate(study, trial)
         if dup is not None:  # two workers enqueued the same key at once: the lower-numbered trial trains
@@ -562,9 +577,8 @@ class GridRun:
 
         trial.set_user_attr("worker", f"{self.shared['hostname']}:{os.getpid()}")
         try:
-            with gs.keep_alive(study, trial):
-                row, per_image, history = self.run_job(job, on_validation,
-                                                       retry=int(trial.user_attrs.get("attempt", 1)) > 1)
+            row, per_image, history = self.run_job(job, on_validation,
+                                                   retry=int(trial.user_attrs.get("attempt", 1)) > 1)
         except TakenOver:
             return "taken over"
         except KeyboardInterrupt:

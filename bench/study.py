@@ -21,12 +21,15 @@ Grid as a study
     its documentation warns that concurrent workers occasionally evaluate the same grid point twice.
 
 Faults
-    While a trial trains, a heartbeat is recorded (``keep_alive``): Optuna's own for ``RDBStorage``
-    (``heartbeat_interval``/``grace_period``, checked against the database server's clock), a ``colorbench:heartbeat``
-    system attribute for journal storages (which have no heartbeat in Optuna 5). ``fail_stale`` marks a ``RUNNING``
-    trial whose heartbeat is older than the grace period as ``FAIL``; the next sweep of ``enqueue_keys`` sees that
-    the key has no live trial and enqueues it again (at most ``MAX_ATTEMPTS`` crashed attempts per key). A trial
-    that diverges is closed as ``FAIL`` with ``outcome=diverged`` and its reason, and is not retried.
+    From its claim to its close, a trial's worker records heartbeats (``keep_alive``): a ``colorbench:heartbeat``
+    system attribute on every storage, and Optuna's own heartbeat as well on ``RDBStorage``
+    (``heartbeat_interval``/``grace_period``, checked against the database server's clock). ``fail_stale`` marks a
+    ``RUNNING`` trial as ``FAIL`` when its heartbeat is older than the grace period (Optuna's check on RDB storages,
+    the local clock on journal storages) or, whatever the clocks say, when a ``StaleWatch`` of this worker has seen
+    its heartbeat unchanged for longer than the grace period (this also catches a trial killed before its first
+    heartbeat, which Optuna's check skips). The next sweep of ``enqueue_keys`` sees that the key has no live trial
+    and enqueues it again (at most ``MAX_ATTEMPTS`` crashed attempts per key). A trial that diverges is closed as
+    ``FAIL`` with ``outcome=diverged`` and its reason, and is not retried.
 """
 from __future__ import annotations
 
@@ -53,6 +56,8 @@ MAX_ATTEMPTS = 3
 #: Outcomes (user attribute ``outcome``) of FAIL trials that do not count as crashed attempts.
 NOT_A_CRASH = ("diverged", "duplicate", "interrupted")
 HEARTBEAT_ATTR = "colorbench:heartbeat"
+#: The writer's heartbeat interval (s): a trial is never stale before 3 of its own intervals.
+EVERY_ATTR = "colorbench:heartbeat_every"
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
@@ -170,7 +175,12 @@ def _storage(study: optuna.Study) -> BaseStorage:
 
 
 def _settings(storage: BaseStorage) -> tuple[int, int]:
-    return getattr(storage, "colorbench_heartbeat", (30, 90))
+    """(heartbeat interval, grace period) in seconds, as ``open_storage`` set them."""
+    found = getattr(storage, "colorbench_heartbeat", None)
+    if found is None and _native(storage):  # a Study wraps an RDBStorage in another object: ask the public API
+        every = int(storage.get_heartbeat_interval())
+        found = (every, 3 * every)
+    return found or (30, 90)
 
 
 def _native(storage: BaseStorage) -> bool:
@@ -183,7 +193,8 @@ def _native(storage: BaseStorage) -> bool:
 
 @contextlib.contextmanager
 def keep_alive(study: optuna.Study, trial: optuna.Trial, native: bool = True):
-    """Record heartbeats of ``trial`` in a background thread while the block runs.
+    """Record heartbeats of ``trial`` in background threads while the block runs: the ``colorbench:heartbeat``
+    system attribute on every storage, and Optuna's own heartbeat on storages that have one.
 
     Args:
         study: the trial's study.
@@ -193,21 +204,12 @@ def keep_alive(study: optuna.Study, trial: optuna.Trial, native: bool = True):
     """
     storage = _storage(study)
     trial_id = trial._trial_id  # private: the storage's heartbeat API takes the storage-level trial id
-    if _native(storage):
-        if not native:
-            yield
-            return
-        # private module: the thread Study.optimize runs for RDB heartbeats; claimed trials do not go through
-        # optimize, so it is started here
-        from optuna.storages._heartbeat import get_heartbeat_thread
-
-        with get_heartbeat_thread(trial_id, storage):
-            yield
-        return
     interval, _ = _settings(storage)
     stop = threading.Event()
 
     def beat():
+        with contextlib.suppress(Exception):
+            storage.set_trial_system_attr(trial_id, EVERY_ATTR, interval)
         while True:
             try:
                 storage.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
@@ -219,40 +221,91 @@ def keep_alive(study: optuna.Study, trial: optuna.Trial, native: bool = True):
     thread = threading.Thread(target=beat, name=f"heartbeat-{trial_id}", daemon=True)
     thread.start()
     try:
-        yield
+        if _native(storage) and native:
+            # private module: the thread Study.optimize runs for RDB heartbeats; claimed trials do not go through
+            # optimize, so it is started here
+            from optuna.storages._heartbeat import get_heartbeat_thread
+
+            with get_heartbeat_thread(trial_id, storage):
+                yield
+        else:
+            yield
     finally:
         stop.set()
         thread.join()
 
 
-def fail_stale(study: optuna.Study) -> list[int]:
+class StaleWatch:
+    """What one worker has seen of other workers' heartbeats, timed by its own monotonic clock (no clock of another
+    machine is trusted): a ``RUNNING`` trial whose ``colorbench:heartbeat`` has not changed for longer than the
+    grace period (at least 3 of the writer's intervals) is stale."""
+
+    def __init__(self, grace: int):
+        self.grace = grace
+        self.seen: dict[int, tuple[object, float]] = {}  # trial number -> (heartbeat value, first seen at)
+        self.running: list[tuple[str | None, float, float]] = []  # (key, silent for, grace) at the last sweep
+
+    def stale(self, trials: list[FrozenTrial]) -> list[FrozenTrial]:
+        """Record the heartbeats of ``trials`` (the ``RUNNING`` ones); return those silent for too long."""
+        now, out, running = time.monotonic(), [], []
+        for t in trials:
+            value = t.system_attrs.get(HEARTBEAT_ATTR)
+            prev = self.seen.get(t.number)
+            if prev is None or prev[0] != value:
+                self.seen[t.number] = prev = (value, now)
+            silent = now - prev[1]
+            grace = max(self.grace, 3 * float(t.system_attrs.get(EVERY_ATTR, 0) or 0))
+            running.append((key_of(t), silent, grace))
+            if silent > grace:
+                out.append(t)
+        self.running = running
+        return out
+
+    @classmethod
+    def of(cls, study: optuna.Study) -> "StaleWatch":
+        """A watch with the grace period of ``study``'s storage (``open_storage``)."""
+        return cls(_settings(_storage(study))[1])
+
+    def takeover_in(self) -> float | None:
+        """Seconds until the first run seen at the last sweep is taken over unless its heartbeat changes."""
+        return min((max(0.0, g - s) for _, s, g in self.running), default=None)
+
+
+def fail_stale(study: optuna.Study, watch: StaleWatch | None = None) -> list[int]:
     """Mark ``RUNNING`` trials whose heartbeat stopped as ``FAIL``; return their numbers.
 
-    Uses ``optuna.storages.fail_stale_trials`` where the storage has Optuna's heartbeat, the
-    ``colorbench:heartbeat`` attribute (or the start time, before the first heartbeat) otherwise.
+    Uses ``optuna.storages.fail_stale_trials`` where the storage has Optuna's heartbeat (the database server's
+    clock), the ``colorbench:heartbeat`` attribute (or the start time, before the first heartbeat) and the local
+    clock otherwise, and, with a ``watch``, any trial whose heartbeat that watch has seen unchanged for too long.
     """
     storage = _storage(study)
+    _, grace = _settings(storage)
+    failed = []
     if _native(storage):
         before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
         after = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-        return sorted(before - after - _finished_ok(study))
-    _, grace = _settings(storage)
-    now, failed = time.time(), []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        last = t.system_attrs.get(HEARTBEAT_ATTR)
-        if last is None and t.datetime_start is not None:
-            last = t.datetime_start.timestamp()
-        if last is not None and now - float(last) > grace:
-            try:
-                # private FrozenTrial._trial_id: the storage's state transition takes the storage-level id
-                if storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
-                    failed.append(t.number)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                pass  # finished meanwhile, or failed by another worker
-    return failed
+        failed += sorted(before - after - _finished_ok(study))
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    stale = watch.stale(running) if watch is not None else []
+    if not _native(storage):  # one host's clock wrote the journal's heartbeats: a long-dead trial goes at once
+        now = time.time()
+        for t in running:
+            last = t.system_attrs.get(HEARTBEAT_ATTR)
+            if last is None and t.datetime_start is not None:
+                last = t.datetime_start.timestamp()
+            if last is not None and now - float(last) > grace and t.number not in {u.number for u in stale}:
+                stale.append(t)
+    for t in stale:
+        try:
+            # private FrozenTrial._trial_id: the storage's state transition takes the storage-level id
+            if storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                failed.append(t.number)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # finished meanwhile, or failed by another worker
+    return sorted(failed)
 
 
 def _finished_ok(study: optuna.Study) -> set[int]:
@@ -304,17 +357,18 @@ def key_states(study: optuna.Study, keys=()) -> dict[str, KeyState]:
     return states
 
 
-def enqueue_keys(study: optuna.Study, keys: dict[str, dict]) -> dict[str, int]:
+def enqueue_keys(study: optuna.Study, keys: dict[str, dict], watch: StaleWatch | None = None) -> dict[str, int]:
     """Fail stale trials, then enqueue every key that is neither finished nor live. Safe to call from any worker.
 
     Args:
         study: the grid's study.
         keys: key → user attributes of its trials (``model``, ``cell``, ``seed``).
+        watch: this worker's ``StaleWatch`` (kept between calls), see ``fail_stale``.
 
     Returns:
         counts: ``finished``, ``running``, ``waiting`` (after enqueueing), ``enqueued`` and ``stale``.
     """
-    stale = fail_stale(study)
+    stale = fail_stale(study, watch)
     states = key_states(study, keys)
     enqueued = 0
     for k, attrs in keys.items():

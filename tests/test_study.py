@@ -126,6 +126,53 @@ def test_killed_worker_is_detected_stale_and_retried(tmp_path, backend):
         by_key = [t for t in study.trials if gs.key_of(t) == killed_key]
         assert [t.state for t in by_key] == [TrialState.FAIL, TrialState.COMPLETE]
         assert by_key[1].user_attrs["attempt"] == 2
+        check_takeover_delay(study, by_key[1])
+    finally:
+        if name:
+            with contextlib.suppress(KeyError):
+                optuna.delete_study(study_name=name, storage=storage)
+
+
+def check_takeover_delay(study: optuna.Study, retried, heartbeat: float = 1.0) -> None:
+    """The lost run was taken over within 3 heartbeats (its grace) + 1 (the waiting loop's poll) + 2 s of slack
+    after the rerun finished its other runs (or, if it finished them before the lost run was due, after that)."""
+    others = [t.datetime_complete for t in study.trials
+              if t.state == TrialState.COMPLETE and t.number != retried.number and t.datetime_complete]
+    delay = (retried.datetime_start - max(others)).total_seconds()
+    assert delay <= 4 * heartbeat + 2, f"taken over {delay:.1f} s after the last other run"
+
+
+@pytest.mark.parametrize("backend", ["journal", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_run_lost_before_its_first_heartbeat_is_taken_over(tmp_path, backend):
+    """A worker killed right after claiming a run, before any heartbeat (Optuna's RDB check skips such a trial):
+    the rerun takes it over after the grace period instead of waiting for it forever (issue 23)."""
+    out, name = tmp_path / "run", f"test-lost-{uuid.uuid4().hex[:12]}"
+    extra = ["--seeds", "1", "--study-name", name]
+    if backend == "postgresql":
+        if not PG_URL:
+            pytest.skip("COLORBENCH_PG_URL is not set (.ci/run sets it and checks the server is reachable)")
+        url = PG_URL
+        extra += ["--storage", PG_URL]
+    else:
+        url = str(out / "study.journal")
+    storage = gs.open_storage(url, heartbeat=1)
+    try:
+        study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+        gs.enqueue_keys(study, {"unet_vgg16/l1/0": {"model": "unet_vgg16", "cell": "l1", "seed": 0}})
+        lost = gs.claim(study)  # RUNNING, and its worker never beats (as if killed at once)
+        assert lost is not None and gs.key_of(lost) == "unet_vgg16/l1/0"
+        proc = worker(out, *extra)
+        try:
+            log = finish(proc, timeout=150)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail(f"the rerun still waits for the lost run: {proc.communicate()[0][-2000:]}")
+        assert "stale" in log, log
+        study = optuna.load_study(study_name=name, storage=storage)
+        check_grid(study, out, {k for k in TINY_KEYS if k.endswith("/0")})
+        by_key = [t for t in study.trials if gs.key_of(t) == "unet_vgg16/l1/0"]
+        assert [t.state for t in by_key] == [TrialState.FAIL, TrialState.COMPLETE]
+        check_takeover_delay(study, by_key[1])
     finally:
         if name:
             with contextlib.suppress(KeyError):
