@@ -14,6 +14,8 @@ name in the same folder and renamed, so a killed worker leaves the previous vers
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import json
 import os
 import random
@@ -29,7 +31,7 @@ import losses
 import models
 
 from .config import CellConfig
-from .records import atomic_write_text, slug
+from .records import atomic_write_bytes, atomic_write_text, slug
 
 WEIGHTS, CONFIG, CHECKPOINT = "model.safetensors", "config.json", "checkpoint.pt"
 FORMAT = 1  # version of the checkpoint dict; a checkpoint of another version is not resumed from
@@ -41,7 +43,8 @@ def model_dir(run_dir, model: str, cell: str, seed: int) -> Path:
 
 
 def _atomic(path: Path, write) -> None:
-    """Call ``write(tmp_path)``, then rename the temporary file to ``path`` (never a half-written file)."""
+    """Call ``write(tmp_path)``, then rename the temporary file to ``path`` (never a half-written file). A full disk
+    is an ``OSError`` (ENOSPC/EDQUOT) naming ``path``, whatever the writer raised (safetensors raises its own error)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -53,10 +56,25 @@ def _atomic(path: Path, write) -> None:
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        code = full_disk_errno(err)
+        if code is not None:
+            raise OSError(code, os.strerror(code), str(path)) from None
         raise
+
+
+def full_disk_errno(err: BaseException) -> int | None:
+    """ENOSPC or EDQUOT if ``err`` says the disk (or quota) is full, also when a writer wraps the ``OSError`` in its
+    own exception (safetensors: "... No space left on device (os error 28)"); else None."""
+    if isinstance(err, OSError):
+        return err.errno if err.errno in (errno.ENOSPC, errno.EDQUOT) else None
+    text = str(err)
+    for code in (errno.ENOSPC, errno.EDQUOT):
+        if f"os error {code})" in text or os.strerror(code) in text:
+            return code
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------- final weights
@@ -183,7 +201,9 @@ def save_checkpoint(path, cfg: CellConfig, train_state: dict, extra: dict) -> No
     """
     state = {"format": FORMAT, "config": _identity(cfg), "train_step": train_state, "rng": rng_state(),
              "extra": extra}
-    _atomic(Path(path), lambda tmp: torch.save(state, tmp))
+    buf = io.BytesIO()  # serialised in memory: torch.save reports a full disk as an obscure RuntimeError
+    torch.save(state, buf)
+    atomic_write_bytes(Path(path), buf.getvalue())
 
 
 def load_checkpoint(path, cfg: CellConfig) -> tuple[dict | None, str]:

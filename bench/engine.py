@@ -45,7 +45,7 @@ from .metrics import evaluate_grey, fill_missing_lpips, lpips_metric
 from .grids import Grid
 from .models_check import check_backbones, check_encoder_weights
 from .paths import check_writable, results_root
-from .records import append_rows, atomic_write_text, environment, read_json, read_rows
+from .records import append_rows, atomic_write_text, environment, locked, read_json, read_rows, slug
 from .samples import save_samples
 from .train import DivergenceError, Prepared, autocast_dtype, prepare, prepare_folds, train_cell
 from .tuned import apply_params
@@ -99,6 +99,7 @@ def plan_jobs(grid: Grid, base: CellConfig, model_names: list[str], seeds: int,
         raise ValueError(f"--folds must be at least 1, got {folds}")
     for m in model_names:
         models.get_factory(m)
+    check_folder_names(grid)
     # Run-wide loss parameters (preset, --set, config file) go to the cells whose loss takes them: --set
     # loss_params.rebalance=true reaches the kl cells and not mse. One that no cell's loss takes is an error, as a
     # cell's own parameter that its loss does not take is (cfg.validate below).
@@ -130,6 +131,24 @@ def plan_jobs(grid: Grid, base: CellConfig, model_names: list[str], seeds: int,
     check_encoder_weights(base, model_names, [j.cfg.loss for j in jobs])
     check_backbones([j.cfg for j in jobs])
     return jobs
+
+
+def check_folder_names(grid: Grid) -> None:
+    """Refuse a grid two of whose cells would share a folder (weights, samples): the same name, or names with the
+    same file-name form (``"a b"`` and ``"a_b"``; ``"A"`` and ``"a"`` on a case-insensitive disk).
+
+    Raises:
+        ValueError: naming both cells and their folder name.
+    """
+    seen: dict[str, str] = {}
+    for cell in grid.cells:
+        name = str(cell.name)
+        folder = slug(name)
+        other = seen.get(folder.casefold())
+        if other is not None:
+            same = "the same name" if other == name else f"the same folder name {folder!r}"
+            raise ValueError(f"grid {grid.name}: cells {other!r} and {name!r} have {same}; rename one")
+        seen[folder.casefold()] = name
 
 
 #: The fields of a row that make up its configuration (every ``CellConfig`` field but the seed, which is part of
@@ -172,6 +191,59 @@ def config_differences(row: dict, job: Job | None, data: dict | None = None) -> 
         if k in row and row[k] not in (None, "") and str(row[k]) != str(v):
             diff[k] = (str(row[k]), str(v))
     return diff
+
+
+#: A run folder's identity: the configuration of every (model, cell) and the data (every file's content hash).
+IDENTITY = "identity.json"
+
+
+def data_fingerprint(preps: list[Prepared]) -> dict:
+    """``{fold: {split: {image key: SHA-1 of the file}}}`` of the decoded data (fold "0" without folds): what a run
+    folder's results were trained, validated and tested on."""
+    hashes: dict[Path, str] = {}
+    out = {}
+    for f, p in enumerate(preps):
+        out[str(f)] = {}
+        for split in ("train", "val", "test"):
+            files = {}
+            for path in getattr(p.splits, split):
+                if path not in hashes:
+                    hashes[path] = hashlib.sha1(Path(path).read_bytes()).hexdigest()
+                files[p.splits.key(split, path)] = hashes[path]
+            out[str(f)][split] = dict(sorted(files.items()))
+    return out
+
+
+def _names(keys, n: int = 3) -> str:
+    keys = sorted(keys)
+    return ", ".join(keys[:n]) + (f" and {len(keys) - n} more" if len(keys) > n else "")
+
+
+def identity_differences(old: dict, new: dict) -> list[str]:
+    """What differs between two run-folder identities (``GridRun.identity``): the base configuration, a (model, cell)
+    both have, the number of folds, and the data when both know them. Cells that only one has are no difference (a
+    grid may grow)."""
+    out = []
+    diff = config_differences(old.get("base_config", {}), None, new.get("base_config", {}))
+    if diff:
+        out.append(f"another configuration ({_describe(diff)})")
+    for cell, cfg in new.get("cells", {}).items():
+        if cell in old.get("cells", {}):
+            diff = config_differences(old["cells"][cell], None, cfg)
+            if diff:
+                out.append(f"another configuration of {cell} ({_describe(diff)})")
+    if "folds" in old and old["folds"] != new.get("folds"):
+        out.append(f"another number of folds ({old['folds']} → {new.get('folds')})")
+    if "data" in old and "data" in new and old["data"] != new["data"]:
+        for fold in sorted(set(old["data"]) | set(new["data"])):
+            for split in ("train", "val", "test"):
+                a, b = old["data"].get(fold, {}).get(split, {}), new["data"].get(fold, {}).get(split, {})
+                where = split + ("" if len(new["data"]) < 2 else f" of fold {fold}")
+                for what, keys in (("added", b.keys() - a.keys()), ("removed", a.keys() - b.keys()),
+                                   ("changed", {k for k in a.keys() & b.keys() if a[k] != b[k]})):
+                    if keys:
+                        out.append(f"other data ({where}: {len(keys)} image(s) {what}: {_names(keys)})")
+    return out
 
 
 def _describe(diff: dict[str, tuple[str, str]]) -> str:
@@ -318,16 +390,38 @@ class GridRun:
         """
         if not hasattr(self, "local_rows"):
             self.check_folder()
+        missing = self.run_dir  # the outermost folder that this call creates (removed again if the storage fails)
+        while not missing.parent.exists() and missing.parent != missing:
+            missing = missing.parent
+        created = not missing.exists()
         check_writable(self.run_dir)
-        self.study_name = self.study_name or self.default_study_name()
-        storage = gs.open_storage(self.url, heartbeat=self.heartbeat)
         try:
-            self.study = optuna.create_study(study_name=self.study_name, storage=storage, direction="maximize",
-                                             load_if_exists=True, sampler=optuna.samplers.RandomSampler(seed=0))
-        except Exception as err:  # e.g. the database refuses the connection
-            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-            raise gs.StorageError(f"cannot open study {self.study_name} in {gs.redact(self.url)}: "
-                                  f"{type(err).__name__}: {first}") from None
+            bound = self.bind_folder()
+            self.study_name = self.study_name or self.default_study_name()
+            storage = gs.open_storage(self.url, heartbeat=self.heartbeat)
+            try:
+                self.study = optuna.create_study(study_name=self.study_name, storage=storage, direction="maximize",
+                                                 load_if_exists=True, sampler=optuna.samplers.RandomSampler(seed=0))
+            except Exception as err:  # e.g. the database refuses the connection
+                first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                raise gs.StorageError(f"cannot open study {self.study_name} in {gs.redact(self.url)}: "
+                                      f"{type(err).__name__}: {first}") from None
+        except gs.StorageError:
+            if created:  # leave no empty --out behind: only what this call wrote, and only empty folders
+                if bound:
+                    for name in (IDENTITY, IDENTITY + ".lock"):
+                        with contextlib.suppress(OSError):
+                            (self.run_dir / name).unlink()
+                folder = self.run_dir
+                while True:
+                    try:
+                        folder.rmdir()
+                    except OSError:
+                        break
+                    if folder == missing:
+                        break
+                    folder = folder.parent
+            raise
         self.check_study()
         gs.describe(self.study, grid=self.grid, preset=self.preset,
                     data=resolve(self.data, data_root(self.data_root))[0], test=self.test or "(the data set's own)",
@@ -340,6 +434,39 @@ class GridRun:
         if self.prep is not None:
             self.write_run_json()
         return self.counts
+
+    def identity(self) -> dict:
+        """What this run folder's results belong to: the base configuration, every (model, cell)'s configuration
+        (seed left out: more seeds may be added), the number of folds and, once decoded, the data
+        (``data_fingerprint``)."""
+        ident = {"base_config": {k: v for k, v in self.base.to_flat().items() if k in CONFIG_COLUMNS},
+                 "cells": {f"{j.model}/{j.cell}": {k: v for k, v in j.cfg.to_flat().items() if k in CONFIG_COLUMNS}
+                           for j in self.jobs},
+                 "folds": self.folds}
+        if self.preps:
+            ident["data"] = data_fingerprint(self.preps)
+        return json.loads(json.dumps(ident, default=str))
+
+    def bind_folder(self) -> bool:
+        """Bind the run folder to this run's ``identity`` in ``identity.json``, under a lock: a folder bound to
+        another configuration or other data is refused, so that two different runs started at once with one
+        ``--out`` cannot both write to it. Returns whether the file was created here.
+
+        Raises:
+            ValueError: naming the differences.
+            CorruptRecordError: a damaged ``identity.json``.
+        """
+        path, new = self.run_dir / IDENTITY, self.identity()
+        with locked(path):
+            old = read_json(path) if path.is_file() else {}
+            diff = identity_differences(old, new)
+            if diff:
+                raise ValueError(f"run folder {self.run_dir} holds results of {'; '.join(diff)}; pass another "
+                                 f"--out (results of different runs are never pooled in one folder)")
+            merged = {**old, **new, "cells": {**old.get("cells", {}), **new["cells"]}}
+            if merged != old:
+                atomic_write_text(path, json.dumps(merged, indent=1))
+        return not old
 
     def check_study(self) -> None:
         """Refuse a study (e.g. an explicit ``--study-name`` in a shared storage) whose finished runs were trained
@@ -371,6 +498,7 @@ class GridRun:
         """
         warned = self.load_data()
         if self.study is not None:
+            self.bind_folder()
             self.write_run_json()
         return warned
 

@@ -262,7 +262,7 @@ class StaleWatch:
         return out
 
     @classmethod
-    def of(cls, study: optuna.Study) -> "StaleWatch":
+    def of(cls, study: optuna.Study) -> StaleWatch:
         """A watch with the grace period of ``study``'s storage (``open_storage``)."""
         return cls(_settings(_storage(study))[1])
 

@@ -17,6 +17,7 @@ Bad arguments or data: one ``error:`` line and exit code 2, before any training.
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import sys
@@ -35,7 +36,7 @@ from models.vgg import EncoderWeightsError
 from . import cli
 from .config import default_preset
 from .data import CropSchedule, DataError, ImageStore, list_images, split_files
-from .records import append_rows, atomic_write_text, environment
+from .records import append_rows, atomic_write_bytes, atomic_write_text, environment
 from .device import pick_device
 from .paths import check_writable, results_root
 
@@ -255,7 +256,9 @@ def main(argv=None) -> int:
     append_rows(out / "results.csv", [{"finished_at": record["finished_at"], "content": args.content,
                                        "style": args.style, **cfg, "encoder_pretrained": model.encoder_pretrained,
                                        "held_out": c_held and s_held, **metrics, **env}])
-    torch.save(model.decoder.state_dict(), out / "decoder.pt")
+    buf = io.BytesIO()  # written atomically; a full disk is one line (bench.cli), not torch's RuntimeError
+    torch.save(model.decoder.state_dict(), buf)
+    atomic_write_bytes(out / "decoder.pt", buf.getvalue())
     if len(sheet):
         from torchvision.utils import save_image
 
