@@ -208,7 +208,10 @@ def data_fingerprint(preps: list[Prepared]) -> dict:
             files = {}
             for path in getattr(p.splits, split):
                 if path not in hashes:
-                    hashes[path] = hashlib.sha1(Path(path).read_bytes()).hexdigest()
+                    try:
+                        hashes[path] = hashlib.sha1(Path(path).read_bytes()).hexdigest()
+                    except OSError:  # an unreadable file (skipped by the data loader)
+                        hashes[path] = "unreadable"
                 files[p.splits.key(split, path)] = hashes[path]
             out[str(f)][split] = dict(sorted(files.items()))
     return out

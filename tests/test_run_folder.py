@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import shutil
+import subprocess
 
 import optuna
 import pytest
@@ -123,24 +125,28 @@ def test_full_disk_while_saving_weights_is_one_line_and_the_rerun_trains_what_is
     assert len(list((out / "models").rglob("model.safetensors"))) == 2
 
 
-def test_full_disk_while_writing_a_checkpoint_names_the_file(tmp_path, monkeypatch):
-    """torch.save on a full disk raises an obscure RuntimeError; checkpoints are written so that it is an OSError
-    (ENOSPC) naming the checkpoint, and the previous checkpoint stays."""
-    import bench.records
+def test_full_disk_while_writing_a_checkpoint_names_the_file(tmp_path):
+    """On a real full disk (a 64 KiB tmpfs) torch.save raises an obscure RuntimeError ("unexpected pos ..."):
+    checkpoints are written so that it is an OSError (ENOSPC) naming the checkpoint, which bench.cli reports in one
+    line, and the previous checkpoint stays."""
+    import torch
 
-    path = tmp_path / "checkpoint.pt"
-    cfg = preset("quick")
-    bench.checkpoint.save_checkpoint(path, cfg, {"step": 1}, {})
-    before = path.read_bytes()
-
-    def fsync(fd):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(bench.records.os, "fsync", fsync)
-    with pytest.raises(OSError) as info:
-        bench.checkpoint.save_checkpoint(path, cfg, {"step": 2}, {})
-    assert info.value.errno == errno.ENOSPC and info.value.filename == str(path)
-    assert path.read_bytes() == before and not list(tmp_path.glob(".*.tmp"))
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root")
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        path, cfg = disk / "checkpoint.pt", preset("quick")
+        bench.checkpoint.save_checkpoint(path, cfg, {"step": 1}, {})
+        before = path.read_bytes()
+        with pytest.raises(OSError) as info:  # 80 KB of weights do not fit
+            bench.checkpoint.save_checkpoint(path, cfg, {"step": 2, "w": torch.zeros(20_000)}, {})
+        assert info.value.errno == errno.ENOSPC and info.value.filename == str(path)
+        assert path.read_bytes() == before and not list(disk.glob(".*.tmp"))
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
 
 def test_storage_errors_leave_no_empty_out_folder(tmp_path, capsys, data_root):
