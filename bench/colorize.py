@@ -81,13 +81,14 @@ def pick_model(run_dir: Path, cell: str, seed: int | None, model: str | None, fo
     if seed is not None:
         if not any(s.seed == seed for s in match):
             raise UsageError(f"no saved model of cell {cell!r} with seed {seed}; saved seeds: "
-                             f"{', '.join(sorted({str(s.seed) for s in match}))}")
+                             f"{', '.join(sorted({str(s.seed) for s in match}))}{why}")
         match = [s for s in match if s.seed == seed]
     if fold is not None:
         if not any(s.fold == fold for s in match):
             folds = sorted({s.fold for s in match if s.fold is not None})
             raise UsageError(f"no saved model of cell {cell!r} with fold {fold}; "
-                             + (f"saved folds: {', '.join(map(str, folds))}" if folds else "the run has no folds"))
+                             + (f"saved folds: {', '.join(map(str, folds))}" if folds else "the run has no folds")
+                             + why)
         match = [s for s in match if s.fold == fold]
     return min(match, key=lambda s: (s.seed, -1 if s.fold is None else s.fold))
 
