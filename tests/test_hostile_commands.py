@@ -230,7 +230,7 @@ def test_colorize_with_a_damaged_or_swapped_model_is_one_line(run_copy, tmp_path
     assert not (tmp_path / "out" / "a.png").exists()
 
 
-@pytest.mark.parametrize("kind", DAMAGE)
+@pytest.mark.parametrize("kind", ["truncated weights", "weights of another seed", "garbage config.json"])
 def test_evaluate_skips_a_damaged_or_swapped_model_by_name_and_scores_the_others(run_copy, tmp_path, capsys, kind):
     folder = _damage(run_copy, kind)
     inp = tmp_path / "in"
@@ -412,7 +412,7 @@ def test_bad_yaml_config_is_one_line_naming_the_file(case, tmp_path, capsys):
     before = signal.signal(signal.SIGALRM, too_slow)
     signal.alarm(60)
     try:
-        with pytest.raises(ValueError, match="") as info:
+        with pytest.raises(ValueError) as info:
             configfile.load(path)
         # and on the command line: one line, exit 2, before any data is read (the data folder does not exist)
         rc, _, err = call(ablate, ["--config", path, "--grid", "smoke", "--data", tmp_path / "nodata", "--out",
