@@ -7,6 +7,11 @@ Files of one run (model × cell × seed) in a run folder::
     models/<model>/<cell>/seed<seed>/checkpoint.pt       while training: model, optimiser, loss module, step, RNGs
                                                          (every ``checkpoint_every`` steps; removed when it ends)
 
+The weights carry their run's identity in the safetensors metadata (model, cell, seed, fold and the SHA-256 of the
+configuration in ``config.json``): loading refuses weights whose identity is not that of their ``config.json`` (weights
+swapped between seeds or cells, an edited configuration), and a damaged file of either kind is a ``WeightsError``
+(one line) rather than a traceback.
+
 A checkpoint is a plain dict of tensors, numbers and strings written by ``torch.save`` and read back with
 ``torch.load(weights_only=True)``, which refuses to unpickle anything else. Every file is written to a temporary
 name in the same folder and renamed, so a killed worker leaves the previous version intact.
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import io
 import json
 import os
@@ -25,16 +31,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 
 import losses
 import models
 
-from .config import CellConfig
+from .config import CellConfig, check_values
 from .records import atomic_write_bytes, atomic_write_text, slug
 
 WEIGHTS, CONFIG, CHECKPOINT = "model.safetensors", "config.json", "checkpoint.pt"
 FORMAT = 1  # version of the checkpoint dict; a checkpoint of another version is not resumed from
+#: The identity fields that the weights' metadata and ``config.json`` must agree on.
+IDENTITY = ("model", "cell", "seed", "fold", "config_sha256")
+
+
+class WeightsError(ValueError):
+    """A saved model that cannot be used: damaged, of another code version, or not the run its folder says."""
 
 
 def model_dir(run_dir, model: str, cell: str, seed: int) -> Path:
@@ -80,8 +93,22 @@ def full_disk_errno(err: BaseException) -> int | None:
 # ---------------------------------------------------------------------------------------------------- final weights
 
 
+def config_sha256(config: dict) -> str:
+    """SHA-256 of a configuration as ``config.json`` holds it (canonical JSON)."""
+    text = json.dumps(json.loads(json.dumps(config, default=str)), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def identity(config: dict, info: dict) -> dict[str, str]:
+    """The identity of a saved run (``IDENTITY``) as strings: what the weights' metadata records."""
+    fold = info.get("fold")
+    return {"model": str(info.get("model", "")), "cell": str(info.get("cell", "")), "seed": str(info.get("seed", "")),
+            "fold": "" if fold is None else str(fold), "config_sha256": config_sha256(config)}
+
+
 def save_weights(folder, net: torch.nn.Module, cfg: CellConfig, info: dict) -> Path:
-    """Save a trained network's weights (safetensors) and its configuration (``config.json``) in ``folder``.
+    """Save a trained network's weights (safetensors, with the run's identity as metadata) and its configuration
+    (``config.json``) in ``folder``.
 
     Args:
         folder: the run's model folder (:func:`model_dir`).
@@ -90,16 +117,34 @@ def save_weights(folder, net: torch.nn.Module, cfg: CellConfig, info: dict) -> P
         info: what else identifies the run (``model``, ``cell``, ``seed``, recorded metrics, ...), JSON-serialisable.
     """
     folder = Path(folder)
-    _atomic(folder / WEIGHTS, lambda tmp: save_model(net, tmp, metadata={"format": "colorbench"}))
-    doc = {"config": {f.name: getattr(cfg, f.name) for f in fields(cfg)}, **info, "weights": WEIGHTS}
+    config = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+    meta = {"format": "colorbench", **identity(config, info)}
+    _atomic(folder / WEIGHTS, lambda tmp: save_model(net, tmp, metadata=meta))
+    doc = {"config": config, **info, "weights": WEIGHTS}
     atomic_write_text(folder / CONFIG, json.dumps(doc, indent=2, default=str))
     return folder / WEIGHTS
 
 
 def read_config(folder) -> tuple[CellConfig, dict]:
-    """(configuration, the rest of ``config.json``) of a saved model."""
-    doc = json.loads((Path(folder) / CONFIG).read_text())
-    cfg = CellConfig(**doc.pop("config"))
+    """(configuration, the rest of ``config.json``) of a saved model.
+
+    Raises:
+        WeightsError: ``config.json`` missing, not JSON, or not a configuration of this version (one line).
+    """
+    path = Path(folder) / CONFIG
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
+            raise ValueError("no 'config' object")
+        config = doc.pop("config")
+        check_values(config)
+        cfg = CellConfig(**config)
+        doc["config_sha256"] = config_sha256(config)
+    except (OSError, ValueError, TypeError) as err:
+        why = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0] if str(err) \
+            else type(err).__name__
+        raise WeightsError(f"{path} is damaged or of another version ({why}); retrain this run or move its "
+                           f"folder away") from None
     return cfg, doc
 
 
@@ -114,14 +159,34 @@ def load_weights(folder, device="cpu") -> tuple[torch.nn.Module, CellConfig, dic
     """A saved network (in evaluation mode, on ``device``), its configuration and its ``config.json`` info.
 
     Raises:
-        FileNotFoundError: the folder has no weights or no configuration.
+        FileNotFoundError: the folder has no weights.
+        WeightsError: damaged or truncated weights or configuration, weights of another network, or weights whose
+            recorded identity (model, cell, seed, fold, configuration hash) is not that of ``config.json``.
     """
     folder = Path(folder)
     if not (folder / WEIGHTS).is_file():
         raise FileNotFoundError(f"no saved weights in {folder}")
     cfg, info = read_config(folder)
-    net = build_model(cfg)
-    load_model(net, folder / WEIGHTS, strict=True, device="cpu")
+    try:
+        with safe_open(folder / WEIGHTS, framework="pt") as fh:
+            meta = fh.metadata() or {}
+        if "config_sha256" in meta:  # weights saved before identities were recorded carry none
+            mine = identity({}, info) | {"config_sha256": info["config_sha256"]}
+            differ = [k for k in IDENTITY if meta.get(k) != mine[k]]
+            if differ:
+                what = [f"{k} {meta.get(k)!r} ≠ {mine[k]!r}" if k != "config_sha256" else "another configuration"
+                        for k in differ]
+                raise WeightsError(f"{folder / WEIGHTS} belongs to another run than its {CONFIG} ({', '.join(what)})"
+                                   f": weights swapped or the configuration edited; retrain this run or move its "
+                                   f"folder away")
+        net = build_model(cfg)
+        load_model(net, folder / WEIGHTS, strict=True, device="cpu")
+    except WeightsError:
+        raise
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError, SafetensorError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise WeightsError(f"{folder / WEIGHTS} is damaged or does not fit its {CONFIG} ({type(err).__name__}: "
+                           f"{first}); retrain this run or move its folder away") from None
     net.encoder_pretrained = bool(info.get("encoder_pretrained", False))
     return net.to(device).eval(), cfg, info
 
@@ -137,9 +202,15 @@ class SavedModel:
     fold: int | None = None  # k-fold runs: every fold trained its own network (``seed<k>/fold<f>/``)
 
 
-def saved_models(run_dir) -> list[SavedModel]:
+def saved_models(run_dir, damaged: list | None = None) -> list[SavedModel]:
     """Every saved model of a run folder (those with both weights and configuration), sorted by model, cell, seed
-    and fold."""
+    and fold.
+
+    Args:
+        run_dir: the run folder.
+        damaged: if given, receives ``(folder, why)`` for each model folder left out: a ``config.json`` that cannot
+            be read or lacks the run's identity, or two folders that claim the same run.
+    """
     out = []
     run_dir = Path(run_dir)
     files = [*run_dir.glob(f"models/*/*/seed*/{CONFIG}"), *run_dir.glob(f"models/*/*/seed*/fold*/{CONFIG}")]
@@ -148,12 +219,21 @@ def saved_models(run_dir) -> list[SavedModel]:
         if not (folder / WEIGHTS).is_file():
             continue
         try:
-            info = json.loads(cfg_file.read_text())
+            info = json.loads(cfg_file.read_text(encoding="utf-8"))
             fold = info.get("fold")
-            out.append(SavedModel(folder, info["model"], info["cell"], int(info["seed"]),
+            out.append(SavedModel(folder, str(info["model"]), str(info["cell"]), int(info["seed"]),
                                   None if fold in (None, "") else int(fold)))
-        except (OSError, ValueError, KeyError, TypeError):
-            continue  # a damaged configuration: not a usable model
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            if damaged is not None:  # a damaged configuration: not a usable model
+                damaged.append((folder, f"{cfg_file} cannot be read ({type(err).__name__})"))
+    claims: dict[tuple, list[SavedModel]] = {}
+    for s in out:
+        claims.setdefault((s.model, s.cell, s.seed, s.fold), []).append(s)
+    clash = {id(s) for group in claims.values() if len(group) > 1 for s in group}
+    if damaged is not None:
+        damaged += [(s.folder, (f"{s.folder / CONFIG} claims the same run as another folder "
+                                f"({s.model}/{s.cell} seed {s.seed})")) for s in out if id(s) in clash]
+    out = [s for s in out if id(s) not in clash]
     return sorted(out, key=lambda s: (s.model, s.cell, s.seed, -1 if s.fold is None else s.fold))
 
 

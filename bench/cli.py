@@ -14,7 +14,7 @@ import sys
 from typing import Callable
 
 from .config import CellConfig, PRESETS, default_preset, finite_float, merge, parse_overrides, preset
-from .records import CorruptRecordError, redact, write_error_message
+from .records import CorruptRecordError, note_secrets, redact, write_error_message
 
 #: errno values of a full disk (or quota): reported in one line with exit code 2 wherever they happen
 FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
@@ -68,6 +68,7 @@ def _one_line(err: BaseException) -> str:
 def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
     """Call a command's ``main(argv)`` under the exit-code rule: ``UsageError`` → ``error: ...`` and 2, Ctrl-C →
     130. Every program's ``main`` goes through here."""
+    note_secrets(sys.argv[1:] if argv is None else argv)  # a storage password never shows in what is printed
     try:
         return main(argv)
     except UsageError as err:

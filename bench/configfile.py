@@ -15,17 +15,22 @@ The shape (every top-level key is optional)::
           l1: {loss: l1}
 
 Values are checked like ``--set`` values (``bench.config.merge``, which applies ``CellConfig``'s type checks), with
-the file and the key path in the message.
+the file and the key path in the message. The YAML is read with limits (``MAX_BYTES``; ``MAX_NODES`` values once
+anchors and aliases are expanded, so that nested aliases cannot keep the process busy; ``MAX_DEPTH`` levels), as
+UTF-8, and a key given twice in one mapping or two cells whose names read alike (``1`` and ``"1"``) are errors.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from .config import CellConfig, PRESETS, merge
 from .grids import GRIDS, Cell, Grid
 
 TOP_KEYS = ("preset", "set", "grids")
+#: Limits of a configuration file: its size, its values with every alias expanded, and its nesting.
+MAX_BYTES, MAX_NODES, MAX_DEPTH = 1 << 20, 100_000, 50
 GRID_KEYS = ("description", "cells")
 
 
@@ -55,19 +60,8 @@ def load(path: str | Path) -> ConfigFile:
     Raises:
         ValueError: unreadable file, bad YAML, unknown key, value of the wrong type (one line naming file and key).
     """
-    import yaml
-
     path = Path(path).expanduser()
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise ValueError(f"cannot read configuration file {path} ({err.strerror or err})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ValueError(f"{path}:{where} not valid YAML ({getattr(err, 'problem', None) or err})") from None
+    data = read_yaml(path)
     if data is None:
         data = {}
     _mapping(data, path, "the top level")
@@ -91,14 +85,106 @@ def load(path: str | Path) -> ConfigFile:
         if not cells:
             raise ValueError(f"{path}: {where}.cells: a grid needs at least one cell")
         _mapping(cells, path, where + ".cells")
-        made = []
+        made, names = [], {}
         for cname, changes in cells.items():
+            if str(cname) in names:
+                raise ValueError(f"{path}: {where}.cells: cells {names[str(cname)]!r} and {cname!r} have the same "
+                                 f"name {str(cname)!r}; rename one")
+            names[str(cname)] = cname
             changes = {} if changes is None else changes
             _mapping(changes, path, f"{where}.cells.{cname}")
             _check({**out.changes, **changes}, path, f"{where}.cells.{cname}")
             made.append(Cell(str(cname), dict(changes)))
+        if str(name) in out.grids:
+            raise ValueError(f"{path}: {where}: two grids are named {str(name)!r}; rename one")
         out.grids[str(name)] = Grid(str(name), str(g.get("description", f"grid {name} of {path.name}")), tuple(made))
     return out
+
+
+def read_yaml(path: Path):
+    """The YAML document of ``path``, read within the limits; a ``ValueError`` naming the file otherwise."""
+    import yaml
+
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_BYTES + 1)
+    except OSError as err:
+        raise ValueError(f"cannot read configuration file {path} ({err.strerror or err})") from None
+    if len(raw) > MAX_BYTES:
+        raise ValueError(f"{path}: larger than {MAX_BYTES // 1024} KiB; a configuration file is a few lines")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ValueError(f"{path}: line {line}: not UTF-8 text (byte 0x{raw[err.start]:02x}); save the file as "
+                         f"UTF-8") from None
+    loader = _loader_class()(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size = _expanded_size(node, {}, set(), 0, path)
+        if size > MAX_NODES:
+            raise ValueError(f"{path}: {size} values once its anchors and aliases are expanded (at most {MAX_NODES} "
+                             f"are read)")
+        return loader.construct_document(node)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ValueError(f"{path}:{where} not valid YAML ({getattr(err, 'problem', None) or err})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: nested more than {MAX_DEPTH} levels deep") from None
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node, memo: dict, open_: set, depth: int, path: Path) -> int:
+    """How many YAML nodes ``node`` stands for with every alias expanded (shared nodes are counted once per use)."""
+    import yaml
+
+    if id(node) in memo:
+        return memo[id(node)]
+    if id(node) in open_:
+        raise ValueError(f"{path}: line {node.start_mark.line + 1}: an alias refers to the value that holds it")
+    if depth > MAX_DEPTH:
+        raise ValueError(f"{path}: line {node.start_mark.line + 1}: nested more than {MAX_DEPTH} levels deep")
+    open_.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        n = 1 + sum(_expanded_size(c, memo, open_, depth + 1, path) for c in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        n = 1 + sum(_expanded_size(k, memo, open_, depth + 1, path) + _expanded_size(v, memo, open_, depth + 1, path)
+                    for k, v in node.value)
+    else:
+        n = 1
+    open_.discard(id(node))
+    memo[id(node)] = n
+    return n
+
+
+@lru_cache(maxsize=1)
+def _loader_class():
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        """``yaml.SafeLoader`` that refuses a key given twice in one mapping."""
+
+        def construct_mapping(self, node, deep=False):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: SafeLoader's own error follows
+                    continue
+                if first is not None:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} given twice (first on line {first})", key_node.start_mark)
+                seen[key] = key_node.start_mark.line + 1
+            return super().construct_mapping(node, deep)
+
+    return Loader
 
 
 def _mapping(value, path: Path, where: str) -> None:

@@ -21,11 +21,11 @@ import torch
 from tqdm.auto import tqdm
 
 from . import cli, folds, leaderboard, testsets
-from .checkpoint import load_weights, read_config, saved_models
+from .checkpoint import WeightsError, load_weights, read_config, saved_models
 from .data import DataError, ImageStore, data_root, image_key, list_images, partition_usable, resolve, sha256, \
     verify_manifest
 from .metrics import evaluate_grey, fill_missing_lpips, lpips_metric, score_test
-from .records import append_rows, environment, read_json, read_rows, slug
+from .records import append_rows, check_writable, environment, read_json, read_rows, slug
 from .device import pick_device
 from .train import autocast_dtype
 
@@ -84,9 +84,12 @@ def main(argv=None) -> int:
     with cli.usage_errors():
         if not run_dir.is_dir():
             raise cli.UsageError(f"run folder {run_dir} does not exist")
-        saved = saved_models(run_dir)
+        unusable: list[tuple] = []
+        saved = saved_models(run_dir, unusable)
         if not saved:
-            raise cli.UsageError(f"{run_dir} has no saved models (models/*/*/seed*/): train with --save-models all")
+            why = f" usable ({len(unusable)} unusable, e.g. {unusable[0][1]})" if unusable else ""
+            raise cli.UsageError(f"{run_dir} has no saved models{why} (models/*/*/seed*/): train with "
+                                 f"--save-models all")
         device = pick_device(args.device)
         sname, folder, files, bad, named = resolve_test_set(args.test, args.data_root)
         if named and not args.no_verify:
@@ -97,6 +100,8 @@ def main(argv=None) -> int:
         check_not_trained_on(meta, files)
     out = evaluation_dir(run_dir, sname)
     with cli.usage_errors():
+        check_writable(out)  # a read-only run folder: one line before anything is scored
+        check_writable(run_dir)
         done = {tuple(str(r.get(k) or "") for k in RUN_KEY) for r in read_rows(out / "runs.csv")}
     todo = [s for s in saved if (s.model, s.cell, str(s.seed), _fold(s.fold)) not in done]
     print(f"{run_dir}: {len(saved)} saved models, {len(saved) - len(todo)} already scored on {sname} "
@@ -117,8 +122,11 @@ def main(argv=None) -> int:
         store = stores[size]
         return store.centre_crops(eval_size), [image_key(f, folder) for f in store.files], len(bad) + len(store.skipped)
 
+    for folder, why in unusable:
+        print(f"warning: skipping {folder}: {why}", file=sys.stderr)
     if ("(none)", leaderboard.GREY, "0", "") not in done:
-        size, eval_size, backbone = _grey_settings(meta, saved)
+        with cli.usage_errors(WeightsError):
+            size, eval_size, backbone = _grey_settings(meta, saved)
         imgs, keys, n_skipped = images(size, eval_size)
         lpips_net, lpips_status = lpips_metric(backbone, device)
         scores = fill_missing_lpips(evaluate_grey(imgs, device, lpips_net=lpips_net), lpips_net, len(keys))
@@ -126,7 +134,12 @@ def main(argv=None) -> int:
                       "size": size, "eval_size": eval_size, "encoder_pretrained": False,
                       "lpips_backbone": lpips_status}, keys, n_skipped, scores)
     for s in tqdm(todo, desc=f"scoring on {sname}", disable=args.no_progress, dynamic_ncols=True):
-        net, cfg, info = load_weights(s.folder, device)
+        try:
+            net, cfg, info = load_weights(s.folder, device)
+        except WeightsError as err:  # counted, named, and the other models are scored
+            unusable.append((s.folder, str(err)))
+            tqdm.write(f"warning: skipping {s.folder}: {err}", file=sys.stderr)
+            continue
         imgs, keys, n_skipped = images(cfg.size, cfg.eval_size)
         lpips_net, lpips_status = lpips_metric(cfg.lpips_backbone, device)  # as training scored its own test set
         scores = fill_missing_lpips(score_test(net, imgs, device, cfg.batch_size, autocast_dtype(cfg, device),
@@ -142,6 +155,9 @@ def main(argv=None) -> int:
     md = (run_dir / "leaderboard.md").read_text()
     print(md[md.find("# Other test sets"):] if "# Other test sets" in md else md)
     print(f"written to {run_dir / 'leaderboard.md'}", file=sys.stderr)
+    if unusable:
+        raise cli.UsageError(f"{len(unusable)} saved model(s) could not be used and were not scored, e.g. "
+                             f"{unusable[0][1]}")
     return 0
 
 
@@ -154,10 +170,17 @@ def _grey_settings(meta: dict, saved) -> tuple[int, int, str]:
     """(size, eval_size, lpips_backbone) of the greyscale baseline: the run's base configuration (``run.json``),
     else the first saved model's."""
     base = meta.get("base_config", {})
+    if "size" not in base or not base.get("lpips_backbone"):
+        for i, s in enumerate(saved):  # the first readable configuration (a damaged one is reported later)
+            try:
+                cfg, _ = read_config(s.folder)
+                break
+            except WeightsError:
+                if i == len(saved) - 1:
+                    raise
     if "size" not in base:
-        cfg, _ = read_config(saved[0].folder)
         return cfg.size, cfg.eval_size, cfg.lpips_backbone
-    backbone = base.get("lpips_backbone") or read_config(saved[0].folder)[0].lpips_backbone
+    backbone = base.get("lpips_backbone") or cfg.lpips_backbone
     return int(base["size"]), int(base.get("eval_size", base["size"])), str(backbone)
 
 

@@ -43,26 +43,66 @@ REQUIRED_COLUMNS = {
 
 # ------------------------------------------------------------------------------------------------ secrets
 
-# scheme://user:PASSWORD@host... — the password runs to the last "@" of the token (SQLAlchemy, redis, anything;
-# parsing is not needed, so URLs that no driver accepts, such as a port "54x2", are redacted too).
-_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*):[^\s]*@")
-_URL_PASSWORD_ARG = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*):.*@", re.DOTALL)
-# ?password=... query parameters (libpq, many drivers)
-_PARAM_PASSWORD = re.compile(r"(?i)\b(?P<key>password|passwd|pwd)=[^&\s;'\"]*")
+_SCHEME = r"[A-Za-z][A-Za-z0-9+.\-]*://"
+# scheme://user:PASSWORD@host — in one argument or URL the password runs from the first ":" after the user name to
+# the LAST "@" (drivers disagree about an unescaped "@"; the widest reading is redacted), spaces included
+_ARG_URL = re.compile(rf"(?P<head>\b{_SCHEME}[^\s:/@]*):(?P<secret>.*)@", re.DOTALL)
+# in a message: a quoted URL ('...' as shlex.join quotes it, "..." in JSON) runs to the last "@" before its quote, an
+# unquoted one to the last "@" before a blank
+_QUOTED_URL = re.compile(rf"(?P<head>(?P<q>['\"]){_SCHEME}[^\s:/@'\"]*):[^'\"\n]*@")
+_TEXT_URL = re.compile(rf"(?P<head>\b{_SCHEME}[^\s:/@]*):[^\s]*@")
+# password=... parameters (URL queries, libpq key=value strings): to the next "&" in an argument, to a blank, quote
+# or separator in a message
+_KEY = r"(?i)(?P<key>\b\w*(?:password|passwd|pwd|secret|token))="
+_ARG_PARAM = re.compile(_KEY + r"(?P<secret>[^&]*)")
+_TEXT_PARAM = re.compile(_KEY + r"(?:'[^']*'|\"[^\"]*\"|[^&\s;'\"]*)")
+#: Passwords seen in the command line (``note_secrets``): redacted wherever they or their pieces appear later, e.g.
+#: in a driver's message that prints a host name made of half a password.
+_SECRETS: set[str] = set()
+
+
+def _secrets_of(arg: str) -> list[str]:
+    """The passwords in one command-line argument or URL, found by parsing it as ``_ARG_URL`` and ``_ARG_PARAM``."""
+    found = [m.group("secret") for m in _ARG_URL.finditer(arg)] + [m.group("secret") for m in _ARG_PARAM.finditer(arg)]
+    return [f for f in found if f and f != "***"]
+
+
+def note_secrets(args) -> None:
+    """Remember the passwords of these command-line arguments (URLs, ``password=`` parameters), whole, URL-decoded
+    and in pieces (split at blanks, ``@``, ``:`` and ``/``), so that :func:`redact` removes them from any later text."""
+    from urllib.parse import unquote
+
+    for arg in args:
+        for secret in _secrets_of(str(arg)):
+            for whole in {secret, unquote(secret)}:
+                _SECRETS.add(whole)
+                _SECRETS.update(p for p in re.split(r"[\s@:/?#&]+", whole) if len(p) >= 2)
 
 
 def redact(text, whole_argument: bool = False) -> str:
-    """``text`` with every password of a URL (``scheme://user:pw@host``) or a ``password=`` parameter replaced by
-    ``***``: the one function applied to anything printed or saved that may hold a storage URL.
+    """``text`` with every password of a URL (``scheme://user:pw@host``), of a ``password=`` parameter and of the
+    command line (:func:`note_secrets`) replaced by ``***``: the one function applied to anything printed or saved
+    that may hold a storage URL.
 
     Args:
         text: a URL, a message or a command line.
-        whole_argument: ``text`` is one command-line argument (a password may then hold spaces).
+        whole_argument: ``text`` is one command-line argument or URL (a password may then hold blanks, ``@`` and
+            ``/``); a text that starts with ``scheme://`` and has no line break is taken as one too.
     """
     text = str(text)
-    pattern = _URL_PASSWORD_ARG if whole_argument else _URL_PASSWORD
-    text = pattern.sub(lambda m: m.group("head") + ":***@", text)
-    return _PARAM_PASSWORD.sub(lambda m: m.group("key") + "=***", text)
+    whole = whole_argument or (re.match(rf"\s*{_SCHEME}\S", text) is not None and "\n" not in text)
+    if whole:
+        note_secrets([text])
+    for secret in sorted(_SECRETS, key=len, reverse=True):
+        if secret in text:
+            text = (text.replace(secret, "***") if len(secret) >= 4 else
+                    re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", "***", text))
+    if whole:
+        text = _ARG_URL.sub(lambda m: m.group("head") + ":***@", text)
+        return _ARG_PARAM.sub(lambda m: m.group("key") + "=***", text)
+    text = _QUOTED_URL.sub(lambda m: m.group("head") + ":***@", text)
+    text = _TEXT_URL.sub(lambda m: m.group("head") + ":***@", text)
+    return _TEXT_PARAM.sub(lambda m: m.group("key") + "=***", text)
 
 
 def command_line(prog: str, argv: list[str]) -> str:
@@ -182,6 +222,27 @@ def locked(path: Path):
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def check_writable(folder) -> None:
+    """Raise ``OSError`` (one line naming ``folder``) unless files can be created in ``folder``, or, while it does not
+    exist, in its nearest existing parent: checked before any work, and nothing is left behind.
+
+    Raises:
+        OSError: a read-only, unwritable or full file system, or a parent that is not a folder.
+    """
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    try:
+        fd, tmp = tempfile.mkstemp(dir=probe, prefix=".colorbench-write-check.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OSError(err.errno, err.strerror, str(folder)) from None
+        raise OSError(err.errno, f"cannot write to {folder} ({err.strerror or err})") from None
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

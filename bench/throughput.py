@@ -44,7 +44,7 @@ from .config import CellConfig, preset
 from .data import CropSchedule, ImageStore, data_root, list_images, resolve
 from .device import amp_dtype, autocast, pick_device
 from .paths import results_root
-from .records import append_rows, device_slug, environment
+from .records import append_rows, check_writable, device_slug, environment
 from .train import make_step
 
 
@@ -397,6 +397,8 @@ def main(argv=None) -> int:
         if args.repeats < 1 or (args.iters is not None and args.iters < 1):
             raise cli.UsageError("--repeats and --iters must be at least 1")
         files = _files(args) if (args.end_to_end or args.pipeline) else []
+        out_dir = cli.out_dir(args.out) or results_root()
+        check_writable(out_dir)  # before measuring: an unwritable folder would lose the measurement
     warmup = args.warmup if args.warmup is not None else (10 if cuda else 3) + (5 if args.compile else 0)
     iters = args.iters or (20 if cuda else 3)
 
@@ -424,10 +426,10 @@ def main(argv=None) -> int:
               f"batched {res['fast_img_per_s']:.1f} img/s{cached}, speedup {res['speedup']:.1f}×")
         rows.append({"mode": "pipeline", "size": size, "n_images": len(files), **res})
     rows = [{**stamp, **r, **env} for r in rows]
-    out_dir = cli.out_dir(args.out) or results_root()
     path = out_dir / f"throughput-{device_slug(str(dev), env['device_name'])}.csv"
-    append_rows(path, rows)
-    print(table(rows))
+    print(table(rows))  # shown first: a write that fails after all loses nothing measured
+    with cli.usage_errors(OSError):
+        append_rows(path, rows)
     print(f"appended {len(rows)} row(s) to {path}", file=sys.stderr)
     return 0
 

@@ -294,11 +294,18 @@ def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: 
     if checkpoint is not None:
         state, why = load_checkpoint(checkpoint, cfg)
         if state is not None:  # the model, loss, optimiser, RNGs and loop state of step k: go on from step k + 1
-            step.load_state_dict(state["train_step"])
-            set_rng_state(state["rng"])
-            history, done_s = list(state["extra"]["history"]), float(state["extra"]["elapsed_s"])
-            step.last_loss = float(state["extra"]["last_loss"])
-            tqdm.write(f"{desc or cfg.loss}: resuming from the checkpoint of step {step.step}", file=sys.stderr)
+            try:
+                step.load_state_dict(state["train_step"])
+                set_rng_state(state["rng"])
+                history, done_s = list(state["extra"]["history"]), float(state["extra"]["elapsed_s"])
+                step.last_loss = float(state["extra"]["last_loss"])
+                tqdm.write(f"{desc or cfg.loss}: resuming from the checkpoint of step {step.step}", file=sys.stderr)
+            except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as err:  # e.g. another code version's
+                tqdm.write(f"{desc or cfg.loss}: checkpoint {checkpoint} cannot be restored ({type(err).__name__}); "
+                           f"training from step 0", file=sys.stderr)
+                step = make_step(cfg, device, prep)  # a fresh start, as without a checkpoint (nothing half-restored)
+                model, amp, needs_ref = step.model, step.amp, step.needs_ref
+                history, done_s = [], 0.0
         elif expect_checkpoint or "no checkpoint" not in why:
             tqdm.write(f"{desc or cfg.loss}: {why}; training from step 0", file=sys.stderr)
     bar = tqdm(total=cfg.steps, initial=step.step, desc=desc or cfg.loss, leave=False, disable=not progress,
