@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 import losses
 import models
 
-from . import leaderboard, testsets
+from . import testsets
 from . import stats as pstats
 from . import study as gs
 from .checkpoint import CHECKPOINT, model_dir, remove_checkpoint, save_weights

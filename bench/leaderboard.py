@@ -156,7 +156,7 @@ def build(df: pd.DataFrame, per_image: pd.DataFrame | None = None, n_boot: int =
     board = board.drop(columns="_g").reset_index(drop=True)
     # baselines keep their place in the order but get no rank: they are not trained cells
     trained = ~board["cell"].isin(BASELINES)
-    board.insert(1, "rank", (board[trained].groupby("group").cumcount() + 1).reindex(board.index))
+    board.insert(1, "rank", (board[trained].groupby("group").cumcount() + 1).reindex(board.index).astype("Int64"))
     if per_image is not None and not per_image.empty:
         board = _add_comparisons(board, ok, per_image, m, n_boot, n_perm)
     return board, failed
@@ -250,10 +250,12 @@ def stronger_baseline(board: pd.DataFrame, metric: str | pstats.Metric = "psnr")
     return str(b.sort_values("score", ascending=not m.higher_is_better, kind="stable")["cell"].iloc[0])
 
 
-def _baseline_name(board: pd.DataFrame, base: str, m: pstats.Metric) -> str:
-    """How a baseline is named in the verdict: ``grey (ab = 0)`` or the mean colour with its constant."""
+def _baseline_name(board: pd.DataFrame, base: str, full: bool = True) -> str:
+    """How a baseline is named in the verdict: ``grey``, or ``the mean colour`` (``full``: with its constant)."""
     if base == GREY:
         return "grey"
+    if not full:
+        return "the mean colour"
     row = board[board["cell"] == base]
     txt = ""
     if "mean_ab" in row and len(row) and isinstance(row["mean_ab"].iloc[0], str) and row["mean_ab"].iloc[0]:
@@ -261,7 +263,7 @@ def _baseline_name(board: pd.DataFrame, base: str, m: pstats.Metric) -> str:
             consts = json.loads(row["mean_ab"].iloc[0])
             a, b = (sum(c[i] for c in consts) / len(consts) for i in (0, 1))
             txt = (f" (a constant ab = ({a:.1f}, {b:.1f}), the training pixels' mean"
-                   + (f", per fold; their average shown" if len(consts) > 1 else "") + ")")
+                   + (", per fold; their average shown" if len(consts) > 1 else "") + ")")
         except (ValueError, TypeError, IndexError, ZeroDivisionError):
             txt = ""
     return "the mean colour" + txt
@@ -330,16 +332,16 @@ def verdict(board: pd.DataFrame, metric: str | pstats.Metric = "psnr", alpha: fl
         lines.append(warning)
     for i, base in enumerate(bases):
         pre = BASELINE_PREFIX[base]
-        name = _baseline_name(board, base, m)
+        name = _baseline_name(board, base)
         lines.append(f"Significantly better than {name}" + (f" ({how})" if i == 0 else "") + ": "
                      + (", ".join(pick[f"better_than_{pre}"]) or "none") + ".")
         if pick[f"worse_than_{pre}"]:
-            lines.append(f"Significantly worse than {name.split(' (')[0]}: " + ", ".join(pick[f"worse_than_{pre}"])
-                         + ".")
+            lines.append(f"Significantly worse than {_baseline_name(board, base, False)}: "
+                         + ", ".join(pick[f"worse_than_{pre}"]) + ".")
     beyond = pick.get(f"better_than_{sp}", []) if stronger else []
     if len(bases) > 1:
         score = board.loc[board["cell"] == stronger, "score"].iloc[0]
-        sname = _baseline_name(board, stronger, m).split(" (")[0]
+        sname = _baseline_name(board, stronger, False)
         if beyond:
             lines.append(f"Learned colour beyond a global tint (significantly better than the stronger baseline, "
                          f"{sname}, {m.fmt(score)}{unit}): {', '.join(beyond)}.")
@@ -354,7 +356,7 @@ def verdict(board: pd.DataFrame, metric: str | pstats.Metric = "psnr", alpha: fl
                      + (f" Not significantly different from it (n.s., which does not make them equal): "
                         f"{', '.join(ns)}." if ns else ""))
     if stronger and f"{sp}_lo" in trained:
-        sname = _baseline_name(board, stronger, m).split(" (")[0]
+        sname = _baseline_name(board, stronger, False)
         if two_level_ok:
             lines.append(f"Over images × seeds (a claim about the losses, not only these trained networks), the "
                          f"95 % two-level interval of the difference to {sname} excludes 0 for: "

@@ -11,7 +11,8 @@ is a table ``X[cell][seed, image]``. Two kinds of claims are made from it, on tw
   (exact), else ``N_PERM`` seeded random ones. The p-value is *randomised within ties* (see
   :func:`sign_flip_pvalues`), which makes it uniform under the null at every n, so the test rejects exactly 5 % of
   the time at α = 0.05 — also at n = 6, where a non-randomised exact test can only have size 1/32 or 1/16.
-  ``tests/test_stats.py`` checks this by simulation at n = 6, 24 and 100.
+  ``tests/test_stats.py`` checks this by simulation at n = 6, 24 and 100. Decisions (``compare_cells``) use the
+  conservative p: a tie-break hash never makes a cell significant.
 * **The losses** (two levels: images × seeds). :func:`hierarchical_ci` bootstraps both levels: images are
   resampled (the same images for both cells: they stay paired) and, within each cell, its seeds. The percentile
   interval of the mean difference covers seed-to-seed variation too; with one seed per cell it is an image-level
@@ -264,8 +265,8 @@ def min_detectable_difference(sd: float, n: int, alpha: float = ALPHA, power: fl
 
     From ``n = 11`` on it is the paired t-test's ``(t_{1−α/2, n−1} + t_{power, n−1}) · sd / √n``, which the sign-flip
     test matches (checked by simulation in the tests). For fewer pairs the sign-flip test's discreteness costs
-    power (at n = 6 it reaches 73 % at that difference), so the factor is found by simulating the test itself
-    (seeded, cached per n). NaN for ``n < 2``; inf when no difference reaches that power (n ≤ 5 at
+    power, so the factor is found by simulating the test itself with the conservative p, the one decisions use
+    (seeded, cached per n; at n = 6 only six differences of one sign reject). NaN for ``n < 2``; inf when no difference reaches that power (n ≤ 5 at
     α = 0.05 and 80 %: with 2^n sign patterns the smallest possible p is 2/2^n).
     """
     if n < 2 or sd is None or not math.isfinite(sd):
@@ -281,7 +282,7 @@ def _mde_factor(n: int, alpha: float, power: float) -> float:
     z = np.random.default_rng(12345).standard_normal((2000, n))  # the same draws for every δ: a smooth search
 
     def achieved(delta):
-        return float((sign_flip_pvalues(z + delta, seed=0)["p"] <= alpha).mean())
+        return float((sign_flip_pvalues(z + delta, seed=0)["p_conservative"] <= alpha).mean())
 
     lo, hi = t_factor, 2 * t_factor  # the t-test's difference is a lower bound: the sign-flip test is not stronger
     while achieved(hi) < power:

@@ -78,13 +78,13 @@ def test_fold_runs_are_recorded_per_fold_and_cover_every_image(fold_run):
 
     out, _ = fold_run
     runs = read_rows(out / "runs.csv")
-    trained = [r for r in runs if r["cell"] != "grey"]
+    trained = [r for r in runs if r["model"] != "(none)"]
     assert sorted((r["cell"], r["seed"], r["fold"]) for r in trained) == [
         ("kl", "0", "0"), ("kl", "0", "1"), ("mse", "0", "0"), ("mse", "0", "1")]
     assert all(r["folds"] == "2" and r["n_test"] == "12" for r in trained)
     files = sorted(p.name for p in list_images(BUNDLED))
     per_image = read_rows(out / "per_image.csv")
-    for cell in ("grey", "mse", "kl"):  # every image scored once per cell and seed, by the fold that tests it
+    for cell in ("grey", "mean_colour", "mse", "kl"):  # every image scored once per cell and seed, by the fold that tests it
         assert sorted(r["image"] for r in per_image if r["cell"] == cell) == files
     folds = {r["image"]: r["fold"] for r in per_image if r["cell"] == "mse"}
     assert {r["image"]: r["fold"] for r in per_image if r["cell"] == "kl"} == folds  # same images per fold
@@ -107,7 +107,7 @@ def test_leaderboard_combines_the_folds_of_a_seed(fold_run):
     assert failed.empty
     per_image = pd.DataFrame(read_rows(out / "per_image.csv"))
     per_image["psnr"] = per_image["psnr"].astype(float)
-    for cell in ("mse", "kl", "grey"):
+    for cell in ("mse", "kl", "grey", "mean_colour"):
         row = board[board["cell"] == cell].iloc[0]
         assert row["n"] == 1  # one seed: its two folds are one run of the leaderboard
         # the cell's PSNR is the mean over all 24 test images (both folds have 12: weights are equal)
