@@ -423,3 +423,14 @@ def test_decisions_use_the_conservative_p():
     t = board[board["cell"].isin(["a", "b"])]
     assert np.allclose(t["p_grey_conservative"], 2 / 64) and (t["p_grey_raw"] < 2 / 64).all()
     assert np.allclose(t["p_grey"], 4 / 64) and not t["better_than_grey"].any()
+
+
+def test_ranking_by_lpips_of_a_random_backbone_says_so_in_the_title():
+    truth = _known_truth(seed=2)
+    runs, per_image = _tables({c: 40.0 - x for c, x in truth.items()}, metric="lpips")
+    for backbone, said in (("random", True), ("imagenet", False)):
+        board, failed = leaderboard.build(runs.assign(lpips_backbone=backbone), per_image, n_boot=100, metric="lpips")
+        term = leaderboard.to_terminal(board, failed, metric="lpips")
+        md = leaderboard.to_markdown(board, failed, metric="lpips")
+        assert ("random VGG-16 backbone (not a perceptual metric)" in term.splitlines()[0]) is said
+        assert ("random VGG-16 backbone" in md) is said
