@@ -4,7 +4,9 @@
 run can and cannot conclude, ``to_markdown`` renders both for ``leaderboard.md`` and the report, and
 ``to_terminal`` prints a compact version (at most 100 columns). Reference-based models (a colour reference as
 input, e.g. ``adain_unet``) are ranked in their own table, on the metric measured with *another* photo as
-reference (``<metric>_ref_other``); their same-photo score is shown as an upper bound only.
+reference (``<metric>_ref_other``); their same-photo score is shown as an upper bound only. The two baselines,
+grey (ab = 0) and the mean colour (the training pixels' mean ab), are rows that every cell is tested against; they
+are never ranked and never "the best".
 
 Any per-image column can be the ranking metric (``metric=``, see :mod:`bench.stats` for directions and units).
 """
