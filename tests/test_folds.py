@@ -163,3 +163,14 @@ def test_combine_folds_weights_by_test_images_and_fails_incomplete_seeds():
     assert out.loc["b", "status"] == "failed" and "fold 1: not finished" in out.loc["b", "error"]
     assert out.loc["c", "status"] == "failed" and "fold 1: loss is nan" in out.loc["c", "error"]
     assert out.loc["grey", "psnr"] == "19"  # rows without folds are left alone
+
+
+def test_which_bundled_photos_train_how_many_folds():
+    """What the README says: kodim01 and kodim12 train no fold's network (they only validate and test)."""
+    from collections import Counter
+
+    splits = fold_splits(None, 4)
+    trains = Counter(p.name for s in splits for p in s.train)
+    never = sorted(p.name for s in splits for p in s.test if not trains[p.name])
+    assert never == ["kodim01.png", "kodim12.png"]
+    assert sorted(Counter(trains[p.name] for s in splits for p in s.test).items()) == [(0, 2), (1, 2), (2, 2), (3, 18)]
