@@ -148,14 +148,15 @@ def sections(run_dir, main_board: pd.DataFrame | None = None, n_boot: int | None
             if f"{name} rank" in ranks:
                 shown[name] = [f"{int(r)} ({m.fmt(v)})" if pd.notna(r) else f"– ({m.fmt(v)})" if pd.notna(v)
                                else "—" for r, v in zip(ranks[f"{name} rank"], ranks[f"{name} score"])]
-        out.append(("Across test sets: rank on each set", f"Each cell's rank ({m.title}) on each test set; the "
-                    "baselines (–) are not ranked.", shown))
+        out.append(("Across test sets: rank on each set",
+                    f"Each cell's rank ({m.title}) on each test set; the baselines (–) are not ranked.", shown))
     if not rho.empty:
         fmt = rho.assign(rho=[f"{v:+.3f}" if pd.notna(v) else "—" for v in rho["rho"]],
                          p=[f"{v:.3f}" if pd.notna(v) else "—" for v in rho["p"]])
-        out.append(("Across test sets: rank agreement", "Spearman correlation of the cells' scores between two test "
-                    "sets (1: the same ranking), over the trained cells scored on both (at least 3 for a value; the "
-                    "baselines are left out); p: permutation test (exact up to 8 cells, else Monte-Carlo).", fmt))
+        note = ("Spearman correlation of the cells' scores between two test sets (1: the same ranking), over the "
+                "trained cells scored on both (at least 3 for a value; the baselines are left out); p: permutation "
+                "test (exact up to 8 cells, else Monte-Carlo).")
+        out.append(("Across test sets: rank agreement", note, fmt))
     return out
 
 

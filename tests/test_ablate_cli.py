@@ -135,7 +135,7 @@ def test_e2e_mean_colour_row_matches_an_independent_computation(e2e):
         lab[..., 1:] = const
         pred = np.clip(lab2rgb(lab), 0, 1)
         psnrs.append(10 * np.log10(1 / np.mean((pred - img / 255.0) ** 2)))
-    row = [r for r in rows(e2e["out"] / "runs.csv") if r["cell"] == "mean_colour"][0]
+    row = next(r for r in rows(e2e["out"] / "runs.csv") if r["cell"] == "mean_colour")
     assert float(row["psnr"]) == pytest.approx(np.mean(psnrs), abs=0.01)
     assert json.loads(row["mean_ab"]) == meta["mean_ab"]
 

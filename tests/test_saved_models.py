@@ -369,9 +369,9 @@ def test_evaluate_scores_both_baselines_with_the_runs_training_mean(run_dir, tes
     rows = {r["cell"]: r for r in read_rows(run_dir / "evaluations" / "testset0" / "runs.csv")}
     assert json.loads(rows["mean_colour"]["mean_ab"]) == meta["mean_ab"] and len(meta["mean_ab"]) == 1
     # the mean colour's PSNR is that of the constant recorded at training time, recomputed here independently
+    from bench.colour import merge_lab, split_lab
     from bench.data import ImageStore, list_images
     from bench.metrics import psnr_per_image
-    from bench.colour import merge_lab, split_lab
 
     imgs = ImageStore(list_images(test_folder), 32).centre_crops(32)
     L, ab = split_lab(imgs)
