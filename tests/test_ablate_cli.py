@@ -332,7 +332,7 @@ def test_lpips_metric_without_its_backbone_says_missing(torch_home, tiny_run, ca
     assert rc == 0, err
     assert sum("lpips metric" in line and "missing" in line for line in err.splitlines()) == 1
     runs = rows(out / "runs.csv")
-    assert len(runs) == 3 and all(r["status"] == "ok" for r in runs)
+    assert len(runs) == 4 and all(r["status"] == "ok" for r in runs)
     for r in runs:
         assert r["lpips_backbone"] == "missing"
         assert r["lpips"] in ("", "nan")
