@@ -118,6 +118,24 @@ class ABBins:
         p = torch.softmax(logits.float() / temperature, dim=1)
         return torch.einsum("bqhw,qc->bchw", p, self.centres.to(logits.device))
 
+    def neutral_logits(self, temperature: float = ANNEAL_T) -> torch.Tensor:
+        """Logits (``Q``) that :meth:`decode` at ``temperature`` turns into ab = 0 (grey), spread over every bin.
+
+        Equal logits decode to the mean of the bin centres, ab ≈ (15.6, 6.0), an orange cast. Among the
+        distributions whose mean is 0 this one has the largest entropy: p_q ∝ exp(λ·c_q) (exponential tilting of
+        the uniform one), with λ found by Newton's method on log Σ exp(λ·c_q), whose gradient is the mean.
+        """
+        c = self.centres.double()
+        lam = torch.zeros(2, dtype=torch.float64)
+        for _ in range(50):
+            w = torch.softmax(c @ lam, 0)
+            mean = w @ c
+            if mean.abs().max() < 1e-10:
+                break
+            cov = (c - mean).T @ ((c - mean) * w[:, None])
+            lam = lam - torch.linalg.solve(cov, mean)
+        return (temperature * (c @ lam)).float()
+
     def empirical_prior(self, ab_batches) -> torch.Tensor:
         """Empirical bin frequencies p (sums to 1) from an iterable of ``B×2×H×W`` ab tensors."""
         counts = torch.zeros(self.n_bins, dtype=torch.float64)

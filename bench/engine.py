@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 import losses
 import models
 
-from . import leaderboard, testsets
+from . import testsets
 from . import stats as pstats
 from . import study as gs
 from .checkpoint import CHECKPOINT, model_dir, remove_checkpoint, save_weights
@@ -45,7 +45,8 @@ from .metrics import evaluate_grey, fill_missing_lpips, lpips_metric
 from .grids import Grid
 from .models_check import check_backbones, check_encoder_weights
 from .paths import check_writable, results_root
-from .records import append_rows, atomic_write_text, environment, locked, read_json, read_rows, slug
+from .records import BASELINES, GREY, MEAN_COLOUR, append_rows, atomic_write_text, environment, locked, read_json, \
+    read_rows, slug
 from .samples import save_samples
 from .train import DivergenceError, Prepared, autocast_dtype, prepare, prepare_folds, train_cell
 from .tuned import apply_params
@@ -382,7 +383,7 @@ class GridRun:
         """Before ``open``: whether this folder's records lack a job or the grey baseline (then the data are
         decoded, and checked, before any folder or study is created)."""
         done = {key_str(r.get("model"), r.get("cell"), r.get("seed"), r.get("fold")) for r in self.local_rows}
-        return not self.grey_done or any(k not in done for k in self.keys)
+        return not self.baselines_done or any(k not in done for k in self.keys)
 
     def open(self) -> dict:
         """Create the run folder, open (or join) the study, import runs recorded only in ``runs.csv``, and enqueue
@@ -484,13 +485,18 @@ class GridRun:
                              f"({_describe(diff)}); pass another --study-name")
 
     @property
-    def grey_done(self) -> bool:
-        return any(r.get("cell") == leaderboard.GREY for r in self.local_rows)
+    def baselines_done(self) -> bool:
+        """Whether this folder has the row of every baseline (grey, mean colour)."""
+        return not self.missing_baselines()
+
+    def missing_baselines(self) -> list[str]:
+        have = {r.get("cell") for r in self.local_rows if r.get("model") == "(none)"}
+        return [b for b in BASELINES if b not in have]
 
     @property
     def needs_training(self) -> bool:
-        """Whether a key is unfinished or the grey baseline is missing from this folder."""
-        return self.counts["finished"] < len(self.keys) or not self.grey_done
+        """Whether a key is unfinished or a baseline is missing from this folder."""
+        return self.counts["finished"] < len(self.keys) or not self.baselines_done
 
     def prepare(self) -> list[str]:
         """Decode the data (once for every job) and, once the folder exists, write ``run.json``; returns the data
@@ -527,7 +533,7 @@ class GridRun:
         self.env = env
         diff = {}  # rows of this folder recorded on other data (same names are required)
         for r in self.local_rows if hasattr(self, "local_rows") else []:
-            if r.get("cell") == leaderboard.GREY or r.get("model") == "(none)" or key_str(
+            if r.get("cell") in BASELINES or r.get("model") == "(none)" or key_str(
                     r.get("model"), r.get("cell"), r.get("seed"), r.get("fold")) in self.by_key:
                 diff.update(config_differences(r, None, self.data_names()))
         if diff:
@@ -556,8 +562,18 @@ class GridRun:
             **self.info, "grid": self.grid, "preset": self.preset, "rank_by": self.rank_by,
             "base_config": self.base.to_flat(),
             "study": self.study_name, "storage": gs.redact(self.url), **splits,
-            "skipped": [s for q in self.preps for s in q.skipped], "environment": self.env, "written_at": _now()},
+            "skipped": [s for q in self.preps for s in q.skipped], "mean_ab": self.mean_abs(),
+            "fingerprints": self.fingerprints(), "environment": self.env, "written_at": _now()},
             indent=2))
+
+    def fingerprints(self) -> dict:
+        """Content fingerprints of every training and validation image of every fold (``bench.data.fingerprint``):
+        ``bench.evaluate`` refuses a test image that matches one, without needing the files."""
+        out: dict = {}
+        for q in self.preps:
+            for split, fps in q.fingerprints.items():
+                out.setdefault(split, {}).update(fps)
+        return out
 
     def split_sizes(self, p: Prepared) -> dict:
         """The ``n_train``, ``n_val``, ``n_test`` columns of a run row (with folds: of the run's fold)."""
@@ -569,10 +585,10 @@ class GridRun:
         finished, waiting for (or taking over) other workers' runs. Returns the number of runs trained here."""
         if not self.preps:
             raise RuntimeError("GridRun.train before GridRun.prepare")
-        if not self.grey_done:
-            row, per_image = self.grey_row()
+        for row, per_image in self.baseline_rows(self.missing_baselines()):
             append_rows(self.run_dir / "per_image.csv", per_image, key=IMAGE_KEY)
             append_rows(self.run_dir / "runs.csv", [row], key=RUN_KEY)
+            self.local_rows.append(row)
         bar = tqdm(total=len(self.keys), initial=self.counts["finished"], desc=f"grid {self.grid}",
                    disable=not self.progress, dynamic_ncols=True)
         trained, waited_since, said_at = 0, None, None
@@ -613,25 +629,38 @@ class GridRun:
         finally:
             bar.close()
 
-    def grey_row(self) -> tuple[dict, list[dict]]:
-        """The baseline that predicts no colour: its run row and per-image rows (one row for the whole test set,
-        with folds too: grey needs no training, so every fold's test images are scored at once)."""
-        shared, per_image = self.shared, []
+    def mean_abs(self) -> list[list[float]]:
+        """The mean-colour baseline's constant ab of every fold (one entry without folds): the mean ab of the
+        fold's training images' pixels."""
+        return [[round(v, 4) for v in p.mean_ab()] for p in self.preps]
+
+    def baseline_rows(self, which=BASELINES) -> list[tuple[dict, list[dict]]]:
+        """(run row, per-image rows) of each baseline in ``which``: grey (ab = 0) and the mean colour (each fold's
+        training mean ab, ``mean_ab`` in the row as JSON, one [a, b] per fold). One run row for the whole test set,
+        with folds too: they need no training, so every fold's test images are scored at once."""
+        out = []
         net, lpips_backbone = lpips_metric(self.base.lpips_backbone, self.device)
-        for f, p in enumerate(self.preps):
-            scores = fill_missing_lpips(evaluate_grey(p.test_images, self.device, lpips_net=net), net,
-                                        len(p.test_images))
-            per_image += [{"run": shared["run"], "model": "(none)", "cell": leaderboard.GREY, "seed": 0,
-                           **({"fold": f} if self.folds > 1 else {}), "test_set": shared["data_test"], "image": name,
-                           **{k: v[i] for k, v in scores.items()}} for i, name in enumerate(p.test_keys)]
-        metrics = [k for k in per_image[0] if k not in ("run", "model", "cell", "seed", "fold", "test_set", "image")]
-        row = {**shared, "model": "(none)", "cell": leaderboard.GREY, "loss": "(none)", "seed": 0, "status": "ok",
-               "encoder_pretrained": False, "lpips_backbone": lpips_backbone, "started_at": _now(),
-               "finished_at": _now(),
-               **{k: sum(r[k] for r in per_image) / len(per_image) for k in metrics}}
-        if self.folds > 1:
-            row["n_test"] = len(per_image)
-        return row, per_image
+        consts = self.mean_abs()
+        for cell in which:
+            shared, per_image = self.shared, []
+            for f, p in enumerate(self.preps):
+                ab = (0.0, 0.0) if cell == GREY else tuple(consts[f])
+                scores = fill_missing_lpips(evaluate_grey(p.test_images, self.device, lpips_net=net, ab=ab), net,
+                                            len(p.test_images))
+                per_image += [{"run": shared["run"], "model": "(none)", "cell": cell, "seed": 0,
+                               **({"fold": f} if self.folds > 1 else {}), "test_set": shared["data_test"],
+                               "image": name, **{k: v[i] for k, v in scores.items()}}
+                              for i, name in enumerate(p.test_keys)]
+            metrics = [k for k in per_image[0] if k not in ("run", "model", "cell", "seed", "fold", "test_set",
+                                                             "image")]
+            row = {**shared, "model": "(none)", "cell": cell, "loss": "(none)", "seed": 0, "status": "ok",
+                   "encoder_pretrained": False, "lpips_backbone": lpips_backbone, "started_at": _now(),
+                   "finished_at": _now(), **({"mean_ab": json.dumps(consts)} if cell == MEAN_COLOUR else {}),
+                   **{k: sum(r[k] for r in per_image) / len(per_image) for k in metrics}}
+            if self.folds > 1:
+                row["n_test"] = len(per_image)
+            out.append((row, per_image))
+        return out
 
     def run_job(self, job: Job, on_validation=None, retry: bool = False) -> tuple[dict, list[dict], list[dict]]:
         """Train one job; return its run row, per-image rows and history rows. Divergence → a failed row.

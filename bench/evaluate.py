@@ -3,15 +3,21 @@
     python -m bench.evaluate results/losses-quick-kodak24-bundled --test cbsd68 --data-root ../shared/data
     python -m bench.evaluate RUN_DIR --test /path/to/photos
 
-Every model saved in ``RUN_DIR/models/`` (``bench.ablate --save-models all``, the default) and the greyscale
-baseline are scored on the test set exactly as training scores its own test set (same preprocessing: shorter side →
+Every model saved in ``RUN_DIR/models/`` (``bench.ablate --save-models all``, the default) and the two baselines
+(grey; the mean colour, with the run's training mean ab from ``run.json``) are scored on the test set exactly as training scores its own test set (same preprocessing: shorter side →
 the run's ``size``, centre crop ``eval_size``; same metrics). Results go to ``RUN_DIR/evaluations/<set>/``:
 ``runs.csv`` (one row per model × cell × seed, with the test set's name) and ``per_image.csv``; models already
 scored on that set are skipped. A k-fold run saved one network per fold: each is scored on the whole set, and a
-(cell, seed)'s score of an image is the mean over its folds' networks (``bench.folds``). The run's leaderboard then shows one table per test set and a cross-set summary.
+(cell, seed)'s score of an image is the mean over its folds' networks (``bench.folds``), and the mean colour's the
+mean over the folds' constants. The run's leaderboard then shows one table per test set and a cross-set summary.
+
+A test image that shows one of the run's training or validation photos (the same content at any size or encoding:
+``bench.data.fingerprint``, stored in ``run.json`` at training time) is refused; an older ``run.json`` without
+fingerprints is checked against its listed files, and the command says when they cannot be found.
 """
 from __future__ import annotations
 
+import json
 import sys
 import warnings
 from datetime import datetime, timezone
@@ -20,12 +26,12 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import cli, folds, leaderboard, testsets
+from . import cli, folds, testsets
 from .checkpoint import WeightsError, load_weights, read_config, saved_models
-from .data import DataError, ImageStore, data_root, image_key, list_images, partition_usable, resolve, sha256, \
-    verify_manifest
+from .data import UNREADABLE, DataError, ImageStore, data_root, fingerprint, image_key, list_images, load_image, \
+    partition_usable, resize_shorter, resolve, same_content, verify_manifest
 from .metrics import evaluate_grey, fill_missing_lpips, lpips_metric, score_test
-from .records import append_rows, check_writable, environment, read_json, read_rows, slug
+from .records import GREY, MEAN_COLOUR, append_rows, check_writable, environment, read_json, read_rows, slug
 from .device import pick_device
 from .train import autocast_dtype
 
@@ -61,15 +67,52 @@ def run_meta(run_dir: Path) -> dict:
     return read_json(meta_file) if meta_file.is_file() else {}
 
 
-def check_not_trained_on(meta: dict, files: list[Path]) -> None:
-    """Refuse a test set that shares images (by content) with the run's training split, when ``run.json`` (``meta``)
-    lists it."""
-    # with k-fold rotation every fold trained on other images: a test image must be none of them
-    train = [Path(p) for split in [meta.get("splits", {}), *meta.get("fold_splits", [])] for p in split.get("train", [])]
-    hashes = {sha256(p) for p in train if p.is_file()}
-    clash = [p for p in files if sha256(p) in hashes]
+def known_fingerprints(meta: dict, run_dir: Path, size: int) -> tuple[dict[str, str], list[str]]:
+    """(file → fingerprint of every training and validation image of the run, files listed but not found).
+
+    ``run.json`` holds the fingerprints since they are taken at training time; an older one only lists the files,
+    which are then read (relative paths resolved against the current folder and every folder above the run's)."""
+    if meta.get("fingerprints"):
+        return {f: fp for split in meta["fingerprints"].values() for f, fp in split.items()}, []
+    listed = [p for split in [meta.get("splits", {}), *meta.get("fold_splits", [])]
+              for k in ("train", "val") for p in split.get(k, [])]
+    found, missing = {}, []
+    for name in dict.fromkeys(listed):
+        path = Path(name)
+        candidates = [path] if path.is_absolute() else [path, *(d / path for d in [run_dir, *run_dir.parents])]
+        hit = next((c for c in candidates if c.is_file()), None)
+        try:
+            found[name] = fingerprint(_tensor(resize_shorter(load_image(hit), size))) if hit else None
+        except UNREADABLE:
+            found[name] = None
+        if found[name] is None:
+            missing.append(name)
+            del found[name]
+    return found, missing
+
+
+def _tensor(arr):
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def check_not_trained_on(meta: dict, run_dir: Path, store: ImageStore) -> str | None:
+    """Refuse (``DataError``) a test set with an image that shows one of the run's training or validation photos,
+    by content (``bench.data.same_content``: any size, any encoding). Returns a one-line warning when some or all of
+    them could not be checked, else None."""
+    known, missing = known_fingerprints(meta, Path(run_dir), store.size)
+    names = list(known)
+    clash = same_content([fingerprint(img) for img in store.images], [known[n] for n in names])
     if clash:
-        raise DataError(f"{len(clash)} test image(s) are training images of this run, e.g. {clash[0]}")
+        i, j = clash[0]
+        raise DataError(f"{len(clash)} test image(s) show training or validation images of this run (same content "
+                        f"at any size or encoding), e.g. {store.files[i]} = {names[j]}: the test set must be held out")
+    if missing:
+        return (f"warning: {len(missing)} of {len(missing) + len(known)} training/validation files listed in "
+                f"run.json cannot be found (e.g. {missing[0]}) and run.json holds no fingerprints: the test set was "
+                f"not checked against them")
+    if not known:
+        return "warning: run.json lists no training images: the test set could not be checked against them"
+    return None
 
 
 def evaluation_dir(run_dir: Path, set_name: str) -> Path:
@@ -81,7 +124,20 @@ def evaluation_dir(run_dir: Path, set_name: str) -> Path:
 def main(argv=None) -> int:
     args = parse_args(argv)
     run_dir = Path(args.run_dir).expanduser()
-    with cli.usage_errors():
+    stores: dict[int, ImageStore] = {}
+
+    def images(size: int, eval_size: int):
+        """The test images preprocessed for one configuration (decoded once per size)."""
+        if size not in stores:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                stores[size] = ImageStore(files, size)
+            for w in caught:
+                print(f"warning: {w.message}", file=sys.stderr)
+        store = stores[size]
+        return store.centre_crops(eval_size), [image_key(f, folder) for f in store.files], len(bad) + len(store.skipped)
+
+    with cli.usage_errors(WeightsError):
         if not run_dir.is_dir():
             raise cli.UsageError(f"run folder {run_dir} does not exist")
         unusable: list[tuple] = []
@@ -97,7 +153,11 @@ def main(argv=None) -> int:
         if not files:
             raise DataError(f"none of the {len(bad)} image files under {folder} can be read")
         meta = run_meta(run_dir)
-        check_not_trained_on(meta, files)
+        size, eval_size, backbone = _grey_settings(meta, saved)
+        images(size, eval_size)
+        said = check_not_trained_on(meta, run_dir, stores[size])
+    if said:
+        print(said, file=sys.stderr)
     out = evaluation_dir(run_dir, sname)
     with cli.usage_errors():
         check_writable(out)  # a read-only run folder: one line before anything is scored
@@ -106,33 +166,28 @@ def main(argv=None) -> int:
     todo = [s for s in saved if (s.model, s.cell, str(s.seed), _fold(s.fold)) not in done]
     print(f"{run_dir}: {len(saved)} saved models, {len(saved) - len(todo)} already scored on {sname} "
           f"({len(files)} images under {folder}) → {out}", file=sys.stderr)
+    for folder_, why in unusable:
+        print(f"warning: skipping {folder_}: {why}", file=sys.stderr)
     env = environment(device)
     n_folds = meta.get("folds", "")
     shared = {"run": run_dir.name, "test_set": sname, "test_path": str(folder)}
-    stores: dict[int, ImageStore] = {}
-
-    def images(size: int, eval_size: int):
-        """The test images preprocessed for one configuration (decoded once per size)."""
-        if size not in stores:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                stores[size] = ImageStore(files, size)
-            for w in caught:
-                print(f"warning: {w.message}", file=sys.stderr)
-        store = stores[size]
-        return store.centre_crops(eval_size), [image_key(f, folder) for f in store.files], len(bad) + len(store.skipped)
-
-    for folder, why in unusable:
-        print(f"warning: skipping {folder}: {why}", file=sys.stderr)
-    if ("(none)", leaderboard.GREY, "0", "") not in done:
-        with cli.usage_errors(WeightsError):
-            size, eval_size, backbone = _grey_settings(meta, saved)
+    consts = _mean_abs(meta, run_dir)
+    if consts is None:
+        print("warning: the run records no training mean colour (run.json and runs.csv predate it): the mean-colour "
+              "baseline is left out", file=sys.stderr)
+    for cell in (GREY, MEAN_COLOUR):
+        if ("(none)", cell, "0", "") in done or (cell == MEAN_COLOUR and consts is None):
+            continue
         imgs, keys, n_skipped = images(size, eval_size)
         lpips_net, lpips_status = lpips_metric(backbone, device)
-        scores = fill_missing_lpips(evaluate_grey(imgs, device, lpips_net=lpips_net), lpips_net, len(keys))
-        _record(out, {**shared, **env, "model": "(none)", "cell": leaderboard.GREY, "loss": "(none)", "seed": 0,
-                      "size": size, "eval_size": eval_size, "encoder_pretrained": False,
-                      "lpips_backbone": lpips_status}, keys, n_skipped, scores)
+        # the mean colour of a k-fold run: each fold's constant scores every image; an image's score is their mean
+        parts = [evaluate_grey(imgs, device, lpips_net=lpips_net, ab=tuple(c))
+                 for c in ([(0.0, 0.0)] if cell == GREY else consts)]
+        scores = fill_missing_lpips({k: [sum(p[k][i] for p in parts) / len(parts) for i in range(len(keys))]
+                                     for k in parts[0]}, lpips_net, len(keys))
+        _record(out, {**shared, **env, "model": "(none)", "cell": cell, "loss": "(none)", "seed": 0,
+                      "size": size, "eval_size": eval_size, "encoder_pretrained": False, "lpips_backbone": lpips_status,
+                      **({"mean_ab": json.dumps(consts)} if cell == MEAN_COLOUR else {})}, keys, n_skipped, scores)
     for s in tqdm(todo, desc=f"scoring on {sname}", disable=args.no_progress, dynamic_ncols=True):
         try:
             net, cfg, info = load_weights(s.folder, device)
@@ -159,6 +214,20 @@ def main(argv=None) -> int:
         raise cli.UsageError(f"{len(unusable)} saved model(s) could not be used and were not scored, e.g. "
                              f"{unusable[0][1]}")
     return 0
+
+
+def _mean_abs(meta: dict, run_dir: Path) -> list | None:
+    """The mean-colour baseline's constant ab of every fold: ``run.json``'s ``mean_ab``, else the ``mean_colour``
+    row of ``runs.csv``; None for a run that recorded neither."""
+    if meta.get("mean_ab"):
+        return meta["mean_ab"]
+    for r in read_rows(run_dir / "runs.csv"):
+        if r.get("cell") == MEAN_COLOUR and r.get("mean_ab"):
+            try:
+                return json.loads(r["mean_ab"])
+            except ValueError:
+                return None
+    return None
 
 
 def _fold(fold) -> str:

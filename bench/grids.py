@@ -32,8 +32,9 @@ def add_grid(name: str, description: str, cells: list[Cell]) -> Grid:
 
 add_grid(
     "losses",
-    "The colorization losses of Ballester et al. 2022 on one model: pixel regression (MSE, L1, Huber) and KL over "
-    "quantised ab bins, plain and class-rebalanced; and MSE plus the AdaIN style loss (Huang & Belongie 2017).",
+    "Common colorization losses on one model: pixel regression (MSE and L1, two of the losses Ballester et al. 2022 "
+    "compare; Huber), KL over quantised ab bins (Zhang et al. 2016), plain and class-rebalanced; and MSE plus the "
+    "AdaIN style loss (Huang & Belongie 2017).",
     [
         Cell("mse", {"loss": "mse"}),
         Cell("l1", {"loss": "l1"}),

@@ -125,14 +125,17 @@ def evaluate(model, images: torch.Tensor, device, batch_size: int = 16, refs: to
 
 
 @torch.no_grad()
-def evaluate_grey(images: torch.Tensor, device="cpu", batch_size: int = 16, lpips_net=None) -> dict[str, list[float]]:
-    """The greyscale baseline: ab = 0 everywhere. Every colorizer must beat it."""
+def evaluate_grey(images: torch.Tensor, device="cpu", batch_size: int = 16, lpips_net=None,
+                  ab: tuple[float, float] = (0.0, 0.0)) -> dict[str, list[float]]:
+    """A constant-colour baseline: the same ``ab`` at every pixel. ab = 0 (the default) is the greyscale baseline;
+    the training images' mean ab is the mean-colour baseline (a global tint). Every colorizer must beat both."""
     out: dict[str, list[float]] = {}
     for s in range(0, len(images), batch_size):
         u8 = images[s : s + batch_size].to(device)
         rgb = u8.float() / 255.0
-        L, ab = split_lab(u8)
-        for k, v in score(merge_lab(L, torch.zeros_like(ab)), rgb, lpips_net).items():
+        L, true_ab = split_lab(u8)
+        const = torch.tensor(ab, dtype=true_ab.dtype, device=true_ab.device).view(1, 2, 1, 1).expand_as(true_ab)
+        for k, v in score(merge_lab(L, const), rgb, lpips_net).items():
             out.setdefault(k, []).extend(v.cpu().tolist())
     return out
 

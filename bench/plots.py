@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .records import GREY, atomic_write_bytes
+from .records import BASELINES, GREY, MEAN_COLOUR, atomic_write_bytes
 from .stats import ci95
 
 
@@ -39,6 +39,7 @@ def save_figure(fig, path: Path, dpi: int = 120) -> None:
 
 
 GREY_COLOUR = "#7f7f7f"
+MEAN_COLOUR_COLOUR = "#b5651d"  # the mean-colour baseline: a brown tint, apart from the cells' palette
 
 
 def palette(labels) -> dict[str, str]:
@@ -47,7 +48,7 @@ def palette(labels) -> dict[str, str]:
     import matplotlib.colors as mcolors
     import seaborn as sns
 
-    names = sorted({str(x) for x in labels if str(x) != GREY})
+    names = sorted({str(x) for x in labels if str(x) not in BASELINES})
     base = [c for i, c in enumerate(sns.color_palette("tab10")) if i != 7]  # tab10's 8th colour is grey
     if len(names) > len(base):
         base = [c for i, c in enumerate(sns.color_palette("tab20")) if i not in (14, 15)]
@@ -55,6 +56,7 @@ def palette(labels) -> dict[str, str]:
         base = sns.color_palette("husl", len(names))
     out = {n: mcolors.to_hex(base[i]) for i, n in enumerate(names)}
     out[GREY] = GREY_COLOUR
+    out[MEAN_COLOUR] = MEAN_COLOUR_COLOUR
     return out
 
 
@@ -65,7 +67,7 @@ def run_palette(runs: pd.DataFrame) -> dict[str, str]:
 
 def _label(df: pd.DataFrame) -> pd.Series:
     """Cell label: ``cell``, or ``model / cell`` when the run has several models."""
-    single = df.loc[df["cell"] != GREY, "model"].nunique() <= 1  # the greyscale row has model "(none)"
+    single = df.loc[~df["cell"].isin(BASELINES), "model"].nunique() <= 1  # the baselines have model "(none)"
     return df["cell"] if single else df["model"].astype(str) + " / " + df["cell"].astype(str)
 
 
@@ -86,7 +88,8 @@ def psnr_per_cell(runs: pd.DataFrame, path: Path, colours: dict | None = None) -
     ok = runs[runs["status"] == "ok"].copy()
     ok["psnr"] = pd.to_numeric(ok["psnr"], errors="coerce")
     grey = ok[ok["cell"] == GREY]
-    cells = ok[ok["cell"] != GREY].copy()
+    tint = ok[ok["cell"] == MEAN_COLOUR]
+    cells = ok[~ok["cell"].isin(BASELINES)].copy()
     cells["label"] = _label(cells)
     summary = cells.groupby("label")["psnr"].agg(["mean", ci95]).sort_values("mean", ascending=False)
     order = summary.index.tolist()
@@ -106,6 +109,9 @@ def psnr_per_cell(runs: pd.DataFrame, path: Path, colours: dict | None = None) -
     if len(grey):
         g = grey["psnr"].mean()
         ax.axvline(g, ls="--", color=GREY_COLOUR, label=f"greyscale {g:.2f} dB")
+    if len(tint):
+        t = tint["psnr"].mean()
+        ax.axvline(t, ls=":", color=MEAN_COLOUR_COLOUR, label=f"mean colour {t:.2f} dB")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3, fontsize=8, frameon=False)
     ax.set_xlabel("test PSNR (dB)")
     ax.set_title("Test PSNR per cell", fontsize=11)
@@ -181,7 +187,7 @@ def throughput(runs: pd.DataFrame, path: Path, bench_rows: pd.DataFrame | None =
         bench_rows: optional rows of ``results/throughput-<device>.csv`` (``bench.throughput``); when given, a
             second panel shows its training and inference rates per model.
     """
-    ok = runs[(runs["status"] == "ok") & (runs["cell"] != GREY)].copy()
+    ok = runs[(runs["status"] == "ok") & ~runs["cell"].isin(BASELINES)].copy()
     if ok.empty or "train_img_per_s" not in ok:
         return False
     plt, sns = _plt()

@@ -32,6 +32,10 @@ class CorruptRecordError(RuntimeError):
 
 #: The cell name of the greyscale baseline row (ab = 0) that every leaderboard has.
 GREY = "grey"
+#: The cell name of the mean-colour baseline: a constant ab, the mean ab of the training images' pixels (per fold).
+MEAN_COLOUR = "mean_colour"
+#: Rows that no network trained: never ranked as cells, never "the best".
+BASELINES = (GREY, MEAN_COLOUR)
 
 #: Columns that a results file must have (by file name); a file without them (e.g. its header line deleted, so that
 #: the first data row reads as the header) is reported as damaged instead of being read or rewritten.

@@ -22,7 +22,7 @@ import pandas as pd
 
 from . import cli, leaderboard, plots, samples, testsets
 from .paths import results_root
-from .records import (GREY, CorruptRecordError, atomic_write_text, device_slug, read_json, read_rows, redact,
+from .records import (BASELINES, CorruptRecordError, atomic_write_text, device_slug, read_json, read_rows, redact,
                       write_error_message)
 from . import stats as pstats
 from .stats import N_BOOT, metric as get_metric
@@ -78,9 +78,9 @@ def per_image_table(per_image: pd.DataFrame, order: list[tuple[str, str]]) -> pd
         return pd.DataFrame()
     piv = per_image.pivot_table(index="image", columns=["model", "cell"], values="psnr", aggfunc="mean")
     cols = [c for c in order if c in piv.columns]
-    multi = len({m for m, c in cols if c != GREY}) > 1
+    multi = len({m for m, c in cols if c not in BASELINES}) > 1
     piv = piv[cols]
-    piv.columns = [f"{m} / {c}" if multi and c != GREY else c for m, c in cols]
+    piv.columns = [f"{m} / {c}" if multi and c not in BASELINES else c for m, c in cols]
     return piv.reset_index()
 
 
@@ -109,7 +109,7 @@ def config_tables(meta: dict, runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.Data
     except ValueError:
         pass
     if not cells:  # unknown grid: list the cells seen in runs.csv with their loss
-        seen = runs[runs["cell"] != GREY].drop_duplicates("cell")
+        seen = runs[~runs["cell"].isin(BASELINES)].drop_duplicates("cell")
         cells = [{"cell": r["cell"], "changes": f"loss={r.get('loss', '')}"} for _, r in seen.iterrows()]
     return base, pd.DataFrame(cells)
 
@@ -158,7 +158,7 @@ def make_figures(data: dict, board: pd.DataFrame, fig_dir: Path, throughput_rows
                                      "Accuracy against vivid colour: higher PSNR usually means duller colours.")
     if plots.throughput(runs, fig_dir / "throughput.png", throughput_rows):
         out["throughput"] = (fig_dir / "throughput.png", "Training throughput per model (images/s).")
-    order = [(m, c) for m, c in zip(board["model"], board["cell"]) if c != GREY] if not board.empty else []
+    order = [(m, c) for m, c in zip(board["model"], board["cell"]) if c not in BASELINES] if not board.empty else []
     scores = {}
     if not per_image.empty:
         for _, r in per_image.iterrows():
@@ -223,7 +223,9 @@ def render(run_dir: Path, data: dict, board: pd.DataFrame, failed: pd.DataFrame,
         summary.append(f"Top-ranked cell: **{best[1]}** ({best[0]}), {m.fmt(row['score'])}{ci}{unit} test "
                        f"{m.label or m.name} over {int(row['n'])} seed(s)"
                        + (f", {m.fmt(row['delta_grey'], True)}{unit} vs. greyscale" if "delta_grey" in row
-                          and not pd.isna(row["delta_grey"]) else "") + ".")
+                          and not pd.isna(row["delta_grey"]) else "")
+                       + (f", {m.fmt(row['delta_mean_colour'], True)}{unit} vs. the mean colour"
+                          if "delta_mean_colour" in row and not pd.isna(row["delta_mean_colour"]) else "") + ".")
     verdict = leaderboard.verdict_lines(board, m)
     if data.get("per_image_missing"):  # say why there is no verdict instead of concluding without its input
         verdict = [f"Paired statistics are unavailable: {data['per_image_missing']}, so no cell is called better "
@@ -232,7 +234,7 @@ def render(run_dir: Path, data: dict, board: pd.DataFrame, failed: pd.DataFrame,
                    f"*{meta.get('preset', '?')}*, {meta.get('seeds', runs['seed'].nunique())} seed(s); data: "
                    f"{data_summary(runs, meta)}.")
     n_ok, n_failed = int((runs["status"] == "ok").sum()), int((runs["status"] != "ok").sum())
-    summary.append(f"{n_ok} successful run(s) (greyscale row included), {n_failed} failed.")
+    summary.append(f"{n_ok} successful run(s) (the grey and mean-colour baseline rows included), {n_failed} failed.")
     base, cells = config_tables(meta, runs)
     env = env_table(runs, meta)
     pi_table = per_image_table(data["per_image"], [(m, c) for m, c in zip(board["model"], board["cell"])]

@@ -11,7 +11,8 @@ is a table ``X[cell][seed, image]``. Two kinds of claims are made from it, on tw
   (exact), else ``N_PERM`` seeded random ones. The p-value is *randomised within ties* (see
   :func:`sign_flip_pvalues`), which makes it uniform under the null at every n, so the test rejects exactly 5 % of
   the time at α = 0.05 — also at n = 6, where a non-randomised exact test can only have size 1/32 or 1/16.
-  ``tests/test_stats.py`` checks this by simulation at n = 6, 24 and 100.
+  ``tests/test_stats.py`` checks this by simulation at n = 6, 24 and 100. Decisions (``compare_cells``) use the
+  conservative p: a tie-break hash never makes a cell significant.
 * **The losses** (two levels: images × seeds). :func:`hierarchical_ci` bootstraps both levels: images are
   resampled (the same images for both cells: they stay paired) and, within each cell, its seeds. The percentile
   interval of the mean difference covers seed-to-seed variation too; with one seed per cell it is an image-level
@@ -264,8 +265,8 @@ def min_detectable_difference(sd: float, n: int, alpha: float = ALPHA, power: fl
 
     From ``n = 11`` on it is the paired t-test's ``(t_{1−α/2, n−1} + t_{power, n−1}) · sd / √n``, which the sign-flip
     test matches (checked by simulation in the tests). For fewer pairs the sign-flip test's discreteness costs
-    power (at n = 6 it reaches 73 % at that difference), so the factor is found by simulating the test itself
-    (seeded, cached per n). NaN for ``n < 2``; inf when no difference reaches that power (n ≤ 5 at
+    power, so the factor is found by simulating the test itself with the conservative p, the one decisions use
+    (seeded, cached per n; at n = 6 only six differences of one sign reject). NaN for ``n < 2``; inf when no difference reaches that power (n ≤ 5 at
     α = 0.05 and 80 %: with 2^n sign patterns the smallest possible p is 2/2^n).
     """
     if n < 2 or sd is None or not math.isfinite(sd):
@@ -281,7 +282,7 @@ def _mde_factor(n: int, alpha: float, power: float) -> float:
     z = np.random.default_rng(12345).standard_normal((2000, n))  # the same draws for every δ: a smooth search
 
     def achieved(delta):
-        return float((sign_flip_pvalues(z + delta, seed=0)["p"] <= alpha).mean())
+        return float((sign_flip_pvalues(z + delta, seed=0)["p_conservative"] <= alpha).mean())
 
     lo, hi = t_factor, 2 * t_factor  # the t-test's difference is a lower bound: the sign-flip test is not stronger
     while achieved(hi) < power:
@@ -371,31 +372,36 @@ def _count_weights(rng, k: int, m: int) -> np.ndarray:
 
 
 def compare_cells(per_image: pd.DataFrame, best, grey=None, metric: str | Metric = "psnr", n_boot: int = N_BOOT,
-                  n_perm: int = N_PERM, seed: int = 0, alpha: float = ALPHA) -> pd.DataFrame:
-    """Compare every cell with the best cell and with the greyscale baseline, image by image.
+                  n_perm: int = N_PERM, seed: int = 0, alpha: float = ALPHA, baselines: dict | None = None
+                  ) -> pd.DataFrame:
+    """Compare every trained cell with the best cell and with each baseline, image by image.
 
     Args:
         per_image: rows of ``per_image.csv`` of successful runs (one group of comparable cells).
         best: ``(model, cell)`` of the best cell.
-        grey: ``(model, cell)`` of the greyscale baseline, or None.
+        grey: ``(model, cell)`` of the greyscale baseline, or None (the baseline named ``grey``).
         metric: the per-image metric (name or :class:`Metric`); differences are in its units.
         n_boot: resamples of the two-level interval.
         n_perm: random sign flips per test when there are more than 16 images.
         seed: seed of every test and interval (the same for each comparison: results do not depend on the order
             of the cells).
         alpha: significance level.
+        baselines: other baselines, column prefix → ``(model, cell)`` (e.g. ``{"mean_colour": ("(none)",
+            "mean_colour")}``); compared like grey. Baselines are never trained cells (not in the "best" family).
 
     Returns:
         One row per cell:
 
         * ``n_images``, ``n_seeds``;
-        * ``grey_diff`` (cell − grey, per-image seed means), ``grey_lo``/``grey_hi`` (two-level CI over images ×
-          seeds), ``grey_sd`` (SD of the per-image differences), ``p_grey_raw`` (sign-flip, randomised),
-          ``p_grey_conservative``, ``p_grey`` (Holm over the cells compared with grey), ``better_than_grey``
-          and ``worse_than_grey`` (significant at ``alpha`` after Holm, in the metric's direction);
+        * per baseline ``<b>`` (``grey``, ...): ``<b>_diff`` (cell − baseline, per-image seed means), ``<b>_lo``/
+          ``<b>_hi`` (two-level CI over images × seeds), ``<b>_sd`` (SD of the per-image differences),
+          ``p_<b>_raw`` (sign-flip, randomised), ``p_<b>_conservative``, ``p_<b>`` (Holm over the trained cells
+          compared with that baseline, applied to the *conservative* p: a decision never rests on the randomised
+          tie-break), ``better_than_<b>`` and ``worse_than_<b>`` (significant at ``alpha`` after Holm, in the
+          metric's direction). A baseline's row holds its single, unadjusted comparison with each other baseline;
         * the same ``best_*`` columns against the best cell, where ``p_best`` is Holm-adjusted over *all pairs* of
-          trained cells (grey excluded; this keeps the family-wise error at ``alpha`` although the best cell was
-          picked from the same data) and ``worse_than_best`` is its decision; ``best_*`` are empty for the best
+          trained cells (baselines excluded; this keeps the family-wise error at ``alpha`` although the best cell
+          was picked from the same data) and ``worse_than_best`` is its decision; ``best_*`` are empty for the best
           cell. The p-values are the sign-flip test's on the seed-averaged per-image values; the intervals are
           two-level (:func:`hierarchical_ci`).
     """
@@ -404,13 +410,16 @@ def compare_cells(per_image: pd.DataFrame, best, grey=None, metric: str | Metric
     means = image_means(per_image, m.name)
     cells = list(means.columns)
     best = tuple(best) if best is not None else None
-    grey = tuple(grey) if grey is not None else None
+    bases = {"grey": tuple(grey)} if grey is not None else {}
+    bases.update({k: tuple(v) for k, v in (baselines or {}).items() if v is not None})
+    bases = {k: v for k, v in bases.items() if v in means.columns}
     if not cells:
         return pd.DataFrame()
     rows = {c: {"model": c[0], "cell": c[1], "n_images": int(means[c].notna().sum()),
                 "n_seeds": int(per_image[(per_image["model"] == c[0]) & (per_image["cell"] == c[1])]["seed"].nunique())}
             for c in cells}
     tables = {c: seed_image_table(per_image, c, m.name, means.index) for c in cells}
+    trained = [c for c in cells if c not in bases.values()]
 
     def interval(c, other, prefix):
         ci = hierarchical_ci(tables[c], tables[other], n_boot=n_boot, seed=seed)
@@ -418,24 +427,28 @@ def compare_cells(per_image: pd.DataFrame, best, grey=None, metric: str | Metric
         rows[c].update({f"{prefix}_diff": float(d.mean()) if len(d) else math.nan, f"{prefix}_lo": ci["lo"],
                         f"{prefix}_hi": ci["hi"], f"{prefix}_sd": float(d.std(ddof=1)) if len(d) > 1 else math.nan})
 
-    # against grey: one family of (cells − 1) tests
-    if grey in means.columns:
-        vs_grey = [c for c in cells if c != grey]
-        tests = [sign_flip_test(means[c].to_numpy(), means[grey].to_numpy(), n_perm=n_perm, seed=seed)
-                 for c in vs_grey]
-        adj = holm([t["p"] for t in tests])
-        for c, t, p in zip(vs_grey, tests, adj):
-            interval(c, grey, "grey")
-            better = sign * rows[c]["grey_diff"] > 0
-            rows[c].update(p_grey_raw=t["p"], p_grey_conservative=t["p_conservative"], p_grey=p,
-                           better_than_grey=bool(p < alpha and better), worse_than_grey=bool(p < alpha and not better))
+    # against each baseline: one family of tests over the trained cells (Holm on the conservative p)
+    for prefix, base in bases.items():
+        tests = [sign_flip_test(means[c].to_numpy(), means[base].to_numpy(), n_perm=n_perm, seed=seed)
+                 for c in trained]
+        adj = holm([t["p_conservative"] for t in tests])
+        results = list(zip(trained, tests, adj))
+        for b in bases.values():  # a baseline against another one: one test, in no family
+            if b != base:
+                t = sign_flip_test(means[b].to_numpy(), means[base].to_numpy(), n_perm=n_perm, seed=seed)
+                results.append((b, t, t["p_conservative"]))
+        for c, t, p in results:
+            interval(c, base, prefix)
+            better = sign * rows[c][f"{prefix}_diff"] > 0
+            rows[c].update({f"p_{prefix}_raw": t["p"], f"p_{prefix}_conservative": t["p_conservative"],
+                            f"p_{prefix}": p, f"better_than_{prefix}": bool(p < alpha and better),
+                            f"worse_than_{prefix}": bool(p < alpha and not better)})
     # against the best: Holm over every pair of trained cells, because the best was picked from these same data
     if best in means.columns:
-        trained = [c for c in cells if c != grey]
         pairs = [(i, j) for k, i in enumerate(trained) for j in trained[k + 1 :]]
         tests = {pair: sign_flip_test(means[pair[0]].to_numpy(), means[pair[1]].to_numpy(), n_perm=n_perm,
                                       seed=seed) for pair in pairs}
-        adj = dict(zip(pairs, holm([t["p"] for t in tests.values()])))
+        adj = dict(zip(pairs, holm([t["p_conservative"] for t in tests.values()])))
         for c in trained:
             if c == best:
                 continue
@@ -445,12 +458,13 @@ def compare_cells(per_image: pd.DataFrame, best, grey=None, metric: str | Metric
             rows[c].update(p_best_raw=tests[pair]["p"], p_best_conservative=tests[pair]["p_conservative"],
                            p_best=p, worse_than_best=bool(p < alpha and sign * rows[c]["best_diff"] < 0))
     out = pd.DataFrame(list(rows.values()))
-    for fam in ("grey", "best"):  # every column exists, empty where there was nothing to compare
+    for fam in ("grey", *bases, "best"):  # every column exists, empty where there was nothing to compare
         for col in (f"{fam}_diff", f"{fam}_lo", f"{fam}_hi", f"{fam}_sd", f"p_{fam}_raw", f"p_{fam}_conservative",
                     f"p_{fam}"):
             if col not in out:
                 out[col] = math.nan
-    for col in ("better_than_grey", "worse_than_grey", "worse_than_best"):
+    for col in ("better_than_grey", "worse_than_grey", "worse_than_best",
+                *(f"{w}_than_{b}" for b in bases for w in ("better", "worse"))):
         out[col] = out[col].fillna(False).astype(bool) if col in out else False
     return out
 

@@ -2,8 +2,10 @@
 
 A run folder's own test set is scored during training (``runs.csv``, ``per_image.csv``); every other set that
 ``python -m bench.evaluate RUN_DIR --test SET`` scored lives in ``evaluations/<set>/`` with the same two files. The
-cross-set summary gives each cell's rank on each set and the Spearman rank correlation of the cells' mean PSNR
-between every two sets (computed over the cells scored on both). Any ranking metric works (``metric``).
+cross-set summary gives each cell's rank on each set and the Spearman rank correlation of the trained cells' mean
+PSNR between every two sets (computed over the cells scored on both; the baselines, grey and the mean colour, are
+shown but left out of the correlation: they are no cells, and their distance from every trained cell would inflate
+it). Any ranking metric works (``metric``).
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from scipy import stats
 
 from . import leaderboard
 from . import stats as pstats
-from .records import atomic_write_text
+from .records import BASELINES, atomic_write_text
 
 
 def evaluation_dirs(run_dir) -> dict[str, Path]:
@@ -54,7 +56,8 @@ def boards(run_dir, main_board: pd.DataFrame | None = None, n_boot: int | None =
 
 
 def cross_set(tables: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(each cell's rank and score on each set, Spearman correlation of every two sets' scores over the cells).
+    """(each cell's rank and score on each set, Spearman correlation of every two sets' scores over the trained
+    cells: the baselines are listed in the ranks but left out of the correlation).
 
     Args:
         tables: test-set name → leaderboard with ``model``, ``cell``, ``rank`` and ``score`` (the ranking metric's
@@ -77,30 +80,41 @@ def cross_set(tables: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFra
     ranks = ranks.sort_values(f"{first} rank", kind="stable", na_position="last").reset_index(drop=True)
     pairs = []
     for a, b in itertools.combinations([n for n in tables if f"{n} score" in ranks], 2):
-        both = ranks[[f"{a} score", f"{b} score"]].dropna()
+        both = ranks.loc[~ranks["cell"].isin(BASELINES), [f"{a} score", f"{b} score"]].dropna()
         rho, p = spearman(both.iloc[:, 0], both.iloc[:, 1]) if len(both) >= 3 else (math.nan, math.nan)
         pairs.append({"set A": a, "set B": b, "n_cells": len(both), "rho": float(rho), "p": float(p)})
     return ranks, pd.DataFrame(pairs)
 
 
-#: up to this many cells the p-value of Spearman's rho is exact (all n! orderings); above, scipy's t approximation
+#: up to this many cells the p-value of Spearman's rho is exact (all n! orderings); above, a Monte-Carlo
+#: permutation p from ``N_PERM`` seeded random orderings
 EXACT_MAX = 8
+N_PERM = 20_000
 
 
-def spearman(x, y) -> tuple[float, float]:
-    """(Spearman's rho, two-sided p-value) of two score lists. With few cells the t approximation is far off (it
-    gives p = 0 for three cells in the same order, whose exact p is 1/3), so up to ``EXACT_MAX`` cells p is the
-    share of all orderings of ``y`` whose |rho| is at least the observed one."""
+def spearman(x, y, n_perm: int = N_PERM, seed: int = 0) -> tuple[float, float]:
+    """(Spearman's rho, two-sided permutation p-value) of two score lists. The t approximation is far off with few
+    cells (p = 0 for three cells in the same order, whose exact p is 1/3), so p is the share of orderings of ``y``
+    whose |rho| reaches the observed one: all of them up to ``EXACT_MAX`` cells, else ``n_perm`` seeded random
+    ones with the observed ordering counted as one more ((k + 1) / (n_perm + 1): never 0)."""
     res = stats.spearmanr(x, y)
     rho = float(res.statistic)
-    if len(x) > EXACT_MAX or math.isnan(rho):
-        return rho, float(res.pvalue)
+    if math.isnan(rho):
+        return rho, math.nan
     rx = stats.rankdata(x)
     rx = rx - rx.mean()
-    perms = np.array(list(itertools.permutations(stats.rankdata(y))))  # every ordering of y's ranks, one per row
+    ry = stats.rankdata(y)
+    if len(x) <= EXACT_MAX:
+        perms = np.array(list(itertools.permutations(ry)))  # every ordering of y's ranks, one per row
+    else:
+        rng = np.random.default_rng(seed)
+        perms = rng.permuted(np.tile(ry, (n_perm, 1)), axis=1)
     perms = perms - perms.mean(axis=1, keepdims=True)
     r = perms @ rx / (np.linalg.norm(perms, axis=1) * np.linalg.norm(rx))  # Pearson on ranks = Spearman
-    return rho, float(np.mean(np.abs(r) >= abs(rho) - 1e-12))
+    hits = int(np.sum(np.abs(r) >= abs(rho) - 1e-12))
+    if len(x) <= EXACT_MAX:
+        return rho, hits / len(perms)
+    return rho, (hits + 1) / (n_perm + 1)
 
 
 INTRO = ("Every saved model re-scored by `python -m bench.evaluate` (no training), with the greyscale baseline; "
@@ -132,14 +146,17 @@ def sections(run_dir, main_board: pd.DataFrame | None = None, n_boot: int | None
         shown = ranks[["model", "cell"]].copy()
         for name in tables:
             if f"{name} rank" in ranks:
-                shown[name] = [f"{int(r)} ({m.fmt(v)})" if pd.notna(r) else "—"
-                               for r, v in zip(ranks[f"{name} rank"], ranks[f"{name} score"])]
-        out.append(("Across test sets: rank on each set", f"Each cell's rank ({m.title}) on each test set.", shown))
+                shown[name] = [f"{int(r)} ({m.fmt(v)})" if pd.notna(r) else f"– ({m.fmt(v)})" if pd.notna(v)
+                               else "—" for r, v in zip(ranks[f"{name} rank"], ranks[f"{name} score"])]
+        out.append(("Across test sets: rank on each set",
+                    f"Each cell's rank ({m.title}) on each test set; the baselines (–) are not ranked.", shown))
     if not rho.empty:
         fmt = rho.assign(rho=[f"{v:+.3f}" if pd.notna(v) else "—" for v in rho["rho"]],
                          p=[f"{v:.3f}" if pd.notna(v) else "—" for v in rho["p"]])
-        out.append(("Across test sets: rank agreement", "Spearman correlation of the cells' scores between two test "
-                    "sets (1: the same ranking), over the cells scored on both (at least 3 for a value).", fmt))
+        note = ("Spearman correlation of the cells' scores between two test sets (1: the same ranking), over the "
+                "trained cells scored on both (at least 3 for a value; the baselines are left out); p: permutation "
+                "test (exact up to 8 cells, else Monte-Carlo).")
+        out.append(("Across test sets: rank agreement", note, fmt))
     return out
 
 

@@ -20,7 +20,7 @@ from .abbins import ABBins
 from .colour import rgb_to_lab, split_lab
 from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from .config import CellConfig
-from .data import BUNDLED_FOLDS, CropSchedule, ImageStore, Splits, fold_splits, make_splits
+from .data import BUNDLED_FOLDS, CropSchedule, ImageStore, Splits, fingerprint, fold_splits, make_splits, mean_ab
 from .device import amp_dtype, autocast, pick_device
 from .metrics import evaluate, fill_missing_lpips, lpips_metric, score_test
 
@@ -54,6 +54,15 @@ class Prepared:
     skipped: list
     size: int
     _priors: dict = field(default_factory=dict)
+    #: split ("train", "val") → {file: content fingerprint} (``bench.data.fingerprint``), for ``bench.evaluate``
+    fingerprints: dict = field(default_factory=dict)
+    _mean_ab: tuple | None = None
+
+    def mean_ab(self) -> tuple[float, float]:
+        """The mean ab of the training images' pixels (the mean-colour baseline's constant), cached."""
+        if self._mean_ab is None:
+            self._mean_ab = mean_ab(self.train.images)
+        return self._mean_ab
 
     @property
     def test_keys(self) -> list[str]:
@@ -75,7 +84,12 @@ def prepare(cfg: CellConfig, data: str | None = None, test: str | None = None, r
     train, val, tst = (ImageStore(getattr(splits, k), cfg.size, decoded=splits.decoded) for k in ("train", "val", "test"))
     splits.decoded = {}  # the stores hold what they keep
     return Prepared(splits, train, val.centre_crops(cfg.eval_size), tst.centre_crops(cfg.eval_size), tst.files,
-                    train.skipped + val.skipped + tst.skipped, cfg.size)
+                    train.skipped + val.skipped + tst.skipped, cfg.size, fingerprints=_fingerprints(train, val))
+
+
+def _fingerprints(train: ImageStore, val: ImageStore) -> dict:
+    return {k: {str(f): fingerprint(img) for f, img in zip(s.files, s.images)} for k, s in (("train", train),
+                                                                                             ("val", val))}
 
 
 def prepare_folds(cfg: CellConfig, data: str | None = None, folds: int = BUNDLED_FOLDS, root=None,
@@ -94,7 +108,8 @@ def prepare_folds(cfg: CellConfig, data: str | None = None, folds: int = BUNDLED
     for splits in fold_splits(data, folds, root, verify=verify):
         train, val, tst = (ImageStore(getattr(splits, k), cfg.size) for k in ("train", "val", "test"))
         out.append(Prepared(splits, train, val.centre_crops(cfg.eval_size), tst.centre_crops(cfg.eval_size),
-                            tst.files, train.skipped + val.skipped + tst.skipped, cfg.size))
+                            tst.files, train.skipped + val.skipped + tst.skipped, cfg.size,
+                            fingerprints=_fingerprints(train, val)))
     return out
 
 def build_cell(cfg: CellConfig, prep: Prepared | None, device: torch.device):

@@ -87,7 +87,8 @@ class WGANGPLoss(nn.Module):
 
     Args:
         gp_weight: weight of the gradient penalty in the critic's loss (Gulrajani et al.: 10).
-        critic_steps: critic updates per generator update (on the same batch).
+        critic_steps: critic updates per generator update (on the same batch). Default 1, our choice to keep a step
+            cheap; Gulrajani et al. use 5 (``loss_params={"critic_steps": 5}``).
         critic_lr: the critic's Adam learning rate (betas 0, 0.9 as in Gulrajani et al.).
         critic_width: channels of the critic's first layer.
         critic_seed: seed of the critic's initialisation (the trainer passes the cell's training seed).

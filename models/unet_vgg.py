@@ -41,13 +41,14 @@ class ColorHead(nn.Module):
         self.temperature = temperature
         self.bins = ABBins() if head == "bins" else None
         self.proj = nn.Conv2d(c_in, 2 if head == "ab" else self.bins.n_bins, 1)
-        # Zero start: an untrained ab head predicts ab = 0, the greyscale baseline, instead of random colours
-        # that training must first unlearn (a bins head starts from equal logits). The gradient still reaches the
+        # Neutral start: an untrained head predicts ab = 0, the greyscale baseline, instead of random colours that
+        # training must first unlearn. Zero weights; the bins head's bias is the logits whose annealed mean is
+        # grey (equal logits would decode to an orange cast, ab ≈ (15.6, 6.0)). The gradient still reaches the
         # projection at once and the layers below from the second step on. Quick preset, MSE, bundled Kodak24:
-        # with PyTorch's default init the network was 1.4 dB below grey after 150 steps (issue 12); with this one
-        # it is 1.5-1.6 dB above grey after 30 steps (the default job, 4 folds; results/default-job-cpu.md).
+        # with PyTorch's default init the network was 1.4 dB below grey after 150 steps (issue 12).
         nn.init.zeros_(self.proj.weight)
-        nn.init.zeros_(self.proj.bias)
+        with torch.no_grad():
+            self.proj.bias.copy_(torch.zeros(2) if head == "ab" else self.bins.neutral_logits(temperature))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.proj(x)

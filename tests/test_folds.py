@@ -78,13 +78,13 @@ def test_fold_runs_are_recorded_per_fold_and_cover_every_image(fold_run):
 
     out, _ = fold_run
     runs = read_rows(out / "runs.csv")
-    trained = [r for r in runs if r["cell"] != "grey"]
+    trained = [r for r in runs if r["model"] != "(none)"]
     assert sorted((r["cell"], r["seed"], r["fold"]) for r in trained) == [
         ("kl", "0", "0"), ("kl", "0", "1"), ("mse", "0", "0"), ("mse", "0", "1")]
     assert all(r["folds"] == "2" and r["n_test"] == "12" for r in trained)
     files = sorted(p.name for p in list_images(BUNDLED))
     per_image = read_rows(out / "per_image.csv")
-    for cell in ("grey", "mse", "kl"):  # every image scored once per cell and seed, by the fold that tests it
+    for cell in ("grey", "mean_colour", "mse", "kl"):  # every image scored once per cell and seed, by the fold that tests it
         assert sorted(r["image"] for r in per_image if r["cell"] == cell) == files
     folds = {r["image"]: r["fold"] for r in per_image if r["cell"] == "mse"}
     assert {r["image"]: r["fold"] for r in per_image if r["cell"] == "kl"} == folds  # same images per fold
@@ -107,7 +107,7 @@ def test_leaderboard_combines_the_folds_of_a_seed(fold_run):
     assert failed.empty
     per_image = pd.DataFrame(read_rows(out / "per_image.csv"))
     per_image["psnr"] = per_image["psnr"].astype(float)
-    for cell in ("mse", "kl", "grey"):
+    for cell in ("mse", "kl", "grey", "mean_colour"):
         row = board[board["cell"] == cell].iloc[0]
         assert row["n"] == 1  # one seed: its two folds are one run of the leaderboard
         # the cell's PSNR is the mean over all 24 test images (both folds have 12: weights are equal)
@@ -163,3 +163,14 @@ def test_combine_folds_weights_by_test_images_and_fails_incomplete_seeds():
     assert out.loc["b", "status"] == "failed" and "fold 1: not finished" in out.loc["b", "error"]
     assert out.loc["c", "status"] == "failed" and "fold 1: loss is nan" in out.loc["c", "error"]
     assert out.loc["grey", "psnr"] == "19"  # rows without folds are left alone
+
+
+def test_which_bundled_photos_train_how_many_folds():
+    """What the README says: kodim01 and kodim12 train no fold's network (they only validate and test)."""
+    from collections import Counter
+
+    splits = fold_splits(None, 4)
+    trains = Counter(p.name for s in splits for p in s.train)
+    never = sorted(p.name for s in splits for p in s.test if not trains[p.name])
+    assert never == ["kodim01.png", "kodim12.png"]
+    assert sorted(Counter(trains[p.name] for s in splits for p in s.test).items()) == [(0, 2), (1, 2), (2, 2), (3, 18)]

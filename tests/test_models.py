@@ -117,6 +117,26 @@ def test_bins_head(name, inputs):
     _check_grads(model, model.to_ab(_forward(model, L, ref)))
 
 
+@pytest.mark.parametrize("head", ["ab", "bins"])
+@pytest.mark.parametrize("name", ALL)
+def test_every_head_starts_at_grey(name, head, inputs):
+    """An untrained colorizer predicts ab = 0 (the greyscale baseline) on real photos, whatever its head: the bins
+    head's annealed mean included (equal logits would decode to the mean bin centre, ab ≈ (15.6, 6.0))."""
+    if not _supports(name, "head"):
+        pytest.skip(f"{name} has no head argument")
+    L, ref = inputs
+    model = _build(name, head=head)
+    if _task(model) != "colorization":
+        pytest.skip(f"{name} is a {_task(model)} model")
+    for mode in (model.train, model.eval):
+        mode()
+        with torch.no_grad():
+            ab = model.to_ab(_forward(model, L, ref))
+        assert ab.abs().max() < 0.01, f"{name}/{head} starts at ab up to {ab.abs().max():.3f}, not grey"
+    equal = ABBins().decode(torch.zeros(1, N_BINS, 1, 1)).flatten()
+    assert equal.abs().max() > 5  # the reference that the test would catch: equal logits are far from grey
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_eval_mode_is_deterministic_and_records_no_pretraining(name, inputs):
     L, ref = inputs

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -93,7 +94,7 @@ def test_no_models_saved_with_save_models_none(tmp_path, test_folder):
     out = tmp_path / "R"
     assert ablate.main([*TINY, "--test", str(test_folder), "--out", str(out), "--save-models", "none"]) == 0
     assert saved_models(out) == [] and not (out / "models").exists()
-    assert len(read_rows(out / "runs.csv")) == 3
+    assert len(read_rows(out / "runs.csv")) == 4  # 2 cells, grey and the mean colour
 
 
 def test_same_named_images_in_subfolders_are_kept_apart(run_dir):
@@ -129,21 +130,21 @@ def test_fresh_process_reproduces_recorded_psnr_exactly(run_dir, test_folder, ca
         assert r["lpips_backbone"] == "random"  # the quick preset's, flagged
         assert r["test_set"] == "testset0"
     per_image = read_rows(run_dir / "evaluations" / "testset0" / "per_image.csv")
-    assert len(per_image) == 3 * 5 and {r["test_set"] for r in per_image} == {"testset0"}
+    assert len(per_image) == 4 * 5 and {r["test_set"] for r in per_image} == {"testset0"}
     # scoring again adds nothing
     rc, err = cli(evaluate, [run_dir, "--test", test_folder, "--no-progress"], capsys)
     assert rc == 0 and "2 saved models, 2 already scored" in err
-    assert len(read_rows(run_dir / "evaluations" / "testset0" / "runs.csv")) == 3
+    assert len(read_rows(run_dir / "evaluations" / "testset0" / "runs.csv")) == 4
 
 
 def test_evaluate_on_another_named_set(run_dir, data_root, capsys):
     rc, err = cli(evaluate, [run_dir, "--test", "cbsd68", "--data-root", data_root, "--no-progress"], capsys)
     assert rc == 0, err
     rows = read_rows(run_dir / "evaluations" / "cbsd68" / "runs.csv")
-    assert {r["cell"] for r in rows} == {"grey", "mse", "kl"}
+    assert {r["cell"] for r in rows} == {"grey", "mean_colour", "mse", "kl"}
     assert all(r["test_set"] == "cbsd68" and r["n_test"] == "68" for r in rows)
     per_image = read_rows(run_dir / "evaluations" / "cbsd68" / "per_image.csv")
-    assert len(per_image) == 3 * 68 and {r["test_set"] for r in per_image} == {"cbsd68"}
+    assert len(per_image) == 4 * 68 and {r["test_set"] for r in per_image} == {"cbsd68"}
     # the leaderboard and the report have a table per test set and the cross-set summary
     from bench.report import write_report
 
@@ -152,7 +153,7 @@ def test_evaluate_on_another_named_set(run_dir, data_root, capsys):
         text = (run_dir / doc).read_text()
         assert "Test set: cbsd68" in text and "Across test sets: rank agreement" in text, doc
         part = text.split("Test set: cbsd68")[1].split("Across test sets")[0]
-        assert all(cell in part for cell in ("grey", "mse", "kl")), doc
+        assert all(cell in part for cell in ("grey", "mean_colour", "mse", "kl")), doc
 
 
 def test_cross_set_summary_ranks_and_spearman():
@@ -198,7 +199,7 @@ def test_evaluate_refuses_run_without_models_and_training_images(tmp_path, run_d
     assert rc == 2 and "no saved models" in err and len(err.strip().splitlines()) == 1
     # the bundled Kodak24 that this run trained on is not a test set for it
     rc, err = cli(evaluate, [run_dir, "--test", ROOT / "bench" / "assets" / "kodak24"], capsys)
-    assert rc == 2 and "training images" in err.strip().splitlines()[-1]
+    assert rc == 2 and "training or validation images" in err.strip().splitlines()[-1]
 
 
 def test_colorize_folder_at_input_resolution(run_dir, test_folder, tmp_path, capsys):
@@ -268,10 +269,10 @@ def test_fold_runs_are_saved_scored_on_another_set_and_colorize(fold_run, test_f
     assert rc == 0, err
     ev = fold_run / "evaluations" / "testset0"
     rows = read_rows(ev / "runs.csv")
-    assert sorted((r["cell"], r["fold"]) for r in rows) == [("grey", ""), ("kl", "0"), ("kl", "1"), ("mse", "0"),
-                                                             ("mse", "1")]
+    assert sorted((r["cell"], r["fold"]) for r in rows) == [("grey", ""), ("kl", "0"), ("kl", "1"),
+                                                             ("mean_colour", ""), ("mse", "0"), ("mse", "1")]
     per = read_rows(ev / "per_image.csv")
-    assert len(per) == 5 + 4 * 5
+    assert len(per) == 5 + 5 + 4 * 5
     combined = load_per_image(ev)
     mse = combined[combined["cell"] == "mse"]
     assert len(mse) == 5
@@ -279,7 +280,7 @@ def test_fold_runs_are_saved_scored_on_another_set_and_colorize(fold_run, test_f
         folds = [float(r["psnr"]) for r in per if r["cell"] == "mse" and r["image"] == img]
         assert len(folds) == 2 and got == pytest.approx(sum(folds) / 2)
     runs = load_runs(ev)
-    assert set(runs.loc[runs["cell"] != "grey", "n_test"].astype(int)) == {5}
+    assert set(runs["n_test"].astype(int)) == {5}
     board, _ = build(runs, combined, n_boot=200)
     assert set(board.loc[board["cell"] != "grey", "n_images"]) == {5}
     # scoring again adds nothing
@@ -287,7 +288,7 @@ def test_fold_runs_are_saved_scored_on_another_set_and_colorize(fold_run, test_f
     assert rc == 0 and "4 saved models, 4 already scored" in err
     # the run's own Kodak24 images trained some fold's network: refused as a test set
     rc, err = cli(evaluate, [fold_run, "--test", ROOT / "bench" / "assets" / "kodak24"], capsys)
-    assert rc == 2 and "training images" in err
+    assert rc == 2 and "training or validation images" in err
     # colorize: fold 0 by default, another with --fold, a fold that does not exist named
     rc, err = cli(colorize, ["--run", fold_run, "--cell", "mse", "--no-progress", test_folder / "c.png", tmp_path / "a"],
                   capsys)
@@ -297,3 +298,106 @@ def test_fold_runs_are_saved_scored_on_another_set_and_colorize(fold_run, test_f
     assert rc == 0 and "fold 1" in err
     rc, err = cli(colorize, ["--run", fold_run, "--cell", "mse", "--fold", "3", test_folder, tmp_path / "c"], capsys)
     assert rc == 2 and "saved folds: 0, 1" in err and len(err.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------------------------------- held-out sets cannot leak
+
+
+def _kodak_copies(folder: Path, fmt: str, names=None) -> Path:
+    """The bundled Kodak24 photos (384×256) upscaled to 768×512, saved as PNG or as JPEG (quality 85)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for src in sorted((ROOT / "bench" / "assets" / "kodak24").glob("*.png")):
+        if names and src.stem not in names:
+            continue
+        with Image.open(src) as im:
+            big = im.convert("RGB").resize((im.width * 2, im.height * 2), Image.BICUBIC)
+        big.save(folder / f"{src.stem}.{'jpg' if fmt == 'jpeg' else 'png'}", **({"quality": 85} if fmt == "jpeg" else {}))
+    return folder
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg"])
+def test_evaluate_refuses_the_training_photos_at_another_size_and_encoding(fold_run, tmp_path, fmt, capsys):
+    """The bundled Kodak24 at 768×512, as PNG and as JPEG (other bytes, other size): every photo trained or
+    validated some fold's network, so the set is refused, in one line, and nothing is scored."""
+    folder = _kodak_copies(tmp_path / fmt, fmt)
+    rc, err = cli(evaluate, [fold_run, "--test", folder, "--no-progress"], capsys)
+    assert rc == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1, err
+    assert "24 test image(s) show training or validation images of this run" in err
+    assert not (fold_run / "evaluations" / folder.name).exists()
+
+
+def test_evaluate_refuses_a_single_leaked_photo_among_new_ones(run_dir, test_folder, tmp_path, capsys):
+    """One training photo (JPEG, 768×512) hidden among held-out photos is enough to refuse the set."""
+    meta = json.loads((run_dir / "run.json").read_text())
+    train_photo = Path(meta["splits"]["train"][0])
+    folder = tmp_path / "mixed"
+    shutil.copytree(test_folder, folder)
+    _kodak_copies(folder / "sub", "jpeg", names={train_photo.stem})
+    rc, err = cli(evaluate, [run_dir, "--test", folder, "--no-progress"], capsys)
+    assert rc == 2 and "1 test image(s) show training or validation images" in err and train_photo.stem in err
+
+
+def test_evaluate_checks_the_listed_files_of_an_older_run_json_from_another_folder(fold_run, tmp_path, monkeypatch,
+                                                                                  capsys):
+    """A run.json without fingerprints (older runs) and with relative paths: the files are found relative to a folder
+    above the run, wherever evaluate is started; when they have moved away, one line says the check was not made."""
+    proj = tmp_path / "proj"
+    shutil.copytree(ROOT / "bench" / "assets" / "kodak24", proj / "photos")
+    run = proj / "results" / "R"
+    shutil.copytree(fold_run, run, ignore=shutil.ignore_patterns("evaluations"))
+    meta = json.loads((run / "run.json").read_text())
+    meta.pop("fingerprints")
+    for split in [meta["splits"], *meta["fold_splits"]]:
+        for k in [k for k in ("train", "val", "test") if k in split]:
+            split[k] = [f"photos/{Path(p).name}" for p in split[k]]
+    (run / "run.json").write_text(json.dumps(meta))
+    monkeypatch.chdir(tmp_path)  # neither the project folder nor colorbench's
+    leaked = _kodak_copies(tmp_path / "big", "png")
+    rc, err = cli(evaluate, [run, "--test", leaked, "--no-progress"], capsys)
+    assert rc == 2 and "show training or validation images" in err and len(err.strip().splitlines()) == 1
+    shutil.rmtree(proj / "photos")  # the training files moved away: the check cannot be made, and says so
+    rc, err = cli(evaluate, [run, "--test", leaked, "--no-progress"], capsys)
+    assert rc == 0
+    said = [line for line in err.splitlines() if "cannot be found" in line]
+    assert len(said) == 1 and "24 of 24 training/validation files listed in run.json" in said[0]
+
+
+def test_evaluate_scores_both_baselines_with_the_runs_training_mean(run_dir, test_folder, capsys):
+    rc, err = cli(evaluate, [run_dir, "--test", test_folder, "--no-progress"], capsys)
+    assert rc == 0, err
+    meta = json.loads((run_dir / "run.json").read_text())
+    rows = {r["cell"]: r for r in read_rows(run_dir / "evaluations" / "testset0" / "runs.csv")}
+    assert json.loads(rows["mean_colour"]["mean_ab"]) == meta["mean_ab"] and len(meta["mean_ab"]) == 1
+    # the mean colour's PSNR is that of the constant recorded at training time, recomputed here independently
+    from bench.colour import merge_lab, split_lab
+    from bench.data import ImageStore, list_images
+    from bench.metrics import psnr_per_image
+
+    imgs = ImageStore(list_images(test_folder), 32).centre_crops(32)
+    L, ab = split_lab(imgs)
+    const = torch.tensor(meta["mean_ab"][0]).view(1, 2, 1, 1).expand_as(ab)
+    expected = psnr_per_image(merge_lab(L, const), imgs.float() / 255).mean()
+    assert float(rows["mean_colour"]["psnr"]) == pytest.approx(float(expected), abs=1e-4)
+    md = (run_dir / "leaderboard.md").read_text()
+    assert "mean_colour" in md.split("Test set: testset0")[1]
+
+
+def test_cross_set_spearman_leaves_the_baselines_out_and_never_gives_p_zero(monkeypatch):
+    n = 10  # above the exact limit: a Monte-Carlo permutation p
+    cells = [f"c{i}" for i in range(n)] + ["grey", "mean_colour"]
+    scores = [30.0 - i for i in range(n)] + [10.0, 11.0]
+    a = pd.DataFrame({"model": ["m"] * n + ["(none)"] * 2, "cell": cells, "rank": list(range(1, n + 1)) + [None] * 2,
+                      "score": scores})
+    b = a.assign(score=[s - 1 for s in scores[:n]] + [40.0, 41.0])  # baselines far off on B: must not matter
+    _, rho = cross_set({"A": a, "B": b})
+    r = rho.iloc[0]
+    assert r["n_cells"] == n and r["rho"] == pytest.approx(1.0)
+    # |rho| = 1 for 2 of the 10! orderings: the permutation p is (hits + 1) / (N + 1), about 1 / 20,001, never 0
+    assert 0 < r["p"] < 0.001
+    from bench.testsets import spearman
+
+    x, y = np.arange(8.0), np.array([1.0, 0, 3, 2, 5, 4, 7, 6])  # exact (8! orderings) vs Monte-Carlo agree
+    exact = spearman(x, y)[1]
+    monkeypatch.setattr("bench.testsets.EXACT_MAX", 4)
+    mc = spearman(x, y, n_perm=50_000)[1]
+    assert mc == pytest.approx(exact, abs=0.005)

@@ -170,7 +170,7 @@ def test_hierarchical_ci_coverage(n, k, seed_sd, k_other, low):
 def test_min_detectable_difference_has_the_stated_power(n):
     mde = stats.min_detectable_difference(1.0, n)
     d = np.random.default_rng(n + 50).normal(mde, 1.0, (2000, n))
-    power = float((stats.sign_flip_pvalues(d, n_perm=2000, seed=3)["p"] <= ALPHA).mean())
+    power = float((stats.sign_flip_pvalues(d, n_perm=2000, seed=3)["p_conservative"] <= ALPHA).mean())
     assert 0.76 <= power <= 0.84, power
     assert stats.min_detectable_difference(2.0, n) == pytest.approx(2 * mde)
 
@@ -200,7 +200,7 @@ def _tables(cells: dict[str, np.ndarray], metric: str = "psnr", ref_other: dict 
     runs, per_image = [], []
     for cell, x in cells.items():
         x = np.atleast_2d(x)
-        model = "(none)" if cell == leaderboard.GREY else "m"
+        model = "(none)" if cell in leaderboard.BASELINES else "m"
         for seed, row in enumerate(x):
             r = {"model": model, "cell": cell, "loss": cell, "seed": seed, "status": "ok", metric: float(row.mean()),
                  "psnr": float(row.mean()), "ssim": 0.9, "colourfulness": 10.0, "encoder_pretrained": False}
@@ -234,12 +234,13 @@ def test_verdict_is_true_for_a_table_with_known_truth():
     assert sorted(v["better_than_grey"]) == ["middle", "top", "twin"]
     assert v["worse_than_grey"] == ["bad"]
     assert sorted(v["worse_than_best"]) == ["bad", "flat", "middle"]  # "twin" is n.s.
-    assert sorted(v["above_grey_two_level"]) == ["middle", "top", "twin"]
+    assert v["stronger"] == "grey" and v["two_level"] and sorted(v["above_baseline_two_level"]) == ["middle", "top", "twin"]
     assert not v["nothing"] and v["warning"] is None and v["n_images"] == 30 and v["seeds"] == (3, 3)
     by = board.set_index("cell")
     other = "twin" if v["best"][1] == "top" else "top"
-    assert by.loc[other, "verdict"] == "> grey; n.s. vs best" and by.loc["bad", "verdict"] == "< grey; < best"
-    assert by.loc["grey", "verdict"] == "baseline"
+    assert by.loc[other, "verdict"] == "> grey; n.s. vs best" and by.loc["bad", "verdict"] == "< grey, best"
+    assert by.loc["grey", "verdict"] == "baseline" and pd.isna(by.loc["grey", "rank"])
+    assert sorted(by["rank"].dropna().astype(int)) == [1, 2, 3, 4, 5]  # trained cells only
     # the minimum detectable difference printed is the formula applied to this run's own spread and size
     sd = float(board.loc[board["cell"] != "grey", "grey_sd"].median())
     assert v["mde_grey"] == pytest.approx(stats.min_detectable_difference(sd, 30))
@@ -293,7 +294,7 @@ def test_reference_models_get_their_own_table_ranked_on_the_other_photo_score():
     board, failed = leaderboard.build(runs, per_image, n_boot=500)
     auto, ref = board[board["group"] == "automatic"], board[board["group"] == "reference"]
     assert "adain" not in set(auto["cell"]) and list(ref["cell"]) == ["adain"]
-    assert list(auto["rank"]) == [1, 2, 3] and list(ref["rank"]) == [1]
+    assert list(auto["rank"].iloc[:2]) == [1, 2] and pd.isna(auto["rank"].iloc[2]) and list(ref["rank"]) == [1]
     r = ref.iloc[0]
     assert r["rank_by"] == "psnr_ref_other" and r["score"] == pytest.approx(truth["flat"].mean())
     assert r["psnr_mean"] == pytest.approx(cells["adain"].mean())  # shown as the upper bound only
@@ -344,3 +345,92 @@ def test_a_grid_of_reference_models_only_gets_a_verdict_on_the_other_photo_score
     assert v["better_than_grey"] == ["ref_good"] and v["worse_than_best"] == ["ref_flat"]
     lines = leaderboard.verdict_lines(board)
     assert lines[0].startswith("Reference-based colorizers") and "## Verdict" in leaderboard.to_markdown(board, failed)
+
+
+# ----------------------------------------------------------------------------------------------- the mean colour
+
+
+def _tint_truth(n=30, seeds=3, seed=11):
+    """Known truth with both baselines: the mean colour is 1.5 above grey on every image; ``tint`` is a network
+    that learned only that tint, ``beyond`` one that is 1 above it, ``grey_net`` one that learned nothing."""
+    rng = np.random.default_rng(seed)
+    img = rng.uniform(18, 28, n)
+    tint = img + 1.5 + rng.normal(0, 0.3, n)
+
+    def cell(base, delta):
+        return base + delta + rng.normal(0, 0.3, n) + rng.normal(0, 0.05, (seeds, 1)) + rng.normal(0, 0.05, (seeds, n))
+    return {"beyond": cell(tint, 1.0), "tint": cell(tint, 0.0), "grey_net": cell(img, 0.0),
+            leaderboard.GREY: img, leaderboard.MEAN_COLOUR: tint}
+
+
+def test_verdict_names_the_cells_beyond_the_mean_colour_and_never_ranks_the_baselines():
+    runs, per_image = _tables(_tint_truth())
+    board, failed = leaderboard.build(runs, per_image, n_boot=500)
+    v = leaderboard.verdict(board)
+    assert v["stronger"] == leaderboard.MEAN_COLOUR and v["beyond_tint"] == ["beyond"]
+    assert sorted(v["better_than_grey"]) == ["beyond", "tint"]
+    assert v["better_than_mean_colour"] == ["beyond"] and v["worse_than_mean_colour"] == ["grey_net"]
+    assert any(s.startswith("Learned colour beyond a global tint") and s.endswith(": beyond.") for s in v["lines"])
+    by = board.set_index("cell")
+    assert v["best"] == ("m", "beyond") and by.loc["beyond", "rank"] == 1
+    assert by[["rank"]].loc[list(leaderboard.BASELINES)].isna().all().all()  # baselines: shown, never ranked
+    assert by.loc["tint", "verdict"] == "> grey; n.s. vs mean; < best"
+    # the mean colour's own row compares it with grey (one test, outside the trained cells' families)
+    assert by.loc[leaderboard.MEAN_COLOUR, "p_grey"] < 0.05 and by.loc[leaderboard.MEAN_COLOUR, "verdict"] == "baseline"
+    term = leaderboard.to_terminal(board, failed)
+    assert "mean_colour" in term and "grey" in term and "Δmean" in term
+    assert max(len(line) for line in term.splitlines()) <= 100
+    # each cell's own minimum detectable difference is a column
+    assert by.loc["tint", "mde_mean_colour"] == pytest.approx(
+        stats.min_detectable_difference(by.loc["tint", "mean_colour_sd"], 30))
+
+
+def test_verdict_says_plainly_when_no_cell_beats_the_mean_colour():
+    truth = _tint_truth(seed=12)
+    runs, per_image = _tables({k: truth[k] for k in ("tint", "grey_net", leaderboard.GREY, leaderboard.MEAN_COLOUR)})
+    board, _ = leaderboard.build(runs, per_image, n_boot=300)
+    v = leaderboard.verdict(board)
+    assert v["better_than_grey"] == ["tint"] and v["beyond_tint"] == []
+    assert any("No trained cell is significantly better than the stronger baseline (the mean colour" in s
+               and "beyond a global tint" in s for s in v["lines"])
+
+
+@pytest.mark.parametrize("seeds", [1, 3])
+def test_the_claim_about_the_losses_needs_three_seeds(seeds):
+    runs, per_image = _tables(_tint_truth(seeds=seeds))
+    board, _ = leaderboard.build(runs, per_image, n_boot=300)
+    v = leaderboard.verdict(board)
+    text = " ".join(v["lines"])
+    assert v["two_level"] is (seeds >= 3)
+    assert ("a claim about the losses" in text) is (seeds >= 3)
+    if seeds < 3:
+        assert "No claim about the losses themselves: with 1 seed(s)" in text and not v["above_baseline_two_level"]
+    else:
+        assert v["above_baseline_two_level"] == ["beyond"]
+    # the sign-flip line says what it is about
+    assert "about these trained networks on these 30 test images" in text
+    assert "for a cell with the median spread" in text
+
+
+def test_decisions_use_the_conservative_p():
+    """Six all-positive differences: the exact conservative p is 2/64 for each cell, the randomised one smaller;
+    Holm over two cells doubles the conservative one to 1/16 > 0.05: nothing is significant, whatever the
+    tie-break hash gives."""
+    img = np.linspace(20, 25, 6)
+    cells = {"a": img + np.linspace(1, 2, 6), "b": img + np.linspace(1.1, 2.1, 6), leaderboard.GREY: img}
+    runs, per_image = _tables(cells)
+    board, _ = leaderboard.build(runs, per_image, n_boot=100)
+    t = board[board["cell"].isin(["a", "b"])]
+    assert np.allclose(t["p_grey_conservative"], 2 / 64) and (t["p_grey_raw"] < 2 / 64).all()
+    assert np.allclose(t["p_grey"], 4 / 64) and not t["better_than_grey"].any()
+
+
+def test_ranking_by_lpips_of_a_random_backbone_says_so_in_the_title():
+    truth = _known_truth(seed=2)
+    runs, per_image = _tables({c: 40.0 - x for c, x in truth.items()}, metric="lpips")
+    for backbone, said in (("random", True), ("imagenet", False)):
+        board, failed = leaderboard.build(runs.assign(lpips_backbone=backbone), per_image, n_boot=100, metric="lpips")
+        term = leaderboard.to_terminal(board, failed, metric="lpips")
+        md = leaderboard.to_markdown(board, failed, metric="lpips")
+        assert ("random VGG-16 backbone (not a perceptual metric)" in term.splitlines()[0]) is said
+        assert ("random VGG-16 backbone" in md) is said

@@ -54,17 +54,17 @@ def check_grid(study: optuna.Study, run_dir: Path, keys: set[str]) -> None:
     assert trained == complete  # a duplicate is closed without training
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     rows = read_rows(run_dir / "runs.csv")
-    got = Counter(f"{r['model']}/{r['cell']}/{r['seed']}" for r in rows if r["cell"] != "grey")
+    got = Counter(f"{r['model']}/{r['cell']}/{r['seed']}" for r in rows if r["model"] != "(none)")
     assert got == Counter({k: 1 for k in keys}), got
     assert all(r["status"] == "ok" for r in rows)
-    assert sum(r["cell"] == "grey" for r in rows) == 1
+    assert sum(r["cell"] == "grey" for r in rows) == sum(r["cell"] == "mean_colour" for r in rows) == 1
     per_image = read_rows(run_dir / "per_image.csv")
     assert len(per_image) == len({(r["model"], r["cell"], r["seed"], r["image"]) for r in per_image})
-    assert len(per_image) == 6 * (len(keys) + 1)  # 6 bundled test photos per run, and the greyscale baseline
+    assert len(per_image) == 6 * (len(keys) + 2)  # 6 bundled test photos per run, and the two baselines
     history = read_rows(run_dir / "history.csv")
     assert len(history) == 2 * len(keys)  # validations at steps 1 and 2, each run once
     board = (run_dir / "leaderboard.md").read_text()
-    assert all(f"| {c} " in board for c in ("mse", "l1", "huber", "mse_lr", "grey"))
+    assert all(f"| {c} " in board for c in ("mse", "l1", "huber", "mse_lr", "grey", "mean_colour"))
 
 
 def journal_study(run_dir: Path) -> optuna.Study:
