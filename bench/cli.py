@@ -104,11 +104,6 @@ def prog(name: str) -> str:
     return INVOKED_AS.format(name)
 
 
-def command_line(name: str, argv: list[str] | None) -> str:
-    """The command line that ran command ``name`` (for ``run.json``)."""
-    return " ".join([prog(name), *(sys.argv[1:] if argv is None else argv)])
-
-
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with the one-line error rule (``error: ...``, exit 2) instead of usage text and ``prog: error:``."""
 

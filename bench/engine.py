@@ -315,14 +315,7 @@ class GridRun:
             self.check_folder()
         check_writable(self.run_dir)
         self.study_name = self.study_name or self.default_study_name()
-        storage = gs.open_storage(self.url, heartbeat=self.heartbeat)
-        try:
-            self.study = optuna.create_study(study_name=self.study_name, storage=storage, direction="maximize",
-                                             load_if_exists=True, sampler=optuna.samplers.RandomSampler(seed=0))
-        except Exception as err:  # e.g. the database refuses the connection
-            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-            raise gs.StorageError(f"cannot open study {self.study_name} in {gs.redact(self.url)}: "
-                                  f"{type(err).__name__}: {first}") from None
+        self.study = gs.open_study(self.study_name, self.url, self.heartbeat, optuna.samplers.RandomSampler(seed=0))
         self.check_study()
         gs.describe(self.study, grid=self.grid, preset=self.preset,
                     data=resolve(self.data, data_root(self.data_root))[0], test=self.test or "(the data set's own)",

@@ -178,7 +178,7 @@ class _RandomInception(torch.nn.Module):
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.net = inception_v3(weights=None, aux_logits=False, init_weights=True)
+            self.net = inception_v3(weights=None, aux_logits=False, init_weights=False)
         self.net.fc = torch.nn.Identity()
         self.eval()
 

@@ -34,7 +34,7 @@ from models.vgg import EncoderWeightsError
 from . import cli
 from .config import default_preset
 from .data import CropSchedule, DataError, ImageStore, list_images, split_files
-from .records import append_rows, atomic_write_text, environment, utc_now
+from .records import append_rows, atomic_write_text, command_line, environment, utc_now
 from .device import pick_device
 from .paths import check_writable, results_root
 
@@ -241,7 +241,7 @@ def main(argv=None) -> int:
                    final_train_loss=fit["history"][-1]["loss"])
 
     env = environment(device)
-    record = {"command": cli.command_line("styletransfer", argv),
+    record = {"command": command_line(cli.prog("styletransfer"), sys.argv[1:] if argv is None else list(argv)),
               "content": str(args.content), "style": str(args.style), "config": cfg,
               "encoder_pretrained": model.encoder_pretrained, "held_out": {"content": c_held, "style": s_held},
               "n_train": {"content": len(stores["content"]), "style": len(stores["style"])},

@@ -52,7 +52,6 @@ class Prepared:
     test_images: torch.Tensor
     test_files: list
     skipped: list
-    size: int
     _priors: dict = field(default_factory=dict)
 
     @property
@@ -75,7 +74,7 @@ def prepare(cfg: CellConfig, data: str | None = None, test: str | None = None, r
     train, val, tst = (ImageStore(getattr(splits, k), cfg.size, decoded=splits.decoded) for k in ("train", "val", "test"))
     splits.decoded = {}  # the stores hold what they keep
     return Prepared(splits, train, val.centre_crops(cfg.eval_size), tst.centre_crops(cfg.eval_size), tst.files,
-                    train.skipped + val.skipped + tst.skipped, cfg.size)
+                    train.skipped + val.skipped + tst.skipped)
 
 
 def prepare_folds(cfg: CellConfig, data: str | None = None, folds: int = BUNDLED_FOLDS, root=None,
@@ -94,7 +93,7 @@ def prepare_folds(cfg: CellConfig, data: str | None = None, folds: int = BUNDLED
     for splits in fold_splits(data, folds, root, verify=verify):
         train, val, tst = (ImageStore(getattr(splits, k), cfg.size) for k in ("train", "val", "test"))
         out.append(Prepared(splits, train, val.centre_crops(cfg.eval_size), tst.centre_crops(cfg.eval_size),
-                            tst.files, train.skipped + val.skipped + tst.skipped, cfg.size))
+                            tst.files, train.skipped + val.skipped + tst.skipped))
     return out
 
 def build_cell(cfg: CellConfig, prep: Prepared | None, device: torch.device):
