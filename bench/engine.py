@@ -40,7 +40,7 @@ from . import study as gs
 from .checkpoint import CHECKPOINT, model_dir, remove_checkpoint, save_weights
 from .config import CellConfig, merge
 from .data import data_root, resolve
-from .metrics import evaluate_grey, features_file, lpips_metric, networks, save_features, whole_set
+from .metrics import evaluate_grey, features_file, inception_metric, lpips_metric, networks, save_features, whole_set
 from .grids import Grid
 from .models_check import check_backbones, check_encoder_weights
 from .paths import check_writable, results_root
@@ -395,6 +395,10 @@ class GridRun:
                 said.append("the lpips metric needs torchvision's ImageNet VGG-16 and it cannot be had offline: lpips "
                             "stays empty in every row (lpips_backbone=missing); --set lpips_backbone=random uses a "
                             "seeded random VGG-16 instead (flagged)")
+        if inception_metric(None, self.device)[1] == "missing":
+            said.append("fid and kid need the standard FID Inception-v3 (torch-fidelity, pip install colorbench[fid]; "
+                        "its weights from torch's hub cache or downloaded once online): they stay empty in every row "
+                        "(inception_backbone=missing)")
         return said
 
     def write_run_json(self) -> None:

@@ -16,6 +16,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import torch
 from tqdm.auto import tqdm
 
 from . import cli, folds, leaderboard, testsets
@@ -100,6 +101,7 @@ def main(argv=None) -> int:
     n_folds = meta.get("folds", "")
     shared = {"run": run_dir.name, "test_set": sname, "test_path": str(folder)}
     stores: dict[int, ImageStore] = {}
+    crops: dict[tuple[int, int], torch.Tensor] = {}  # one tensor per preprocessing: its truth features are cached
 
     def images(size: int, eval_size: int):
         """The test images preprocessed for one configuration (decoded once per size)."""
@@ -110,7 +112,9 @@ def main(argv=None) -> int:
             for w in caught:
                 print(f"warning: {w.message}", file=sys.stderr)
         store = stores[size]
-        return store.centre_crops(eval_size), [image_key(f, folder) for f in store.files], len(bad) + len(store.skipped)
+        if (size, eval_size) not in crops:
+            crops[size, eval_size] = store.centre_crops(eval_size)
+        return crops[size, eval_size], [image_key(f, folder) for f in store.files], len(bad) + len(store.skipped)
 
     if ("(none)", leaderboard.GREY, "0", "") not in done:
         size, eval_size, backbone = _grey_settings(meta, saved)
