@@ -412,7 +412,12 @@ def set_verdict_lines(board: pd.DataFrame, metric: str | pstats.Metric) -> list[
     if trained.empty:
         return []
     label = _labeler(board)
+    col = m.status_column
+    if col and col in trained and trained[col].astype(str).eq("missing").all():
+        return [f"{m.label or m.name} has no values: its network is missing ({col}=missing); rank by another metric."]
     n = trained["n_images"].max() if "n_images" in trained else math.nan
+    if pd.isna(n) and "n_test" in trained:
+        n = trained["n_test"].max()
     n_txt = "?" if pd.isna(n) else str(int(n))
     lines = [f"{m.label or m.name} is one value per test set: no per-image test and no p-value; differences "
              f"have a 95 % paired bootstrap interval over the {n_txt} test images ({pstats.N_BOOT_SET} resamples)."]
