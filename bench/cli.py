@@ -105,11 +105,6 @@ def prog(name: str) -> str:
     return INVOKED_AS.format(name)
 
 
-def command_line(name: str, argv: list[str] | None) -> str:
-    """The command line that ran command ``name`` (for ``run.json``)."""
-    return " ".join([prog(name), *(sys.argv[1:] if argv is None else argv)])
-
-
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with the one-line error rule (``error: ...``, exit 2) instead of usage text and ``prog: error:``."""
 
@@ -133,6 +128,23 @@ def _models_help() -> str:
     import models
 
     return f"models to train (default: the preset's; available: {', '.join(models.available())})"
+
+
+def rank_by_metric(name: str) -> str:
+    """A ``--rank-by`` value: any metric of the metric table (``bench.metrictable``)."""
+    from .metrictable import METRICS
+
+    if name not in METRICS:
+        raise argparse.ArgumentTypeError(f"unknown metric {name!r} (one of {', '.join(METRICS)})")
+    return name
+
+
+def _rank_by_help() -> str:
+    from .metrictable import METRICS
+
+    lower = [m.name for m in METRICS.values() if not m.higher_is_better]
+    return (f"rank the leaderboard by this test metric: {', '.join(METRICS)} (default psnr; lower is better for "
+            f"{', '.join(lower)})")
 
 
 #: name → (option strings, argparse keywords). Commands add them with ``add(parser, name, ...)`` and may change the
@@ -170,9 +182,8 @@ ARGUMENTS: dict[str, tuple[tuple[str, ...], dict]] = {
     "heartbeat": (("--heartbeat",), dict(type=int, default=30, metavar="SECONDS",
                                          help="heartbeat interval of a running trial; after 3× this without one it "
                                               "is retried (default 30)")),
-    "rank_by": (("--rank-by",), dict(default="psnr", metavar="METRIC",
-                                     help="rank the leaderboard by this test metric: psnr (default), ssim, "
-                                          "colourfulness, delta_e2000 or lpips (lower is better for the last two)")),
+    "rank_by": (("--rank-by",), dict(default="psnr", metavar="METRIC", type=rank_by_metric,
+                                     help=_rank_by_help)),
     "no_verify": (("--no-verify",), dict(action="store_true", help="skip the SHA256 check of named data sets")),
     "no_progress": (("--no-progress",), dict(action="store_true", help="no progress bars")),
 }

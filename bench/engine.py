@@ -23,7 +23,6 @@ import os
 import time
 import warnings
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -41,12 +40,12 @@ from . import study as gs
 from .checkpoint import CHECKPOINT, model_dir, remove_checkpoint, save_weights
 from .config import CellConfig, merge
 from .data import data_root, resolve
-from .metrics import evaluate_grey, fill_missing_lpips, lpips_metric
+from .metrics import evaluate_grey, features_file, inception_metric, lpips_metric, networks, save_features, whole_set
 from .grids import Grid
 from .models_check import check_backbones, check_encoder_weights
 from .paths import check_writable, results_root
 from .records import BASELINES, GREY, MEAN_COLOUR, append_rows, atomic_write_text, environment, locked, read_json, \
-    read_rows, slug
+    read_rows, slug, utc_now
 from .samples import save_samples
 from .train import DivergenceError, Prepared, autocast_dtype, prepare, prepare_folds, train_cell
 from .tuned import apply_params
@@ -254,10 +253,6 @@ def _describe(diff: dict[str, tuple[str, str]]) -> str:
     return ", ".join(f"{k}: {a} → {b}" for k, (a, b) in sorted(diff.items()))
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 class TakenOver(RuntimeError):
     """This worker's trial was failed as stale by another worker (its heartbeat was late): stop training it."""
 
@@ -402,14 +397,8 @@ class GridRun:
         try:
             bound = self.bind_folder()
             self.study_name = self.study_name or self.default_study_name()
-            storage = gs.open_storage(self.url, heartbeat=self.heartbeat)
-            try:
-                self.study = optuna.create_study(study_name=self.study_name, storage=storage, direction="maximize",
-                                                 load_if_exists=True, sampler=optuna.samplers.RandomSampler(seed=0))
-            except Exception as err:  # e.g. the database refuses the connection
-                first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-                raise gs.StorageError(f"cannot open study {self.study_name} in {gs.redact(self.url)}: "
-                                      f"{type(err).__name__}: {first}") from None
+            self.study = gs.open_study(self.study_name, self.url, self.heartbeat,
+                                       optuna.samplers.RandomSampler(seed=0))
         except gs.StorageError:
             if created:  # leave no empty --out behind: only what this call wrote, and only empty folders
                 if bound:
@@ -545,6 +534,10 @@ class GridRun:
                 said.append("the lpips metric needs torchvision's ImageNet VGG-16 and it cannot be had offline: lpips "
                             "stays empty in every row (lpips_backbone=missing); --set lpips_backbone=random uses a "
                             "seeded random VGG-16 instead (flagged)")
+        if inception_metric(None, self.device)[1] == "missing":
+            said.append("fid and kid need the standard FID Inception-v3 (torch-fidelity, pip install colorbench[fid]; "
+                        "its weights from torch's hub cache or downloaded once online): they stay empty in every row "
+                        "(inception_backbone=missing)")
         return said
 
     def write_run_json(self) -> None:
@@ -563,7 +556,7 @@ class GridRun:
             "base_config": self.base.to_flat(),
             "study": self.study_name, "storage": gs.redact(self.url), **splits,
             "skipped": [s for q in self.preps for s in q.skipped], "mean_ab": self.mean_abs(),
-            "fingerprints": self.fingerprints(), "environment": self.env, "written_at": _now()},
+            "fingerprints": self.fingerprints(), "environment": self.env, "written_at": utc_now()},
             indent=2))
 
     def fingerprints(self) -> dict:
@@ -639,24 +632,27 @@ class GridRun:
         training mean ab, ``mean_ab`` in the row as JSON, one [a, b] per fold). One run row for the whole test set,
         with folds too: they need no training, so every fold's test images are scored at once."""
         out = []
-        net, lpips_backbone = lpips_metric(self.base.lpips_backbone, self.device)
+        nets = networks(self.device, self.base.lpips_backbone)
         consts = self.mean_abs()
         for cell in which:
-            shared, per_image = self.shared, []
+            shared, per_image, parts = self.shared, [], []
             for f, p in enumerate(self.preps):
                 ab = (0.0, 0.0) if cell == GREY else tuple(consts[f])
-                scores = fill_missing_lpips(evaluate_grey(p.test_images, self.device, lpips_net=net, ab=ab), net,
-                                            len(p.test_images))
+                scores = evaluate_grey(p.test_images, self.device, nets=nets, ab=ab)
+                parts.append(scores)
                 per_image += [{"run": shared["run"], "model": "(none)", "cell": cell, "seed": 0,
                                **({"fold": f} if self.folds > 1 else {}), "test_set": shared["data_test"],
-                               "image": name, **{k: v[i] for k, v in scores.items()}}
+                               "image": name, **{k: v[i] for k, v in scores.per_image.items()}}
                               for i, name in enumerate(p.test_keys)]
             metrics = [k for k in per_image[0] if k not in ("run", "model", "cell", "seed", "fold", "test_set",
                                                              "image")]
+            whole = whole_set(parts)
             row = {**shared, "model": "(none)", "cell": cell, "loss": "(none)", "seed": 0, "status": "ok",
-                   "encoder_pretrained": False, "lpips_backbone": lpips_backbone, "started_at": _now(),
-                   "finished_at": _now(), **({"mean_ab": json.dumps(consts)} if cell == MEAN_COLOUR else {}),
+                   "encoder_pretrained": False, **whole.row(), "started_at": utc_now(), "finished_at": utc_now(),
+                   **({"mean_ab": json.dumps(consts)} if cell == MEAN_COLOUR else {}),
                    **{k: sum(r[k] for r in per_image) / len(per_image) for k in metrics}}
+            save_features(features_file(self.run_dir / "features", "(none)", cell, 0), whole,
+                          [k for p in self.preps for k in p.test_keys])
             if self.folds > 1:
                 row["n_test"] = len(per_image)
             out.append((row, per_image))
@@ -675,7 +671,7 @@ class GridRun:
             folder = folder / f"fold{fold}"
         folded = {} if fold is None else {"fold": fold}
         row = {**self.shared, **self.split_sizes(prep), "model": model_name, "cell": cell, **folded,
-               **({} if fold is None else {"folds": self.folds}), **cfg.to_flat(), "started_at": _now()}
+               **({} if fold is None else {"folds": self.folds}), **cfg.to_flat(), "started_at": utc_now()}
         row["style_weight"] = cfg.loss_params.get("style_weight", "")
         row["skips"] = cfg.model_params.get("skips", "")
         key = {"run": self.shared["run"], "model": model_name, "cell": cell, "seed": cfg.seed, **folded}
@@ -684,11 +680,11 @@ class GridRun:
             res = train_cell(cfg, prep, self.device, progress=self.progress, desc=desc, on_validation=on_validation,
                              checkpoint=folder / CHECKPOINT, expect_checkpoint=retry)
         except DivergenceError as err:
-            row.update(status="failed", failed_step=err.step, error=err.reason, finished_at=_now())
+            row.update(status="failed", failed_step=err.step, error=err.reason, finished_at=utc_now())
             remove_checkpoint(folder / CHECKPOINT)
             return row, [], []
         row.update(res["metrics"], status="ok", encoder_pretrained=res["encoder_pretrained"],
-                   lpips_backbone=res["lpips_backbone"], finished_at=_now())
+                   lpips_backbone=res["lpips_backbone"], finished_at=utc_now())
         if not math.isfinite(row["val_psnr"]):  # a finite loss but colours beyond any range: diverged all the same
             row.update(status="failed", failed_step=cfg.steps, error=f"validation PSNR is {row['val_psnr']}")
             remove_checkpoint(folder / CHECKPOINT)
@@ -709,6 +705,8 @@ class GridRun:
         per_image = [{**key, "test_set": self.shared["data_test"], "image": name,
                       **{k: v[i] for k, v in res["per_image"].items()}} for i, name in enumerate(prep.test_keys)]
         history = [{**key, **h} for h in res["history"]]
+        save_features(features_file(self.run_dir / "features", model_name, cell, cfg.seed, fold), res["scores"],
+                      prep.test_keys)  # per-set metrics' features: their paired bootstrap in the leaderboard
         return row, per_image, history
 
     def train_trial(self, trial: optuna.Trial, job: Job) -> str:
@@ -752,7 +750,7 @@ class GridRun:
                          error=f"{type(err).__name__}: {err}"[:500])
             raise
         attrs = {"row": gs.dumps(row), "per_image": gs.dumps(_columns(per_image)),
-                 "history": gs.dumps(_columns(history)), **test_means(per_image)}
+                 "history": gs.dumps(_columns(history)), **test_means(per_image, row)}
         try:
             gs.upload(self.artifacts, trial, self.last_samples)
         except (OSError, optuna.exceptions.UpdateFinishedTrialError) as err:  # the run itself is still good
@@ -819,7 +817,7 @@ class GridRun:
                 last = s.crashes[-1]
                 runs.append({**(self.shared or {"run": self.run_dir.name}), **self.keys[k], "status": "failed",
                              "error": f"worker lost {len(s.crashes)} times (no heartbeat or error: "
-                                      f"{last.user_attrs.get('error', 'killed')})", "finished_at": _now()})
+                                      f"{last.user_attrs.get('error', 'killed')})", "finished_at": utc_now()})
         append_rows(self.run_dir / "per_image.csv", per_image, key=IMAGE_KEY)
         append_rows(self.run_dir / "history.csv", history, key=STEP_KEY)
         append_rows(self.run_dir / "runs.csv", runs, key=RUN_KEY)
@@ -831,14 +829,18 @@ class GridRun:
         return testsets.write(self.run_dir, metric=self.rank_by)[1]  # with any test sets scored later by bench.evaluate
 
 
-def test_means(per_image: list[dict]) -> dict[str, float]:
-    """``test_<metric>``: the mean of every per-image metric of a run (numeric user attributes for the dashboard)."""
-    sums: dict[str, list[float]] = {}
-    for r in per_image:
-        for k, v in r.items():
-            if k not in ("run", "model", "cell", "seed", "image") and isinstance(v, (int, float)):
-                sums.setdefault(k, []).append(float(v))
-    return {f"test_{k}": sum(v) / len(v) for k, v in sums.items()}
+def test_means(per_image: list[dict], row: dict | None = None) -> dict[str, float]:
+    """``test_<metric>`` for every metric of the table (numeric user attributes for the dashboard): a per-image
+    metric's mean over the run's ``per_image`` rows, a per-set metric's value in its run ``row``."""
+    out = {}
+    for m in pstats.METRICS.values():
+        if m.per == "image":
+            vals = [float(r[m.name]) for r in per_image if isinstance(r.get(m.name), (int, float))]
+            if vals:
+                out[f"test_{m.name}"] = sum(vals) / len(vals)
+        elif row is not None and isinstance(row.get(m.name), (int, float)):
+            out[f"test_{m.name}"] = float(row[m.name])
+    return out
 
 
 def _columns(rows: list[dict]) -> dict:

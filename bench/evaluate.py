@@ -20,18 +20,18 @@ from __future__ import annotations
 import json
 import sys
 import warnings
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from . import cli, folds, testsets
+from . import stats as pstats
 from .checkpoint import WeightsError, load_weights, read_config, saved_models
 from .data import UNREADABLE, DataError, ImageStore, data_root, fingerprint, image_key, list_images, load_image, \
     partition_usable, resize_shorter, resolve, same_content, verify_manifest
-from .metrics import evaluate_grey, fill_missing_lpips, lpips_metric, score_test
-from .records import GREY, MEAN_COLOUR, append_rows, check_writable, environment, read_json, read_rows, slug
+from .metrics import evaluate_grey, features_file, mean_scores, networks, save_features, score_test
+from .records import GREY, MEAN_COLOUR, append_rows, check_writable, environment, read_json, read_rows, slug, utc_now
 from .device import pick_device
 from .train import autocast_dtype
 
@@ -48,10 +48,6 @@ def parse_args(argv=None):
     p.add_argument("--test", required=True, help="test set: a named set (kodak24, cbsd68, imagenet-sample) or a folder")
     cli.add(p, "data_root", "device", "no_verify", "no_progress")
     return p.parse_args(argv)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def resolve_test_set(name: str, root) -> tuple[str, Path, list[Path], list[Path], bool]:
@@ -125,6 +121,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     run_dir = Path(args.run_dir).expanduser()
     stores: dict[int, ImageStore] = {}
+    crops: dict[tuple[int, int], torch.Tensor] = {}  # one tensor per preprocessing: its truth features are cached
 
     def images(size: int, eval_size: int):
         """The test images preprocessed for one configuration (decoded once per size)."""
@@ -135,7 +132,9 @@ def main(argv=None) -> int:
             for w in caught:
                 print(f"warning: {w.message}", file=sys.stderr)
         store = stores[size]
-        return store.centre_crops(eval_size), [image_key(f, folder) for f in store.files], len(bad) + len(store.skipped)
+        if (size, eval_size) not in crops:
+            crops[size, eval_size] = store.centre_crops(eval_size)
+        return crops[size, eval_size], [image_key(f, folder) for f in store.files], len(bad) + len(store.skipped)
 
     with cli.usage_errors(WeightsError):
         if not run_dir.is_dir():
@@ -179,14 +178,12 @@ def main(argv=None) -> int:
         if ("(none)", cell, "0", "") in done or (cell == MEAN_COLOUR and consts is None):
             continue
         imgs, keys, n_skipped = images(size, eval_size)
-        lpips_net, lpips_status = lpips_metric(backbone, device)
+        nets = networks(device, backbone)
         # the mean colour of a k-fold run: each fold's constant scores every image; an image's score is their mean
-        parts = [evaluate_grey(imgs, device, lpips_net=lpips_net, ab=tuple(c))
-                 for c in ([(0.0, 0.0)] if cell == GREY else consts)]
-        scores = fill_missing_lpips({k: [sum(p[k][i] for p in parts) / len(parts) for i in range(len(keys))]
-                                     for k in parts[0]}, lpips_net, len(keys))
+        scores = mean_scores([evaluate_grey(imgs, device, nets=nets, ab=tuple(c))
+                              for c in ([(0.0, 0.0)] if cell == GREY else consts)])
         _record(out, {**shared, **env, "model": "(none)", "cell": cell, "loss": "(none)", "seed": 0,
-                      "size": size, "eval_size": eval_size, "encoder_pretrained": False, "lpips_backbone": lpips_status,
+                      "size": size, "eval_size": eval_size, "encoder_pretrained": False,
                       **({"mean_ab": json.dumps(consts)} if cell == MEAN_COLOUR else {})}, keys, n_skipped, scores)
     for s in tqdm(todo, desc=f"scoring on {sname}", disable=args.no_progress, dynamic_ncols=True):
         try:
@@ -196,17 +193,18 @@ def main(argv=None) -> int:
             tqdm.write(f"warning: skipping {s.folder}: {err}", file=sys.stderr)
             continue
         imgs, keys, n_skipped = images(cfg.size, cfg.eval_size)
-        lpips_net, lpips_status = lpips_metric(cfg.lpips_backbone, device)  # as training scored its own test set
-        scores = fill_missing_lpips(score_test(net, imgs, device, cfg.batch_size, autocast_dtype(cfg, device),
-                                               lpips_net=lpips_net), lpips_net, len(keys))
+        # as training scored its own test set; the truth's network features are computed once per set (Truth)
+        scores = score_test(net, imgs, device, cfg.batch_size, autocast_dtype(cfg, device),
+                            networks(device, cfg.lpips_backbone))
         folded = ({} if s.fold is None else
                   {"fold": s.fold, "folds": info.get("folds", n_folds), "fold_test_images": folds.ALL})
         _record(out, {**shared, **env, "model": s.model, "cell": s.cell, "loss": cfg.loss, "seed": s.seed, **folded,
                       **{k: v for k, v in cfg.to_flat().items() if k not in ("model", "seed")},
-                      "encoder_pretrained": info.get("encoder_pretrained", False), "lpips_backbone": lpips_status,
+                      "encoder_pretrained": info.get("encoder_pretrained", False),
                       "weights": str(s.folder.relative_to(run_dir))}, keys, n_skipped, scores)
         del net
-    testsets.write(run_dir)  # the leaderboard with a table per test set and the cross-set summary
+    # the leaderboard with a table per test set and the cross-set summary, ranked as the run was (run.json)
+    testsets.write(run_dir, metric=run_rank_by(meta))
     md = (run_dir / "leaderboard.md").read_text()
     print(md[md.find("# Other test sets"):] if "# Other test sets" in md else md)
     print(f"written to {run_dir / 'leaderboard.md'}", file=sys.stderr)
@@ -253,14 +251,22 @@ def _grey_settings(meta: dict, saved) -> tuple[int, int, str]:
     return int(base["size"]), int(base.get("eval_size", base["size"])), str(backbone)
 
 
-def _record(out: Path, row: dict, keys: list[str], n_skipped: int, scores: dict) -> None:
+def run_rank_by(meta: dict) -> str:
+    """The ranking metric the run was made with (``run.json``'s ``rank_by``; PSNR for runs that did not record
+    one, or one no longer in the metric table)."""
+    rank_by = meta.get("rank_by") if isinstance(meta, dict) else None
+    return rank_by if rank_by in pstats.METRICS else "psnr"
+
+
+def _record(out: Path, row: dict, keys: list[str], n_skipped: int, scores) -> None:
     """Append one scored model's run row and per-image rows (per-image first: a run counts once its row exists)."""
     key = {k: row.get(k, "") for k in ("run", "model", "cell", "seed", "fold", "test_set")}
-    per_image = [{**key, "image": name, **{m: v[i] for m, v in scores.items()}} for i, name in enumerate(keys)]
+    per_image = [{**key, "image": name, **{m: v[i] for m, v in scores.per_image.items()}} for i, name in enumerate(keys)]
     append_rows(out / "per_image.csv", per_image, key=IMAGE_KEY)
-    means = {m: sum(v) / len(v) for m, v in scores.items()}
-    append_rows(out / "runs.csv", [{**row, "status": "ok", "n_test": len(keys), "n_skipped": n_skipped, **means,
-                                    "evaluated_at": _now()}], key=RUN_KEY)
+    save_features(features_file(out / "features", row["model"], row["cell"], row["seed"], row.get("fold")), scores,
+                  keys)
+    append_rows(out / "runs.csv", [{**row, "status": "ok", "n_test": len(keys), "n_skipped": n_skipped,
+                                    **scores.row(), "evaluated_at": utc_now()}], key=RUN_KEY)
 
 
 if __name__ == "__main__":

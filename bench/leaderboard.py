@@ -24,7 +24,6 @@ from .plots import psnr_per_cell
 from .records import BASELINES, GREY, MEAN_COLOUR, atomic_write_text, read_rows
 from .stats import ci95
 
-METRICS = ("psnr", "ssim", "colourfulness", "delta_e2000", "lpips")  # summarised for every cell whatever the ranking metric
 AUTOMATIC, REFERENCE = "automatic", "reference"
 #: column prefix and short name of each baseline (a row no network trained) in the comparisons and verdicts
 BASELINE_PREFIX = {GREY: "grey", MEAN_COLOUR: "mean_colour"}
@@ -75,7 +74,7 @@ def load_runs(run_dir: Path) -> pd.DataFrame:
     """The run records of a run folder as a DataFrame (metric and other numeric columns converted; the folds of a
     k-fold run combined into one row per seed, ``bench.folds``)."""
     df = combine_folds(pd.DataFrame(read_rows(Path(run_dir) / "runs.csv")))
-    return _numeric(df, [*NUMERIC_RUN_COLS, *pstats.METRICS])
+    return _numeric(df, [*NUMERIC_RUN_COLS, *pstats.METRICS, "kid_std"])
 
 
 def load_per_image(run_dir: Path) -> pd.DataFrame:
@@ -90,7 +89,8 @@ def _is_reference(g: pd.DataFrame) -> bool:
 
 
 def build(df: pd.DataFrame, per_image: pd.DataFrame | None = None, n_boot: int = pstats.N_BOOT,
-          metric: str | pstats.Metric = "psnr", n_perm: int = pstats.N_PERM) -> tuple[pd.DataFrame, pd.DataFrame]:
+          metric: str | pstats.Metric = "psnr", n_perm: int = pstats.N_PERM,
+          features_dir: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(leaderboard of successful cells, table of failed runs).
 
     Args:
@@ -102,6 +102,9 @@ def build(df: pd.DataFrame, per_image: pd.DataFrame | None = None, n_boot: int =
             registered in ``bench.stats.METRICS`` such as ``"lpips"``) or a ``bench.stats.Metric``; its direction
             decides the order and "better".
         n_perm: random sign flips per test when there are more than 16 test images.
+        features_dir: the saved per-image features of the per-set metrics (``<folder>/features``): ranked by a
+            per-set metric (FID, KID, ΔCF), cells are compared with grey and the best by a paired bootstrap over
+            images (``bench.stats.paired_set_bootstrap``), without p-values.
 
     Returns:
         The board has one row per cell: ``group`` (``automatic``, or ``reference`` for models that take a colour
@@ -120,7 +123,7 @@ def build(df: pd.DataFrame, per_image: pd.DataFrame | None = None, n_boot: int =
     if m.name not in ok:
         raise ValueError(f"no column {m.name!r} in the run records to rank by")
     extra = [c for c in ("style_weight", "skips") if c in df.columns and df[c].astype(str).str.len().gt(0).any()]
-    summary = list(dict.fromkeys([m.name, *METRICS]))
+    summary = list(dict.fromkeys([m.name, *(x.name for x in pstats.shown_metrics())]))
     rows = []
     for (model, cell), g in ok.groupby(["model", "cell"], sort=False):
         ref = _is_reference(g)
@@ -133,6 +136,10 @@ def build(df: pd.DataFrame, per_image: pd.DataFrame | None = None, n_boot: int =
             if s in g:
                 row[f"{s}_mean"] = pd.to_numeric(g[s], errors="coerce").mean()
         row[f"{m.name}_ci95"] = ci95(g[m.name])
+        if "kid_std" in g:  # KID's spread over subsets (mean over seeds)
+            row["kid_std_mean"] = pd.to_numeric(g["kid_std"], errors="coerce").mean()
+        if "n_test" in g:
+            row["n_test"] = pd.to_numeric(g["n_test"], errors="coerce").max()
         if m.name != "psnr":
             row["psnr_ci95"] = ci95(g["psnr"])
         row["rank_by"] = rank_by
@@ -142,9 +149,9 @@ def build(df: pd.DataFrame, per_image: pd.DataFrame | None = None, n_boot: int =
         row["mixed_env"] = mixed_environment(g)
         if cell in BASELINES and "mean_ab" in g:
             row["mean_ab"] = g["mean_ab"].iloc[0] if isinstance(g["mean_ab"].iloc[0], str) else ""
-        # the VGG-16 behind the lpips values: imagenet, random (not a perceptual metric) or missing (no values)
-        row["lpips_backbone"] = ",".join(sorted(set(g["lpips_backbone"].dropna().astype(str)) - {""})) \
-            if "lpips_backbone" in g else ""
+        # the networks behind the values: e.g. lpips_backbone imagenet, random (not a perceptual metric) or missing
+        for col in pstats.status_columns():
+            row[col] = ",".join(sorted(set(g[col].dropna().astype(str)) - {""})) if col in g else ""
         rows.append(row)
     board = pd.DataFrame(rows)
     if board.empty:
@@ -159,9 +166,112 @@ def build(df: pd.DataFrame, per_image: pd.DataFrame | None = None, n_boot: int =
     # baselines keep their place in the order but get no rank: they are not trained cells
     trained = ~board["cell"].isin(BASELINES)
     board.insert(1, "rank", (board[trained].groupby("group").cumcount() + 1).reindex(board.index).astype("Int64"))
-    if per_image is not None and not per_image.empty:
+    if m.per == "set":
+        if features_dir is not None:
+            board = _add_set_comparisons(board, ok, m, Path(features_dir))
+    elif per_image is not None and not per_image.empty:
         board = _add_comparisons(board, ok, per_image, m, n_boot, n_perm)
     return board, failed
+
+
+def _run_features(folder: Path, model, cell, seed, name: str):
+    """(image keys, [(pred, truth) per replicate]) of a per-set metric's features for one (cell, seed): a k-fold
+    run's folds on their own images joined, folds re-scored on the same images (bench.evaluate) as replicates."""
+    from .metrics import features_file, load_features
+
+    one = load_features(features_file(folder, model, cell, seed))
+    if one is not None and name in one["pred"]:
+        return one["images"], [(one["pred"][name], one["truth"][name])]
+    parts = []
+    for f in range(64):
+        d = load_features(features_file(folder, model, cell, seed, f))
+        if d is None:
+            break
+        if name in d["pred"]:
+            parts.append(d)
+    if not parts:
+        return None, []
+    if all(p["images"] == parts[0]["images"] for p in parts):
+        return parts[0]["images"], [(p["pred"][name], p["truth"][name]) for p in parts]
+    import torch
+
+    return ([k for p in parts for k in p["images"]],
+            [(torch.cat([p["pred"][name] for p in parts]), torch.cat([p["truth"][name] for p in parts]))])
+
+
+def _add_set_comparisons(board, ok, m: pstats.Metric, folder: Path) -> pd.DataFrame:
+    """Per-set ranking metric: each cell − grey and − the best, with a paired bootstrap interval over the test
+    images (no p-value: there is no per-image test of a per-set metric). Cells whose features were not saved here
+    (e.g. trained by a worker on another machine) get no interval."""
+    import numpy as np
+    import torch
+
+    from .metrics import set_value
+
+    order, stats_of = None, {}
+    for _, r in board.iterrows():
+        seeds = ok[(ok["model"] == r["model"]) & (ok["cell"] == r["cell"])]["seed"]
+        reps = []
+        for seed in pd.to_numeric(seeds, errors="coerce").dropna().astype(int):
+            keys, pairs = _run_features(folder, r["model"], r["cell"], seed, m.name)
+            if keys is None:
+                continue
+            if order is None:
+                order = list(keys)
+            if sorted(keys) != sorted(order):
+                continue
+            pos = {k: i for i, k in enumerate(keys)}
+            perm = torch.tensor([pos[k] for k in order])
+            reps.append([(p[perm], t[perm]) for p, t in pairs])
+        if reps:
+            def stat(idx, reps=reps):
+                idx = torch.as_tensor(np.asarray(idx))
+                return float(np.mean([np.mean([set_value(m, p[idx], t[idx], resampled=True)
+                                               for p, t in rep]) for rep in reps]))
+            stats_of[(r["model"], r["cell"])] = (stat, len(reps))
+    if not stats_of or order is None:
+        return board
+    n = len(order)
+    boots = {k: pstats.set_bootstrap(st, n) for k, (st, _) in stats_of.items()}
+    base_keys = {cell: tuple(board.loc[board["cell"] == cell, ["model", "cell"]].iloc[0])
+                 for cell in BASELINES if (board["cell"] == cell).any()}
+    rows = []
+    for _, r in board.iterrows():
+        k = (r["model"], r["cell"])
+        row = {"group": r["group"], "model": k[0], "cell": k[1], "n_images": n if k in boots else math.nan,
+               "n_seeds": stats_of[k][1] if k in stats_of else math.nan}
+        best = best_cell(board, r["group"])
+        for fam, other in (("grey", base_keys.get(GREY)), ("mean_colour", base_keys.get(MEAN_COLOUR)),
+                           ("best", best)):
+            if k in boots and other in boots and other != k and k[1] not in BASELINES:
+                ci = pstats.set_interval(boots[k], boots[other])
+                row.update({f"{fam}_diff": ci["diff"], f"{fam}_lo": ci["lo"], f"{fam}_hi": ci["hi"]})
+        rows.append(row)
+    cmp = pd.DataFrame(rows)
+    for col in [f"{f}_{x}" for f in ("grey", "mean_colour", "best") for x in ("diff", "lo", "hi")]:
+        if col not in cmp:
+            cmp[col] = math.nan
+    board = board.merge(cmp, on=["group", "model", "cell"], how="left")
+    lo, hi = board["grey_lo"], board["grey_hi"]
+    board["better_than_grey"] = (lo > 0) if m.higher_is_better else (hi < 0)
+    board["worse_than_grey"] = (hi < 0) if m.higher_is_better else (lo > 0)
+    board["verdict"] = [_set_verdict_word(r) for _, r in board.iterrows()]
+    return board
+
+
+def _set_verdict_word(r) -> str:
+    """Per-cell words of a per-set ranking: whether the bootstrap intervals to grey and to the best exclude 0."""
+    if r["cell"] in BASELINES:
+        return "baseline"
+    parts = []
+    for prefix, word in (("grey", "grey"), ("mean_colour", "mean colour")):
+        if not pd.isna(r.get(f"{prefix}_lo", math.nan)):
+            parts.append(f"≠ {word}" if r[f"{prefix}_lo"] > 0 or r[f"{prefix}_hi"] < 0 else f"CI spans {word}")
+    if r["rank"] == 1:
+        parts.append("best")
+    elif not pd.isna(r.get("best_lo", math.nan)):
+        parts.append("≠ best" if r["best_lo"] > 0 or r["best_hi"] < 0 else "CI spans best")
+    return "; ".join(parts)
 
 
 def best_cell(board: pd.DataFrame, group: str = AUTOMATIC) -> tuple[str, str] | None:
@@ -387,10 +497,43 @@ def verdict(board: pd.DataFrame, metric: str | pstats.Metric = "psnr", alpha: fl
             "warning": warning, "nothing": nothing, "lines": lines}
 
 
+def set_verdict_lines(board: pd.DataFrame, metric: str | pstats.Metric) -> list[str]:
+    """The verdict of a ranking by a per-set metric (FID, KID, ΔCF): bootstrap intervals, no tests."""
+    m = pstats.metric(metric)
+    trained = board[(board["cell"] != GREY)] if not board.empty else board
+    if trained.empty:
+        return []
+    label = _labeler(board)
+    col = m.status_column
+    if col and col in trained and trained[col].astype(str).eq("missing").all():
+        return [f"{m.label or m.name} has no values: its network is missing ({col}=missing); rank by another metric."]
+    n = trained["n_images"].max() if "n_images" in trained else math.nan
+    if pd.isna(n) and "n_test" in trained:
+        n = trained["n_test"].max()
+    n_txt = "?" if pd.isna(n) else str(int(n))
+    lines = [f"{m.label or m.name} is one value per test set: no per-image test and no p-value; differences "
+             f"have a 95 % paired bootstrap interval over the {n_txt} test images ({pstats.N_BOOT_SET} resamples)."]
+    if m.name == "fid":
+        lines.append(f"FID is biased upwards below a few thousand images ({n_txt} here): compare cells on the same "
+                     "images only, never with published FIDs.")
+    if m.name == "kid" and "kid_std_mean" in trained:
+        sd = trained["kid_std_mean"].median()
+        lines.append(f"KID is unbiased; its spread over random subsets of the images (median SD over cells) is "
+                     f"{m.fmt(sd)}.")
+    if "grey_lo" in trained and trained["grey_lo"].notna().any():
+        better = [label(r) for _, r in trained.iterrows() if _flag(r, "better_than_grey")]
+        lines.append("Better than grey (interval excludes 0): " + (", ".join(better) if better else "none") + ".")
+    else:
+        lines.append("No intervals: the per-image features of these runs are not in this folder's features/.")
+    return lines
+
+
 def verdict_lines(board: pd.DataFrame, metric: str | pstats.Metric = "psnr") -> list[str]:
     """The verdict sentences of every group that has trained cells (the reference-based one introduced as such)."""
     if board.empty or "group" not in board:
         return []
+    if pstats.metric(metric).per == "set":
+        return set_verdict_lines(board, metric)
     out = []
     for group in (AUTOMATIC, REFERENCE):
         v = verdict(board, metric, group=group)
@@ -419,16 +562,6 @@ def _labeler(board: pd.DataFrame):
 
 
 # ----------------------------------------------------------------------------------------------- formatting
-
-
-def metric_title(board: pd.DataFrame, metric: str | pstats.Metric = "psnr") -> str:
-    """The ranking metric's title; LPIPS computed with a random VGG-16 says so (it is not a perceptual metric)."""
-    m = pstats.metric(metric)
-    backbones = set(",".join(board["lpips_backbone"].dropna().astype(str)).split(",")) \
-        if "lpips_backbone" in board and not board.empty else set()
-    if m.name == "lpips" and "random" in backbones:
-        return f"{m.title} with a random VGG-16 backbone (not a perceptual metric)"
-    return m.title
 
 
 def _rank(v) -> str:
@@ -473,13 +606,19 @@ def ranking_table(board: pd.DataFrame, group: str = AUTOMATIC, metric: str | pst
             out[f"{m.label or m.name}, same photo as reference (upper bound)"] = [m.fmt(v) for v in b[f"{m.name}_mean"]]
     else:
         out[f"{m.title}, ± over seeds"] = [_mean_pm(s, c, m) for s, c in zip(b["score"], b["score_ci95"])]
-    for prefix, word in (("grey", "grey"), ("mean_colour", "mean colour")):
-        if f"p_{prefix}" in b:
-            out[f"Δ {word}, 95 % CI over images × seeds"] = [
-                _fmt_ci(d, lo, hi, m) for d, lo, hi in zip(b[f"{prefix}_diff"], b[f"{prefix}_lo"], b[f"{prefix}_hi"])]
-            out[f"p vs {word}"] = [_fmt_p(p) for p in b[f"p_{prefix}"]]
-        elif f"delta_{prefix}" in b:
-            out[f"Δ {word}"] = [m.fmt(d, True) for d in b[f"delta_{prefix}"]]
+    if m.per == "set" and "grey_lo" in b:  # a per-set metric: paired bootstrap over images, no p-values
+        for prefix, word in (("grey", "grey"), ("mean_colour", "mean colour"), ("best", "best")):
+            if f"{prefix}_lo" in b:
+                out[f"Δ {word}, 95 % bootstrap CI over images"] = [
+                    _fmt_ci(d, lo, hi, m) for d, lo, hi in zip(b[f"{prefix}_diff"], b[f"{prefix}_lo"], b[f"{prefix}_hi"])]
+    else:
+        for prefix, word in (("grey", "grey"), ("mean_colour", "mean colour")):
+            if f"p_{prefix}" in b:
+                out[f"Δ {word}, 95 % CI over images × seeds"] = [
+                    _fmt_ci(d, lo, hi, m) for d, lo, hi in zip(b[f"{prefix}_diff"], b[f"{prefix}_lo"], b[f"{prefix}_hi"])]
+                out[f"p vs {word}"] = [_fmt_p(p) for p in b[f"p_{prefix}"]]
+            elif f"delta_{prefix}" in b:
+                out[f"Δ {word}"] = [m.fmt(d, True) for d in b[f"delta_{prefix}"]]
     if "p_best" in b:
         out["Δ best, 95 % CI over images × seeds"] = [_fmt_ci(d, lo, hi, m) for d, lo, hi in
                                                        zip(b["best_diff"], b["best_lo"], b["best_hi"])]
@@ -490,8 +629,8 @@ def ranking_table(board: pd.DataFrame, group: str = AUTOMATIC, metric: str | pst
 
 
 def details_table(board: pd.DataFrame) -> pd.DataFrame:
-    """The other columns of every cell: model, loss, parameters, SSIM, colourfulness, ΔE2000, LPIPS (and its
-    backbone), seeds, images, encoder."""
+    """The other columns of every cell: model, loss, parameters, every metric of the table (and the backbones of
+    their networks), seeds, images, encoder."""
     if board.empty:
         return pd.DataFrame()
     label = _labeler(board)
@@ -500,18 +639,21 @@ def details_table(board: pd.DataFrame) -> pd.DataFrame:
     for c in ("style_weight", "skips"):
         if c in board:
             out[c] = ["" if pd.isna(v) else v for v in board[c]]  # cells without the parameter: blank, not nan
-    for name in METRICS:
-        if f"{name}_mean" in board:
-            mm = pstats.metric(name)
-            out[mm.title] = [mm.fmt(v) for v in board[f"{name}_mean"]]
+    for mm in pstats.shown_metrics():  # every metric of the table
+        if f"{mm.name}_mean" in board:
+            out[mm.title] = [mm.fmt(v) for v in board[f"{mm.name}_mean"]]
+            if mm.name == "kid" and "kid_std_mean" in board:
+                out["KID spread over subsets (SD)"] = [mm.fmt(v) for v in board["kid_std_mean"]]
     out["seeds"] = board["n"].astype(int).astype(str)
     if "n_images" in board:
         out["test images"] = ["" if pd.isna(v) else str(int(v)) for v in board["n_images"]]
     out["pretrained encoder"] = board["encoder_pretrained"].astype(str)
     if mixed_environment_warning(board):
         out["mixed environment"] = board["mixed_env"].astype(str)
-    if "lpips_backbone" in board and board["lpips_backbone"].astype(str).str.len().gt(0).any():
-        out["LPIPS backbone"] = board["lpips_backbone"].fillna("").astype(str)
+    for col in pstats.status_columns():  # the network behind a metric: e.g. LPIPS backbone random / missing
+        if col in board and board[col].astype(str).str.len().gt(0).any():
+            out[col.replace("_", " ").replace("lpips", "LPIPS").replace("inception", "Inception")] = \
+                board[col].fillna("").astype(str)
     return out
 
 
@@ -536,6 +678,16 @@ def stats_note(metric: str | pstats.Metric = "psnr", n_boot: int = pstats.N_BOOT
             + ("Lower is better for this metric. " if not m.higher_is_better else ""))
 
 
+def ranked_title(board: pd.DataFrame, metric: str | pstats.Metric) -> str:
+    """The ranking metric's title naming the backbone of its network when it has one ("LPIPS, random VGG-16: not
+    a perceptual metric")."""
+    m = pstats.metric(metric)
+    col = m.status_column
+    if not col or col not in board:
+        return m.title
+    return m.backbone_title(v for s in board[col].dropna().astype(str) for v in s.split(","))
+
+
 def to_markdown(board: pd.DataFrame, failed: pd.DataFrame, title: str = "Leaderboard",
                 metric: str | pstats.Metric = "psnr", n_boot: int = pstats.N_BOOT, heading: int = 1) -> str:
     """The verdict, the ranking tables, the details and the failed runs as one Markdown document."""
@@ -550,7 +702,7 @@ def to_markdown(board: pd.DataFrame, failed: pd.DataFrame, title: str = "Leaderb
     if board.empty:
         lines.append("(no successful runs yet)")
     else:
-        lines += [f"{h}# Ranking by {metric_title(board, m)}" + (" (automatic colorizers)" if (board["group"] == REFERENCE).any()
+        lines += [f"{h}# Ranking by {ranked_title(board, m)}" + (" (automatic colorizers)" if (board["group"] == REFERENCE).any()
                                                  else ""), ""]
         lines += [ranking_table(board, AUTOMATIC, m).to_markdown(index=False, disable_numparse=True), ""]
         if (board["group"] == REFERENCE).any():
@@ -559,7 +711,7 @@ def to_markdown(board: pd.DataFrame, failed: pd.DataFrame, title: str = "Leaderb
                       "photo as reference; with the test photo itself as reference (its own colours) the score is an "
                       "upper bound, not comparable with the automatic colorizers above.", "",
                       ranking_table(board, REFERENCE, m).to_markdown(index=False, disable_numparse=True), ""]
-        if "p_best" in board or "p_grey" in board:
+        if m.per == "image" and ("p_best" in board or "p_grey" in board):
             lines += [stats_note(m, n_boot), ""]
         lines += [f"{h}# Details", "", details_table(board).to_markdown(index=False, disable_numparse=True), ""]
     if not failed.empty:
@@ -605,7 +757,7 @@ def to_terminal(board: pd.DataFrame, failed: pd.DataFrame | None = None, metric:
         excess = sum(widths) + 2 * (len(widths) - 1) - width
         if excess > 0:
             widths[ci] = max(8, widths[ci] - excess)
-        title = (metric_title(board, m) + (f", ranked on the other-photo score ({b['rank_by'].iloc[0]})"
+        title = (f"{ranked_title(board, m)}" + (f", ranked on the other-photo score ({b['rank_by'].iloc[0]})"
                                  if group == REFERENCE else "")
                  + (" — lower is better" if not m.higher_is_better else ""))
         out.append(("Reference-based colorizers: " if group == REFERENCE else "Leaderboard: ") + title)
@@ -636,7 +788,7 @@ def write(run_dir: Path, title: str | None = None, metric: str | pstats.Metric =
     ``figures/psnr.png``; returns (board, compact text for the terminal)."""
     run_dir = Path(run_dir)
     df = load_runs(run_dir)
-    board, failed = build(df, load_per_image(run_dir), metric=metric)
+    board, failed = build(df, load_per_image(run_dir), metric=metric, features_dir=run_dir / "features")
     md = to_markdown(board, failed, title or f"Leaderboard: {run_dir.name}", metric)
     atomic_write_text(run_dir / "leaderboard.md", md)
     atomic_write_text(run_dir / "leaderboard.csv", board.to_csv(index=False))

@@ -210,6 +210,13 @@ def environment(device: torch.device | str) -> dict:
     return env
 
 
+def utc_now() -> str:
+    """The time now, UTC, to the second (ISO 8601): every timestamp of the records."""
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
 def slug(text) -> str:
     """A file-name-safe form of a model, cell or data set name (for folders in a run folder)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("_") or "_"

@@ -13,7 +13,6 @@ import base64
 import errno
 import html
 import json
-import math
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -421,7 +420,8 @@ def write_report(run_dir, throughput_csv: Path | None = None, n_boot: int = N_BO
     run_dir = Path(run_dir)
     data = load(run_dir)
     data["run_dir"], data["n_boot"], data["metric"] = run_dir, n_boot, metric
-    board, failed = leaderboard.build(data["runs"], data["per_image"], n_boot=n_boot, metric=metric)
+    board, failed = leaderboard.build(data["runs"], data["per_image"], n_boot=n_boot, metric=metric,
+                                      features_dir=Path(run_dir) / "features")
     md_board = leaderboard.to_markdown(board, failed, f"Leaderboard: {run_dir.name}", metric, n_boot)
     data["test_sets"] = testsets.sections(run_dir, board, n_boot, metric)  # sets scored later by bench.evaluate
     md_board += testsets.markdown(data["test_sets"])

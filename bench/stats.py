@@ -23,13 +23,16 @@ Several comparisons at once are Holm-adjusted (:func:`holm`). "Worse than the be
 of *all* pairs of cells (:func:`compare_cells`): the best cell is chosen from the same data, so comparing the others
 only with it would find "significant" gaps between cells that are in truth equal.
 
-**Metrics** are named columns of ``per_image.csv`` with a direction: :data:`METRICS` maps the known ones to a
-:class:`Metric` (PSNR, SSIM, colourfulness, and the lower-is-better LPIPS ``lpips`` and CIEDE2000 ``delta_e2000``);
-:func:`metric` returns it (unknown names: higher is better). To rank by another column::
+**Metrics** are declared once, in :data:`METRICS` (the metric table): a :class:`Metric` holds the name, the
+direction, per-image or per-set, the network it needs (its absence is recorded as ``missing`` in the metric's
+``<network>_backbone`` column, the values empty), display name, unit, digits, and where its computation lives
+(``bench.metrics`` runs it). Training, ``bench.evaluate``, the baselines, the leaderboard, ``--rank-by``, the
+report and the dashboard iterate the table; :func:`metric` returns an entry (unknown names: higher is better). A
+new metric is one entry::
 
-    from bench import leaderboard, stats
-    stats.register_metric(stats.Metric("my_metric", higher_is_better=False, unit="", label="My metric"))
-    board, failed = leaderboard.build(runs, per_image, metric="my_metric")
+    from bench import stats
+    stats.register_metric(stats.Metric("my_metric", higher_is_better=False, label="My metric",
+                                       compute=lambda pred, target, net: (pred - target).abs().mean(dim=(1, 2, 3))))
 
 Every difference is ``cell − other`` in the metric's own units; "better" follows ``higher_is_better``.
 """
@@ -38,71 +41,21 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from .metrictable import (METRICS, NETWORKS, Metric, metric, register_metric, shown_metrics,  # noqa: F401
+                          status_columns, unregister_metric)
+
 ALPHA = 0.05
 N_BOOT = 10_000  # bootstrap resamples for the two-level interval
 N_PERM = 10_000  # random sign flips when 2^n is too many to enumerate
+N_BOOT_SET = 1000  # bootstrap resamples of a per-set metric (each recomputes the metric, e.g. FID)
 EXACT_MAX_N = 16  # up to 2^16 = 65,536 sign patterns: enumerate them all
 MIN_IMAGES = 20  # fewer test images than this: the verdict warns that comparisons have little power
 POWER = 0.80
-
-
-@dataclass(frozen=True)
-class Metric:
-    """A per-image metric the leaderboard can rank by.
-
-    Args:
-        name: the column in ``runs.csv`` / ``per_image.csv``.
-        higher_is_better: direction of "better" (PSNR: True; LPIPS, ΔE: False).
-        unit: shown after values and differences (``"dB"``), may be empty.
-        label: the column heading (``"PSNR"``).
-        digits: decimals when printed.
-    """
-
-    name: str
-    higher_is_better: bool = True
-    unit: str = ""
-    label: str = ""
-    digits: int = 2
-
-    @property
-    def title(self) -> str:
-        """``"PSNR (dB)"``: label with unit."""
-        lab = self.label or self.name
-        return f"{lab} ({self.unit})" if self.unit else lab
-
-    def fmt(self, value, signed: bool = False) -> str:
-        if value is None or pd.isna(value):
-            return ""
-        return f"{value:{'+' if signed else ''}.{self.digits}f}"
-
-
-METRICS: dict[str, Metric] = {}
-
-
-def register_metric(m: Metric) -> Metric:
-    """Make a metric known by name (direction, unit, label); returns it."""
-    METRICS[m.name] = m
-    return m
-
-
-for _m in (Metric("psnr", True, "dB", "PSNR"), Metric("ssim", True, "", "SSIM", 4),
-           Metric("colourfulness", True, "", "colourfulness", 1),
-           Metric("psnr_ref_other", True, "dB", "PSNR, other-photo reference"),
-           Metric("lpips", False, "", "LPIPS", 4), Metric("delta_e2000", False, "", "ΔE2000", 2)):
-    register_metric(_m)
-
-
-def metric(name: str | Metric) -> Metric:
-    """The :class:`Metric` called ``name`` (a new higher-is-better one if it is not registered)."""
-    if isinstance(name, Metric):
-        return name
-    return METRICS.get(name) or Metric(name, True, "", name)
 
 
 _metric = metric  # for functions whose argument is called ``metric``
@@ -358,6 +311,50 @@ def _seed_part(rng, k: int, x: np.ndarray) -> np.ndarray:
     if m == 1:
         return np.zeros((k, x.shape[1]))
     return math.sqrt(m / (m - 1)) * (_count_weights(rng, k, m) @ x - x.mean(axis=0))
+
+
+def resample_indices(n: int, n_boot: int = N_BOOT_SET, seed: int = 0) -> np.ndarray:
+    """``n_boot × n`` image indices drawn with replacement (seeded): the resamples of :func:`paired_set_bootstrap`."""
+    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+
+
+def set_bootstrap(stat, n: int, n_boot: int = N_BOOT_SET, seed: int = 0) -> np.ndarray:
+    """A per-set statistic on all ``n`` images, then on each resample of :func:`resample_indices` (``1 + n_boot``
+    values; ``stat``: ``indices (n,) → value``). Two cells' arrays with the same ``n``, ``n_boot`` and ``seed`` are
+    paired: resample k drew the same images for both."""
+    idx = resample_indices(n, n_boot, seed) if n >= 2 else np.empty((0, n), dtype=int)
+    return np.array([stat(np.arange(n)), *(stat(i) for i in idx)], dtype=float)
+
+
+def set_interval(va: np.ndarray, vb: np.ndarray, level: float = 0.95) -> dict:
+    """``diff`` (a − b on all images) and the percentile interval ``lo``/``hi`` of the paired resamples' differences
+    (arrays of :func:`set_bootstrap`)."""
+    d = va[1:] - vb[1:]
+    d = d[np.isfinite(d)]
+    a = (1 - level) / 2
+    lo, hi = np.quantile(d, [a, 1 - a]) if len(d) else (math.nan, math.nan)
+    return {"diff": float(va[0] - vb[0]), "lo": float(lo), "hi": float(hi)}
+
+
+def paired_set_bootstrap(stat_a, stat_b, n: int, n_boot: int = N_BOOT_SET, seed: int = 0,
+                         level: float = 0.95) -> dict:
+    """Paired bootstrap over images of the difference of a per-set statistic (FID, KID, ΔCF) between two cells.
+
+    The same resample of the ``n`` test images is drawn for both (they stay paired), each statistic is recomputed
+    on it, and the interval is the percentile interval of ``stat_a(idx) − stat_b(idx)``. There is no per-image
+    sign-flip test for a per-set metric: this interval is the comparison.
+
+    Args:
+        stat_a, stat_b: ``indices (n,) → value`` (a cell's statistic on the images at those indices; a cell with
+            several seeds gives its mean over them).
+        n: number of test images.
+        n_boot: resamples (:func:`resample_indices`, ``seed``).
+        level: interval level.
+
+    Returns:
+        ``diff`` (on all images), ``lo``, ``hi``.
+    """
+    return set_interval(set_bootstrap(stat_a, n, n_boot, seed), set_bootstrap(stat_b, n, n_boot, seed), level)
 
 
 def _count_weights(rng, k: int, m: int) -> np.ndarray:

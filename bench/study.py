@@ -438,6 +438,21 @@ def close(study: optuna.Study, trial: optuna.Trial, state: TrialState, value: fl
         raise
 
 
+def open_study(name: str, url: str | Path, heartbeat: int = 30, sampler=None, pruner=None) -> optuna.Study:
+    """Open (creating if needed) the maximising study ``name`` in the storage at ``url`` (:func:`open_storage`).
+
+    Raises:
+        StorageError: one line (password redacted) when the storage or the study cannot be opened.
+    """
+    storage = open_storage(url, heartbeat=heartbeat)
+    try:
+        return optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
+                                   sampler=sampler, pruner=pruner)
+    except Exception as err:  # e.g. the database refuses the connection
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise StorageError(f"cannot open study {name} in {redact(str(url))}: {type(err).__name__}: {first}") from None
+
+
 def dumps(obj) -> str:
     """Compact JSON for user attributes (NaN/inf allowed, as Python's json writes them)."""
     return json.dumps(obj, separators=(",", ":"), default=str)
@@ -499,11 +514,9 @@ def describe(study: optuna.Study, **attrs) -> None:
 
 
 def artifact_store(folder: Path):
-    """A file-system artifact store in ``folder`` (created), for sample images; None if this Optuna has none."""
-    try:
-        from optuna.artifacts import FileSystemArtifactStore
-    except ImportError:  # pragma: no cover - Optuna < 3.4
-        return None
+    """A file-system artifact store in ``folder`` (created), for sample images."""
+    from optuna.artifacts import FileSystemArtifactStore
+
     folder.mkdir(parents=True, exist_ok=True)
     return FileSystemArtifactStore(str(folder))
 

@@ -23,7 +23,6 @@ import math
 import sys
 import time
 import warnings
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -36,7 +35,7 @@ from models.vgg import EncoderWeightsError
 from . import cli
 from .config import default_preset
 from .data import CropSchedule, DataError, ImageStore, list_images, split_files
-from .records import append_rows, atomic_write_bytes, atomic_write_text, environment
+from .records import append_rows, atomic_write_bytes, atomic_write_text, command_line, environment, utc_now
 from .device import pick_device
 from .paths import check_writable, results_root
 
@@ -204,10 +203,6 @@ def evaluate(model: AdaINStyleTransfer, content: torch.Tensor, style: torch.Tens
     return metrics, sheet
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 @cli.command
 def main(argv=None) -> int:
     args = parse_args(argv)
@@ -247,11 +242,11 @@ def main(argv=None) -> int:
                    final_train_loss=fit["history"][-1]["loss"])
 
     env = environment(device)
-    record = {"command": cli.command_line("styletransfer", argv),
+    record = {"command": command_line(cli.prog("styletransfer"), sys.argv[1:] if argv is None else list(argv)),
               "content": str(args.content), "style": str(args.style), "config": cfg,
               "encoder_pretrained": model.encoder_pretrained, "held_out": {"content": c_held, "style": s_held},
               "n_train": {"content": len(stores["content"]), "style": len(stores["style"])},
-              "metrics": metrics, "history": fit["history"], "environment": env, "finished_at": _now()}
+              "metrics": metrics, "history": fit["history"], "environment": env, "finished_at": utc_now()}
     atomic_write_text(out / "results.json", json.dumps(record, indent=2))
     append_rows(out / "results.csv", [{"finished_at": record["finished_at"], "content": args.content,
                                        "style": args.style, **cfg, "encoder_pretrained": model.encoder_pretrained,

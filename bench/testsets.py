@@ -47,11 +47,13 @@ def boards(run_dir, main_board: pd.DataFrame | None = None, n_boot: int | None =
     runs = leaderboard.load_runs(run_dir)
     main = str(runs["data_test"].iloc[0]) if "data_test" in runs and len(runs) else "own test set"
     if main_board is None:
-        main_board, _ = leaderboard.build(runs, leaderboard.load_per_image(run_dir), **kw)
+        main_board, _ = leaderboard.build(runs, leaderboard.load_per_image(run_dir), features_dir=run_dir / "features",
+                                          **kw)
     out = {main: main_board}
     for name, folder in evaluation_dirs(run_dir).items():
         label = f"{name} (re-scored)" if name in out else name
-        out[label], _ = leaderboard.build(leaderboard.load_runs(folder), leaderboard.load_per_image(folder), **kw)
+        out[label], _ = leaderboard.build(leaderboard.load_runs(folder), leaderboard.load_per_image(folder),
+                                          features_dir=folder / "features", **kw)
     return out
 
 

@@ -22,7 +22,7 @@ from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from .config import CellConfig
 from .data import BUNDLED_FOLDS, CropSchedule, ImageStore, Splits, fingerprint, fold_splits, make_splits, mean_ab
 from .device import amp_dtype, autocast, pick_device
-from .metrics import evaluate, fill_missing_lpips, lpips_metric, score_test
+from .metrics import evaluate, networks, score_test
 
 __all__ = ["DivergenceError", "Prepared", "TrainStep", "autocast_dtype", "build_cell", "make_step", "pick_device",
            "prepare", "prepare_folds", "train_cell"]
@@ -52,7 +52,6 @@ class Prepared:
     test_images: torch.Tensor
     test_files: list
     skipped: list
-    size: int
     _priors: dict = field(default_factory=dict)
     #: split ("train", "val") → {file: content fingerprint} (``bench.data.fingerprint``), for ``bench.evaluate``
     fingerprints: dict = field(default_factory=dict)
@@ -293,9 +292,10 @@ def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: 
         expect_checkpoint: this is a retry of a run that may have left a checkpoint: say so when there is none.
 
     Returns:
-        dict with ``metrics`` (means and timings), ``per_image`` (per-image test metrics), ``history`` (validation
-        PSNR and training loss over steps), ``encoder_pretrained`` and ``lpips_backbone`` (the lpips metric's VGG-16:
-        imagenet, random, or missing — then the lpips values are NaN).
+        dict with ``metrics`` (every metric of the table, the backbone of each network behind them, e.g.
+        ``lpips_backbone``: imagenet, random, or missing — then those values are NaN; and timings), ``per_image``
+        (per-image test metrics), ``scores`` (``bench.metrics.Scores``), ``history`` (validation PSNR and training
+        loss over steps), ``encoder_pretrained`` and ``lpips_backbone``.
 
     Raises:
         DivergenceError: the loss became NaN or infinite.
@@ -337,8 +337,9 @@ def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: 
                 bar.set_postfix(loss=f"{step.check():.4f}")
             bar.update(1)
             if validate:
-                val = evaluate(model, prep.val_images, device, cfg.batch_size, _refs(prep.val_images, needs_ref), amp)
-                val_psnr = float(sum(val["psnr"]) / len(val["psnr"]))
+                val = evaluate(model, prep.val_images, device, cfg.batch_size, _refs(prep.val_images, needs_ref), amp,
+                               only=["psnr"]).per_image["psnr"]
+                val_psnr = float(sum(val) / len(val))
                 history.append({"step": n, "val_psnr": val_psnr, "train_loss": step.last_loss,
                                 "elapsed_s": time.perf_counter() - t0})
             if checkpoint is not None and cfg.checkpoint_every and n % cfg.checkpoint_every == 0 and n < cfg.steps:
@@ -354,33 +355,20 @@ def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: 
     train_time = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    lpips_net, lpips_backbone = lpips_metric(cfg.lpips_backbone, device)
-    per_image = fill_missing_lpips(score_test(model, prep.test_images, device, cfg.batch_size, amp,
-                                              lpips_net=lpips_net), lpips_net, len(prep.test_images))
-    extra = {"psnr_ref_other": _mean(per_image["psnr_ref_other"])} if "psnr_ref_other" in per_image else {}
+    scores = score_test(model, prep.test_images, device, cfg.batch_size, amp, networks(device, cfg.lpips_backbone))
     eval_time = time.perf_counter() - t1
-    metrics = {
-        "psnr": _mean(per_image["psnr"]),
-        "ssim": _mean(per_image["ssim"]),
-        "colourfulness": _mean(per_image["colourfulness"]),
-        "delta_e2000": _mean(per_image["delta_e2000"]),
-        "lpips": _mean(per_image["lpips"]),
+    metrics = {  # every metric of the table (bench.stats.METRICS), then the training's own numbers
+        **scores.row(),
         "val_psnr": history[-1]["val_psnr"],
         "final_loss": history[-1]["train_loss"],
         "train_time_s": train_time,
         "train_img_per_s": cfg.steps * cfg.batch_size / train_time,
         "eval_time_s": eval_time,
-        **extra,
     }
-    return {"metrics": metrics, "per_image": per_image, "history": history,
-            "encoder_pretrained": bool(getattr(model, "encoder_pretrained", False)), "lpips_backbone": lpips_backbone,
-            "model": model}
+    return {"metrics": metrics, "per_image": scores.per_image, "scores": scores, "history": history,
+            "encoder_pretrained": bool(getattr(model, "encoder_pretrained", False)),
+            "lpips_backbone": scores.status.get("lpips_backbone", ""), "model": model}
 
 
 def _refs(images: torch.Tensor, needed: bool):
     return images if needed else None
-
-
-def _mean(xs) -> float:
-    xs = [float(x) for x in xs]
-    return sum(xs) / len(xs) if xs else math.nan

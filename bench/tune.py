@@ -101,14 +101,7 @@ def _fmt(params: dict) -> str:
 
 def open_study(args, name: str, url: str, cfg: CellConfig) -> optuna.Study:
     pruner = optuna.pruners.MedianPruner(n_startup_trials=args.startup_trials, n_warmup_steps=args.warmup_steps)
-    try:
-        study = optuna.create_study(study_name=name, storage=gs.open_storage(url, args.heartbeat),
-                                    direction="maximize", load_if_exists=True, pruner=pruner,
-                                    sampler=make_sampler(args.seed, 0, args.startup_trials))
-    except gs.StorageError:
-        raise
-    except Exception as err:
-        raise gs.StorageError(f"cannot open study {name} in {gs.redact(url)}: {type(err).__name__}: {err}") from None
+    study = gs.open_study(name, url, args.heartbeat, make_sampler(args.seed, 0, args.startup_trials), pruner)
     # the tuned configuration, minus what is tuned: a study is never continued with another configuration
     fixed = {k: v for k, v in cfg.to_flat().items() if k not in ("lr", "seed")}
     old = study.user_attrs.get("config")

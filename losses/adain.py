@@ -61,7 +61,6 @@ class _AdaINColourLoss(nn.Module):
     """
 
     head = "ab"
-    needs_rgb = True
 
     def __init__(self, style_weight: float = 1.0, loss_weight: float = 1.0, reduction: str = "mean",
                  encoder_weights: str | None = "none", vgg_width: float = 1.0):

@@ -28,7 +28,6 @@ class LPIPSLoss(nn.Module):
     """
 
     head = "ab"
-    needs_rgb = True
 
     def __init__(self, backbone: str = "imagenet", loss_weight: float = 1.0, reduction: str = "mean"):
         super().__init__()

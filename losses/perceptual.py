@@ -26,7 +26,6 @@ class PerceptualLoss(nn.Module):
     """
 
     head = "ab"
-    needs_rgb = True
 
     def __init__(self, layers=("relu2_2", "relu3_3"), backbone: str = "imagenet", loss_weight: float = 1.0,
                  reduction: str = "mean"):

@@ -79,7 +79,6 @@ class CompositeLoss(nn.Module):
         self.weights = [w for w, _ in terms]
         self.terms = nn.ModuleList([t for _, t in terms])
         self.spec = spec
-        self.needs_rgb = any(getattr(t, "needs_rgb", False) for t in self.terms)
         self.signed = any(getattr(t, "signed", False) for t in self.terms)
 
     def forward(self, pred: torch.Tensor, target_ab: torch.Tensor, **ctx) -> torch.Tensor:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .registry import register_model
 from .vgg import VGG19Features
 
 EPS = 1e-5
@@ -123,8 +122,3 @@ class AdaINStyleTransfer(nn.Module):
         """Stylised RGB (unclamped; clamp to [0, 1] for display)."""
         return self.stylise(content, style, alpha)[0]
 
-
-@register_model("adain")
-def adain_style_transfer(width=1.0, encoder_weights="none") -> AdaINStyleTransfer:
-    """Huang & Belongie's AdaIN style-transfer network (``task = "style_transfer"``, not a colorizer)."""
-    return AdaINStyleTransfer(width, encoder_weights)

@@ -12,7 +12,7 @@ import models
 from bench import grids
 from bench.colour import lab_to_rgb, split_lab
 from losses.adain import content_term, style_term
-from models.adain import adain, channel_stats
+from models.adain import adain
 from models.vgg import VGG19_UPTO, EncoderWeightsError, VGG19Features, imagenet_checkpoint_path
 
 

@@ -2,7 +2,6 @@
 between the preset and the command line, and every malformed file is one line with exit code 2."""
 from __future__ import annotations
 
-import argparse
 import textwrap
 
 import pytest

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -102,9 +103,12 @@ def test_lpips_metric_status(torch_home, real_batch):
         assert lpips_metric("imagenet", "cpu") == (None, "missing")
         net, status = lpips_metric("random", "cpu")
         assert status == "random" and isinstance(net, LPIPS)
-        grey = evaluate_grey(real_batch[:3, :, :32, :32], "cpu", lpips_net=net)
-        assert len(grey["lpips"]) == 3 and all(v > 0 for v in grey["lpips"])
-        assert "lpips" not in evaluate_grey(real_batch[:3, :, :32, :32], "cpu")
+        grey = evaluate_grey(real_batch[:3, :, :32, :32], "cpu", nets={"lpips": (net, status)})
+        assert len(grey.per_image["lpips"]) == 3 and all(v > 0 for v in grey.per_image["lpips"])
+        assert grey.row()["lpips_backbone"] == "random"
+        assert "lpips" not in evaluate_grey(real_batch[:3, :, :32, :32], "cpu").per_image
+        missing = evaluate_grey(real_batch[:3, :, :32, :32], "cpu", nets={"lpips": (None, "missing")}).row()
+        assert np.isnan(missing["lpips"]) and missing["lpips_backbone"] == "missing"
     finally:
         metrics._LPIPS.clear()
     with pytest.raises(EncoderWeightsError, match="TORCH_HOME"):

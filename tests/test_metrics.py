@@ -11,7 +11,7 @@ from skimage.color import lab2rgb, rgb2lab
 from skimage.metrics import structural_similarity
 
 from bench.data import BUNDLED
-from bench.metrics import colourfulness, evaluate, evaluate_grey, psnr_per_image, score, ssim_per_image
+from bench.metrics import colourfulness, evaluate, evaluate_grey, grey_colorizer, psnr_per_image, score_set, ssim_per_image
 
 
 def np_psnr(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -64,7 +64,7 @@ def test_grey_baseline_on_a_real_photo_matches_skimage(photo):
     lab[..., 1:] = 0
     grey = np.clip(lab2rgb(lab), 0, 1)
     want = np_psnr(grey[None], photo[None] / 255.0)[0]
-    got = evaluate_grey(_t(photo[None]))
+    got = evaluate_grey(_t(photo[None])).per_image
     assert got["psnr"][0] == pytest.approx(want, abs=0.01)
     assert got["colourfulness"][0] == pytest.approx(np_colourfulness(grey * 255), abs=0.05)
     assert got["colourfulness"][0] < 0.5  # grey has (almost) no colour
@@ -134,12 +134,14 @@ def test_score_and_evaluate_use_true_lightness(real_batch):
         def to_ab(self, out):
             return out
 
-    perfect = evaluate(Oracle(ab_true), images, "cpu", batch_size=3)
+    perfect = evaluate(Oracle(ab_true), images, "cpu", batch_size=3).per_image
     assert min(perfect["psnr"]) > 50
-    grey = evaluate(Oracle(torch.zeros_like(ab_true)), images, "cpu", batch_size=3)
-    np.testing.assert_allclose(grey["psnr"], evaluate_grey(images)["psnr"], atol=1e-4)
-    s = score(images.float() / 255.0, images.float() / 255.0)
-    assert set(s) == {"psnr", "ssim", "colourfulness", "delta_e2000"}  # "lpips" only with a network
+    grey = evaluate(Oracle(torch.zeros_like(ab_true)), images, "cpu", batch_size=3).per_image
+    np.testing.assert_allclose(grey["psnr"], evaluate_grey(images).per_image["psnr"], atol=1e-4)
+    s = score_set(grey_colorizer, images, "cpu", batch_size=3)
+    # without networks: the table's per-image metrics that need none, and ΔCF (lpips, fid, kid need a network)
+    assert set(s.per_image) == {"psnr", "ssim", "colourfulness", "delta_e2000"}
+    assert s.per_set["delta_cf"] > 0 and np.isnan(s.per_set["fid"])
 
 
 # ------------------------------------------------------------------------------------------------------------ CIEDE2000

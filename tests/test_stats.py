@@ -432,5 +432,5 @@ def test_ranking_by_lpips_of_a_random_backbone_says_so_in_the_title():
         board, failed = leaderboard.build(runs.assign(lpips_backbone=backbone), per_image, n_boot=100, metric="lpips")
         term = leaderboard.to_terminal(board, failed, metric="lpips")
         md = leaderboard.to_markdown(board, failed, metric="lpips")
-        assert ("random VGG-16 backbone (not a perceptual metric)" in term.splitlines()[0]) is said
-        assert ("random VGG-16 backbone" in md) is said
+        assert ("random VGG-16: not a perceptual metric" in term.splitlines()[0]) is said
+        assert ("random VGG-16: not a perceptual metric" in md) is said

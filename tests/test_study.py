@@ -18,7 +18,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from bench import ablate, grids, tune
+from bench import ablate, grids
 from bench import study as gs
 from bench.records import read_rows
 

@@ -7,7 +7,6 @@ import json
 import pytest
 import torch
 
-import models
 from bench import styletransfer
 from bench.data import BUNDLED, ImageStore
 from models.adain import AdaINStyleTransfer, make_decoder, channel_stats
@@ -33,8 +32,8 @@ def tiny_args(folders, out, *extra):
             *extra]
 
 
-def test_model_is_registered_as_style_transfer():
-    model = models.build("adain", width=0.25, encoder_weights="none")
+def test_style_transfer_model():
+    model = AdaINStyleTransfer(width=0.25, encoder_weights="none")
     assert model.task == "style_transfer" and model.encoder_pretrained is False
     content, style = torch.rand(2, 3, 32, 40), torch.rand(2, 3, 24, 24)
     out = model(content, style)
