@@ -22,11 +22,9 @@ import time
 from pathlib import Path
 
 from . import cli, grids
+from .records import CONFIG_COPY
 
 # torch, Optuna and the engine are imported after the command line is parsed: --help stays fast
-
-#: the copy of the ``--config`` file in the run folder
-CONFIG_COPY = "config.yaml"
 
 def parse_args(argv=None):
     p = cli.parser("ablate", __doc__)
@@ -141,7 +139,7 @@ def main(argv=None) -> int:
     from . import study as gs
     from .device import pick_device
     from .engine import GridRun, default_run_dir
-    from .records import command_line
+    from .records import command_line, record_command
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with cli.usage_errors():
@@ -170,6 +168,7 @@ def main(argv=None) -> int:
             for w in run.load_data():
                 print(f"warning: {w}", file=sys.stderr)
         counts = run.open()
+        record_command(run.run_dir, run.info["command"])
         if args.config:  # the YAML file that defined the grid, beside the results it made (shown by the report)
             from .records import atomic_write_bytes
 

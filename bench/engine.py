@@ -523,11 +523,10 @@ class GridRun:
             row.update(status="failed", failed_step=cfg.steps, error=f"validation PSNR is {row['val_psnr']}")
             remove_checkpoint(folder / CHECKPOINT)
             return row, [], []
-        # colorized sample images for the report, while the network is still in memory (with folds: fold 0's
-        # networks, so that every cell shows the same photos)
-        if not fold:
-            self.last_samples = save_samples(self.run_dir, model_name, cell, cfg.seed, prep, res["model"], self.device,
-                         autocast_dtype=autocast_dtype(cfg, self.device))
+        # every test image colorized, while the network is still in memory: the report's gallery and the trial's
+        # artifacts (with folds each fold adds its own test images, so together they are every image of the set)
+        self.last_samples = save_samples(self.run_dir, model_name, cell, cfg.seed, prep, res["model"], self.device,
+                                         n=None, autocast_dtype=autocast_dtype(cfg, self.device))
         if self.save_models:
             save_weights(folder, res["model"], cfg,
                          {"model": model_name, "cell": cell, "seed": cfg.seed, **folded,

@@ -25,7 +25,7 @@ from .checkpoint import load_weights, read_config, saved_models
 from .data import DataError, ImageStore, data_root, image_key, list_images, partition_usable, resolve, sha256, \
     verify_manifest
 from .metrics import evaluate_grey, fill_missing_lpips, lpips_metric, score_test
-from .records import append_rows, environment, read_json, read_rows, slug
+from .records import append_rows, command_line, environment, read_json, read_rows, record_command, slug
 from .device import pick_device
 from .train import autocast_dtype
 
@@ -138,10 +138,11 @@ def main(argv=None) -> int:
                       "encoder_pretrained": info.get("encoder_pretrained", False), "lpips_backbone": lpips_status,
                       "weights": str(s.folder.relative_to(run_dir))}, keys, n_skipped, scores)
         del net
+    record_command(run_dir, command_line(cli.prog("evaluate"), sys.argv[1:] if argv is None else list(argv)))
     testsets.write(run_dir)  # the leaderboard with a table per test set and the cross-set summary
-    md = (run_dir / "leaderboard.md").read_text()
-    print(md[md.find("# Other test sets"):] if "# Other test sets" in md else md)
-    print(f"written to {run_dir / 'leaderboard.md'}", file=sys.stderr)
+    for name, board in list(testsets.boards(run_dir).items())[1:]:  # compact (100 columns); full tables in the file
+        print(f"Test set {name}\n{leaderboard.to_terminal(board)}")
+    print(f"full tables and the cross-set summary: {run_dir / 'leaderboard.md'}", file=sys.stderr)
     return 0
 
 

@@ -67,6 +67,23 @@ def command_line(prog: str, argv: list[str]) -> str:
     return shlex.join([*prog.split(), *(redact(a, whole_argument=True) for a in argv)])
 
 
+#: the copy of ``bench.ablate --config FILE`` in its run folder (the report shows it)
+CONFIG_COPY = "config.yaml"
+
+#: every command that wrote into a run folder (``bench.ablate``, ``bench.evaluate``), one per line, in order
+COMMANDS_FILE = "commands.txt"
+
+
+def record_command(run_dir: Path, command: str) -> None:
+    """Add a command line to the run folder's ``commands.txt`` (once: a repeated command is not added again)."""
+    path = Path(run_dir) / COMMANDS_FILE
+    line = redact(command).replace("\n", " ")
+    with locked(path):
+        old = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+        if line not in old:
+            atomic_write_text(path, "\n".join([*old, line]) + "\n")
+
+
 # ------------------------------------------------------------------------------------------------ failed writes
 
 def write_error_message(err: OSError, path=None) -> str:
