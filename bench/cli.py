@@ -127,6 +127,12 @@ class ArgumentParser(argparse.ArgumentParser):
         kwargs["allow_abbrev"] = False
         super().__init__(*args, **kwargs)
 
+    def format_help(self) -> str:
+        """The help, its examples and option texts in the README's spelling (``colorbench X``); the usage line
+        keeps the name the command was started under."""
+        usage, sep, rest = super().format_help().partition("\n\n")
+        return usage + sep + re.sub(r"python -m bench\.(\w+)", r"colorbench \1", rest)
+
     def error(self, message):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
@@ -134,8 +140,7 @@ class ArgumentParser(argparse.ArgumentParser):
 def parser(name: str, doc: str | None) -> ArgumentParser:
     """The argument parser of command ``name`` (``ablate``, ``tune`` ...); the first paragraph of the module
     docstring is the description, the rest is shown after the options."""
-    doc = re.sub(r"python -m bench\.(\w+)", r"colorbench \1", doc or "")  # examples in the README's spelling
-    head, _, rest = doc.partition("\n\n")
+    head, _, rest = (doc or "").partition("\n\n")
     p = ArgumentParser(prog=prog(name), description=head, epilog=rest or None,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=version_line())
