@@ -44,11 +44,13 @@ def _release(version: str) -> tuple[int, ...]:
     return tuple(int(x) for x in re.findall(r"\d+", version.split("+")[0])[:2])
 
 
-def torch_pair_problem(torch_version: str, vision_version: str) -> str | None:
+def torch_pair_problem(torch_version: str, vision_version: str, linux: bool = sys.platform.startswith("linux")
+                       ) -> str | None:
     """A line when torch and torchvision are not a pair built for each other, else None.
 
     torch 2.N pairs with torchvision 0.(N+15) (2.5 ↔ 0.20, 2.14 ↔ 0.29); the builds must also agree on the
-    accelerator tag when both have one (``+cpu`` against ``+cu124`` fails to load torchvision's operators).
+    accelerator tag (``+cpu`` against ``+cu124`` fails to load torchvision's operators, and so does a ``+cpu``
+    torch with PyPI's untagged Linux torchvision, a CUDA build: measured with torch 2.13.0+cpu, torchvision 0.28.0).
     """
     t, v = _release(torch_version), _release(vision_version)
     tag_t, tag_v = (x.partition("+")[2] for x in (torch_version, vision_version))
@@ -59,6 +61,9 @@ def torch_pair_problem(torch_version: str, vision_version: str) -> str | None:
                 f"torchvision 0.{t[1] + 15}); {fix}")
     if tag_t and tag_v and tag_t != tag_v:
         return f"torch {torch_version} and torchvision {vision_version} are different builds; {fix}"
+    if linux and tag_t == "cpu" and not tag_v:  # PyPI's Linux torchvision is a CUDA build
+        return (f"torch {torch_version} is a CPU build but torchvision {vision_version} is PyPI's CUDA build; "
+                f"{fix}")
     return None
 
 

@@ -135,12 +135,14 @@ def test_no_shadowing_where_the_packages_are_colorbenchs():
 @pytest.mark.parametrize("torch_v, vision_v, bad", [
     ("2.14.1", "0.29.1", False), ("2.5.1+cpu", "0.20.1+cpu", False), ("2.1.0", "0.16.0", False),
     ("2.5.1+cpu", "0.21.0", True), ("2.13.0+cpu", "0.29.1", True), ("2.5.1+cpu", "0.20.1+cu124", True),
-    ("2.14.1+cu130", "0.29.1+cu130", False), ("2.5.1", "0.20.1+cpu", False)])
+    ("2.14.1+cu130", "0.29.1+cu130", False), ("2.5.1", "0.20.1+cpu", False),
+    ("2.13.0+cpu", "0.28.0", True)])  # the pair pip installed here: "operator torchvision::nms does not exist"
 def test_torch_pair_rule(torch_v, vision_v, bad):
-    problem = startup.torch_pair_problem(torch_v, vision_v)
+    problem = startup.torch_pair_problem(torch_v, vision_v, linux=True)
     assert (problem is not None) == bad
     if bad:
         assert torch_v in problem and vision_v in problem and "\n" not in problem
+    assert startup.torch_pair_problem("2.13.0+cpu", "0.28.0", linux=False) is None  # elsewhere PyPI's is a CPU build
 
 
 def test_a_mismatched_torchvision_is_one_line_at_start_up(tmp_path):
