@@ -233,7 +233,7 @@ def make_figures(data: dict, board: pd.DataFrame, fig_dir: Path, throughput_rows
 # ----------------------------------------------------------------------------------------------------- writers
 
 CSS = """
-*{box-sizing:border-box}
+*{box-sizing:border-box}[hidden]{display:none!important}
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;
 color:#222;line-height:1.45}
 h1{border-bottom:2px solid #ccc;padding-bottom:.2em;font-size:1.6em}h2{margin-top:1.6em;border-bottom:1px solid #ddd}

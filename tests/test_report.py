@@ -337,7 +337,7 @@ def test_report_has_a_verdict_per_test_set_and_the_evaluate_command(run_dir, tmp
     verdict = md.split("## Verdict")[1].split("\n## ")[0]
     assert "### Test set kodak24-bundled (the run's own)" in verdict
     assert "### Test set synthetic (re-scored by colorbench evaluate)" in verdict
-    assert verdict.count("Significantly better than grey") == 2
+    assert verdict.count("\n- Significantly better than grey") == 2  # one verdict per set
     repro = md.split("## How to reproduce")[1]
     assert "python -m bench.ablate --grid smoke" in repro
     assert f"python -m bench.evaluate {out} --test {folder}" in repro  # every command that made the folder
