@@ -108,10 +108,13 @@ def find_grid(args) -> grids.Grid:
 
 def list_grids(args) -> None:
     cf = cli.config_file(args)
-    for g in [*grids.GRIDS.values(), *(cf.grids.values() if cf else ())]:
-        print(f"{g.name}: {g.description}")
+    import textwrap
+
+    for g in [*grids.GRIDS.values(), *(cf.grids.values() if cf else ())]:  # wrapped at 100 columns
+        print(textwrap.fill(f"{g.name}: {g.description}", cli.TERMINAL_WIDTH, subsequent_indent="  "))
         for c in g.cells:
-            print(f"    {c.name:<14} {json.dumps(c.changes)}")
+            print(textwrap.fill(json.dumps(c.changes), cli.TERMINAL_WIDTH, initial_indent=f"    {c.name:<14} ",
+                                subsequent_indent=" " * 8, break_long_words=False, break_on_hyphens=False))
 
 
 def dry_run(args, jobs, run_dir) -> str:

@@ -20,6 +20,9 @@ from typing import Callable
 from .records import CorruptRecordError, colorbench_version, redact, write_error_message
 from .startup import torchvision_problem
 
+#: Width of what the commands print to a terminal (tables, listings); the files hold the full tables.
+TERMINAL_WIDTH = 100
+
 #: errno values of a full disk (or quota): reported in one line with exit code 2 wherever they happen
 FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
 
@@ -371,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: colorbench <command> [options]   (colorbench <command> --help for its options)\n"
               "       colorbench --version\n\ncommands:")
         for name, doc in found.items():
-            print(textwrap.fill(doc, 100, initial_indent=f"  {name:<{width}}  ", subsequent_indent=" " * (width + 4)))
+            print(textwrap.fill(doc, TERMINAL_WIDTH, initial_indent=f"  {name:<{width}}  ", subsequent_indent=" " * (width + 4)))
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     if name not in found:

@@ -64,6 +64,14 @@ def test_every_command_has_version_and_colorbench_examples(name, capsys):
     assert "python -m bench." not in capsys.readouterr().out.split("options:")[-1]  # examples say colorbench X
 
 
+def test_listings_fit_100_columns(capsys):
+    from bench import ablate
+
+    assert cli.main(["--help"]) == 0 and ablate.main(["--list-grids"]) == 0
+    out = capsys.readouterr().out
+    assert "losses:" in out and max(map(len, out.splitlines())) <= cli.TERMINAL_WIDTH
+
+
 # ------------------------------------------------------------------------------------------------ version
 
 
