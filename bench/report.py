@@ -190,10 +190,8 @@ def reproduce(meta: dict, runs: pd.DataFrame, run_dir: Path) -> str:
              + (f", git commit {commit}" if commit and commit != "unknown" else "")]
     if commit and commit != "unknown":
         lines.append(f"git checkout {commit.split('+')[0]}" + ("   # the run had uncommitted changes" if "+dirty" in commit else ""))
-    elif version and version != "unknown":
-        lines.append(f"pip install 'colorbench=={version}'")
-    lines += ["pip install -e .   # in the checkout (see the README's Quick start for a CPU-only torch)"] \
-        if commit and commit != "unknown" else []
+    which = "" if commit and commit != "unknown" or not version else f" of colorbench {version}"
+    lines.append(f"pip install -e .   # in the checkout{which} (without a GPU: see the README's Quick start)")
     lines += commands(meta, run_dir) + [f"colorbench report {shlex.quote(str(run_dir))}"]
     return "\n".join(lines)
 
