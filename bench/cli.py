@@ -167,7 +167,7 @@ def _source_names(pattern: str, *files: Path) -> list[str]:
     names = []
     for f in files:
         try:
-            names += re.findall(pattern, f.read_text(encoding="utf-8"), re.M)
+            names += re.findall(pattern, f.read_text(encoding="utf-8"), re.MULTILINE)
         except OSError:
             continue
     return list(dict.fromkeys(names))

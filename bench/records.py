@@ -169,8 +169,8 @@ def colorbench_version() -> str:
     pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
     try:
         text = pyproject.read_text(encoding="utf-8")
-        if re.search(r'^name\s*=\s*"colorbench"', text, re.M):
-            found = re.search(r'^version\s*=\s*"([^"]+)"', text, re.M)
+        if re.search(r'^name\s*=\s*"colorbench"', text, re.MULTILINE):
+            found = re.search(r'^version\s*=\s*"([^"]+)"', text, re.MULTILINE)
             if found:
                 return found.group(1)
     except OSError:

@@ -27,8 +27,8 @@ import pandas as pd
 
 from . import cli, leaderboard, plots, samples, testsets
 from .paths import results_root
-from .records import (CONFIG_COPY, GREY, CorruptRecordError, atomic_write_text, device_slug, read_json, read_rows, redact,
-                      write_error_message)
+from .records import (CONFIG_COPY, GREY, CorruptRecordError, atomic_write_text, device_slug, read_json, read_rows,
+                      redact, write_error_message)
 from . import stats as pstats
 from .stats import N_BOOT, metric as get_metric
 
@@ -395,8 +395,11 @@ def gallery_html(run_dir: Path, order: list[tuple[str, str]], scores: dict) -> s
         if not cells:
             continue
         grey, truth = root / "grey" / f"{stem}.png", root / "truth" / f"{stem}.png"
-        side = lambda f, what: (f"<span><img src='{_thumbnail_uri(f)}' alt='{what}'>{what}</span>"  # noqa: E731
-                                if f.is_file() else f"<span>{what}</span>")
+
+        def side(f, what):
+            return f"<span><img src='{_thumbnail_uri(f)}' alt='{what}'>{what}</span>" if f.is_file() else \
+                f"<span>{what}</span>"
+
         cards.append(f"<figure class='card'><div class='trio'>{side(grey, 'input')}<span>{''.join(cells)}"
                      f"colorized</span>{side(truth, 'truth')}</div><figcaption>{html.escape(stem)}</figcaption>"
                      "</figure>")
@@ -438,8 +441,8 @@ def render(run_dir: Path, data: dict, board: pd.DataFrame, failed: pd.DataFrame,
     verdicts = set_verdicts(run_dir, board, m, data.get("n_boot", N_BOOT)) if not board.empty else []
     if data.get("per_image_missing"):  # say why there is no verdict instead of concluding without its input
         verdicts = [(verdicts[0][0] if verdicts else "own test set", {},
-                     [f"Paired statistics are unavailable: {data['per_image_missing']}, so no cell is called better "
-                      f"than, worse than or tied with another."])]
+                     [(f"Paired statistics are unavailable: {data['per_image_missing']}, so no cell is called "
+                       f"better than, worse than or tied with another.")])]
     disagree = disagreement(verdicts)
     summary.append(f"Grid *{meta.get('grid', runs['grid'].iloc[0] if 'grid' in runs else '?')}*, preset "
                    f"*{meta.get('preset', '?')}*, {meta.get('seeds', runs['seed'].nunique())} seed(s); data: "
@@ -520,8 +523,8 @@ def render(run_dir: Path, data: dict, board: pd.DataFrame, failed: pd.DataFrame,
         lb_html += ["<h3>Details</h3>", _table_html(details, "board", sortable=True)]
     sections.append(("leaderboard", "Leaderboard", lb_md, lb_html))
     if not missing.empty:
-        sections.append(("missing", "Missing runs", ["Planned in run.json but not in runs.csv (not finished, not "
-                                                     "failed):", "", _table_md(missing), ""],
+        sections.append(("missing", "Missing runs", ["Planned in run.json but not in runs.csv (not finished, not failed):",
+                                                     "", _table_md(missing), ""],
                          ["<p>Planned in run.json but not in runs.csv (not finished, not failed):</p>",
                           _table_html(missing, sortable=True)]))
     if failed_cols and not failed.empty:
@@ -544,16 +547,16 @@ def render(run_dir: Path, data: dict, board: pd.DataFrame, failed: pd.DataFrame,
                               f"<figcaption>{html.escape(cap)}</figcaption></figure>"]))
     if gallery:
         sections.append(("gallery", "Sample gallery",
-                         ["Every saved sample image (greyscale input, each cell's colorization, ground truth) is in "
-                          "`samples/`; report.html shows them with a switch between cells.", ""],
-                         ["<p class='note'>Every test image the run saved: greyscale input, the chosen cell's "
-                          "colorization (its lowest seed) and the ground truth.</p>", gallery]))
+                         [("Every saved sample image (greyscale input, each cell's colorization, ground truth) is in "
+                           "`samples/`; report.html shows them with a switch between cells."), ""],
+                         [("<p class='note'>Every test image the run saved: greyscale input, the chosen cell's "
+                           "colorization (its lowest seed) and the ground truth.</p>"), gallery]))
     if not saved.empty:
         sections.append(("models", "Trained models",
-                         ["Weights (`model.safetensors`) and configuration (`config.json`) of each run, under the "
-                          "run folder:", "", _table_md(saved), ""],
-                         ["<p class='note'>Links into the run folder (they work beside it): each run's weights "
-                          "and configuration.</p>", _models_html(saved)]))
+                         [("Weights (`model.safetensors`) and configuration (`config.json`) of each run, under the "
+                           "run folder:"), "", _table_md(saved), ""],
+                         [("<p class='note'>Links into the run folder (they work beside it): each run's weights "
+                           "and configuration.</p>"), _models_html(saved)]))
     if not tp.empty:
         sections.append(("throughput", "Throughput measurements (bench.throughput)",
                          [_md_safe(tp_note), "", _table_md(tp), ""],

@@ -76,7 +76,7 @@ def test_listings_fit_100_columns(capsys):
 
 
 def test_version_is_the_packages_and_is_recorded():
-    declared = re.search(r'^version\s*=\s*"([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
+    declared = re.search(r'^version\s*=\s*"([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.MULTILINE).group(1)
     assert colorbench_version() == declared
     out = _python(["-m", "bench", "--version"])
     assert out.returncode == 0 and out.stdout.startswith(f"colorbench {declared}"), out

@@ -384,7 +384,7 @@ def test_report_md_is_plain_markdown(run_dir, tmp_path):
     shutil.copytree(run_dir, out)
     assert report.main([str(out), "--n-boot", "200"]) == 0
     md = (out / "report.md").read_text()
-    prose = re.sub(r"```.*?```", "", md, flags=re.S)
+    prose = re.sub(r"```.*?```", "", md, flags=re.DOTALL)
     prose = re.sub(r"`[^`]*`", "", prose)
     raw = re.search(r"(?<!\\)<[A-Za-z/!]", prose)  # a tag that is not backslash-escaped
     assert raw is None, prose[max(0, raw.start() - 40):raw.start() + 40]
