@@ -1,9 +1,10 @@
 """Train every cell of a named grid over several seeds, record every run, and print the PSNR leaderboard.
 
-    python -m bench.ablate --grid losses                     # quick preset on the bundled Kodak24, CPU-sized
-    python -m bench.ablate --grid losses --preset paper --data imagenet-sample --data-root ../shared/data
-    python -m bench.ablate --grid losses --storage postgresql+psycopg://user@db-host/optuna   # on every machine
-    python -m bench.ablate --list-grids
+    colorbench ablate --grid losses                     # quick preset on the bundled Kodak24, CPU-sized
+    colorbench ablate --grid losses --dry-run           # list the jobs and the configuration hash; train nothing
+    colorbench ablate --grid losses --preset paper --data imagenet-sample --data-root ../shared/data
+    colorbench ablate --grid losses --storage postgresql+psycopg://user@db-host/optuna   # on every machine
+    colorbench ablate --list-grids
 
 Each (model, cell, seed) is one trial of an Optuna study (``bench.study``) stored in ``<run folder>/study.journal``
 or in ``--storage``: start the same command on several processes or machines and they split the grid, each run
@@ -18,16 +19,12 @@ from __future__ import annotations
 import json
 import sys
 import time
-
-import optuna
+from pathlib import Path
 
 from . import cli, grids
-from . import study as gs
-from .data import BUNDLED_FOLDS, DEFAULT_TEST, data_root, default_folds, list_images, resolve
-from .engine import GridRun, default_run_dir, plan_jobs
-from .records import command_line
-from .device import pick_device
-from .tuned import load_best
+from .records import CONFIG_COPY
+
+# torch, Optuna and the engine are imported after the command line is parsed: --help stays fast
 
 def parse_args(argv=None):
     p = cli.parser("ablate", __doc__)
@@ -39,10 +36,14 @@ def parse_args(argv=None):
     p.add_argument("--folds", type=int, default=None, metavar="K",
                    help="k-fold rotation of a data set without a separate test set: K runs per cell and seed, each "
                         "testing on its own 1/K of the images, so that every image is a test image once "
-                        f"(default: {BUNDLED_FOLDS} for the bundled Kodak24, else 1 = one fixed split)")
+                        "(default: the bundled Kodak24 is rotated in folds, see the README's Data section; other sets: "
+                        "1 = one fixed split)")
     cli.add(p, "out", help="run folder (default: results/<grid>-<preset>-<data>-<config hash> under the current "
                            "folder, or under $COLORBENCH_RESULTS)")
     cli.add(p, "lr", "rank_by")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the jobs (model, cell, seed, fold), the configuration hash and the run folder, then "
+                        "exit: nothing is trained or created")
     p.add_argument("--save-models", choices=("all", "none"), default="all",
                    help="save every finished run's weights and configuration in <run folder>/models/ (default all)")
     g = p.add_argument_group("shared study (several workers, one grid)")
@@ -56,6 +57,8 @@ def parse_args(argv=None):
 def folds_of(args) -> int:
     """``--folds``, else the data set's default (``bench.data.default_folds``); folds need a data set that has no
     separate test set."""
+    from .data import DEFAULT_TEST, data_root, default_folds, list_images, resolve
+
     if args.folds is None:
         return default_folds(args.data, args.test, args.data_root)
     if args.folds < 1:
@@ -73,6 +76,10 @@ def folds_of(args) -> int:
 
 def plan(args, device):
     """The base configuration, preset name and jobs of a command line — validated before any data is decoded."""
+    from .data import data_root, resolve
+    from .engine import plan_jobs
+    from .tuned import load_best
+
     base, preset_name = cli.config_from_args(args, device)
     with cli.usage_errors():
         args.folds = folds_of(args)
@@ -101,24 +108,52 @@ def find_grid(args) -> grids.Grid:
 
 def list_grids(args) -> None:
     cf = cli.config_file(args)
-    for g in [*grids.GRIDS.values(), *(cf.grids.values() if cf else ())]:
-        print(f"{g.name}: {g.description}")
+    import textwrap
+
+    for g in [*grids.GRIDS.values(), *(cf.grids.values() if cf else ())]:  # wrapped at 100 columns
+        print(textwrap.fill(f"{g.name}: {g.description}", cli.TERMINAL_WIDTH, subsequent_indent="  "))
         for c in g.cells:
-            print(f"    {c.name:<14} {json.dumps(c.changes)}")
+            print(textwrap.fill(json.dumps(c.changes), cli.TERMINAL_WIDTH, initial_indent=f"    {c.name:<14} ",
+                                subsequent_indent=" " * 8, break_long_words=False, break_on_hyphens=False))
+
+
+def dry_run(args, jobs, run_dir) -> str:
+    """What ``--dry-run`` prints: the configuration hash, the run folder and one line per job."""
+    from .engine import config_hash
+
+    rows = [("model", "cell", "seed", "fold")] + [(j.model, j.cell, str(j.cfg.seed), "" if j.fold is None
+                                                   else str(j.fold)) for j in jobs]
+    widths = [min(40, max(len(r[i]) for r in rows)) for i in range(4)]
+    lines = [f"dry run: {len(jobs)} job(s) of grid {args.grid}, configuration hash "
+             f"{config_hash(jobs, args.data, args.test, args.data_root)}, run folder {run_dir} (nothing trained or "
+             f"created)"]
+    lines += ["  ".join(c[:w].ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines)
 
 
 @cli.command
 def main(argv=None) -> int:
     args = parse_args(argv)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     if args.list_grids:
         list_grids(args)
         return 0
+    import optuna
+
+    from . import study as gs
+    from .device import pick_device
+    from .engine import GridRun, default_run_dir
+    from .records import command_line, record_command
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     with cli.usage_errors():
         device = pick_device(args.device)
         base, preset_name, jobs = plan(args, device)
         run_dir = cli.out_dir(args.out) or default_run_dir(args.grid, preset_name, args.data, args.data_root, jobs,
                                                            args.test)
+    if args.dry_run:
+        print(dry_run(args, jobs, run_dir))
+        return 0
+    with cli.usage_errors():
         run = GridRun(args.grid, preset_name, base, jobs, run_dir,
                       device, data=args.data, test=args.test, data_root=args.data_root, storage=args.storage,
                       study_name=args.study_name, heartbeat=args.heartbeat, progress=not args.no_progress,
@@ -126,13 +161,21 @@ def main(argv=None) -> int:
                       rank_by=args.rank_by,
                       info={"command": command_line(cli.prog("ablate"), sys.argv[1:] if argv is None else list(argv)),
                             "seeds": args.seeds, "tuned": args.tuned,
-                            "cells": {c.name: c.changes for c in find_grid(args).cells}})
+                            "cells": {c.name: c.changes for c in find_grid(args).cells},
+                            "models": list(dict.fromkeys(j.model for j in jobs)), "jobs": [j.key for j in jobs],
+                            **({"config_file": {"path": str(args.config), "copy": CONFIG_COPY}} if args.config
+                               else {})})
         # everything that can be refused is checked before the folder, the study or any trial exists
         run.check_folder()
         if run.needs_data:
             for w in run.load_data():
                 print(f"warning: {w}", file=sys.stderr)
         counts = run.open()
+        record_command(run.run_dir, run.info["command"])
+        if args.config:  # the YAML file that defined the grid, beside the results it made (shown by the report)
+            from .records import atomic_write_bytes
+
+            atomic_write_bytes(run.run_dir / CONFIG_COPY, Path(args.config).expanduser().read_bytes())
     folds = f", {args.folds} folds" if args.folds > 1 else ""
     print(f"{args.grid}: {len(jobs)} runs ({args.seeds} seed(s){folds}; {counts['finished']} already done, {counts['running']} running elsewhere)"
           f" → {run.run_dir}\nstudy {run.study_name} in {gs.redact(run.url)}", file=sys.stderr)

@@ -1,20 +1,27 @@
-"""The command-line layer of every colorbench program (``python -m bench.<command>`` and ``colorbench <command>``).
+"""The command-line layer of every colorbench program (``colorbench <command>`` and ``python -m bench.<command>``).
 
 One rule for all of them: a bad command line, configuration, data set or storage is reported as one line
 ``error: ...`` on stderr with exit code 2, before anything is trained or written; Ctrl-C ends with exit code 130
 and a line saying what was kept. Options with the same name mean the same thing in every command (``ARGUMENTS``),
-and there is one way from a command line to a ``CellConfig`` (``config_from_args``).
+are never abbreviated (``--seed`` is not ``--seeds``), and there is one way from a command line to a ``CellConfig``
+(``config_from_args``). This module imports no torch, Optuna or pandas: ``--help`` and ``--version`` stay fast,
+and commands import them after parsing.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import errno
+import re
 import sys
+from pathlib import Path
 from typing import Callable
 
-from .config import CellConfig, PRESETS, default_preset, finite_float, merge, parse_overrides, preset
-from .records import CorruptRecordError, note_secrets, redact, write_error_message
+from .records import CorruptRecordError, colorbench_version, note_secrets, redact, write_error_message
+from .startup import torchvision_problem
+
+#: Width of what the commands print to a terminal (tables, listings); the files hold the full tables.
+TERMINAL_WIDTH = 100
 
 #: errno values of a full disk (or quota): reported in one line with exit code 2 wherever they happen
 FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
@@ -79,6 +86,12 @@ def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) 
             raise
         print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except RuntimeError as err:
+        problem = torchvision_problem(err)  # a torch/torchvision mismatch met at import
+        if problem is None:
+            raise
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt as err:
         hint = getattr(err, "hint", "")
         print(f"\ninterrupted{': ' + hint if hint else ''}", file=sys.stderr)
@@ -106,7 +119,18 @@ def prog(name: str) -> str:
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse with the one-line error rule (``error: ...``, exit 2) instead of usage text and ``prog: error:``."""
+    """argparse with the one-line error rule (``error: ...``, exit 2) instead of usage text and ``prog: error:``,
+    and without abbreviations: ``--seed 3`` is an unknown option, not ``--seeds 3``."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+    def format_help(self) -> str:
+        """The help, its examples and option texts in the README's spelling (``colorbench X``); the usage line
+        keeps the name the command was started under."""
+        usage, sep, rest = super().format_help().partition("\n\n")
+        return usage + sep + re.sub(r"python -m bench\.(\w+)", r"colorbench \1", rest)
 
     def error(self, message):
         raise UsageError(f"{message} (see {self.prog} --help)")
@@ -116,18 +140,64 @@ def parser(name: str, doc: str | None) -> ArgumentParser:
     """The argument parser of command ``name`` (``ablate``, ``tune`` ...); the first paragraph of the module
     docstring is the description, the rest is shown after the options."""
     head, _, rest = (doc or "").partition("\n\n")
-    return ArgumentParser(prog=prog(name), description=head, epilog=rest or None,
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog=prog(name), description=head, epilog=rest or None,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=version_line())
+    return p
+
+
+def version_line() -> str:
+    """``colorbench 0.1.0`` (with the git commit when the code runs from a checkout): ``--version``."""
+    from .records import _commit_of
+
+    commit = _commit_of(str(Path(__file__).resolve().parent.parent))
+    return f"colorbench {colorbench_version()}" + (f" (git {commit})" if commit else "")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Shared options: one name, one meaning, in every command
 # ---------------------------------------------------------------------------------------------------------------------
 
-def _models_help() -> str:
-    import models
+def _source_names(pattern: str, *files: Path) -> list[str]:
+    """Names found by a regular expression in source files (read, not imported: ``--help`` imports no torch)."""
+    names = []
+    for f in files:
+        try:
+            names += re.findall(pattern, f.read_text(encoding="utf-8"), re.MULTILINE)
+        except OSError:
+            continue
+    return list(dict.fromkeys(names))
 
-    return f"models to train (default: the preset's; available: {', '.join(models.available())})"
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _models_help() -> str:
+    found = _source_names(r'@register_model\(\s*"([^"]+)"', *sorted((ROOT / "models").glob("*.py")))
+    return "models to train (default: the preset's" + (f"; available: {', '.join(found)})" if found else ")")
+
+
+def preset_names() -> list[str]:
+    """The presets' names (keys of ``bench.config.PRESETS``), read from its source."""
+    import ast
+
+    try:
+        tree = ast.parse((ROOT / "bench" / "config.py").read_text(encoding="utf-8"))
+    except (OSError, SyntaxError):
+        return []
+    for node in tree.body:
+        target = node.target if isinstance(node, ast.AnnAssign) else (node.targets[0] if isinstance(node, ast.Assign)
+                                                                      else None)
+        if isinstance(target, ast.Name) and target.id == "PRESETS" and isinstance(node.value, ast.Dict):
+            return [k.value for k in node.value.keys if isinstance(k, ast.Constant)]
+    return []
+
+
+def finite_float(text: str) -> float:
+    """``bench.config.finite_float`` (imported when an option is parsed)."""
+    from .config import finite_float as check
+
+    return check(text)
 
 
 def rank_by_metric(name: str) -> str:
@@ -151,7 +221,7 @@ def _rank_by_help() -> str:
 #: default and help, never the meaning.
 ARGUMENTS: dict[str, tuple[tuple[str, ...], dict]] = {
     "models": (("--models",), dict(nargs="+", default=None, metavar="MODEL", help=_models_help)),
-    "preset": (("--preset",), dict(default=None, choices=sorted(PRESETS),
+    "preset": (("--preset",), dict(default=None, choices=sorted(preset_names()),
                                    help="quick (default without a GPU) or paper (default with one)")),
     "config": (("--config",), dict(default=None, metavar="FILE.yaml",
                                    help="configuration file: preset overrides and grid definitions (see README)")),
@@ -233,7 +303,7 @@ def config_file(args: argparse.Namespace):
     return args._config_file
 
 
-def config_from_args(args: argparse.Namespace, device, **fixed) -> tuple[CellConfig, str]:
+def config_from_args(args: argparse.Namespace, device, **fixed):
     """The one way from a command line to the base ``CellConfig``.
 
     Applied in this order, each with ``bench.config.merge`` (``loss_params``/``model_params`` merged key by key):
@@ -247,6 +317,8 @@ def config_from_args(args: argparse.Namespace, device, **fixed) -> tuple[CellCon
     Raises:
         UsageError: unknown preset or key, a value of the wrong kind.
     """
+    from .config import default_preset, merge, parse_overrides, preset
+
     cf = config_file(args)
     with usage_errors():
         name = default_preset(getattr(args, "preset", None) or (cf.preset if cf else None), device)
@@ -284,7 +356,6 @@ def commands() -> dict[str, str]:
     module that fails to import breaks only its own command.
     """
     import ast
-    from pathlib import Path
 
     found = {}
     for path in sorted(Path(__file__).parent.glob("*.py")):
@@ -302,14 +373,20 @@ def commands() -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     """``colorbench <command> [options]``: run ``bench.<command>.main`` with the options."""
+    import textwrap
+
     global INVOKED_AS
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--version"]:
+        print(version_line())
+        return 0
     found = commands()
     if not argv or argv[0] in ("-h", "--help"):
         width = max(map(len, found), default=0)
-        print("usage: colorbench <command> [options]   (colorbench <command> --help for its options)\n\ncommands:")
+        print("usage: colorbench <command> [options]   (colorbench <command> --help for its options)\n"
+              "       colorbench --version\n\ncommands:")
         for name, doc in found.items():
-            print(f"  {name:<{width}}  {doc}")
+            print(textwrap.fill(doc, TERMINAL_WIDTH, initial_indent=f"  {name:<{width}}  ", subsequent_indent=" " * (width + 4)))
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     if name not in found:
@@ -319,6 +396,13 @@ def main(argv: list[str] | None = None) -> int:
 
     before, INVOKED_AS = INVOKED_AS, "colorbench {}"
     try:
-        return importlib.import_module(f"bench.{name}").main(rest)
+        module = importlib.import_module(f"bench.{name}")
+    except RuntimeError as err:  # torchvision's operators missing: a torch/torchvision mismatch
+        if torchvision_problem(err) is None:
+            raise
+        print(f"error: {torchvision_problem(err)}", file=sys.stderr)
+        return 2
+    try:
+        return module.main(rest)
     finally:
         INVOKED_AS = before

@@ -467,8 +467,8 @@ class GridRun:
         diff = {}
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
             job = self.by_key.get(gs.key_of(t))
-            if job is not None and "row" in t.user_attrs:
-                diff.update(config_differences(json.loads(t.user_attrs["row"]), job))
+            if job is not None and gs.record(t, "row") is not None:
+                diff.update(config_differences(json.loads(gs.record(t, "row")), job))
         if diff:
             raise ValueError(f"study {self.study_name} in {gs.redact(self.url)} holds runs of another configuration "
                              f"({_describe(diff)}); pass another --study-name")
@@ -689,11 +689,10 @@ class GridRun:
             row.update(status="failed", failed_step=cfg.steps, error=f"validation PSNR is {row['val_psnr']}")
             remove_checkpoint(folder / CHECKPOINT)
             return row, [], []
-        # colorized sample images for the report, while the network is still in memory (with folds: fold 0's
-        # networks, so that every cell shows the same photos)
-        if not fold:
-            self.last_samples = save_samples(self.run_dir, model_name, cell, cfg.seed, prep, res["model"], self.device,
-                         autocast_dtype=autocast_dtype(cfg, self.device))
+        # every test image colorized, while the network is still in memory: the report's gallery and the trial's
+        # artifacts (with folds each fold adds its own test images, so together they are every image of the set)
+        self.last_samples = save_samples(self.run_dir, model_name, cell, cfg.seed, prep, res["model"], self.device,
+                                         n=None, autocast_dtype=autocast_dtype(cfg, self.device))
         if self.save_models:
             save_weights(folder, res["model"], cfg,
                          {"model": model_name, "cell": cell, "seed": cfg.seed, **folded,
@@ -749,17 +748,21 @@ class GridRun:
                 gs.close(study, trial, TrialState.FAIL, outcome="interrupted" if full else "error",
                          error=f"{type(err).__name__}: {err}"[:500])
             raise
-        attrs = {"row": gs.dumps(row), "per_image": gs.dumps(_columns(per_image)),
-                 "history": gs.dumps(_columns(history)), **test_means(per_image, row)}
+        records = {"row": gs.dumps(row), "per_image": gs.dumps(_columns(per_image)),
+                   "history": gs.dumps(_columns(history))}  # long: system attributes, and one artifact to read
+        attrs = test_means(per_image, row)
         try:
             gs.upload(self.artifacts, trial, self.last_samples)
+            gs.upload_json(self.artifacts, trial, "run-record.json",
+                           json.dumps({k: json.loads(v) for k, v in records.items()}, indent=1, default=str))
         except (OSError, optuna.exceptions.UpdateFinishedTrialError) as err:  # the run itself is still good
             tqdm.write(f"warning: sample images of {job.key} not stored as Optuna artifacts ({err})")
         if row["status"] == "ok" and math.isfinite(row["val_psnr"]):
-            told = gs.close(study, trial, TrialState.COMPLETE, row["val_psnr"], outcome="ok", **attrs)
-        else:
-            told = gs.close(study, trial, TrialState.FAIL, outcome="diverged", error=str(row.get("error", "")),
+            told = gs.close(study, trial, TrialState.COMPLETE, row["val_psnr"], records=records, outcome="ok",
                             **attrs)
+        else:
+            told = gs.close(study, trial, TrialState.FAIL, records=records, outcome="diverged",
+                            error=str(row.get("error", "")), **attrs)
         if not told:  # another worker failed it as stale and will train it again: keep no record of this one
             return "taken over"
         # per-image and history rows first: a run counts as done only once its runs.csv row exists
@@ -782,12 +785,14 @@ class GridRun:
             k = key_str(r.get("model"), r.get("cell"), r.get("seed"), r.get("fold"))
             if k not in self.keys or k in known:
                 continue
-            attrs = {**self.keys[k], "key": k, "row": gs.dumps(r), "worker": "imported from runs.csv"}
+            attrs = {**self.keys[k], "key": k, "worker": "imported from runs.csv"}
+            system = {gs.RECORD_PREFIX + "row": gs.dumps(r)}
             try:
                 value = float(r.get("val_psnr", "nan"))
             except ValueError:
                 value = math.nan
-            params = {"params": self.keys[k], "distributions": self.distributions}
+            params = {"params": {p: v for p, v in self.keys[k].items() if p in self.distributions},
+                      "distributions": self.distributions, "system_attrs": system}
             if r.get("status") == "ok" and math.isfinite(value):
                 t = optuna.trial.create_trial(state=TrialState.COMPLETE, value=value,
                                               user_attrs={**attrs, "outcome": "ok"}, **params)
@@ -808,11 +813,11 @@ class GridRun:
             done = (s.complete + s.diverged)[:1]
             if done:
                 t = done[0]
-                if "row" not in t.user_attrs:
+                if gs.record(t, "row") is None:
                     continue
-                runs.append(json.loads(t.user_attrs["row"]))
-                per_image += _rows(json.loads(t.user_attrs.get("per_image", "{}")))
-                history += _rows(json.loads(t.user_attrs.get("history", "{}")))
+                runs.append(json.loads(gs.record(t, "row")))
+                per_image += _rows(json.loads(gs.record(t, "per_image") or "{}"))
+                history += _rows(json.loads(gs.record(t, "history") or "{}"))
             elif s.finished:  # given up after repeated crashes
                 last = s.crashes[-1]
                 runs.append({**(self.shared or {"run": self.run_dir.name}), **self.keys[k], "status": "failed",

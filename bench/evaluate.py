@@ -25,13 +25,14 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import cli, folds, testsets
+from . import cli, folds, leaderboard, testsets
 from . import stats as pstats
 from .checkpoint import WeightsError, load_weights, read_config, saved_models
 from .data import UNREADABLE, DataError, ImageStore, data_root, fingerprint, image_key, list_images, load_image, \
     partition_usable, resize_shorter, resolve, same_content, verify_manifest
 from .metrics import evaluate_grey, features_file, mean_scores, networks, save_features, score_test
-from .records import GREY, MEAN_COLOUR, append_rows, check_writable, environment, read_json, read_rows, slug, utc_now
+from .records import GREY, MEAN_COLOUR, append_rows, check_writable, command_line, environment, read_json, read_rows, \
+    record_command, slug, utc_now
 from .device import pick_device
 from .train import autocast_dtype
 
@@ -203,11 +204,13 @@ def main(argv=None) -> int:
                       "encoder_pretrained": info.get("encoder_pretrained", False),
                       "weights": str(s.folder.relative_to(run_dir))}, keys, n_skipped, scores)
         del net
+    record_command(run_dir, command_line(cli.prog("evaluate"), sys.argv[1:] if argv is None else list(argv)))
     # the leaderboard with a table per test set and the cross-set summary, ranked as the run was (run.json)
-    testsets.write(run_dir, metric=run_rank_by(meta))
-    md = (run_dir / "leaderboard.md").read_text()
-    print(md[md.find("# Other test sets"):] if "# Other test sets" in md else md)
-    print(f"written to {run_dir / 'leaderboard.md'}", file=sys.stderr)
+    rank_by = run_rank_by(meta)
+    testsets.write(run_dir, metric=rank_by)
+    for name, board in list(testsets.boards(run_dir, metric=rank_by).items())[1:]:  # compact; full tables in the file
+        print(f"Test set {name}\n{leaderboard.to_terminal(board, metric=rank_by)}")
+    print(f"full tables and the cross-set summary: {run_dir / 'leaderboard.md'}", file=sys.stderr)
     if unusable:
         raise cli.UsageError(f"{len(unusable)} saved model(s) could not be used and were not scored, e.g. "
                              f"{unusable[0][1]}")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
-import fcntl
 import io
 import json
 import os
@@ -20,8 +19,6 @@ import tempfile
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
-
-import torch
 
 PACKAGES = ("torch", "torchvision", "torchmetrics", "optuna", "numpy", "pandas", "pillow")
 
@@ -114,6 +111,23 @@ def command_line(prog: str, argv: list[str]) -> str:
     return shlex.join([*prog.split(), *(redact(a, whole_argument=True) for a in argv)])
 
 
+#: the copy of ``bench.ablate --config FILE`` in its run folder (the report shows it)
+CONFIG_COPY = "config.yaml"
+
+#: every command that wrote into a run folder (``bench.ablate``, ``bench.evaluate``), one per line, in order
+COMMANDS_FILE = "commands.txt"
+
+
+def record_command(run_dir: Path, command: str) -> None:
+    """Add a command line to the run folder's ``commands.txt`` (once: a repeated command is not added again)."""
+    path = Path(run_dir) / COMMANDS_FILE
+    line = redact(command).replace("\n", " ")
+    with locked(path):
+        old = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+        if line not in old:
+            atomic_write_text(path, "\n".join([*old, line]) + "\n")
+
+
 # ------------------------------------------------------------------------------------------------ failed writes
 
 def write_error_message(err: OSError, path=None) -> str:
@@ -168,9 +182,11 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def device_name(device: torch.device | str) -> str:
+def device_name(device) -> str:
     """The GPU's name, or the CPU's model with architecture, cores and threads (runs on different CPU models
     must not share a throughput file)."""
+    import torch
+
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -180,6 +196,8 @@ def device_name(device: torch.device | str) -> str:
 def device_slug(device: str, name: str | None = None) -> str:
     """File-name part for a device: the GPU's name (``nvidia-h100-80gb-hbm3``), or the CPU's model and core count
     (``cpu-intel-xeon-gold-6338-cpu-2-00ghz-8-cores``), so that two CPU models never share a file."""
+    import torch
+
     dev = torch.device(device)
     name = name if name is not None else device_name(dev)
     if dev.type == "cpu":
@@ -189,9 +207,30 @@ def device_slug(device: str, name: str | None = None) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or dev.type
 
 
-def environment(device: torch.device | str) -> dict:
-    """Library versions, device, host and commit: what makes a result row reproducible."""
-    env = {}
+def colorbench_version() -> str:
+    """colorbench's own version: of the checkout this code runs from (its ``pyproject.toml``), else of the
+    installed package's metadata, else ``unknown``."""
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    try:
+        text = pyproject.read_text(encoding="utf-8")
+        if re.search(r'^name\s*=\s*"colorbench"', text, re.MULTILINE):
+            found = re.search(r'^version\s*=\s*"([^"]+)"', text, re.MULTILINE)
+            if found:
+                return found.group(1)
+    except OSError:
+        pass
+    try:
+        return metadata.version("colorbench")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def environment(device) -> dict:
+    """colorbench's version and commit, library versions, device and host: what makes a result row
+    reproducible."""
+    import torch
+
+    env = {"colorbench": colorbench_version()}
     for pkg in PACKAGES:
         try:
             env[pkg] = metadata.version(pkg)
@@ -228,11 +267,42 @@ def locked(path: Path):
     lock_path = Path(str(path) + ".lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+        lock_file(fh)
         try:
             yield
         finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            unlock_file(fh)
+
+
+def lock_file(fh) -> None:
+    """Take an exclusive lock on an open file, waiting for it: ``fcntl.flock`` on POSIX, ``msvcrt.locking`` on
+    Windows (imported here, so that importing this module works everywhere)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        while True:
+            try:
+                fh.seek(0)
+                msvcrt.locking(fh.fileno(), msvcrt.LK_LOCK, 1)  # retries for 10 s, then raises: wait on
+                return
+            except OSError:
+                continue
+    fcntl.flock(fh, fcntl.LOCK_EX)
+
+
+def unlock_file(fh) -> None:
+    """Release :func:`lock_file`."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        fh.seek(0)
+        msvcrt.locking(fh.fileno(), msvcrt.LK_UNLCK, 1)
+        return
+    fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def check_writable(folder) -> None:

@@ -25,6 +25,8 @@ from .plots import save_figure
 from .records import atomic_write_bytes, slug as _slug
 
 N_SAMPLES = 4
+#: images colorized at once by ``save_samples``
+BATCH = 16
 
 
 def sample_indices(n_test: int, n: int = N_SAMPLES) -> list[int]:
@@ -54,7 +56,7 @@ def cell_dir(run_dir: Path, model: str, cell: str, seed: int) -> Path:
 
 
 @torch.no_grad()
-def save_samples(run_dir, model: str, cell: str, seed: int, prep, net, device="cpu", n: int = N_SAMPLES,
+def save_samples(run_dir, model: str, cell: str, seed: int, prep, net, device="cpu", n: int | None = N_SAMPLES,
                  autocast_dtype: torch.dtype | None = None) -> list[Path]:
     """Colorize the fixed sample test images with a trained network and save them as PNGs.
 
@@ -70,36 +72,38 @@ def save_samples(run_dir, model: str, cell: str, seed: int, prep, net, device="c
             those two attributes.
         net: the trained network (e.g. ``train_cell(...)["model"]``); needs ``to_ab`` like every registered model.
         device: where the network lives.
-        n: number of sample images.
+        n: number of sample images (None: every test image).
         autocast_dtype: autocast dtype used in evaluation (e.g. ``torch.bfloat16`` on CUDA), or None.
 
     Returns:
         The colorization files written.
     """
     run_dir = Path(run_dir)
-    idx = sample_indices(len(prep.test_images), n)
-    names = [sample_name(prep.test_keys[i]) for i in idx]
-    rgb = prep.test_images[idx].to(device).float() / 255.0
-    L, _ = split_lab(rgb)
-    ref = rgb if getattr(net, "needs_reference", False) else None
+    idx = sample_indices(len(prep.test_images), len(prep.test_images) if n is None else n)
+    out_dir = cell_dir(run_dir, model, cell, seed)
+    written = []
     was_training = net.training
     net.eval()
     try:
-        with autocast(device, autocast_dtype):
-            ab = colorize(net, L, ref)
+        for start in range(0, len(idx), BATCH):  # in batches: a large test set never sits in memory at once
+            part = idx[start:start + BATCH]
+            rgb = prep.test_images[part].to(device).float() / 255.0
+            L, _ = split_lab(rgb)
+            ref = rgb if getattr(net, "needs_reference", False) else None
+            with autocast(device, autocast_dtype):
+                ab = colorize(net, L, ref)
+            pred = merge_lab(L, ab.float())
+            grey = merge_lab(L, torch.zeros_like(ab, dtype=torch.float32))
+            for k, i in enumerate(part):
+                name = sample_name(prep.test_keys[i])
+                for kind, img in (("truth", rgb[k]), ("grey", grey[k])):
+                    p = run_dir / "samples" / kind / f"{name}.png"
+                    if not p.exists():
+                        _save(img, p)
+                _save(pred[k], out_dir / f"{name}.png")
+                written.append(out_dir / f"{name}.png")
     finally:
         net.train(was_training)
-    pred = merge_lab(L, ab.float())
-    grey = merge_lab(L, torch.zeros_like(ab, dtype=torch.float32))
-    out_dir = cell_dir(run_dir, model, cell, seed)
-    written = []
-    for k, name in enumerate(names):
-        for kind, img in (("truth", rgb[k]), ("grey", grey[k])):
-            p = run_dir / "samples" / kind / f"{name}.png"
-            if not p.exists():
-                _save(img, p)
-        _save(pred[k], out_dir / f"{name}.png")
-        written.append(out_dir / f"{name}.png")
     return written
 
 
@@ -171,6 +175,7 @@ def plot_grid(run_dir, path, order: list[tuple[str, str]] | None = None, scores:
     images, folders = found["images"], found["cells"]
     if not images or not folders:
         return False
+    images = [images[i] for i in sample_indices(len(images))]  # a few rows; the report's gallery shows them all
     root = Path(run_dir) / "samples"
     cols = [("greyscale input", None, lambda s: root / "grey" / f"{s}.png", None)]
     for label, (model, cell, seed), folder in grid_columns(folders, order):

@@ -375,7 +375,7 @@ def enqueue_keys(study: optuna.Study, keys: dict[str, dict], watch: StaleWatch |
         s = states[k]
         if not s.finished and not s.live:
             attempt = len(s.crashes) + 1
-            params = {p: attrs[p] for p in ("model", "cell", "seed") if p in attrs}
+            params = {p: attrs[p] for p in KEY_PARAMS if p in attrs}
             study.enqueue_trial(params, user_attrs={**attrs, "key": k, "attempt": attempt})
             enqueued += 1
     states = key_states(study, keys)
@@ -420,9 +420,14 @@ def is_duplicate(study: optuna.Study, trial: optuna.Trial) -> int | None:
 
 
 def close(study: optuna.Study, trial: optuna.Trial, state: TrialState, value: float | None = None,
-          **attrs) -> bool:
-    """Set user attributes and finish ``trial``; False if it had been finished elsewhere (e.g. failed as stale)."""
+          records: dict[str, str] | None = None, **attrs) -> bool:
+    """Set user attributes (and the run's ``records``, see :func:`record`) and finish ``trial``; False if it had
+    been finished elsewhere (e.g. failed as stale)."""
     try:
+        for k, v in (records or {}).items():
+            # public storage API with the storage-level id (private ``Trial._trial_id``): Trial has no public
+            # setter for system attributes
+            _storage(study).set_trial_system_attr(trial._trial_id, RECORD_PREFIX + k, v)
         for k, v in attrs.items():
             trial.set_user_attr(k, v)
         if state == TrialState.COMPLETE:
@@ -453,6 +458,18 @@ def open_study(name: str, url: str | Path, heartbeat: int = 30, sampler=None, pr
         raise StorageError(f"cannot open study {name} in {redact(str(url))}: {type(err).__name__}: {first}") from None
 
 
+#: A finished run's records (``row``, ``per_image``, ``history``: long JSON) are system attributes with this prefix,
+#: shared through the storage by every worker but kept off the dashboard's trial page (which shows user attributes:
+#: the test metrics); the dashboard gets them as a JSON artifact (``upload_json``).
+RECORD_PREFIX = "colorbench:"
+
+
+def record(trial: FrozenTrial, name: str) -> str | None:
+    """A run record (``row``, ``per_image``, ``history``) of a finished trial: its system attribute, or the user
+    attribute of studies written before records moved there."""
+    return trial.system_attrs.get(RECORD_PREFIX + name, trial.user_attrs.get(name))
+
+
 def dumps(obj) -> str:
     """Compact JSON for user attributes (NaN/inf allowed, as Python's json writes them)."""
     return json.dumps(obj, separators=(",", ":"), default=str)
@@ -475,17 +492,26 @@ def best_of(url: str, name: str) -> FrozenTrial | None:
 OBJECTIVE = "val PSNR (dB)"
 
 
+#: The parameters of a grid trial: its key (``fold`` only in k-fold runs)
+KEY_PARAMS = ("model", "cell", "seed", "fold")
+
+
 def key_distributions(keys: dict[str, dict]) -> dict[str, optuna.distributions.BaseDistribution]:
     """Distributions of a grid's key parameters: ``model`` and ``cell`` categorical over the grid's values,
-    ``seed`` an integer range. The same for every trial of the study (Optuna refuses a parameter whose distribution
-    changes between trials), so the dashboard can plot runs against model, cell and seed."""
+    ``seed`` (and, with k-fold rotation, ``fold``) an integer range. The same for every trial of the study (Optuna
+    refuses a parameter whose distribution changes between trials), so the dashboard can plot runs against model,
+    cell, seed and fold (fold-to-fold spread is not credited to the cell)."""
     from optuna.distributions import CategoricalDistribution, IntDistribution
 
     values = list(keys.values())
     seeds = [int(a["seed"]) for a in values] or [0]
-    return {"model": CategoricalDistribution(list(dict.fromkeys(a["model"] for a in values)) or ["-"]),
-            "cell": CategoricalDistribution(list(dict.fromkeys(a["cell"] for a in values)) or ["-"]),
-            "seed": IntDistribution(min(seeds), max(seeds))}
+    out = {"model": CategoricalDistribution(list(dict.fromkeys(a["model"] for a in values)) or ["-"]),
+           "cell": CategoricalDistribution(list(dict.fromkeys(a["cell"] for a in values)) or ["-"]),
+           "seed": IntDistribution(min(seeds), max(seeds))}
+    folds = [int(a["fold"]) for a in values if a.get("fold") not in (None, "")]
+    if folds:
+        out["fold"] = IntDistribution(min(folds), max(folds))
+    return out
 
 
 def set_key_params(study: optuna.Study, trial: optuna.Trial, attrs: dict,
@@ -519,6 +545,18 @@ def artifact_store(folder: Path):
 
     folder.mkdir(parents=True, exist_ok=True)
     return FileSystemArtifactStore(str(folder))
+
+
+def upload_json(store, trial: optuna.Trial, filename: str, text: str) -> bool:
+    """Attach a JSON text to a running trial as the artifact ``filename``; False without an artifact store."""
+    if store is None:
+        return False
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / filename
+        path.write_text(text, encoding="utf-8")
+        return upload(store, trial, [path]) == 1
 
 
 def upload(store, trial: optuna.Trial, files) -> int:

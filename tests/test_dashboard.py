@@ -64,10 +64,34 @@ def test_sample_images_are_artifacts(run):
     for t in study.get_trials(states=(TrialState.COMPLETE,)):
         metas = optuna.artifacts.get_all_artifact_meta(t, storage=storage)
         samples = sorted((out / "samples" / "unet_vgg16" / t.params["cell"] / "seed0").glob("*.png"))
-        assert samples and sorted(m.filename for m in metas) == sorted(p.name for p in samples)
-        for m in metas:  # the stored bytes are the sample files
+        pngs = [m for m in metas if m.filename.endswith(".png")]
+        assert samples and sorted(m.filename for m in pngs) == sorted(p.name for p in samples)
+        n_test = int(read_rows(out / "runs.csv")[0]["n_test"])
+        assert len(samples) == n_test  # every test image, not a few
+        record = [m for m in metas if m.filename == "run-record.json"]
+        assert len(record) == 1  # the long records: one JSON artifact, not user attributes
+        stored = json.loads((out / "artifacts" / record[0].artifact_id).read_text())
+        assert stored["row"]["cell"] == t.params["cell"] and len(stored["per_image"]["psnr"]) == n_test
+        assert not {"row", "per_image", "history"} & set(t.user_attrs)
+        for m in pngs:  # the stored bytes are the sample files
             stored = out / "artifacts" / m.artifact_id
             assert stored.read_bytes() == (samples[0].parent / m.filename).read_bytes()
+
+
+def test_fold_is_a_trial_parameter_and_every_fold_has_samples(tmp_path):
+    """With k-fold rotation each trial's parameters name its fold, and every trial uploads its fold's samples."""
+    out = tmp_path / "folds"
+    assert ablate.main([*TINY[:TINY.index("--folds")], "--folds", "2", *TINY[TINY.index("--folds") + 2:],
+                        "--out", str(out)]) == 0
+    name = json.loads((out / "run.json").read_text())["study"]
+    storage = gs.open_storage(out / "study.journal")
+    done = optuna.load_study(study_name=name, storage=storage).get_trials(states=(TrialState.COMPLETE,))
+    assert sorted((t.params["cell"], t.params["fold"]) for t in done) == [("kl", 0), ("kl", 1), ("mse", 0), ("mse", 1)]
+    for t in done:
+        pngs = [m for m in optuna.artifacts.get_all_artifact_meta(t, storage=storage) if m.filename.endswith(".png")]
+        assert pngs, f"trial {t.number} has no sample images"
+    images = {p.name for p in (out / "samples" / "truth").rglob("*.png")}
+    assert len(images) == 24  # the two folds' test images together: every bundled photo
 
 
 def _free_port() -> int:

@@ -85,8 +85,10 @@ def test_report_html_is_self_contained(run_dir):
     page.feed((run_dir / "report.html").read_text())
     page.close()
     assert page.tables >= 4  # leaderboard, per-image, configuration, cells, environment
-    assert len(page.imgs) == 5
-    for src in page.imgs:
+    figures = [src for src in page.imgs if src.startswith("data:image/png")]
+    assert len(figures) == 5
+    assert all(src.startswith("data:image/jpeg;base64,") for src in page.imgs if src not in figures)  # gallery
+    for src in figures:
         assert src.startswith("data:image/png;base64,")
         png = base64.b64decode(src.split(",", 1)[1])
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
@@ -198,3 +200,192 @@ def test_automatic_throughput_rows_come_from_the_runs_own_device(tmp_path, monke
     # another machine's run finds nothing
     assert report.load_throughput(None, pd.DataFrame([{"device": "cpu", "device_name": "AMD EPYC (x86_64, 8 cores, "
                                                                                        "8 threads)"}])) is None
+
+
+# ------------------------------------------------------------------------------------------------ issue 21/22: the page
+
+
+class Structure(HTMLParser):
+    """Tables and their wrappers, ids, links, the contents, the gallery."""
+
+    def __init__(self):
+        super().__init__()
+        self.stack, self.tables, self.ids, self.links, self.toc = [], [], set(), [], []
+        self.cards, self.options, self.meta, self.scripts = 0, 0, [], 0
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "table":
+            self.tables.append((a.get("class") or "", [dict(x[1]).get("class", "") for x in self.stack[-1:]]))
+        if "id" in a:
+            self.ids.add(a["id"])
+        if tag == "a":
+            (self.toc if any(t == "nav" for t, _ in self.stack) else self.links).append(a.get("href", ""))
+        if tag == "figure" and "card" in (a.get("class") or ""):
+            self.cards += 1
+        if tag == "option":
+            self.options += 1
+        if tag == "meta":
+            self.meta.append(a)
+        if tag == "script":
+            self.scripts += 1
+            assert "src" not in a  # inline only: one offline file
+        if tag not in ("img", "meta", "br", "input", "link"):
+            self.stack.append((tag, attrs))
+
+    def handle_endtag(self, tag):
+        while self.stack:
+            if self.stack.pop()[0] == tag:
+                break
+
+
+@pytest.fixture(scope="module")
+def page(run_dir):
+    report.main([str(run_dir), "--n-boot", "200"])
+    text = (run_dir / "report.html").read_text()
+    p = Structure()
+    p.feed(text)
+    return p, text
+
+
+def test_report_page_is_navigable(run_dir, page):
+    p, text = page
+    assert {"name": "viewport", "content": "width=device-width, initial-scale=1"} in p.meta
+    assert p.tables and all("scroll" in parents for _, parents in p.tables), p.tables  # every table scrolls alone
+    assert p.toc and all(h.startswith("#") and h[1:] in p.ids for h in p.toc)  # contents → sections
+    assert {"#verdict", "#leaderboard", "#gallery", "#models", "#reproduce"} <= set(p.toc)
+    assert sum("sortable" in cls for cls, _ in p.tables) >= 2 and p.scripts == 1
+    weights = [h for h in p.links if h.endswith("model.safetensors")]
+    configs = [h for h in p.links if h.endswith("config.json")]
+    assert len(weights) == len(configs) == 4  # 2 cells × 2 seeds, each file exists beside the report
+    assert all((run_dir / h).is_file() for h in weights + configs)
+    n_test = len(list((run_dir / "samples" / "truth").rglob("*.png")))
+    assert p.cards == n_test and n_test == int(report.load(run_dir)["runs"]["n_test"].iloc[0])  # every test image
+    assert p.options == 2  # a switch between the two cells
+
+
+def test_report_fits_a_phone_screen(run_dir, page, tmp_path):
+    """At 390 px (a phone) nothing but the tables' own wrappers scrolls sideways, measured by Chromium. Headless
+    Chromium's windows are at least 500 px wide, so the report is laid out in a 390-px frame."""
+    import html as _html
+
+    exe = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if exe is None:
+        pytest.skip("no chromium binary")
+    _, text = page
+    probe = tmp_path / "probe.html"
+    probe.write_text(
+        "<!DOCTYPE html><html><body style='margin:0'><iframe id='f' style='width:390px;height:3000px;border:0' "
+        f"srcdoc=\"{_html.escape(text, quote=True)}\"></iframe><script>var f=document.getElementById('f');"
+        "f.onload=function(){var d=f.contentDocument,o=[];d.querySelectorAll('body *').forEach(function(e){"
+        "var r=e.getBoundingClientRect();if(r.right>391&&!e.closest('.scroll'))o.push(e.tagName)});"
+        "document.body.setAttribute('data-width',d.documentElement.scrollWidth+' '+d.documentElement.clientWidth);"
+        "document.body.setAttribute('data-wide',o.join(','))}</script></body></html>")
+    dom = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=600,3000",
+                          "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    import re
+
+    body = re.search(r"<body[^>]*>", dom).group(0)
+    scroll, client = map(int, re.search(r'data-width="(\d+) (\d+)"', body).groups())
+    assert scroll <= client <= 390, body[:300]
+    assert 'data-wide=""' in body, body[:500]
+
+
+def test_report_of_a_yaml_grid_shows_the_files_cells(tmp_path):
+    cfg = tmp_path / "grid.yaml"
+    cfg.write_text("grids:\n  mine:\n    description: from a file\n    cells:\n      plain_kl: {loss: kl}\n"
+                   "      kl_rebal: {loss: kl, loss_params: {rebalance: true}}\n")
+    out = tmp_path / "run"
+    assert ablate.main(["--config", str(cfg), "--grid", "mine", "--steps", "1", "--seeds", "1", "--folds", "1",
+                        "--out", str(out), "--no-progress", *TINY]) == 0
+    assert (out / "config.yaml").read_bytes() == cfg.read_bytes()  # the file beside its results
+    assert report.main([str(out), "--n-boot", "200"]) == 0
+    md = (out / "report.md").read_text()
+    conf = md.split("## Configuration")[1]
+    assert '| kl_rebal | {"loss": "kl", "loss_params": {"rebalance": true}} | kl' in conf
+    assert '| plain_kl | {"loss": "kl"}' in conf and "rebalance: true" in conf  # the table and the file itself
+    assert "kl_rebal: {loss: kl, loss_params: {rebalance: true}}" in (out / "report.html").read_text()
+
+
+def _scored_folder(root: Path, n: int = 8) -> Path:
+    """A test set of synthetic photos (smooth colour gradients with a shape), none of them a training image."""
+    import numpy as np
+    from PIL import Image
+
+    folder = root / "synthetic"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:48, 0:48] / 47.0
+    for i in range(n):
+        c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+        img = (xx[..., None] * c0 + yy[..., None] * c1) / 2
+        img[10 + i:30, 12:30 + i] = rng.uniform(0, 255, 3)
+        Image.fromarray(img.clip(0, 255).astype("uint8")).save(folder / f"s{i}.png")
+    return folder
+
+
+def test_report_has_a_verdict_per_test_set_and_the_evaluate_command(run_dir, tmp_path):
+    from bench import evaluate
+
+    out = tmp_path / "run"
+    shutil.copytree(run_dir, out)
+    folder = _scored_folder(tmp_path)
+    assert evaluate.main([str(out), "--test", str(folder), "--no-progress"]) == 0
+    assert report.main([str(out), "--n-boot", "200"]) == 0
+    md = (out / "report.md").read_text()
+    verdict = md.split("## Verdict")[1].split("\n## ")[0]
+    assert "### Test set kodak24-bundled (the run's own)" in verdict
+    assert "### Test set synthetic (re-scored by colorbench evaluate)" in verdict
+    assert verdict.count("\n- Significantly better than grey") == 2  # one verdict per set
+    repro = md.split("## How to reproduce")[1]
+    assert "python -m bench.ablate --grid smoke" in repro
+    assert f"python -m bench.evaluate {out} --test {folder}" in repro  # every command that made the folder
+
+
+def test_disagreeing_test_sets_get_a_sentence():
+    a = {"better_than_grey": ["l1", "mse"], "best": ("unet_vgg16", "l1")}
+    b = {"better_than_grey": [], "best": ("unet_vgg16", "mse")}
+    said = report.disagreement([("kodak24", a, ["..."]), ("cbsd68", b, ["..."])])
+    assert said.startswith("The test sets disagree") and "on kodak24: l1, mse" in said and "on cbsd68: none" in said
+    assert report.disagreement([("kodak24", a, []), ("cbsd68", dict(a), [])]) is None  # they agree
+    assert report.disagreement([("kodak24", a, [])]) is None
+
+
+def test_report_of_an_unfinished_grid_says_what_is_missing(run_dir, tmp_path):
+    import csv
+
+    out = tmp_path / "run"
+    shutil.copytree(run_dir, out)
+    with open(out / "runs.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    kept = [r for r in rows if not (r["cell"] == "kl" and r["seed"] == "1")]
+    with open(out / "runs.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(kept)
+    assert report.main([str(out), "--n-boot", "200"]) == 0
+    md = (out / "report.md").read_text()
+    assert "**Unfinished grid**: 1 of 4 planned runs are missing (cells: kl" in md
+    missing = md.split("## Missing runs")[1].split("\n## ")[0]
+    assert "| unet_vgg16 | kl     | 1      |" in missing or "| unet_vgg16 | kl | 1 |" in missing.replace("  ", " ")
+    assert "Top-ranked cell" not in md and "Top-ranked so far (unfinished grid)" in md
+    assert "Verdict (provisional: unfinished grid)" in md
+    # the finished grid says nothing of the kind
+    if not (run_dir / "report.md").exists():
+        report.main([str(run_dir), "--n-boot", "200"])
+    assert "Unfinished" not in (run_dir / "report.md").read_text()
+
+
+def test_report_md_is_plain_markdown(run_dir, tmp_path):
+    import re
+
+    out = tmp_path / "<em>run & co"
+    shutil.copytree(run_dir, out)
+    assert report.main([str(out), "--n-boot", "200"]) == 0
+    md = (out / "report.md").read_text()
+    prose = re.sub(r"```.*?```", "", md, flags=re.DOTALL)
+    prose = re.sub(r"`[^`]*`", "", prose)
+    raw = re.search(r"(?<!\\)<[A-Za-z/!]", prose)  # a tag that is not backslash-escaped
+    assert raw is None, prose[max(0, raw.start() - 40):raw.start() + 40]
+    assert r"\<em\>run \& co" in md
