@@ -14,6 +14,8 @@ at every ``--every`` steps scores the validation images with:
   (0: no spatial colour; 1: perfect).
 
 CPU seconds (user + system of the process) are recorded with each point, so times scale to other machines.
+
+    python benchmarks/study_curves.py summarise curve.json [plot.png]     # markdown table (+ plot)
 """
 from __future__ import annotations
 
@@ -70,7 +72,40 @@ def score(model, images: torch.Tensor, mean_ab: torch.Tensor, batch: int = 32) -
             "tint_psnr": float(torch.cat(tint_p).mean()), "spatial_r": r}
 
 
+def summarise(jsonl: str, png: str | None = None) -> str:
+    """A markdown table of every recorded point (and a PNG of val PSNR minus the mean-colour PSNR over steps)."""
+    rows = [json.loads(line) for line in open(jsonl)]
+    c = lambda r: r["config"]  # noqa: E731
+    lines = ["| setting | loss | step | train CPU s | val PSNR | mean-colour PSNR | gap (dB) | oracle tint PSNR | spatial r |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        setting = f"{r['label']}: {c(r)['size']} px, width {c(r)['width']}, lr {c(r)['lr']} {c(r)['lr_schedule']}"
+        lines.append(f"| {setting} | {r['loss']} | {r['step']} / {c(r)['steps']} | {r['train_cpu_s']:.0f} | "
+                     f"{r['val_psnr']:.2f} | {r['mean_psnr']:.2f} | {r['val_psnr'] - r['mean_psnr']:+.2f} | "
+                     f"{r['tint_psnr']:.2f} | {r['spatial_r']:.3f} |")
+    if png:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        for key in dict.fromkeys((r["label"], r["loss"]) for r in rows):
+            pts = [r for r in rows if (r["label"], r["loss"]) == key]
+            steps = [r["step"] for r in pts]
+            axes[0].plot(steps, [r["val_psnr"] - r["mean_psnr"] for r in pts], marker="o", label=" ".join(key))
+            axes[1].plot(steps, [r["spatial_r"] for r in pts], marker="o", label=" ".join(key))
+        axes[0].axhline(0, color="grey", lw=0.8)
+        axes[0].set(xlabel="step", ylabel="val PSNR − mean-colour PSNR (dB)")
+        axes[1].set(xlabel="step", ylabel="spatial r (pred vs true ab, image mean removed)")
+        axes[0].legend()
+        fig.tight_layout()
+        fig.savefig(png, dpi=100)
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
+    if argv is None and sys.argv[1:2] == ["summarise"]:
+        print(summarise(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None))
+        return
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--loss", default="mse")
     p.add_argument("--preset", default="study")

@@ -3,7 +3,6 @@ schedulers; the ``study`` preset; earlier configurations keep their flat form (h
 from __future__ import annotations
 
 import dataclasses
-import platform
 
 import pytest
 import torch
@@ -11,7 +10,6 @@ import torch
 from bench import grids
 from bench.config import LATER_FIELDS, PRESETS, CellConfig, preset
 from bench.data import CropSchedule
-from bench.device import keep_freed_memory
 from bench.engine import plan_jobs
 from bench.train import make_step, prepare
 
@@ -86,8 +84,3 @@ def test_study_preset_plans_the_losses_grid_with_two_seeds():
     assert all(0 < j.cfg.warmup_steps < j.cfg.steps for j in jobs)
     assert base.to_flat()["lr_schedule"] == "cosine"
 
-
-def test_keep_freed_memory_applies_on_glibc():
-    assert keep_freed_memory() is keep_freed_memory()  # once per process, the same answer
-    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
-        assert keep_freed_memory()
