@@ -74,8 +74,12 @@ def score(model, images: torch.Tensor, mean_ab: torch.Tensor, batch: int = 32) -
 
 def summarise(jsonl: str, png: str | None = None) -> str:
     """A markdown table of every recorded point (and a PNG of val PSNR minus the mean-colour PSNR over steps)."""
-    rows = [json.loads(line) for line in open(jsonl)]
-    c = lambda r: r["config"]  # noqa: E731
+    with open(jsonl) as f:
+        rows = [json.loads(line) for line in f]
+
+    def c(r):
+        return r["config"]
+
     lines = ["| setting | loss | step | train CPU s | val PSNR | mean-colour PSNR | gap (dB) | oracle tint PSNR | spatial r |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:

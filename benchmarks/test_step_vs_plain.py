@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from step_vs_plain import compare
 
 from bench.config import preset
 from bench.train import prepare_folds
-from step_vs_plain import compare
 
 BASE = preset("quick")
 
