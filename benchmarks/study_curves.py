@@ -75,7 +75,7 @@ def score(model, images: torch.Tensor, mean_ab: torch.Tensor, batch: int = 32) -
 def summarise(jsonl: str, png: str | None = None) -> str:
     """A markdown table of every recorded point (and a PNG of val PSNR minus the mean-colour PSNR over steps)."""
     with open(jsonl) as f:
-        rows = [json.loads(line) for line in f]
+        rows = sorted((json.loads(line) for line in f), key=lambda r: (r["label"], r["loss"], r["step"]))
 
     def c(r):
         return r["config"]
