@@ -39,6 +39,9 @@ class CellConfig:
         precision: ``auto`` (bf16 autocast on CUDA, fp32 elsewhere), ``fp32`` or ``bf16``.
         compile: wrap the model in ``torch.compile`` (CUDA only).
         checkpoint_every: write a resumable checkpoint every this many steps (0: never; the paper preset: 1000).
+        lr_schedule: ``constant`` (the default), or ``cosine`` / ``linear`` decay of the learning rate to 0 at
+            ``steps`` (``bench.train.lr_factor``).
+        warmup_steps: steps of linear warm-up from 0 to ``lr`` before the schedule (0: none).
     """
 
     model: str = "unet_vgg16"
@@ -60,14 +63,18 @@ class CellConfig:
     precision: str = "auto"
     compile: bool = False
     checkpoint_every: int = 0
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
 
     def replace(self, **changes) -> "CellConfig":
         """A copy with ``changes`` applied; unknown keys and values of the wrong type raise ``ValueError``."""
         return dataclasses.replace(self, **check_values(changes))
 
     def to_flat(self) -> dict:
-        """A CSV-friendly dict (dicts as JSON strings)."""
-        return {k: json.dumps(v, sort_keys=True) if isinstance(v, dict) else v for k, v in dataclasses.asdict(self).items()}
+        """A CSV-friendly dict (dicts as JSON strings). Fields added later (``LATER_FIELDS``) are left out at their
+        defaults, so that earlier configurations keep their hashes, run folders and study names."""
+        return {k: json.dumps(v, sort_keys=True) if isinstance(v, dict) else v for k, v in dataclasses.asdict(self).items()
+                if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
 
     def validate(self, loss_takes_params: bool = True) -> None:
         """Raise ``ValueError`` with a one-line message for any invalid setting.
@@ -87,6 +94,10 @@ class CellConfig:
                 raise ValueError(f"loss_params.{key} must be positive, got {v!r}")
         if self.steps < 1 or self.batch_size < 1 or self.val_every < 1:
             raise ValueError("steps, batch_size and val_every must be at least 1")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, not {self.lr_schedule!r}")
+        if not 0 <= self.warmup_steps < self.steps:
+            raise ValueError(f"warmup_steps must be in [0, steps), got {self.warmup_steps}")
         if self.checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be 0 (no checkpoints) or positive, got {self.checkpoint_every}")
         if not 0 < self.width <= 4:
@@ -108,6 +119,11 @@ class CellConfig:
         if loss_takes_params:
             losses.check_params(self.loss, list(self.loss_params))
 
+
+#: Learning-rate schedules (``CellConfig.lr_schedule``).
+LR_SCHEDULES = ("constant", "cosine", "linear")
+#: Fields added after results were published, with the defaults at which ``to_flat`` leaves them out.
+LATER_FIELDS = {"lr_schedule": "constant", "warmup_steps": 0}
 
 _TYPES = {"int": int, "float": float, "str": str, "dict": dict, "bool": bool}
 _EXAMPLES = {int: "a whole number", float: "a finite number", str: "text", dict: 'a JSON object such as {"key": 1}',
@@ -235,6 +251,10 @@ PRESETS: dict[str, dict] = {
     # cores, measured for crop seeds 0, 1, 2: see results/default-job-cpu.md)
     "quick": dict(width=0.25, encoder_weights="none", lpips_backbone="random", size=64, crop=64, eval_size=64,
                   batch_size=16, lr=5e-4, steps=30, val_every=10),
+    # study: the losses grid × 2 seeds on imagenet-sample (876 training photos), tested on Kodak24, in ≤ 60 min on 2
+    # idle cores; chosen by the learning curves of results/study-preset-cpu.md
+    "study": dict(width=0.25, encoder_weights="none", lpips_backbone="random", size=64, crop=64, eval_size=64,
+                  batch_size=16, lr=1e-3, steps=800, val_every=100, lr_schedule="cosine", warmup_steps=50),
     "paper": dict(width=1.0, encoder_weights="imagenet", lpips_backbone="imagenet", size=256, crop=256, eval_size=256,
                   batch_size=16, lr=2e-5, steps=20000, val_every=1000, checkpoint_every=1000),
 }

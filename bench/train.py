@@ -21,11 +21,11 @@ from .colour import rgb_to_lab, split_lab
 from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from .config import CellConfig
 from .data import BUNDLED_FOLDS, CropSchedule, ImageStore, Splits, fingerprint, fold_splits, make_splits, mean_ab
-from .device import amp_dtype, autocast, pick_device
+from .device import amp_dtype, autocast, keep_freed_memory, pick_device
 from .metrics import evaluate, networks, score_test
 
-__all__ = ["DivergenceError", "Prepared", "TrainStep", "autocast_dtype", "build_cell", "make_step", "pick_device",
-           "prepare", "prepare_folds", "train_cell"]
+__all__ = ["DivergenceError", "Prepared", "TrainStep", "autocast_dtype", "build_cell", "lr_factor", "make_step",
+           "pick_device", "prepare", "prepare_folds", "train_cell"]
 
 
 class DivergenceError(RuntimeError):
@@ -137,6 +137,17 @@ def build_cell(cfg: CellConfig, prep: Prepared | None, device: torch.device):
     return model.to(device), criterion.to(device)
 
 
+def lr_factor(schedule: str, step: int, steps: int, warmup: int = 0) -> float:
+    """The learning rate of optimisation step ``step`` (0-based) as a fraction of the peak: linear warm-up over
+    ``warmup`` steps, then ``constant``, or ``cosine`` / ``linear`` decay reaching 0 after ``steps`` steps."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    t = (step - warmup) / max(1, steps - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * t)) if schedule == "cosine" else 1.0 - t
+
+
 class TrainStep:
     """One optimisation step, the only one in colorbench: ``train_cell`` runs it every iteration and
     ``bench.throughput`` times it.
@@ -165,20 +176,25 @@ class TrainStep:
         amp: autocast dtype (``torch.bfloat16``) or None for full precision.
         compile: run the forward pass through ``torch.compile(model)``.
         check_every: read the losses back every this many steps (default: 1 on the CPU, 25 elsewhere).
+        lr_at: step (0-based) → learning rate; None: ``lr`` throughout (e.g. ``lr_factor`` times ``lr``).
     """
 
     def __init__(self, model: torch.nn.Module, criterion: torch.nn.Module, device: torch.device, lr: float,
-                 amp: torch.dtype | None = None, compile: bool = False, check_every: int | None = None):
+                 amp: torch.dtype | None = None, compile: bool = False, check_every: int | None = None,
+                 lr_at=None):
         self.device, self.amp = torch.device(device), amp
         self.cuda = self.device.type == "cuda"
         if self.cuda:
             model = model.to(memory_format=torch.channels_last)
+        else:
+            keep_freed_memory()  # no page faults on every step's fresh activations
         self.model, self.criterion = model, criterion
         self.forward = torch.compile(model) if compile else model
         self.needs_ref = bool(getattr(model, "needs_reference", False))
         trainable = [p for p in model.parameters() if p.requires_grad]
         self.opt = torch.optim.Adam(trainable, lr=lr, fused=self.cuda)
         self.check_every = check_every or (1 if self.device.type == "cpu" else 25)
+        self.lr_at = lr_at
         self.step = 0  # steps done
         self.last_loss = math.nan  # the last loss read back
         self._pending: list[torch.Tensor] = []
@@ -210,6 +226,9 @@ class TrainStep:
             loss = self.criterion(out, ab, **ctx)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        if self.lr_at is not None:  # a plain float: Adam reads it at this step
+            for g in self.opt.param_groups:
+                g["lr"] = self.lr_at(self.step)
         self.opt.step()
         self.step += 1
         loss = loss.detach()
@@ -271,8 +290,12 @@ def make_step(cfg: CellConfig, device: torch.device, prep: Prepared | None = Non
     device = torch.device(device)
     torch.manual_seed(cfg.seed)  # the training seed sets the initialisation only; the crops come from crop_seed
     model, criterion = build_cell(cfg, prep, device)
+    lr_at = None
+    if cfg.lr_schedule != "constant" or cfg.warmup_steps:
+        def lr_at(k: int) -> float:
+            return cfg.lr * lr_factor(cfg.lr_schedule, k, cfg.steps, cfg.warmup_steps)
     return TrainStep(model, criterion, device, cfg.lr, autocast_dtype(cfg, device),
-                     compile=cfg.compile and device.type == "cuda")
+                     compile=cfg.compile and device.type == "cuda", lr_at=lr_at)
 
 
 def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: bool = True, desc: str = "",

@@ -14,7 +14,7 @@ import pytest
 from optuna.trial import TrialState
 
 import bench.checkpoint
-from bench import ablate, grids
+from bench import grids
 from bench import study as gs
 from bench.engine import IDENTITY, GridRun, plan_jobs
 from bench.config import preset
