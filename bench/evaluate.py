@@ -137,7 +137,7 @@ def main(argv=None) -> int:
             crops[size, eval_size] = store.centre_crops(eval_size)
         return crops[size, eval_size], [image_key(f, folder) for f in store.files], len(bad) + len(store.skipped)
 
-    with cli.usage_errors(WeightsError):
+    with cli.usage_errors(*cli.INPUT_ERRORS, WeightsError):
         if not run_dir.is_dir():
             raise cli.UsageError(f"run folder {run_dir} does not exist")
         unusable: list[tuple] = []

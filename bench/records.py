@@ -60,6 +60,9 @@ _TEXT_PARAM = re.compile(_KEY + r"(?:'[^']*'|\"[^\"]*\"|[^&\s;'\"]*)")
 #: Passwords seen in the command line (``note_secrets``): redacted wherever they or their pieces appear later, e.g.
 #: in a driver's message that prints a host name made of half a password.
 _SECRETS: set[str] = set()
+#: Their pieces (split at blanks, ``@``, ``:``, ``/``...): redacted only as whole words, so that a piece such as
+#: "with" of a password "pass with blanks" does not eat the middle of a file name like ``test_with_x``.
+_PIECES: set[str] = set()
 
 
 def _secrets_of(arg: str) -> list[str]:
@@ -70,14 +73,14 @@ def _secrets_of(arg: str) -> list[str]:
 
 def note_secrets(args) -> None:
     """Remember the passwords of these command-line arguments (URLs, ``password=`` parameters), whole, URL-decoded
-    and in pieces (split at blanks, ``@``, ``:`` and ``/``), so that :func:`redact` removes them from any later text."""
+    and in pieces (split at blanks, quotes, ``@``, ``:`` and ``/``), so that :func:`redact` removes them from any later text."""
     from urllib.parse import unquote
 
     for arg in args:
         for secret in _secrets_of(str(arg)):
             for whole in {secret, unquote(secret)}:
                 _SECRETS.add(whole)
-                _SECRETS.update(p for p in re.split(r"[\s@:/?#&]+", whole) if len(p) >= 2)
+                _PIECES.update(p for p in re.split(r"[\s@:/?#&'\"]+", whole) if len(p) >= 2 and p != whole)
 
 
 def redact(text, whole_argument: bool = False) -> str:
@@ -98,6 +101,9 @@ def redact(text, whole_argument: bool = False) -> str:
         if secret in text:
             text = (text.replace(secret, "***") if len(secret) >= 4 else
                     re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", "***", text))
+    for piece in sorted(_PIECES, key=len, reverse=True):
+        if piece in text:
+            text = re.sub(rf"(?<![\w.-]){re.escape(piece)}(?![\w.-])", "***", text)
     if whole:
         text = _ARG_URL.sub(lambda m: m.group("head") + ":***@", text)
         return _ARG_PARAM.sub(lambda m: m.group("key") + "=***", text)

@@ -83,7 +83,7 @@ def prepare(cfg: CellConfig, data: str | None = None, test: str | None = None, r
     train, val, tst = (ImageStore(getattr(splits, k), cfg.size, decoded=splits.decoded) for k in ("train", "val", "test"))
     splits.decoded = {}  # the stores hold what they keep
     return Prepared(splits, train, val.centre_crops(cfg.eval_size), tst.centre_crops(cfg.eval_size), tst.files,
-                    train.skipped + val.skipped + tst.skipped, cfg.size, fingerprints=_fingerprints(train, val))
+                    train.skipped + val.skipped + tst.skipped, fingerprints=_fingerprints(train, val))
 
 
 def _fingerprints(train: ImageStore, val: ImageStore) -> dict:
@@ -107,7 +107,7 @@ def prepare_folds(cfg: CellConfig, data: str | None = None, folds: int = BUNDLED
     for splits in fold_splits(data, folds, root, verify=verify):
         train, val, tst = (ImageStore(getattr(splits, k), cfg.size) for k in ("train", "val", "test"))
         out.append(Prepared(splits, train, val.centre_crops(cfg.eval_size), tst.centre_crops(cfg.eval_size),
-                            tst.files, train.skipped + val.skipped + tst.skipped, cfg.size,
+                            tst.files, train.skipped + val.skipped + tst.skipped,
                             fingerprints=_fingerprints(train, val)))
     return out
 

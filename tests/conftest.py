@@ -75,3 +75,13 @@ def torch_home(tmp_path, monkeypatch):
     if hasattr(tv_api, "load_state_dict_from_url"):
         monkeypatch.setattr(tv_api, "load_state_dict_from_url", offline)
     return home
+
+
+@pytest.fixture(autouse=True)
+def _forget_noted_secrets():
+    """Passwords noted by one test's command line (``bench.records.note_secrets``) are not redacted in the next's."""
+    from bench import records
+
+    yield
+    records._SECRETS.clear()
+    records._PIECES.clear()
