@@ -1,18 +1,11 @@
 """colorbench's harness.
 
 Importing it checks first that ``models`` and ``losses`` are colorbench's own and that torch and torchvision match
-(``bench.startup``). Imported before torch (as every ``python -m bench.*`` command is), it sets
-``OMP_WAIT_POLICY=PASSIVE`` unless the environment says otherwise: OpenMP threads then sleep at the end of a parallel
-region instead of spinning. On a loaded machine spinning threads wait for descheduled ones: a 2-thread quick-preset
-step took 9× longer (``results/step-speed-cpu.md``). OpenMP reads the variable once, when torch loads it; it cannot
-be changed later.
+(``bench.startup``). It leaves OpenMP's waiting as it is: ``OMP_WAIT_POLICY=PASSIVE`` made the main job 30 % slower
+on the idle 2-core machine (650 s against 503 s with spinning threads, ``results/default-job-cpu.md``) although it
+saves 9× on a machine with more runnable threads than cores (``results/step-speed-cpu.md``): set it in the
+environment on a shared machine.
 """
-import os
-import sys
-
-if "torch" not in sys.modules:
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from .startup import check as _check  # noqa: E402  (after the OpenMP setting, before anything imports torch)
+from .startup import check as _check
 
 _check()
