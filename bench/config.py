@@ -247,7 +247,7 @@ def parse_overrides(items: list[str]) -> dict:
 
 #: Presets: ``quick`` trains a small U-Net on small crops in minutes on a CPU; ``paper`` is Ballester et al.'s setup.
 PRESETS: dict[str, dict] = {
-    # quick: sized for the default job (losses grid × 2 seeds × 4 folds of the bundled Kodak24: about 11 min on 2
+    # quick: sized for the default job (losses grid × 2 seeds × 4 folds of the bundled Kodak24: about 8.5 min on 2
     # idle CPU cores, measured: see results/default-job-cpu.md)
     "quick": dict(width=0.25, encoder_weights="none", lpips_backbone="random", size=64, crop=64, eval_size=64,
                   batch_size=16, lr=5e-4, steps=30, val_every=10),
