@@ -12,8 +12,12 @@ from pathlib import Path
 
 import urllib.error
 
-import pytest
-import torch
+# The tests start several worker processes at once on 2 cores: OpenMP threads that spin at barriers would wait for
+# descheduled peers (9× slower steps, results/step-speed-cpu.md). Set before torch loads; subprocesses inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from bench.data import BUNDLED  # the Kodak24 that ships with the package
 
