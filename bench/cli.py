@@ -17,11 +17,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from .records import CorruptRecordError, colorbench_version, note_secrets, redact, write_error_message
+from .records import TERMINAL_WIDTH, CorruptRecordError, colorbench_version, note_secrets, redact, write_error_message
 from .startup import torchvision_problem
-
-#: Width of what the commands print to a terminal (tables, listings); the files hold the full tables.
-TERMINAL_WIDTH = 100
 
 #: errno values of a full disk (or quota): reported in one line with exit code 2 wherever they happen
 FULL_DISK = (errno.ENOSPC, errno.EDQUOT)

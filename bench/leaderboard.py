@@ -21,7 +21,7 @@ import pandas as pd
 from . import stats as pstats
 from .folds import combine_folds, combine_per_image
 from .plots import psnr_per_cell
-from .records import BASELINES, GREY, MEAN_COLOUR, atomic_write_text, read_rows
+from .records import BASELINES, GREY, MEAN_COLOUR, TERMINAL_WIDTH, atomic_write_text, read_rows
 from .stats import ci95
 
 AUTOMATIC, REFERENCE = "automatic", "reference"
@@ -31,7 +31,6 @@ BASELINE_WORD = {GREY: "grey", MEAN_COLOUR: "mean"}
 #: the fewest seeds per cell for the two-level sentence ("a claim about the losses"): below 3 its interval covered
 #: 48 % (1 seed) to 89 % (2 seeds) of the time in the README's simulations
 MIN_SEEDS_TWO_LEVEL = 3
-TERMINAL_WIDTH = 100
 #: Environment columns that should agree between the runs pooled into one cell: results change with the CPU thread
 #: count (the order of float reductions), the device, the torch version and the code. Runs that differ are still
 #: pooled (a grid spread over unlike machines stays usable), but the cell's ``mixed_env`` names what differs and
