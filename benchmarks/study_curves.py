@@ -68,8 +68,10 @@ def score(model, images: torch.Tensor, mean_ab: torch.Tensor, batch: int = 32) -
     model.train(was)
     dp, dt = torch.cat(dp), torch.cat(dt)
     r = float((dp * dt).sum() / (dp.norm() * dt.norm()).clamp_min(1e-12))
+    gain = torch.cat(psnr) - torch.cat(mean_p)
     return {"val_psnr": float(torch.cat(psnr).mean()), "mean_psnr": float(torch.cat(mean_p).mean()),
-            "tint_psnr": float(torch.cat(tint_p).mean()), "spatial_r": r}
+            "tint_psnr": float(torch.cat(tint_p).mean()), "spatial_r": r,
+            "wins": int((gain > 0).sum()), "n": len(gain)}
 
 
 def summarise(jsonl: str, png: str | None = None) -> str:
@@ -143,10 +145,14 @@ def main(argv=None) -> None:
             if n % args.every == 0 or n == cfg.steps:
                 row = {**head, "step": n, "loss_value": step.check(), "train_cpu_s": train_cpu,
                        "wall_s": time.perf_counter() - t0, **score(step.model, prep.val_images, mean_ab)}
+                test = score(step.model, prep.test_images, mean_ab)
+                row.update({f"test_{k}": v for k, v in test.items()})
                 f.write(json.dumps(row) + "\n")
                 f.flush()
                 print(f"{args.label} {cfg.loss} step {n}: val {row['val_psnr']:.2f} mean {row['mean_psnr']:.2f} "
-                      f"tint {row['tint_psnr']:.2f} r {row['spatial_r']:.3f} cpu {train_cpu:.0f}s", file=sys.stderr)
+                      f"tint {row['tint_psnr']:.2f} r {row['spatial_r']:.3f} cpu {train_cpu:.0f}s | test gap "
+                      f"{row['test_val_psnr'] - row['test_mean_psnr']:+.2f} wins {row['test_wins']}/{row['test_n']} "
+                      f"r {row['test_spatial_r']:.3f}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -101,6 +101,10 @@ def load_encoder_weights(features: nn.Sequential, arch: str, encoder_weights: st
         whether the stack now holds pretrained weights (recorded with every result).
     """
     if encoder_weights in (None, "", "none"):
+        # as torchvision initialises its VGG (from the global RNG, i.e. the training seed): PyTorch's default conv
+        # init would shrink the signal ~6× in energy per layer, leaving the deep blocks of a random U-Net encoder
+        # near zero (results/study-preset-cpu.md measured both)
+        init_like_torchvision(features, seed=None)
         return False
     if width != 1.0:
         raise EncoderWeightsError(f"pretrained encoder weights need width=1.0, got width={width}")
@@ -146,14 +150,15 @@ VGG19_TAPS = {"relu1_1": 1, "relu2_1": 6, "relu3_1": 11, "relu4_1": 20}
 VGG19_UPTO = VGG19_TAPS["relu4_1"] + 1
 
 
-def init_like_torchvision(features: nn.Module, seed: int = 0) -> None:
-    """Initialise conv layers as torchvision does (Kaiming normal, fan-out, zero bias), from a fixed seed.
+def init_like_torchvision(features: nn.Module, seed: int | None = 0) -> None:
+    """Initialise conv layers as torchvision does (Kaiming normal, fan-out, zero bias), from a fixed seed
+    (``seed=None``: from the global RNG).
 
     PyTorch's default conv init shrinks activations by roughly 6× in energy per layer, so a random VGG-19 would
     give relu4_1 features (and any loss on them) of ~1e-7. Kaiming keeps them order one. The private generator
     makes every random feature extractor the same function, whatever the global RNG state (the training seed).
     """
-    g = torch.Generator().manual_seed(seed)
+    g = None if seed is None else torch.Generator().manual_seed(seed)
     for m in features.modules():
         if isinstance(m, nn.Conv2d):
             with torch.no_grad():
