@@ -82,24 +82,33 @@ def summarise(jsonl: str, png: str | None = None) -> str:
     def c(r):
         return r["config"]
 
-    lines = ["| setting | loss | step | train CPU s | val PSNR | mean-colour PSNR | gap (dB) | oracle tint PSNR | spatial r |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| setting | loss | step | train CPU s | val PSNR | mean-colour PSNR | gap (dB) | oracle tint PSNR | spatial r "
+             "| test gap (dB) | test images won | test spatial r |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        setting = f"{r['label']}: {c(r)['size']} px, width {c(r)['width']}, lr {c(r)['lr']} {c(r)['lr_schedule']}"
+        setting = (f"{r['label']}: {c(r)['size']} px, width {c(r)['width']}, batch {c(r)['batch_size']}, "
+                   f"lr {c(r)['lr']} {c(r)['lr_schedule']}")
+        test = (f"{r['test_val_psnr'] - r['test_mean_psnr']:+.2f} | {r['test_wins']}/{r['test_n']} | "
+                f"{r['test_spatial_r']:.3f}" if "test_val_psnr" in r else "– | – | –")
         lines.append(f"| {setting} | {r['loss']} | {r['step']} / {c(r)['steps']} | {r['train_cpu_s']:.0f} | "
                      f"{r['val_psnr']:.2f} | {r['mean_psnr']:.2f} | {r['val_psnr'] - r['mean_psnr']:+.2f} | "
-                     f"{r['tint_psnr']:.2f} | {r['spatial_r']:.3f} |")
+                     f"{r['tint_psnr']:.2f} | {r['spatial_r']:.3f} | {test} |")
     if png:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        fig, axes = plt.subplots(1, 3, figsize=(15, 4))
         for key in dict.fromkeys((r["label"], r["loss"]) for r in rows):
             pts = [r for r in rows if (r["label"], r["loss"]) == key]
             steps = [r["step"] for r in pts]
             axes[0].plot(steps, [r["val_psnr"] - r["mean_psnr"] for r in pts], marker="o", label=" ".join(key))
             axes[1].plot(steps, [r["spatial_r"] for r in pts], marker="o", label=" ".join(key))
+            tested = [r for r in pts if "test_val_psnr" in r]
+            axes[2].plot([r["step"] for r in tested], [r["test_val_psnr"] - r["test_mean_psnr"] for r in tested],
+                         marker="o", label=" ".join(key))
         axes[0].axhline(0, color="grey", lw=0.8)
+        axes[2].axhline(0, color="grey", lw=0.8)
+        axes[2].set(xlabel="step", ylabel="test PSNR − mean-colour PSNR (dB)")
         axes[0].set(xlabel="step", ylabel="val PSNR − mean-colour PSNR (dB)")
         axes[1].set(xlabel="step", ylabel="spatial r (pred vs true ab, image mean removed)")
         axes[0].legend()
