@@ -247,12 +247,12 @@ def parse_overrides(items: list[str]) -> dict:
 
 #: Presets: ``quick`` trains a small U-Net on small crops in minutes on a CPU; ``paper`` is Ballester et al.'s setup.
 PRESETS: dict[str, dict] = {
-    # quick: sized for the default job (losses grid × 2 seeds × 4 folds of the bundled Kodak24: about 8.5 min on 2
+    # quick: sized for the default job (losses grid × 2 seeds × 4 folds of the bundled Kodak24: about 4.7 min on 2
     # idle CPU cores, measured: see results/default-job-cpu.md)
     "quick": dict(width=0.25, encoder_weights="none", lpips_backbone="random", size=64, crop=64, eval_size=64,
                   batch_size=16, lr=5e-4, steps=30, val_every=10),
-    # study: the losses grid × 2 seeds on imagenet-sample (876 training photos), tested on Kodak24, in ≤ 60 min on 2
-    # idle cores; chosen by the learning curves of results/study-preset-cpu.md
+    # study: the losses grid × 2 seeds on imagenet-sample (876 training photos), tested on Kodak24: 29 min on 2 idle
+    # cores with two one-thread workers; chosen by the learning curves of results/study-preset-cpu.md
     "study": dict(width=0.25, encoder_weights="none", lpips_backbone="random", size=64, crop=64, eval_size=64,
                   batch_size=16, lr=1e-3, steps=800, val_every=100, lr_schedule="cosine", warmup_steps=50),
     "paper": dict(width=1.0, encoder_weights="imagenet", lpips_backbone="imagenet", size=256, crop=256, eval_size=256,
