@@ -1,0 +1,193 @@
+"""bench.document: one document model, two renderers that show the same headings and tables, and all escaping in
+the renderers (a hostile cell name stays text in both formats)."""
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+
+import pandas as pd
+import pytest
+from PIL import Image as PILImage
+
+from bench import document as d
+
+HOSTILE = "<script>alert(1)</script>|x"
+
+
+class Parsed(HTMLParser):
+    """Headings (level, id, text), tables (rows of cell texts, header row first), scripts, every start tag."""
+
+    def __init__(self):
+        super().__init__()
+        self.headings, self.tables, self.scripts, self.tags = [], [], [], []
+        self._heading = self._cell = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.tags.append((tag, a))
+        if re.fullmatch(r"h[1-6]", tag):
+            self._heading = [int(tag[1]), a.get("id"), ""]
+        elif tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = ""
+        elif tag == "script":
+            self.scripts.append(a)
+
+    def handle_endtag(self, tag):
+        if re.fullmatch(r"h[1-6]", tag) and self._heading:
+            self.headings.append(tuple(self._heading))
+            self._heading = None
+        elif tag in ("td", "th"):
+            self.tables[-1][-1].append(self._cell)
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._heading is not None:
+            self._heading[2] += data
+        if self._cell is not None:
+            self._cell += data
+
+
+def parse(text: str) -> Parsed:
+    p = Parsed()
+    p.feed(text)
+    p.close()
+    return p
+
+
+def md_tables(md: str) -> list[list[list[str]]]:
+    """The Markdown's pipe tables as rows of unescaped cell texts (header first, the --- line left out, a link as
+    its text)."""
+    out, current = [], None
+    for line in md.splitlines():
+        if not line.startswith("|"):
+            current = None
+            continue
+        if current is None:
+            current = []
+            out.append(current)
+        cells = [re.sub(r"^\[(.*)\]\([^)]*\)$", r"\1", c.strip()) for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        cells = [re.sub(r"\\(.)", r"\1", c) for c in cells]  # a link as its text, then unescaped
+        if not all(re.fullmatch(r":?-+:?", c) for c in cells):
+            current.append(cells)
+    return out
+
+
+def text_of(cell) -> str:
+    return cell.text if isinstance(cell, d.Link) else cell
+
+
+@pytest.fixture
+def png(tmp_path):
+    path = tmp_path / "fig.png"
+    PILImage.new("RGB", (8, 8), (200, 30, 30)).save(path)
+    return path
+
+
+@pytest.fixture
+def sample(tmp_path, png):
+    """A document with every kind of block, a hostile name in every place that takes text."""
+    frame = pd.DataFrame({"cell": ["mse", HOSTILE, "kl"], "PSNR (dB)": [23.5, float("nan"), 21.25],
+                          "seeds": [2, 2, 1]})
+    links = d.Table(["cell", "weights"], [[HOSTILE, d.Link(HOSTILE, "models/x%7Cy/model.safetensors")],
+                                          ["mse", d.Link("model.safetensors", "models/mse/model.safetensors")]])
+    blocks = [
+        d.Heading(1, f"Report: {HOSTILE}"),
+        d.Paragraph(f"*Generated* by `colorbench report` for **{HOSTILE}**.", "note"),
+        d.List([f"Top-ranked cell: **{HOSTILE}**", "plain & simple"]),
+        d.Contents(),
+        d.Heading(2, "Leaderboard", "leaderboard"),
+        d.Heading(3, f"Test set {HOSTILE}"),
+        d.Table.from_frame(frame, sortable=True, style="board"),
+        d.Heading(2, "Trained models", "models"),
+        links,
+        d.Heading(2, "Figures"),
+        d.Image(png, "figures/fig.png", HOSTILE, f"caption of {HOSTILE}"),
+        d.Heading(2, "Figures"),  # a repeated heading gets its own id
+        d.Details(f"summary {HOSTILE}", [d.Heading(3, "Folded"), d.Table(["k"], [[HOSTILE]])]),
+        d.Details("long listing", [d.Code(HOSTILE)], markdown=f"the listing of {HOSTILE} is in `run.json`"),
+        d.Heading(2, "How to reproduce", "reproduce"),
+        d.Code(f"colorbench ablate --grid '{HOSTILE}'\n```\nnot the end of the block", "bash"),
+        d.Gallery([f"{HOSTILE} (seed 0)", "mse (seed 0)"],
+                  [d.GalleryCard(HOSTILE, png, None, [(0, png, f"{HOSTILE}: 21.00"), (1, png, "mse")])]),
+    ]
+    return d.Document(f"title {HOSTILE}", blocks)
+
+
+def test_every_heading_is_in_both_formats(sample):
+    md, page = d.to_markdown(sample), parse(d.to_html(sample))
+    heads = d.headings(sample.blocks)
+    assert len(heads) == 8
+    md_lines = md.splitlines()
+    ids = d.anchors(sample)
+    for h in heads:
+        assert "#" * h.level + " " + d.md_text(h.text) in md_lines, h
+    assert [(h.level, ids[id(h)], h.text) for h in heads] == page.headings  # <hN id=…>, same text, same order
+    assert len(set(ids.values())) == len(ids)  # ids unique (the repeated "Figures")
+    assert [ids[id(h)] for h in heads if h.anchor] == ["leaderboard", "models", "reproduce"]
+    # the contents list the level-2 headings in both: links to the HTML ids, to GitHub's anchors in the Markdown
+    level2 = [h for h in heads if h.level == 2]
+    nav = [a["href"] for t, a in page.tags if t == "a" and a.get("href", "").startswith("#")]
+    assert nav == ["#" + ids[id(h)] for h in level2]
+    contents = next(line for line in md_lines if line.startswith("Contents: "))
+    assert re.findall(r"\]\(#([^)]*)\)", contents) == [d.slug(h.text) for h in level2]
+
+
+def test_every_table_row_is_in_both_formats(sample):
+    md, page = d.to_markdown(sample), parse(d.to_html(sample))
+    tables = d.tables(sample.blocks)
+    assert len(tables) == 3
+    want = [[t.columns] + [[text_of(c) for c in row] for row in t.rows] for t in tables]
+    assert md_tables(md) == want  # every cell, unescaped, in its own column ("|x" did not add one)
+    assert page.tables == want
+    # missing values are blank in both, numbers as tabulate writes them
+    assert want[0][2] == [HOSTILE, "", "2"] and want[0][1] == ["mse", "23.5", "2"]
+    # links: Markdown links and <a href>, the href percent-encoded once, never re-escaped
+    assert f"[{d.md_text(HOSTILE)}](models/x%7Cy/model.safetensors)" in md
+    assert ("a", {"href": "models/x%7Cy/model.safetensors"}) in parse(d.to_html(sample)).tags
+    # sortable tables carry the class the inline script looks for; each table sits in its own scrolling wrapper
+    html = d.to_html(sample)
+    assert html.count("<div class='scroll'><table") == 3 and "<table class='board sortable'>" in html
+
+
+def test_a_hostile_name_stays_text_in_both_formats(sample):
+    html = d.to_html(sample)
+    page = parse(html)
+    assert len(page.scripts) == 1 and not page.scripts[0]  # the inline script only, no src
+    assert {t for t, _ in page.tags} <= {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p",
+                                         "em", "strong", "code", "ul", "li", "nav", "ol", "a", "div", "table",
+                                         "thead", "tbody", "tr", "th", "td", "figure", "img", "figcaption",
+                                         "details", "summary", "pre", "label", "select", "option", "span",
+                                         "script"}
+    assert "<script>alert" not in html and HOSTILE not in html
+    assert html.count("&lt;script&gt;alert(1)&lt;/script&gt;|x") >= 10  # escaped wherever it was put
+    alts = [a.get("alt") for t, a in page.tags if t == "img"]  # attributes too, parsed back to the text
+    assert HOSTILE in alts and f"{HOSTILE}: 21.00" in alts
+    # Markdown: outside code, every <, > and | is backslash-escaped; inside code blocks the name is literal
+    md = d.to_markdown(sample)
+    # a fence longer than the code's own ```: the block does not end early
+    assert f"````bash\ncolorbench ablate --grid '{HOSTILE}'\n```\nnot the end of the block\n````" in md
+    prose = re.sub(r"````.*?````", "", md, flags=re.DOTALL)
+    prose = re.sub(r"```.*?```", "", prose, flags=re.DOTALL)
+    prose = re.sub(r"`[^`]*`", "", prose)
+    assert re.search(r"(?<!\\)[<>]", prose) is None
+    assert d.md_text(HOSTILE) == r"\<script\>alert(1)\</script\>\|x"
+    assert "the listing of \\<script\\>alert(1)\\</script\\>\\|x is in `run.json`" in md  # Details' Markdown text
+
+
+def test_marks_are_html_only_where_the_text_has_them():
+    assert d.html_inline("**a** *b* `c<d>` & e") == "<strong>a</strong> <em>b</em> <code>c&lt;d&gt;</code> &amp; e"
+    assert d.html_text("*a* `b`") == "*a* `b`"  # literal text: no marks
+    assert d.md_text("a|b `c|d` <e>") == r"a\|b `c|d` \<e\>"
+
+
+def test_renderers_refuse_what_is_not_a_block():
+    doc = d.Document("t", ["raw <b>html</b>"])
+    with pytest.raises(TypeError):
+        d.to_html(doc)
+    with pytest.raises(TypeError):
+        d.to_markdown(doc)
+
