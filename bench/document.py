@@ -304,12 +304,22 @@ def md_text(text) -> str:
 
 
 def _md_cell(c: Cell) -> str:
+    """A table cell for the Markdown: escaped, on one line; a link as a Markdown link.
+
+    Args:
+        c: the cell.
+    """
     if isinstance(c, Link):
         return f"[{md_text(c.text)}]({c.href})"
     return md_text(c).replace("\r", " ").replace("\n", " ")
 
 
 def _md_table(t: Table) -> str:
+    """A table as a Markdown pipe table (tabulate's, as ``DataFrame.to_markdown`` writes it).
+
+    Args:
+        t: the table.
+    """
     from tabulate import tabulate
 
     if not t.columns:
@@ -319,13 +329,22 @@ def _md_table(t: Table) -> str:
 
 
 def _fence(text: str) -> str:
-    """A code fence longer than any run of backticks in the text."""
+    """A code fence longer than any run of backticks in the text.
+
+    Args:
+        text: the code.
+    """
     longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
     return "`" * max(3, longest + 1)
 
 
 def _md_block(b: Block, doc: Document) -> list[str]:
-    """The Markdown paragraphs of one block (joined by blank lines)."""
+    """The Markdown paragraphs of one block (the caller joins them with blank lines).
+
+    Args:
+        b: the block.
+        doc: the whole document (the contents list its headings).
+    """
     if isinstance(b, Heading):
         return ["#" * b.level + " " + md_text(b.text)]
     if isinstance(b, Paragraph):
@@ -461,17 +480,32 @@ def thumbnail_uri(path: Path, side: int = 256) -> str:
 
 
 def _cls(*names: str) -> str:
+    """An HTML class attribute of the non-empty names ("" when none).
+
+    Args:
+        names: class names.
+    """
     names = [n for n in names if n]
     return f" class='{html_attr(' '.join(names))}'" if names else ""
 
 
 def _html_cell(c: Cell) -> str:
+    """A table cell as escaped HTML; a link as ``<a href>``.
+
+    Args:
+        c: the cell.
+    """
     if isinstance(c, Link):
         return f"<a href='{html_attr(c.href)}'>{html_text(c.text)}</a>"
     return html_text(c)
 
 
 def _html_table(t: Table) -> str:
+    """A table in its own scrolling wrapper (a wide table never widens the page), ``sortable`` for the script.
+
+    Args:
+        t: the table.
+    """
     head = "".join(f"<th>{html_text(c)}</th>" for c in t.columns)
     body = "\n".join("<tr>" + "".join(f"<td>{_html_cell(c)}</td>" for c in row) + "</tr>" for row in t.rows)
     return (f"<div class='scroll'><table{_cls(t.style, 'sortable' if t.sortable else '')}>\n<thead><tr>{head}</tr>"
@@ -479,6 +513,11 @@ def _html_table(t: Table) -> str:
 
 
 def _html_gallery(g: Gallery) -> str:
+    """The gallery: the switch between cells, then one card per test image (input, colorizations, truth).
+
+    Args:
+        g: the gallery; its images are embedded as JPEG thumbnails.
+    """
     options = "".join(f"<option value='{i}'>{html_text(label)}</option>" for i, label in enumerate(g.choices))
 
     def side(f, what):
@@ -498,7 +537,13 @@ def _html_gallery(g: Gallery) -> str:
 
 
 def _html_block(b: Block, doc: Document, ids: dict[int, str]) -> list[str]:
-    """The HTML of one block (a line each)."""
+    """The HTML lines of one block.
+
+    Args:
+        b: the block.
+        doc: the whole document (the contents list its headings).
+        ids: :func:`anchors` of the document.
+    """
     if isinstance(b, Heading):
         return [f"<h{b.level} id='{html_attr(ids[id(b)])}'>{html_text(b.text)}</h{b.level}>"]
     if isinstance(b, Paragraph):
