@@ -2,6 +2,7 @@
 the renderers (a hostile cell name stays text in both formats)."""
 from __future__ import annotations
 
+import inspect
 import re
 from html.parser import HTMLParser
 
@@ -10,6 +11,7 @@ import pytest
 from PIL import Image as PILImage
 
 from bench import document as d
+from bench import report
 
 HOSTILE = "<script>alert(1)</script>|x"
 
@@ -191,3 +193,10 @@ def test_renderers_refuse_what_is_not_a_block():
     with pytest.raises(TypeError):
         d.to_markdown(doc)
 
+
+def test_the_report_escapes_nothing_itself():
+    """Escaping is done in one place: bench.report passes raw text to the document model."""
+    source = inspect.getsource(report)
+    assert not re.search(r"html\.escape|import html\b|md_text\(|html_text\(|html_attr\(|html_inline\(|_md_safe", source)
+    assert not re.search(r"<(p|div|table|tr|td|th|h[1-6]|ul|li|a|span|pre|code|img|figure|details|strong|em)[ >]",
+                         source)  # no HTML written by hand
