@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import re
-from html.parser import HTMLParser
 
 import pandas as pd
 import pytest
@@ -12,74 +11,9 @@ from PIL import Image as PILImage
 
 from bench import document as d
 from bench import report
+from helpers import md_tables, parse, same_in_both, text_of
 
 HOSTILE = "<script>alert(1)</script>|x"
-
-
-class Parsed(HTMLParser):
-    """Headings (level, id, text), tables (rows of cell texts, header row first), scripts, every start tag."""
-
-    def __init__(self):
-        super().__init__()
-        self.headings, self.tables, self.scripts, self.tags = [], [], [], []
-        self._heading = self._cell = None
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        self.tags.append((tag, a))
-        if re.fullmatch(r"h[1-6]", tag):
-            self._heading = [int(tag[1]), a.get("id"), ""]
-        elif tag == "table":
-            self.tables.append([])
-        elif tag == "tr":
-            self.tables[-1].append([])
-        elif tag in ("td", "th"):
-            self._cell = ""
-        elif tag == "script":
-            self.scripts.append(a)
-
-    def handle_endtag(self, tag):
-        if re.fullmatch(r"h[1-6]", tag) and self._heading:
-            self.headings.append(tuple(self._heading))
-            self._heading = None
-        elif tag in ("td", "th"):
-            self.tables[-1][-1].append(self._cell)
-            self._cell = None
-
-    def handle_data(self, data):
-        if self._heading is not None:
-            self._heading[2] += data
-        if self._cell is not None:
-            self._cell += data
-
-
-def parse(text: str) -> Parsed:
-    p = Parsed()
-    p.feed(text)
-    p.close()
-    return p
-
-
-def md_tables(md: str) -> list[list[list[str]]]:
-    """The Markdown's pipe tables as rows of unescaped cell texts (header first, the --- line left out, a link as
-    its text)."""
-    out, current = [], None
-    for line in md.splitlines():
-        if not line.startswith("|"):
-            current = None
-            continue
-        if current is None:
-            current = []
-            out.append(current)
-        cells = [re.sub(r"^\[(.*)\]\([^)]*\)$", r"\1", c.strip()) for c in re.split(r"(?<!\\)\|", line)[1:-1]]
-        cells = [re.sub(r"\\(.)", r"\1", c) for c in cells]  # a link as its text, then unescaped
-        if not all(re.fullmatch(r":?-+:?", c) for c in cells):
-            current.append(cells)
-    return out
-
-
-def text_of(cell) -> str:
-    return cell.text if isinstance(cell, d.Link) else cell
 
 
 @pytest.fixture
@@ -125,9 +59,7 @@ def test_every_heading_is_in_both_formats(sample):
     assert len(heads) == 8
     md_lines = md.splitlines()
     ids = d.anchors(sample)
-    for h in heads:
-        assert "#" * h.level + " " + d.md_text(h.text) in md_lines, h
-    assert [(h.level, ids[id(h)], h.text) for h in heads] == page.headings  # <hN id=…>, same text, same order
+    same_in_both(sample, md, d.to_html(sample))  # "#…" in the Markdown, <hN id=…> in the HTML, same order
     assert len(set(ids.values())) == len(ids)  # ids unique (the repeated "Figures")
     assert [ids[id(h)] for h in heads if h.anchor] == ["leaderboard", "models", "reproduce"]
     # the contents list the level-2 headings in both: links to the HTML ids, to GitHub's anchors in the Markdown
@@ -142,9 +74,9 @@ def test_every_table_row_is_in_both_formats(sample):
     md, page = d.to_markdown(sample), parse(d.to_html(sample))
     tables = d.tables(sample.blocks)
     assert len(tables) == 3
+    same_in_both(sample, md, d.to_html(sample))  # every cell, unescaped, in its own column ("|x" added none)
     want = [[t.columns] + [[text_of(c) for c in row] for row in t.rows] for t in tables]
-    assert md_tables(md) == want  # every cell, unescaped, in its own column ("|x" did not add one)
-    assert page.tables == want
+    assert md_tables(md) == page.tables == want
     # missing values are blank in both, numbers as tabulate writes them
     assert want[0][2] == [HOSTILE, "", "2"] and want[0][1] == ["mse", "23.5", "2"]
     # links: Markdown links and <a href>, the href percent-encoded once, never re-escaped

@@ -414,3 +414,18 @@ def test_a_hostile_cell_name_from_a_yaml_file_stays_text(tmp_path):
     ranking = md.split("### Ranking by")[1].split("\n\n")[1]  # the table after the heading
     widths = {len(re.split(r"(?<!\\)\|", line)) for line in ranking.splitlines()}
     assert len(widths) == 1, ranking  # "|x" did not add a column
+
+
+def test_report_files_show_every_heading_and_table_of_its_document(run_dir, monkeypatch):
+    """report.md and report.html are two renderings of one document: the same headings, the same table rows."""
+    from helpers import same_in_both
+
+    from bench import document
+
+    made = []
+    build = report.document
+    monkeypatch.setattr(report, "document", lambda *a: made.append(build(*a)) or made[-1])
+    report.write_report(run_dir, n_boot=200)
+    doc = made[0]
+    assert len(document.tables(doc.blocks)) >= 6 and len(document.headings(doc.blocks)) >= 10
+    same_in_both(doc, (run_dir / "report.md").read_text(), (run_dir / "report.html").read_text())
