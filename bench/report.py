@@ -8,13 +8,13 @@ Writes into the run folder ``report.html`` (one self-contained file: figures and
 data: URIs, a few lines of inline script for sorting tables and switching the gallery's cell; it links to the
 run's weights and configurations in ``models/``), ``report.md`` (plain Markdown, figures linked from ``figures/``),
 ``figures/*.png`` and refreshes ``leaderboard.md``/``.csv``. Everything about the run (cells, configuration, the
-``--config`` file, commands) is read from the run folder's own records, never from the installed code.
+``--config`` file, commands) is read from the run folder's own records, never from the installed code. Both files
+are written from one document (:func:`document` builds it of ``bench.document``'s blocks; that module's two renderers
+write it and do all the escaping).
 """
 from __future__ import annotations
 
-import base64
 import errno
-import html
 import json
 import math
 import shlex
@@ -26,6 +26,8 @@ from pathlib import Path
 import pandas as pd
 
 from . import cli, leaderboard, plots, samples, testsets
+from .document import (Code, Contents, Details, Document, Gallery, GalleryCard, Heading, Image, Link, List, Paragraph,
+                       Table, to_html, to_markdown)
 from .paths import results_root
 from .records import (BASELINES, CONFIG_COPY, CorruptRecordError, atomic_write_text, device_slug, read_json,
                       read_rows, redact, write_error_message)
@@ -228,96 +230,7 @@ def make_figures(data: dict, board: pd.DataFrame, fig_dir: Path, throughput_rows
     return out
 
 
-# ----------------------------------------------------------------------------------------------------- writers
-
-CSS = """
-*{box-sizing:border-box}[hidden]{display:none!important}
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;
-color:#222;line-height:1.45}
-h1{border-bottom:2px solid #ccc;padding-bottom:.2em;font-size:1.6em}h2{margin-top:1.6em;border-bottom:1px solid #ddd}
-h1,h2,h3,p,li,figcaption,summary{overflow-wrap:anywhere}
-.scroll{overflow-x:auto;max-width:100%;margin:.6em 0}
-table{border-collapse:collapse;font-size:.88em}
-th,td{border:1px solid #ccc;padding:.25em .55em;text-align:left;vertical-align:top}
-th{background:#f2f2f2;white-space:nowrap}tr:nth-child(even) td{background:#fafafa}
-table.board td{white-space:nowrap}
-table.sortable th{cursor:pointer}table.sortable th[data-dir=asc]::after{content:" ▲"}
-table.sortable th[data-dir=desc]::after{content:" ▼"}
-ul.verdict li{margin:.3em 0}
-nav.toc{background:#f6f8fa;padding:.4em 1em;border:1px solid #e3e3e3}nav.toc ol{margin:.3em 0;padding-left:1.4em}
-figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}figcaption{font-size:.9em;color:#555}
-pre{background:#f6f8fa;padding:.8em;overflow-x:auto;font-size:.85em;white-space:pre-wrap;word-break:break-all}
-.note{font-size:.92em;color:#333}.warn{background:#fff4e5;border-left:4px solid #f0a000;padding:.4em .8em}
-.gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(230px,1fr));gap:.8em}
-.card{margin:0;border:1px solid #e3e3e3;padding:.3em}.trio{display:flex;gap:2px}
-.trio span{flex:1;min-width:0;text-align:center;font-size:.75em;color:#555}.trio img{width:100%;height:auto;display:block}
-@media (max-width:600px){body{margin:.5em auto;padding:0 .6em}h1{font-size:1.3em}}
-"""
-
-#: inline script: click a header of a ``sortable`` table to sort it (numbers by value); the gallery's cell switch
-SCRIPT = """
-document.querySelectorAll('table.sortable th').forEach(function(th){th.tabIndex=0;th.title='click to sort';
-th.addEventListener('click',function(){var t=th.closest('table'),b=t.tBodies[0],row=th.parentNode,
-i=Array.prototype.indexOf.call(row.children,th),asc=th.dataset.dir!=='asc';
-row.querySelectorAll('th').forEach(function(h){delete h.dataset.dir});th.dataset.dir=asc?'asc':'desc';
-function key(r){var s=(r.cells[i]||{}).textContent||'',m=s.replace(/\u2212/g,'-').match(/[-+]?\\d+(\\.\\d+)?(e[-+]?\\d+)?/i);
-return m?parseFloat(m[0]):s.trim().toLowerCase()}
-Array.from(b.rows).sort(function(x,y){var a=key(x),c=key(y),o=typeof a===typeof c?(a<c?-1:a>c?1:0):(typeof a==='number'?-1:1);
-return asc?o:-o}).forEach(function(r){b.appendChild(r)})})});
-var pick=document.getElementById('gallery-cell');if(pick){pick.addEventListener('change',function(){
-document.querySelectorAll('.gallery img[data-cell]').forEach(function(im){im.hidden=im.dataset.cell!==pick.value})})}
-"""
-
-
-def _data_uri(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
-
-
-def _thumbnail_uri(path: Path, side: int = 256) -> str:
-    """A JPEG of at most ``side`` pixels a side as a data: URI (the gallery holds every test image × cell)."""
-    import io
-
-    from PIL import Image
-
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        im.thumbnail((side, side))
-        buf = io.BytesIO()
-        im.save(buf, format="JPEG", quality=85)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _md_inline(text: str) -> str:
-    """The few Markdown marks used in the notes (**bold**, *italic*, `code`) as HTML."""
-    import re
-
-    t = html.escape(text)
-    t = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", t)
-    t = re.sub(r"\*(.+?)\*", r"<em>\1</em>", t)
-    return re.sub(r"`(.+?)`", r"<code>\1</code>", t)
-
-
-def _md_safe(text) -> str:
-    """Text for report.md with ``<``, ``>``, ``&`` and ``|`` backslash-escaped outside `code` spans: names of
-    folders, files or cells never become raw HTML or break a table."""
-    import re
-
-    parts = str(text).split("`")
-    return "`".join(p if i % 2 else re.sub(r"([<>&|])", r"\\\1", p) for i, p in enumerate(parts))
-
-
-def _table_html(df: pd.DataFrame, cls: str = "", sortable: bool = False) -> str:
-    classes = " ".join(c for c in (cls, "sortable" if sortable else "") if c)
-    return ("<div class='scroll'>" + df.to_html(index=False, escape=True, border=0, na_rep="", classes=classes or None)
-            + "</div>")
-
-
-def _table_md(df: pd.DataFrame) -> str:
-    safe = df.copy()
-    safe.columns = [_md_safe(c) for c in safe.columns]
-    for c in safe.columns:
-        safe[c] = [v if not isinstance(v, str) else _md_safe(v) for v in safe[c]]
-    return safe.to_markdown(index=False, disable_numparse=True)
+# ----------------------------------------------------------------------------------------------------- document
 
 
 def set_verdicts(run_dir: Path, board: pd.DataFrame, m, n_boot: int) -> list[tuple[str, dict, list[str]]]:
@@ -358,79 +271,81 @@ def models_table(run_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _models_html(table: pd.DataFrame) -> str:
+def _models_block(saved: pd.DataFrame) -> Table:
+    """The saved networks as a table whose last two columns link to each run's weights and configuration.
+
+    Args:
+        saved: :func:`models_table`.
+    """
     from .checkpoint import CONFIG, WEIGHTS
 
-    head = "".join(f"<th>{c}</th>" for c in ("model", "cell", "seed", "fold", "weights", "configuration"))
-    body = []
-    for _, r in table.iterrows():
-        link = html.escape(urllib.parse.quote(r["folder"]), quote=True)
-        body.append("<tr>" + "".join(f"<td>{html.escape(str(r[c]))}</td>" for c in ("model", "cell", "seed", "fold"))
-                    + f"<td><a href='{link}/{WEIGHTS}'>{WEIGHTS}</a></td><td><a href='{link}/{CONFIG}'>{CONFIG}</a>"
-                    "</td></tr>")
-    return (f"<div class='scroll'><table class='sortable'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}"
-            "</tbody></table></div>")
+    links = saved.copy()
+    quoted = [urllib.parse.quote(str(f)) for f in saved["folder"]]
+    links["weights"] = [Link(WEIGHTS, f"{q}/{WEIGHTS}") for q in quoted]
+    links["configuration"] = [Link(CONFIG, f"{q}/{CONFIG}") for q in quoted]
+    return Table.from_frame(links, sortable=True)
 
 
-def gallery_html(run_dir: Path, order: list[tuple[str, str]], scores: dict) -> str:
+def gallery(run_dir: Path, order: list[tuple[str, str]], scores: dict) -> Gallery | None:
     """Every sample image of the run (all test images when training saved them all): greyscale input, one cell's
-    colorization (a switch picks the cell; its lowest seed), ground truth. "" without samples."""
+    colorization (a switch picks the cell; its lowest seed), ground truth.
+
+    Args:
+        run_dir: the run folder (``samples/``).
+        order: (model, cell) in leaderboard order: the switch's order.
+        scores: (model, cell, seed, image name) → the ranking metric's value, shown with each colorization.
+
+    Returns:
+        The gallery block, or None when the run saved no samples.
+    """
     found = samples.find_samples(run_dir)
     images, folders = found["images"], found["cells"]
     if not images or not folders:
-        return ""
+        return None
     cols = samples.grid_columns(folders, order)
     root = Path(run_dir) / "samples"
-    options = "".join(f"<option value='{i}'>{html.escape(label)} (seed {key[2]})</option>"
-                      for i, (label, key, _) in enumerate(cols))
     cards = []
     for stem in images:
-        cells = []
+        shots = []
         for i, (label, key, folder) in enumerate(cols):
             f = folder / f"{stem}.png"
             if f.is_file():
                 v = scores.get((*key, stem))
-                alt = f"{label}" + (f": {v:.2f}" if v is not None else "")
-                cells.append(f"<img data-cell='{i}'{'' if i == 0 else ' hidden'} loading='lazy' "
-                             f"src='{_thumbnail_uri(f)}' alt='{html.escape(alt, quote=True)}' "
-                             f"title='{html.escape(alt, quote=True)}'>")
-        if not cells:
-            continue
-        grey, truth = root / "grey" / f"{stem}.png", root / "truth" / f"{stem}.png"
-
-        def side(f, what):
-            return f"<span><img src='{_thumbnail_uri(f)}' alt='{what}'>{what}</span>" if f.is_file() else \
-                f"<span>{what}</span>"
-
-        cards.append(f"<figure class='card'><div class='trio'>{side(grey, 'input')}<span>{''.join(cells)}"
-                     f"colorized</span>{side(truth, 'truth')}</div><figcaption>{html.escape(stem)}</figcaption>"
-                     "</figure>")
-    return (f"<p><label for='gallery-cell'>Cell: </label><select id='gallery-cell'>{options}</select> "
-            f"<span class='note'>({len(cards)} test images; hover a colorization for its score)</span></p>"
-            f"<div class='gallery'>{''.join(cards)}</div>")
+                shots.append((i, f, f"{label}" + (f": {v:.2f}" if v is not None else "")))
+        if shots:
+            grey, truth = root / "grey" / f"{stem}.png", root / "truth" / f"{stem}.png"
+            cards.append(GalleryCard(stem, grey if grey.is_file() else None, truth if truth.is_file() else None,
+                                     shots))
+    if not cards:
+        return None
+    return Gallery([f"{label} (seed {key[2]})" for label, key, _ in cols], cards, "samples/")
 
 
-def render(run_dir: Path, data: dict, board: pd.DataFrame, failed: pd.DataFrame, figures: dict) -> tuple[str, str]:
-    """(HTML, Markdown) of the report."""
+#: the figures in display order: (make_figures' name, the section's heading)
+FIGURES = (("psnr", "PSNR per cell"), ("val_psnr", "Validation PSNR over training"),
+           ("psnr_colourfulness", "PSNR against colourfulness"), ("throughput", "Throughput per model"),
+           ("samples", "Sample colorizations"))
+
+
+def _summary(data: dict, board: pd.DataFrame, m, env: pd.DataFrame, missing: pd.DataFrame,
+             unfinished: str | None) -> list[str]:
+    """The list under the title: version, the top-ranked cell, grid, data, counts of runs.
+
+    Args:
+        data: as :func:`document`.
+        board: the leaderboard.
+        m: the ranking metric (``bench.stats.Metric``).
+        env: :func:`env_table`.
+        missing: :func:`missing_runs`.
+        unfinished: the unfinished grid's warning (None: the grid is complete).
+    """
     runs, meta = data["runs"], data["meta"]
-    title = f"Colorization benchmark: {run_dir.name}"
-    when = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    m = get_metric(data.get("metric", "psnr"))
-    env = env_table(runs, meta)
     version = next((r["value"] for _, r in env.iterrows() if r["key"] == "colorbench"), "(not recorded)")
     commit = next((r["value"] for _, r in env.iterrows() if r["key"] == "git_commit"), "")
-    missing = missing_runs(meta, run_dir)
-    n_planned = len(expected_keys(meta))
-    unfinished = None
-    if not missing.empty:
-        cells_missing = ", ".join(dict.fromkeys(missing["cell"]))
-        unfinished = (f"**Unfinished grid**: {len(missing)} of {n_planned} planned runs are missing (cells: "
-                      f"{cells_missing}; listed under *Missing runs*). The ranking and verdict below cover the "
-                      f"finished runs only and name no winner; run the same command again to finish the grid.")
-    best = leaderboard.best_cell(board) if not board.empty else None
     summary = [f"Made by colorbench {version}" + (f", git commit {commit}" if commit else "") + "."]
     if unfinished:
         summary.append(unfinished)
+    best = leaderboard.best_cell(board) if not board.empty else None
     if best is not None:
         row = board[(board["model"] == best[0]) & (board["cell"] == best[1])].iloc[0]
         unit = f" {m.unit}" if m.unit else ""
@@ -442,187 +357,197 @@ def render(run_dir: Path, data: dict, board: pd.DataFrame, failed: pd.DataFrame,
                           and not pd.isna(row["delta_grey"]) else "")
                        + (f", {m.fmt(row['delta_mean_colour'], True)}{unit} vs. the mean colour"
                           if "delta_mean_colour" in row and not pd.isna(row["delta_mean_colour"]) else "") + ".")
-    verdicts = set_verdicts(run_dir, board, m, data.get("n_boot", N_BOOT)) if not board.empty else []
-    if data.get("per_image_missing"):  # say why there is no verdict instead of concluding without its input
-        verdicts = [(verdicts[0][0] if verdicts else "own test set", {},
-                     [(f"Paired statistics are unavailable: {data['per_image_missing']}, so no cell is called "
-                       f"better than, worse than or tied with another.")])]
-    disagree = disagreement(verdicts)
     summary.append(f"Grid *{meta.get('grid', runs['grid'].iloc[0] if 'grid' in runs else '?')}*, preset "
                    f"*{meta.get('preset', '?')}*, {meta.get('seeds', runs['seed'].nunique())} seed(s); data: "
                    f"{data_summary(runs, meta)}.")
     n_ok, n_failed = int((runs["status"] == "ok").sum()), int((runs["status"] != "ok").sum())
     summary.append(f"{n_ok} successful run(s) (the grey and mean-colour baseline rows included), {n_failed} failed"
                    + (f", {len(missing)} missing" if not missing.empty else "") + ".")
-    base, cells = config_tables(meta, runs)
-    pi_table = per_image_table(data["per_image"], [(m_, c) for m_, c in zip(board["model"], board["cell"])]
-                               if not board.empty else [])
-    if not pi_table.empty:
-        pi_table = pi_table.round(2)
-    failed_cols = [c for c in ("model", "cell", "seed", "fold", "status", "failed_step", "error") if c in failed]
-    repro = reproduce(meta, runs, run_dir)
-    config_file = _config_file(run_dir, meta)
-    fig_order = [("psnr", "PSNR per cell"), ("val_psnr", "Validation PSNR over training"),
-                 ("psnr_colourfulness", "PSNR against colourfulness"), ("throughput", "Throughput per model"),
-                 ("samples", "Sample colorizations")]
+    return summary
 
-    note = leaderboard.stats_note(m, data.get("n_boot", N_BOOT))
+
+def _verdict_blocks(run_dir: Path, data: dict, board: pd.DataFrame, m, unfinished: str | None) -> list:
+    """The verdict of each test set, after the unfinished grid's warning and the sentence on the sets' disagreement.
+
+    Args:
+        run_dir, data: as :func:`document`.
+        board: the leaderboard.
+        m: the ranking metric (``bench.stats.Metric``).
+        unfinished: the unfinished grid's warning (None: the grid is complete).
+    """
+    verdicts = set_verdicts(run_dir, board, m, data.get("n_boot", N_BOOT)) if not board.empty else []
+    if data.get("per_image_missing"):  # say why there is no verdict instead of concluding without its input
+        verdicts = [(verdicts[0][0] if verdicts else "own test set", {},
+                     [(f"Paired statistics are unavailable: {data['per_image_missing']}, so no cell is called "
+                       f"better than, worse than or tied with another.")])]
+    blocks = [Paragraph(unfinished, "warn")] if unfinished else []
+    disagree = disagreement(verdicts)
+    if disagree:
+        blocks.append(Paragraph(f"**{disagree}**", "warn"))
+    for i, (name, _, lines) in enumerate(verdicts):
+        if lines:
+            head = f"Test set {name}" + (" (the run's own)" if i == 0 else " (re-scored by colorbench evaluate)")
+            blocks += [Heading(3, head), List(lines, "verdict")]
+    return blocks
+
+
+def _leaderboard_blocks(data: dict, board: pd.DataFrame, m) -> list:
+    """The ranking table of each group (automatic, reference-based), the note on the statistics, the details.
+
+    Args:
+        data: as :func:`document`.
+        board: the leaderboard.
+        m: the ranking metric (``bench.stats.Metric``).
+    """
     groups = [(leaderboard.AUTOMATIC, f"Ranking by {m.title}", None)]
     if not board.empty and (board["group"] == leaderboard.REFERENCE).any():
         groups.append((leaderboard.REFERENCE, "Reference-based colorizers",
                        "These models get a colour photo as input. They are ranked on the score with *another* test "
                        "photo as reference; with the test photo itself as reference (its own colours) the score is "
                        "an upper bound, not comparable with the automatic colorizers."))
-    tables = [(heading, text, leaderboard.ranking_table(board, g, m)) for g, heading, text in groups] \
-        if not board.empty else []
+    if board.empty:
+        return [Paragraph("(no successful runs)")]
+    blocks = []
+    for group, heading, text in groups:
+        blocks += [Heading(3, heading)] + ([Paragraph(text, "note")] if text else []) + \
+            [Table.from_frame(leaderboard.ranking_table(board, group, m), sortable=True, style="board")]
+    if "p_grey" in board or "p_best" in board:
+        blocks.append(Paragraph(leaderboard.stats_note(m, data.get("n_boot", N_BOOT)), "note"))
     details = leaderboard.details_table(board)
-    saved = models_table(run_dir)
+    if not details.empty:
+        blocks += [Heading(3, "Details"), Table.from_frame(details, sortable=True, style="board")]
+    return blocks
+
+
+def _configuration_blocks(run_dir: Path, meta: dict, runs: pd.DataFrame) -> list:
+    """The base configuration, the grid's cells, the ``--config`` file, the image files of each split, run.json.
+
+    Args:
+        run_dir: the run folder.
+        meta: its ``run.json``.
+        runs: its runs (:func:`load`).
+    """
+    base, cells = config_tables(meta, runs)
+    config_file = _config_file(run_dir, meta)
+    cells_note = ("Cells of the grid, as the run recorded them in run.json"
+                  + (f" (defined in the configuration file `{meta['config_file']['path']}`, copied below)"
+                     if config_file else "") + ":")
+    blocks = [Paragraph("Base configuration (every cell starts from it):"), Table.from_frame(base),
+              Paragraph(cells_note), Table.from_frame(cells)]
+    if config_file:
+        blocks += [Paragraph(f"The configuration file (`{CONFIG_COPY}` in the run folder):"), Code(config_file, "yaml")]
+    splits = meta.get("splits")
+    if splits:
+        listed = []
+        for k, files in splits.items():
+            listed += [Paragraph(f"**{k}** ({len(files)})"), Code("\n".join(files))]
+        counts = ", ".join(f"{k} {len(files)}" for k, files in splits.items())
+        blocks.append(Details("Image files of each split", listed,
+                              f"Image files of each split: {counts}; report.html lists them, as does `run.json` "
+                              f"(`splits`)."))
+    if meta:
+        blocks.append(Details("run.json", [Code(redact(json.dumps(meta, indent=2)))],
+                              "run.json: in the run folder; report.html shows it."))
+    return blocks
+
+
+def document(run_dir: Path, data: dict, board: pd.DataFrame, failed: pd.DataFrame, figures: dict) -> Document:
+    """The report as one document (``bench.document``), which both report.md and report.html are written from.
+
+    Args:
+        run_dir: the run folder.
+        data: :func:`load`'s dict with ``run_dir``, ``n_boot``, ``metric``, ``test_sets`` (``testsets.sections``)
+            and ``throughput`` (:func:`load_throughput`) added.
+        board, failed: ``leaderboard.build``'s ranking and failed runs.
+        figures: :func:`make_figures`' {name: (path, caption)}.
+    """
+    runs, meta = data["runs"], data["meta"]
+    title = f"Colorization benchmark: {run_dir.name}"
+    when = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    m = get_metric(data.get("metric", "psnr"))
+    env = env_table(runs, meta)
+    missing = missing_runs(meta, run_dir)
+    unfinished = None
+    if not missing.empty:
+        cells_missing = ", ".join(dict.fromkeys(missing["cell"]))
+        unfinished = (f"**Unfinished grid**: {len(missing)} of {len(expected_keys(meta))} planned runs are missing "
+                      f"(cells: {cells_missing}; listed under *Missing runs*). The ranking and verdict below cover "
+                      f"the finished runs only and name no winner; run the same command again to finish the grid.")
+
+    # sections: (anchor, heading, blocks); the table of contents lists them in this order
+    sections = []
+    verdict = _verdict_blocks(run_dir, data, board, m, unfinished)
+    if verdict:
+        sections.append(("verdict", "Verdict" + (" (provisional: unfinished grid)" if unfinished else ""), verdict))
+    sections.append(("leaderboard", "Leaderboard", _leaderboard_blocks(data, board, m)))
+    if not missing.empty:
+        sections.append(("missing", "Missing runs", [
+            Paragraph("Planned in run.json but not in runs.csv (not finished, not failed):"),
+            Table.from_frame(missing, sortable=True)]))
+    failed_cols = [c for c in ("model", "cell", "seed", "fold", "status", "failed_step", "error") if c in failed]
+    if failed_cols and not failed.empty:
+        sections.append(("failed", "Failed runs", [Table.from_frame(failed[failed_cols], sortable=True)]))
+    if data.get("test_sets"):
+        blocks = [Paragraph(testsets.INTRO, "note")]
+        for heading, text, table in data["test_sets"]:
+            blocks += [Heading(3, heading)] + ([Paragraph(text, "note")] if text else []) + \
+                [Table.from_frame(table, sortable=True, style="board")]
+        sections.append(("test-sets", "Other test sets", blocks))
+    for key, heading in FIGURES:
+        if key in figures:
+            path, cap = figures[key]
+            sections.append((f"fig-{key}", heading, [Image(path, path.relative_to(run_dir).as_posix(), heading, cap)]))
     order = [(m_, c) for m_, c in zip(board["model"], board["cell"]) if c not in BASELINES] if not board.empty else []
     scores = {}
     if not data["per_image"].empty:
         for _, r in data["per_image"].iterrows():
             scores[(str(r["model"]), str(r["cell"]), int(r["seed"]), samples.sample_name(r["image"]))] = \
                 float(r[m.name]) if m.name in r and pd.notna(r[m.name]) else None
-    gallery = gallery_html(run_dir, order, scores)
-    tp = throughput_table(data.get("throughput"))
-    run_commit = str(runs["git_commit"].iloc[0])[:10] if "git_commit" in runs else "?"
-    run_dev = str(runs["device_name"].iloc[0]) if "device_name" in runs else "?"
-    tp_note = (f"Measured by `bench.throughput` on synthetic data, not during this run; each row names its device, "
-               f"host, date and commit. This run: {run_dev}, commit {run_commit}.")
-    cells_note = ("Cells of the grid, as the run recorded them in run.json"
-                  + (f" (defined in the configuration file `{meta['config_file']['path']}`, copied below)"
-                     if config_file else "") + ":")
-
-    # Sections: (id, heading, Markdown lines, HTML parts); the table of contents lists them in this order.
-    sections = []
-    verdict_md, verdict_html = [], []
-    for i, (name, _, lines) in enumerate(verdicts):
-        if not lines:
-            continue
-        head = f"Test set {name}" + (" (the run's own)" if i == 0 else " (re-scored by colorbench evaluate)")
-        verdict_md += [f"### {_md_safe(head)}", ""] + [f"- {_md_safe(s)}" for s in lines] + [""]
-        verdict_html += [f"<h3>{html.escape(head)}</h3>", "<ul class='verdict'>"] + \
-            [f"<li>{_md_inline(s)}</li>" for s in lines] + ["</ul>"]
-    if disagree:
-        verdict_md = [f"**{_md_safe(disagree)}**", ""] + verdict_md
-        verdict_html = [f"<p class='warn'>{html.escape(disagree)}</p>"] + verdict_html
-    if unfinished:
-        verdict_md = [_md_safe(unfinished), ""] + verdict_md
-        verdict_html = [f"<p class='warn'>{_md_inline(unfinished)}</p>"] + verdict_html
-    if verdict_md:
-        sections.append(("verdict", "Verdict" + (" (provisional: unfinished grid)" if unfinished else ""),
-                         verdict_md, verdict_html))
-    lb_md, lb_html = [], []
-    if not tables:
-        lb_md, lb_html = ["(no successful runs)", ""], ["<p>(no successful runs)</p>"]
-    for heading, text, table in tables:
-        lb_md += [f"### {heading}", ""] + ([text, ""] if text else []) + [_table_md(table), ""]
-        lb_html += [f"<h3>{html.escape(heading)}</h3>"] + ([f"<p class='note'>{_md_inline(text)}</p>"] if text else [])
-        lb_html.append(_table_html(table, "board", sortable=True))
-    if tables and ("p_grey" in board or "p_best" in board):
-        lb_md += [note, ""]
-        lb_html.append(f"<p class='note'>{_md_inline(note)}</p>")
-    if not details.empty:
-        lb_md += ["### Details", "", _table_md(details), ""]
-        lb_html += ["<h3>Details</h3>", _table_html(details, "board", sortable=True)]
-    sections.append(("leaderboard", "Leaderboard", lb_md, lb_html))
-    if not missing.empty:
-        sections.append(("missing", "Missing runs", ["Planned in run.json but not in runs.csv (not finished, not failed):",
-                                                     "", _table_md(missing), ""],
-                         ["<p>Planned in run.json but not in runs.csv (not finished, not failed):</p>",
-                          _table_html(missing, sortable=True)]))
-    if failed_cols and not failed.empty:
-        sections.append(("failed", "Failed runs", [_table_md(failed[failed_cols]), ""],
-                         [_table_html(failed[failed_cols], sortable=True)]))
-    if data.get("test_sets"):
-        ts_md, ts_html = [_md_safe(testsets.INTRO), ""], [f"<p class='note'>{_md_inline(testsets.INTRO)}</p>"]
-        for heading, text, table in data["test_sets"]:
-            ts_md += [f"### {_md_safe(heading)}", ""] + ([_md_safe(text), ""] if text else []) + [_table_md(table), ""]
-            ts_html += [f"<h3>{html.escape(heading)}</h3>"] + \
-                ([f"<p class='note'>{_md_inline(text)}</p>"] if text else []) + \
-                [_table_html(table, "board", sortable=True)]
-        sections.append(("test-sets", "Other test sets", ts_md, ts_html))
-    for key, heading in fig_order:
-        if key in figures:
-            path, cap = figures[key]
-            sections.append((f"fig-{key}", heading,
-                             [f"![{heading}]({path.relative_to(run_dir).as_posix()})", "", f"_{cap}_", ""],
-                             [f"<figure><img src='{_data_uri(path)}' alt='{html.escape(heading)}'>",
-                              f"<figcaption>{html.escape(cap)}</figcaption></figure>"]))
-    if gallery:
-        sections.append(("gallery", "Sample gallery",
-                         [("Every saved sample image (greyscale input, each cell's colorization, ground truth) is in "
-                           "`samples/`; report.html shows them with a switch between cells."), ""],
-                         [("<p class='note'>Every test image the run saved: greyscale input, the chosen cell's "
-                           "colorization (its lowest seed) and the ground truth.</p>"), gallery]))
+    shown = gallery(run_dir, order, scores)
+    if shown is not None:
+        sections.append(("gallery", "Sample gallery", [
+            Paragraph("Every test image the run saved: greyscale input, the chosen cell's colorization (its lowest "
+                      "seed) and the ground truth.", "note"), shown]))
+    saved = models_table(run_dir)
     if not saved.empty:
-        sections.append(("models", "Trained models",
-                         [("Weights (`model.safetensors`) and configuration (`config.json`) of each run, under the "
-                           "run folder:"), "", _table_md(saved), ""],
-                         [("<p class='note'>Links into the run folder (they work beside it): each run's weights "
-                           "and configuration.</p>"), _models_html(saved)]))
+        sections.append(("models", "Trained models", [
+            Paragraph("Weights (`model.safetensors`) and configuration (`config.json`) of each run, linked into the "
+                      "run folder (the links work beside the report):", "note"), _models_block(saved)]))
+    tp = throughput_table(data.get("throughput"))
     if not tp.empty:
-        sections.append(("throughput", "Throughput measurements (bench.throughput)",
-                         [_md_safe(tp_note), "", _table_md(tp), ""],
-                         [f"<p class='note'>{_md_inline(tp_note)}</p>", _table_html(tp, sortable=True)]))
+        run_commit = str(runs["git_commit"].iloc[0])[:10] if "git_commit" in runs else "?"
+        run_dev = str(runs["device_name"].iloc[0]) if "device_name" in runs else "?"
+        sections.append(("throughput", "Throughput measurements (bench.throughput)", [
+            Paragraph(f"Measured by `bench.throughput` on synthetic data, not during this run; each row names its "
+                      f"device, host, date and commit. This run: {run_dev}, commit {run_commit}.", "note"),
+            Table.from_frame(tp, sortable=True)]))
+    pi_table = per_image_table(data["per_image"], [(m_, c) for m_, c in zip(board["model"], board["cell"])]
+                               if not board.empty else [])
     if not pi_table.empty:
-        sections.append(("per-image", "Per-image test PSNR",
-                         ["dB, mean over seeds, one row per test image:", "", _table_md(pi_table), ""],
-                         ["<details><summary>dB, mean over seeds, one row per test image</summary>",
-                          _table_html(pi_table, sortable=True), "</details>"]))
-    conf_md = ["Base configuration (every cell starts from it):", "", _table_md(base), "", _md_safe(cells_note), "",
-               _table_md(cells), ""]
-    conf_html = ["<p>Base configuration (every cell starts from it):</p>", _table_html(base),
-                 f"<p>{_md_inline(cells_note)}</p>", _table_html(cells)]
-    if config_file:
-        conf_md += [f"The configuration file (`{CONFIG_COPY}` in the run folder):", "", "```yaml", config_file,
-                    "```", ""]
-        conf_html += [f"<p>The configuration file (<code>{CONFIG_COPY}</code> in the run folder):</p>",
-                      f"<pre>{html.escape(config_file)}</pre>"]
-    splits = meta.get("splits")
-    if splits:
-        conf_html.append("<details><summary>Image files of each split</summary>")
-        for k, files in splits.items():
-            conf_html.append(f"<p><strong>{html.escape(k)}</strong> ({len(files)})</p><pre>"
-                             + html.escape("\n".join(files)) + "</pre>")
-        conf_html.append("</details>")
-    if meta:
-        conf_html += ["<details><summary>run.json</summary><pre>", html.escape(redact(json.dumps(meta, indent=2))),
-                      "</pre></details>"]
-    sections.append(("configuration", "Configuration", conf_md, conf_html))
-    sections.append(("environment", "Environment", [_table_md(env), ""], [_table_html(env)]))
-    sections.append(("reproduce", "How to reproduce", ["Every command that made this folder, in order:", "",
-                                                       "```bash", repro, "```", ""],
-                     ["<p>Every command that made this folder, in order:</p>", f"<pre>{html.escape(repro)}</pre>"]))
+        for c in pi_table.columns[1:]:  # dB with two decimals in both formats
+            pi_table[c] = [f"{v:.2f}" if pd.notna(v) else "" for v in pi_table[c]]
+        sections.append(("per-image", "Per-image test PSNR", [
+            Details("dB, mean over seeds, one row per test image", [Table.from_frame(pi_table, sortable=True)])]))
+    sections.append(("configuration", "Configuration", _configuration_blocks(run_dir, meta, runs)))
+    sections.append(("environment", "Environment", [Table.from_frame(env)]))
+    sections.append(("reproduce", "How to reproduce", [Paragraph("Every command that made this folder, in order:"),
+                                                       Code(reproduce(meta, runs, run_dir), "bash")]))
 
-    # ---- Markdown (plain: no raw HTML)
-    md = [f"# {_md_safe(title)}", "", f"_Generated {when} by `colorbench report`._", ""]
-    md += [f"- {_md_safe(s)}" for s in summary] + [""]
-    md += ["Contents: " + " · ".join(f"[{h}](#{_md_anchor(h)})" for _, h, _, _ in sections), ""]
-    for _, heading, lines, _ in sections:
-        md += [f"## {heading}", ""] + lines
-    md_text = "\n".join(md)
-
-    # ---- HTML
-    h = ["<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
-         "<meta name='viewport' content='width=device-width, initial-scale=1'>",
-         f"<title>{html.escape(title)}</title>", f"<style>{CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
-         f"<p class='note'>Generated {when} by <code>colorbench report</code>.</p>", "<ul>"]
-    h += [f"<li>{_md_inline(s)}</li>" for s in summary] + ["</ul>"]
-    h += ["<nav class='toc' aria-label='Contents'><strong>Contents</strong><ol>"]
-    h += [f"<li><a href='#{sid}'>{html.escape(heading)}</a></li>" for sid, heading, _, _ in sections]
-    h += ["</ol></nav>"]
-    for sid, heading, _, parts in sections:
-        h += [f"<h2 id='{sid}'>{html.escape(heading)}</h2>", *parts]
-    h += [f"<script>{SCRIPT}</script>", "</body></html>"]
-    return "\n".join(h), md_text
+    blocks = [Heading(1, title), Paragraph(f"*Generated {when} by `colorbench report`.*", "note"),
+              List(_summary(data, board, m, env, missing, unfinished)), Contents()]
+    for anchor, heading, parts in sections:
+        blocks += [Heading(2, heading, anchor), *parts]
+    return Document(title, blocks)
 
 
-def _md_anchor(heading: str) -> str:
-    """The anchor GitHub gives a Markdown heading."""
-    import re
+def render(run_dir: Path, data: dict, board: pd.DataFrame, failed: pd.DataFrame, figures: dict) -> tuple[str, str]:
+    """(HTML, Markdown) of the report: :func:`document` written by both renderers of ``bench.document``.
 
-    return re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+    Args:
+        run_dir, data, board, failed, figures: as :func:`document`.
+    """
+    doc = document(Path(run_dir), data, board, failed, figures)
+    return to_html(doc), to_markdown(doc)
 
 
 def _config_file(run_dir: Path, meta: dict) -> str | None:

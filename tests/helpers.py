@@ -1,10 +1,14 @@
-"""Helpers shared by the command-line tests (imported as ``helpers``: pytest puts ``tests/`` on the path)."""
+"""Helpers shared by the tests: running commands, and reading back a report's two files (imported as ``helpers``:
+pytest puts ``tests/`` on the path)."""
 from __future__ import annotations
 
+import re
 import shutil
+from html.parser import HTMLParser
 from pathlib import Path
 
 from bench import ablate
+from bench import document as d
 from bench.data import list_images
 
 
@@ -39,3 +43,88 @@ def train_and_test_folders(tmp_path: Path, data_root: Path) -> tuple[Path, Path,
     for p in photos[-3:]:
         shutil.copy(p, test / p.name)
     return train, test, photos
+
+
+# ------------------------------------------------------------------------------------------------ report files
+
+
+class Parsed(HTMLParser):
+    """Headings (level, id, text), tables (rows of cell texts, header row first), scripts, every start tag."""
+
+    def __init__(self):
+        super().__init__()
+        self.headings, self.tables, self.scripts, self.tags = [], [], [], []
+        self._heading = self._cell = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.tags.append((tag, a))
+        if re.fullmatch(r"h[1-6]", tag):
+            self._heading = [int(tag[1]), a.get("id"), ""]
+        elif tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = ""
+        elif tag == "script":
+            self.scripts.append(a)
+
+    def handle_endtag(self, tag):
+        if re.fullmatch(r"h[1-6]", tag) and self._heading:
+            self.headings.append(tuple(self._heading))
+            self._heading = None
+        elif tag in ("td", "th"):
+            self.tables[-1][-1].append(self._cell)
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._heading is not None:
+            self._heading[2] += data
+        if self._cell is not None:
+            self._cell += data
+
+
+def parse(text: str) -> Parsed:
+    """The parsed HTML page."""
+    p = Parsed()
+    p.feed(text)
+    p.close()
+    return p
+
+
+def md_tables(md: str) -> list[list[list[str]]]:
+    """The Markdown's pipe tables as rows of unescaped cell texts (header first, the --- line left out, a link as
+    its text)."""
+    out, current = [], None
+    for line in md.splitlines():
+        if not line.startswith("|"):
+            current = None
+            continue
+        if current is None:
+            current = []
+            out.append(current)
+        cells = [re.sub(r"^\[(.*)\]\([^)]*\)$", r"\1", c.strip()) for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        cells = [re.sub(r"\\(.)", r"\1", c) for c in cells]  # a link as its text, then unescaped
+        if not all(re.fullmatch(r":?-+:?", c) for c in cells):
+            current.append(cells)
+    return out
+
+
+def text_of(cell) -> str:
+    """A table cell's text (a link's text)."""
+    return cell.text if isinstance(cell, d.Link) else cell
+
+
+def same_in_both(doc: d.Document, md: str, html: str) -> None:
+    """Every heading of the document is in the Markdown as ``#…`` and in the HTML as ``<hN id=…>`` (same text, same
+    order), and every table's header and rows are in both, cell by cell."""
+    page = parse(html)
+    heads, ids = d.headings(doc.blocks), d.anchors(doc)
+    lines = md.splitlines()
+    for h in heads:
+        assert "#" * h.level + " " + d.md_text(h.text) in lines, h
+    assert [(h.level, ids[id(h)], h.text) for h in heads] == page.headings
+    want = [[t.columns] + [[text_of(c) for c in row] for row in t.rows] for t in d.tables(doc.blocks)]
+    assert md_tables(md) == want
+    assert page.tables == want

@@ -389,3 +389,43 @@ def test_report_md_is_plain_markdown(run_dir, tmp_path):
     raw = re.search(r"(?<!\\)<[A-Za-z/!]", prose)  # a tag that is not backslash-escaped
     assert raw is None, prose[max(0, raw.start() - 40):raw.start() + 40]
     assert r"\<em\>run \& co" in md
+
+
+def test_a_hostile_cell_name_from_a_yaml_file_stays_text(tmp_path):
+    """A cell named like markup in a ``--config`` file is text in both files: HTML-escaped in report.html (by
+    bench.document's HTML renderer, the one place that escapes), backslash-escaped in report.md (one table column)."""
+    import re
+
+    name = "<script>alert(1)</script>|x"
+    cfg = tmp_path / "grid.yaml"
+    cfg.write_text(f"grids:\n  mine:\n    cells:\n      '{name}': {{loss: mse}}\n")
+    out = tmp_path / "run"
+    assert ablate.main(["--config", str(cfg), "--grid", "mine", "--steps", "1", "--seeds", "1", "--folds", "1",
+                        "--out", str(out), "--no-progress", *TINY]) == 0
+    assert report.main([str(out), "--n-boot", "200"]) == 0
+    text = (out / "report.html").read_text()
+    p = Structure()
+    p.feed(text)
+    assert p.scripts == 1 and "<script>alert" not in text  # the inline script only
+    assert text.count("&lt;script&gt;alert(1)&lt;/script&gt;|x") >= 3  # ranking, details, cells (at least)
+    md = (out / "report.md").read_text()
+    escaped = r"\<script\>alert(1)\</script\>\|x"
+    assert md.count(escaped) >= 3
+    ranking = md.split("### Ranking by")[1].split("\n\n")[1]  # the table after the heading
+    widths = {len(re.split(r"(?<!\\)\|", line)) for line in ranking.splitlines()}
+    assert len(widths) == 1, ranking  # "|x" did not add a column
+
+
+def test_report_files_show_every_heading_and_table_of_its_document(run_dir, monkeypatch):
+    """report.md and report.html are two renderings of one document: the same headings, the same table rows."""
+    from helpers import same_in_both
+
+    from bench import document
+
+    made = []
+    build = report.document
+    monkeypatch.setattr(report, "document", lambda *a: made.append(build(*a)) or made[-1])
+    report.write_report(run_dir, n_boot=200)
+    doc = made[0]
+    assert len(document.tables(doc.blocks)) >= 6 and len(document.headings(doc.blocks)) >= 10
+    same_in_both(doc, (run_dir / "report.md").read_text(), (run_dir / "report.html").read_text())
