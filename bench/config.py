@@ -88,7 +88,7 @@ class CellConfig:
         losses.parse_spec(self.loss)
         if not self.lr > 0:
             raise ValueError(f"learning rate must be positive, got {self.lr}")
-        for key in ("style_weight", "loss_weight"):
+        for key in losses.positive():  # loss_weight, and what the registered losses declare positive (Tunable)
             v = self.loss_params.get(key)
             if key in self.loss_params and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0):
                 raise ValueError(f"loss_params.{key} must be positive, got {v!r}")

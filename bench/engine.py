@@ -43,6 +43,7 @@ from .data import data_root, resolve
 from .metrics import evaluate_grey, features_file, inception_metric, lpips_metric, networks, save_features, whole_set
 from .grids import Grid
 from .models_check import check_backbones, check_encoder_weights
+from .params import shown_values
 from .paths import check_writable, results_root
 from .records import BASELINES, GREY, MEAN_COLOUR, append_rows, atomic_write_text, environment, locked, read_json, \
     read_rows, slug, utc_now
@@ -672,8 +673,7 @@ class GridRun:
         folded = {} if fold is None else {"fold": fold}
         row = {**self.shared, **self.split_sizes(prep), "model": model_name, "cell": cell, **folded,
                **({} if fold is None else {"folds": self.folds}), **cfg.to_flat(), "started_at": utc_now()}
-        row["style_weight"] = cfg.loss_params.get("style_weight", "")
-        row["skips"] = cfg.model_params.get("skips", "")
+        row.update(shown_values(cfg))  # the parameters the loss and model registries show (bench.params)
         key = {"run": self.shared["run"], "model": model_name, "cell": cell, "seed": cfg.seed, **folded}
         desc = f"{cell} seed {cfg.seed}" + ("" if fold is None else f" fold {fold + 1}/{self.folds}")
         try:

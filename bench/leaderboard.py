@@ -20,6 +20,7 @@ import pandas as pd
 
 from . import stats as pstats
 from .folds import combine_folds, combine_per_image
+from .params import numeric_columns, shown_columns
 from .plots import psnr_per_cell
 from .records import BASELINES, GREY, MEAN_COLOUR, TERMINAL_WIDTH, atomic_write_text, read_rows
 from .stats import ci95
@@ -65,15 +66,15 @@ def _numeric(df: pd.DataFrame, cols) -> pd.DataFrame:
     return df
 
 
-NUMERIC_RUN_COLS = ("seed", "val_psnr", "train_time_s", "train_img_per_s", "steps", "failed_step", "style_weight",
-                    "lr")
+NUMERIC_RUN_COLS = ("seed", "val_psnr", "train_time_s", "train_img_per_s", "steps", "failed_step", "lr")
 
 
 def load_runs(run_dir: Path) -> pd.DataFrame:
-    """The run records of a run folder as a DataFrame (metric and other numeric columns converted; the folds of a
-    k-fold run combined into one row per seed, ``bench.folds``)."""
+    """The run records of a run folder as a DataFrame (metric and other numeric columns converted, shown loss and
+    model parameters too where every value is a number; the folds of a k-fold run combined into one row per seed,
+    ``bench.folds``)."""
     df = combine_folds(pd.DataFrame(read_rows(Path(run_dir) / "runs.csv")))
-    return _numeric(df, [*NUMERIC_RUN_COLS, *pstats.METRICS, "kid_std"])
+    return _numeric(df, [*NUMERIC_RUN_COLS, *pstats.METRICS, "kid_std", *numeric_columns(df, shown_columns())])
 
 
 def load_per_image(run_dir: Path) -> pd.DataFrame:
@@ -121,7 +122,7 @@ def build(df: pd.DataFrame, per_image: pd.DataFrame | None = None, n_boot: int =
     failed = df[df["status"] != "ok"]
     if m.name not in ok:
         raise ValueError(f"no column {m.name!r} in the run records to rank by")
-    extra = [c for c in ("style_weight", "skips") if c in df.columns and df[c].astype(str).str.len().gt(0).any()]
+    extra = [c for c in shown_columns() if c in df.columns and df[c].astype(str).str.len().gt(0).any()]
     summary = list(dict.fromkeys([m.name, *(x.name for x in pstats.shown_metrics())]))
     rows = []
     for (model, cell), g in ok.groupby(["model", "cell"], sort=False):
@@ -635,7 +636,7 @@ def details_table(board: pd.DataFrame) -> pd.DataFrame:
     label = _labeler(board)
     out = pd.DataFrame({"cell": [label(r) for _, r in board.iterrows()], "model": board["model"],
                         "loss": board["loss"]})
-    for c in ("style_weight", "skips"):
+    for c in shown_columns():  # the loss and model parameters the registries show (bench.params)
         if c in board:
             out[c] = ["" if pd.isna(v) else v for v in board[c]]  # cells without the parameter: blank, not nan
     for mm in pstats.shown_metrics():  # every metric of the table

@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -116,16 +117,19 @@ def build_cell(cfg: CellConfig, prep: Prepared | None, device: torch.device):
 
     Args:
         cfg: the cell's configuration.
-        prep: the run's data; a rebalanced KL loss takes its prior from the training images (needs ``prep``).
+        prep: the run's data; a loss whose parameters ask for the colour prior (``losses.prior_bins``) takes it from
+            the training images (needs ``prep``).
         device: where the model and loss live.
     """
     head = losses.head_of(cfg.loss)
     model = models.build(cfg.model, head=head, width=cfg.width, encoder_weights=cfg.encoder_weights, **cfg.model_params)
     params = dict(cfg.loss_params)
-    if params.get("rebalance") and "prior" not in params:
+    bins = losses.prior_bins(cfg.loss, params)  # registry metadata: whether these parameters need the colour prior
+    if bins is not None and "prior" not in params:
         if prep is None:
-            raise ValueError(f"loss {cfg.loss} with rebalance needs the training images for its prior")
-        params["prior"] = prep.prior(ABBins(params.get("sigma", 5.0), params.get("neighbours", 5)))
+            given = json.dumps(params, sort_keys=True, default=str)
+            raise ValueError(f"loss {cfg.loss} with loss_params {given} needs the training images for its colour prior")
+        params["prior"] = prep.prior(bins)
     # Feature losses (adain, adain_style) own a VGG-19: unless the cell says otherwise it follows the model's
     # encoder rules (quick preset: width 0.25, random; paper: width 1, ImageNet); LPIPS and perceptual losses own a
     # full-width VGG-16 (ImageNet or, only when the configuration says so, random); an adversarial term's critic
@@ -285,7 +289,7 @@ def make_step(cfg: CellConfig, device: torch.device, prep: Prepared | None = Non
     Args:
         cfg: the cell's configuration (model, loss, width, lr, precision; ``compile`` is honoured on CUDA only).
         device: where to train.
-        prep: the run's data (only a rebalanced KL loss needs it, for its prior).
+        prep: the run's data (only a loss that asks for the colour prior needs it, ``losses.prior_bins``).
     """
     device = torch.device(device)
     torch.manual_seed(cfg.seed)  # the training seed sets the initialisation only; the crops come from crop_seed
@@ -326,7 +330,7 @@ def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: 
     step = make_step(cfg, device, prep)
     model, amp, needs_ref = step.model, step.amp, step.needs_ref
     schedule = CropSchedule(prep.train, cfg.crop, cfg.crop_seed)
-    ref_other = bool(cfg.model_params.get("train_reference") == "other")
+    ref_other = getattr(model, "reference_view", "same") == "other"  # the model's own word (models/__init__.py)
 
     history, done_s = [], 0.0
     if checkpoint is not None:

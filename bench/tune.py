@@ -1,4 +1,5 @@
-"""Tune the learning rate (and the style weight λ, for losses that have one) of one (model, loss[, data]) with Optuna.
+"""Tune the learning rate (and the parameters the loss declares tunable, e.g. the AdaIN losses' style weight λ) of
+one (model, loss[, data]) with Optuna.
 
     python -m bench.tune --loss mse --trials 30                     # quick preset, bundled Kodak24
     python -m bench.tune --loss kl --preset paper --data imagenet-sample --data-root ../shared/data
@@ -31,14 +32,38 @@ from .config import CellConfig, finite_float, preset  # noqa: F401  (preset: use
 from .data import data_root, resolve
 from .paths import check_writable, results_root
 from .train import DivergenceError, pick_device, prepare, train_cell
-from .tuned import apply_params, has_style_weight, load_best, study_name  # noqa: F401  (re-exported)
+from .params import symbol, tuned_words
+from .tuned import apply_params, load_best, study_name, tunable  # noqa: F401  (re-exported)
 
-def suggest(trial: optuna.Trial, loss: str, lr_range=(1e-5, 1e-2), style_range=(1e-2, 1e3)) -> dict:
-    """Suggest the tuned parameters: ``lr`` (log scale) and, when the loss has one, ``style_weight`` (log scale)."""
+LR_RANGE = (1e-5, 1e-2)
+
+
+def suggest(trial: optuna.Trial, loss: str, lr_range=LR_RANGE, ranges: dict | None = None) -> dict:
+    """Suggest the tuned parameters: ``lr`` (log scale) and every parameter the loss declares tunable
+    (``losses.Tunable``: its range and scale).
+
+    Args:
+        trial: the Optuna trial.
+        loss: the loss spec.
+        lr_range: (low, high) of the learning rate.
+        ranges: name → (low, high) replacing a tunable parameter's declared range.
+    """
     params = {"lr": trial.suggest_float("lr", *lr_range, log=True)}
-    if has_style_weight(loss):
-        params["style_weight"] = trial.suggest_float("style_weight", *style_range, log=True)
+    for name, t in tunable(loss).items():
+        lo, hi = (ranges or {}).get(name, (t.low, t.high))
+        params[name] = trial.suggest_float(name, lo, hi, log=t.log)
     return params
+
+
+def _range_item(text: str) -> tuple[str, tuple[float, float]]:
+    """``--range`` value ``NAME=LOW,HIGH`` → (name, (low, high))."""
+    import argparse
+
+    name, eq, bounds = text.partition("=")
+    parts = bounds.split(",")
+    if not eq or not name.strip() or len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected NAME=LOW,HIGH (e.g. lr=1e-5,1e-2), got {text!r}")
+    return name.strip(), (finite_float(parts[0]), finite_float(parts[1]))
 
 
 def make_sampler(seed: int, trial_number: int, startup: int) -> optuna.samplers.TPESampler:
@@ -63,8 +88,17 @@ def parse_args(argv=None):
     p.add_argument("--startup-trials", type=int, default=5,
                    help="random trials before TPE, and trials before the pruner acts (default 5)")
     p.add_argument("--warmup-steps", type=int, default=0, help="no pruning before this training step (default 0)")
-    p.add_argument("--lr-range", type=finite_float, nargs=2, default=(1e-5, 1e-2), metavar=("LOW", "HIGH"))
-    p.add_argument("--style-weight-range", type=finite_float, nargs=2, default=(1e-2, 1e3), metavar=("LOW", "HIGH"))
+    p.add_argument("--lr-range", type=finite_float, nargs=2, default=LR_RANGE, metavar=("LOW", "HIGH"))
+    p.add_argument("--range", dest="ranges", type=_range_item, action="append", default=[], metavar="NAME=LOW,HIGH",
+                   help="search range of a tunable parameter of the loss (repeatable; default: the range the loss "
+                        "declares)")
+    from losses import all_tunables
+
+    for name, t in all_tunables().items():  # --NAME-range LOW HIGH: the same as --range NAME=LOW,HIGH
+        p.add_argument(f"--{name.replace('_', '-')}-range", dest=f"range__{name}", type=finite_float, nargs=2,
+                       default=None, metavar=("LOW", "HIGH"),
+                       help=f"search range of {t.label or name} (default {t.low:g} {t.high:g}) for the losses that "
+                            f"tune it")
     cli.add(p, "storage", "study_name", "heartbeat")
     cli.add(p, "out", help="results folder (default: results/<study name> under the current folder, or under "
                            "$COLORBENCH_RESULTS)")
@@ -83,9 +117,7 @@ def base_config(args, device) -> tuple[CellConfig, str]:
     cfg, name = cli.config_from_args(args, device, **fixed)
     with cli.usage_errors():
         cfg.validate()
-    for flag, (lo, hi) in (("--lr-range", args.lr_range), ("--style-weight-range", args.style_weight_range)):
-        if not 0 < lo < hi:
-            raise cli.UsageError(f"{flag} needs 0 < LOW < HIGH, got {lo} {hi}")
+    args.lr_range, args.tuned_ranges = tuned_ranges(args, cfg.loss)
     if args.trials < 1:
         raise cli.UsageError(f"--trials must be at least 1, got {args.trials}")
     if args.timeout is not None and args.timeout <= 0:
@@ -95,8 +127,31 @@ def base_config(args, device) -> tuple[CellConfig, str]:
     return cfg, name
 
 
+def tuned_ranges(args, loss: str) -> tuple[tuple[float, float], dict]:
+    """(lr range, name → range of each tunable parameter of ``loss``) from ``--lr-range``, ``--range`` and the
+    ``--NAME-range`` options, checked: a parameter the loss does not tune, or a bad range, is a usage error."""
+    tunables = tunable(loss)
+    given = [(f"--{k[len('range__'):].replace('_', '-')}-range", k[len("range__"):], tuple(v))
+             for k, v in sorted(vars(args).items()) if k.startswith("range__") and v is not None]
+    given += [(f"--range {name}", name, r) for name, r in args.ranges]
+    lr_range, ranges = tuple(args.lr_range), {}
+    for flag, name, (lo, hi) in [("--lr-range", "lr", lr_range), *given]:
+        if name != "lr" and name not in tunables:
+            raise cli.UsageError(f"{flag}: loss {loss} does not tune {name!r} (it tunes: "
+                                 f"{', '.join(['lr', *tunables])})")
+        t = tunables.get(name)
+        positive = t is None or t.log or t.positive  # lr, and any parameter searched on a log scale
+        if not lo < hi or (positive and not lo > 0):
+            raise cli.UsageError(f"{flag} needs {'0 < ' if positive else ''}LOW < HIGH, got {lo} {hi}")
+        if name == "lr":
+            lr_range = (lo, hi)
+        else:
+            ranges[name] = (lo, hi)
+    return lr_range, ranges
+
+
 def _fmt(params: dict) -> str:
-    return ", ".join(f"{'λ' if k == 'style_weight' else k}={v:.3g}" for k, v in params.items())
+    return ", ".join(f"{symbol(k)}={v:.3g}" for k, v in params.items())
 
 
 def open_study(args, name: str, url: str, cfg: CellConfig) -> optuna.Study:
@@ -188,7 +243,7 @@ def main(argv=None) -> int:
     counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
     finished = len(study.get_trials(deepcopy=False, states=counted[:3]))
     remaining = args.trials - len(study.get_trials(deepcopy=False, states=counted))
-    tuned = "lr" + (" and style weight λ" if has_style_weight(cfg.loss) else "")
+    tuned = tuned_words(cfg.loss)
     print(f"tuning {tuned} of {cfg.model} / {cfg.loss} ({preset_name}, {dname}, {cfg.steps} steps): "
           f"{finished} of {args.trials} trials done\nstudy {name} in {gs.redact(url)}", file=sys.stderr)
     if remaining > 0:
@@ -196,7 +251,7 @@ def main(argv=None) -> int:
         def objective(trial: optuna.Trial) -> float:
             # a fresh sampler per trial, seeded by the trial number (see make_sampler)
             study.sampler = make_sampler(args.seed, trial.number, args.startup_trials)
-            params = suggest(trial, cfg.loss, tuple(args.lr_range), tuple(args.style_weight_range))
+            params = suggest(trial, cfg.loss, args.lr_range, args.tuned_ranges)
             trial_cfg = apply_params(cfg, params)
 
             def on_validation(step, val_psnr):

@@ -2,7 +2,6 @@
 configuration. Written by ``bench.tune``, read by ``bench.tune`` and by ``bench.ablate --tuned``."""
 from __future__ import annotations
 
-import inspect
 import json
 import re
 
@@ -13,10 +12,10 @@ from .config import CellConfig
 from .paths import results_root
 
 
-def has_style_weight(loss: str) -> bool:
-    """Whether a term of the loss spec takes a ``style_weight`` argument (then λ is tuned too)."""
-    return any("style_weight" in inspect.signature(losses.get_class(name).__init__).parameters
-               for _, name in losses.parse_spec(loss))
+def tunable(loss: str) -> dict:
+    """The loss parameters tuned besides ``lr``: name → ``losses.Tunable``, as the loss's terms declare them (e.g.
+    the style weight λ of the AdaIN losses; none for ``mse``)."""
+    return losses.tunables(loss)
 
 
 def study_name(model: str, loss: str, preset_name: str, data: str) -> str:
@@ -26,12 +25,14 @@ def study_name(model: str, loss: str, preset_name: str, data: str) -> str:
 
 
 def apply_params(cfg: CellConfig, params: dict) -> CellConfig:
-    """``cfg`` with tuned parameters (``lr``, ``style_weight``) applied."""
+    """``cfg`` with tuned parameters applied: ``lr``, and the loss's tunable parameters (every other name of a
+    study's parameters) merged into ``loss_params``."""
     changes = {}
     if "lr" in params:
         changes["lr"] = float(params["lr"])
-    if "style_weight" in params:
-        changes["loss_params"] = {**cfg.loss_params, "style_weight": float(params["style_weight"])}
+    own = {k: float(v) for k, v in params.items() if k != "lr"}
+    if own:
+        changes["loss_params"] = {**cfg.loss_params, **own}
     return cfg.replace(**changes)
 
 
@@ -44,7 +45,7 @@ def load_best(model: str, loss: str, preset_name: str, data: str, storage: str |
         storage: Optuna storage URL shared by the workers, if any.
 
     Returns:
-        dict with ``params`` (``lr`` and maybe ``style_weight``), ``value`` and ``study``.
+        dict with ``params`` (``lr`` and the loss's tunable parameters, if any), ``value`` and ``study``.
 
     Raises:
         ValueError: no finished tuning study (with the command that makes one).

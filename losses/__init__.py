@@ -3,12 +3,13 @@
 import importlib
 import pkgutil
 
-from .registry import (CompositeLoss, available, build, check_params, get_class, head_of, parameters, parse_spec,
-                       register_loss, takes)
+from .registry import (CompositeLoss, Tunable, all_tunables, available, build, check_params, get_class, head_of,
+                       parameters, parse_spec, positive, prior_bins, register_loss, shown, takes, tunables)
 
 for _m in pkgutil.iter_modules(__path__):
     if _m.name not in ("registry", "base"):
         importlib.import_module(f"{__name__}.{_m.name}")
 
 __all__ = ["register_loss", "build", "available", "get_class", "head_of", "parse_spec", "CompositeLoss",
-           "parameters", "check_params", "takes"]
+           "parameters", "check_params", "takes", "Tunable", "tunables", "all_tunables", "shown", "positive",
+           "prior_bins"]

@@ -26,7 +26,7 @@ from models.adain import adain, channel_stats
 from models.vgg import VGG19Features
 
 from .base import reduce, rgb_images
-from .registry import register_loss
+from .registry import Tunable, register_loss
 
 TARGETS = ("true", "grey")
 
@@ -61,6 +61,9 @@ class _AdaINColourLoss(nn.Module):
     """
 
     head = "ab"
+    #: registry metadata: ``bench.tune`` searches λ on a log scale, and runs.csv and the leaderboard show it
+    tunable = {"style_weight": Tunable(low=1e-2, high=1e3, log=True, symbol="λ", label="style weight λ")}
+    shown = ("style_weight",)
 
     def __init__(self, style_weight: float = 1.0, loss_weight: float = 1.0, reduction: str = "mean",
                  encoder_weights: str | None = "none", vgg_width: float = 1.0):

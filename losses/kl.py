@@ -26,6 +26,14 @@ class KLLoss(nn.Module):
 
     head = "bins"
 
+    @classmethod
+    def prior_bins(cls, params: dict) -> ABBins | None:
+        """Registry metadata: with ``rebalance`` the loss needs the training images' colour prior over these bins
+        (the trainer computes it and passes it as ``prior``); None otherwise."""
+        if not params.get("rebalance"):
+            return None
+        return ABBins(sigma=params.get("sigma", 5.0), neighbours=params.get("neighbours", 5))
+
     def __init__(
         self,
         sigma: float = 5.0,

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import inspect
+import math
 import re
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -11,8 +13,43 @@ from torch import nn
 _LOSSES: dict[str, type] = {}
 
 
+@dataclass(frozen=True)
+class Tunable:
+    """A loss parameter that ``bench.tune`` searches (declared in the loss class's ``tunable`` dict).
+
+    Args:
+        low, high: the default search range (``bench.tune --range NAME=LOW,HIGH`` changes it).
+        log: search on a log scale.
+        positive: the parameter must be a positive number wherever it is given (``CellConfig.validate``).
+        symbol: short name in tuning logs (e.g. ``"λ"``); the parameter's name when empty.
+        label: words for what is tuned (e.g. ``"style weight λ"``); the parameter's name when empty.
+    """
+
+    low: float
+    high: float
+    log: bool = True
+    positive: bool = True
+    symbol: str = ""
+    label: str = ""
+
+    def __post_init__(self):
+        if not (math.isfinite(self.low) and math.isfinite(self.high) and self.low < self.high):
+            raise ValueError(f"a tunable range needs finite low < high, got {self.low}, {self.high}")
+        if (self.log or self.positive) and not self.low > 0:
+            raise ValueError(f"a log-scale or positive tunable range needs low > 0, got {self.low}")
+
+
 def register_loss(name: str) -> Callable[[type], type]:
     """Class decorator that makes a loss buildable as ``losses.build(name)``.
+
+    Besides ``head`` (``"ab"`` or ``"bins"``), a loss class may declare metadata that the harness reads instead of
+    naming any loss's parameters itself (each name must be a parameter of ``__init__``):
+
+    - ``tunable``: ``{parameter: Tunable(...)}``, what ``bench.tune`` searches besides ``lr``;
+    - ``shown``: parameters recorded as columns of ``runs.csv`` and shown by the leaderboard (blank for runs whose
+      ``loss_params`` do not set them);
+    - ``prior_bins(params)``: a classmethod returning the ``bench.abbins.ABBins`` over which the loss, with these
+      parameters, needs the training images' colour prior (passed as its ``prior`` argument), or None.
 
     Args:
         name: the name used in specs, grids and the CLI (lower case, no ``+`` or ``*``).
@@ -23,11 +60,25 @@ def register_loss(name: str) -> Callable[[type], type]:
             raise ValueError(f"loss {name!r} is registered twice")
         if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
             raise ValueError(f"loss name {name!r} must be lower-case letters, digits and underscores")
+        _check_metadata(name, cls)
         cls.name = name
         _LOSSES[name] = cls
         return cls
 
     return wrap
+
+
+def _check_metadata(name: str, cls: type) -> None:
+    sig = inspect.signature(cls.__init__).parameters
+    any_kwarg = any(p.kind == p.VAR_KEYWORD for p in sig.values())
+    tunable = getattr(cls, "tunable", {})
+    if not all(isinstance(t, Tunable) for t in tunable.values()):
+        raise ValueError(f"loss {name!r}: tunable must map parameter names to Tunable(...)")
+    for key in [*tunable, *getattr(cls, "shown", ())]:
+        if key == "lr" or not (any_kwarg or key in sig):
+            raise ValueError(f"loss {name!r} declares {key!r} tunable or shown, but its __init__ does not take it")
+    if "prior_bins" in vars(cls) and not isinstance(vars(cls)["prior_bins"], classmethod):
+        raise ValueError(f"loss {name!r}: prior_bins must be a classmethod (it is asked before the loss is built)")
 
 
 def available() -> list[str]:
@@ -143,6 +194,48 @@ def build(spec: str, context: dict | None = None, **params) -> nn.Module:
     if len(built) == 1 and built[0][0] == 1.0:
         return built[0][1]
     return CompositeLoss(built, spec)
+
+
+def tunables(spec: str) -> dict[str, Tunable]:
+    """The parameters ``bench.tune`` searches for the loss ``spec`` (besides ``lr``): those its terms declare in
+    ``tunable``, in the order of the terms (a parameter two terms declare: the first term's range)."""
+    out: dict[str, Tunable] = {}
+    for _, name in parse_spec(spec):
+        for key, t in getattr(get_class(name), "tunable", {}).items():
+            out.setdefault(key, t)
+    return out
+
+
+def all_tunables() -> dict[str, Tunable]:
+    """Every tunable parameter of every registered loss (the first loss by name that declares one sets its range)."""
+    out: dict[str, Tunable] = {}
+    for name in available():
+        for key, t in getattr(get_class(name), "tunable", {}).items():
+            out.setdefault(key, t)
+    return out
+
+
+def shown() -> list[str]:
+    """The parameters that some registered loss shows (``shown``): by loss name, then in each loss's order."""
+    return list(dict.fromkeys(k for name in available() for k in getattr(get_class(name), "shown", ())))
+
+
+def positive() -> list[str]:
+    """Parameters that must be positive numbers in any loss's ``loss_params``: ``loss_weight`` (every loss) and
+    each tunable declared ``positive`` by some registered loss."""
+    return ["loss_weight", *(k for k, t in all_tunables().items() if t.positive and k != "loss_weight")]
+
+
+def prior_bins(spec: str, params: dict):
+    """The ``bench.abbins.ABBins`` over which a term of ``spec`` with ``params`` needs the training images' colour
+    prior (its ``prior`` argument), or None when no term needs one (each term's ``prior_bins`` classmethod)."""
+    for _, name in parse_spec(spec):
+        cls = get_class(name)
+        if hasattr(cls, "prior_bins"):
+            bins = cls.prior_bins({k: v for k, v in params.items() if _takes(name, k)})
+            if bins is not None:
+                return bins
+    return None
 
 
 def head_of(spec: str) -> str:

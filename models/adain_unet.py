@@ -32,8 +32,8 @@ class AdaINUNet(UNetVGG):
         freeze_encoder: keep both encoders' weights fixed.
         skips: ``"concat"``, ``"adain"`` or ``"none"``.
         train_reference: the reference during training: ``"same"`` (another crop/flip of the same photo: its colours
-            leak, its pixel positions do not) or ``"other"`` (a view of another photo). Read by the trainer
-            (``bench.train``) from the cell's ``model_params``; stored here so that it is part of the model's record.
+            leak, its pixel positions do not) or ``"other"`` (a view of another photo). The trainer (``bench.train``)
+            reads it as the model's ``reference_view``; stored here so that it is part of the model's record.
     """
 
     needs_reference = True
@@ -48,6 +48,7 @@ class AdaINUNet(UNetVGG):
         super().__init__(arch, head, width, encoder_weights, freeze_encoder)
         self.skips = skips
         self.train_reference = train_reference
+        self.reference_view = train_reference  # what the trainer reads (models/__init__.py)
         self.ref_norm = RGBNorm()
         self.ref_features, block_ch = make_features(arch, width)
         ref_pretrained = load_encoder_weights(self.ref_features, arch, encoder_weights, width)
@@ -93,7 +94,7 @@ class AdaINUNet(UNetVGG):
         return self.color(x)
 
 
-@register_model("adain_unet")
+@register_model("adain_unet", shown=("skips",))
 def adain_unet(head="ab", width=1.0, encoder_weights="none", freeze_encoder=False, skips="concat",
                train_reference="same", arch="vgg16") -> AdaINUNet:
     """Reference-based colorizer: U-Net on L, VGG on the reference, AdaIN at the bottleneck (``skips`` selectable)."""

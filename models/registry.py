@@ -9,16 +9,24 @@ from torch import nn
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 
-def register_model(name: str) -> Callable:
+def register_model(name: str, shown: tuple[str, ...] = ()) -> Callable:
     """Function decorator that makes a model factory buildable as ``models.build(name, **params)``.
 
     Args:
         name: the name used in grids and on the command line.
+        shown: registry metadata: factory parameters recorded as columns of ``runs.csv`` and shown by the
+            leaderboard (blank for runs whose ``model_params`` do not set them); stored as the factory's ``shown``.
     """
 
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _MODELS:
             raise ValueError(f"model {name!r} is registered twice")
+        sig = inspect.signature(fn).parameters
+        if not any(p.kind == p.VAR_KEYWORD for p in sig.values()):
+            missing = [k for k in shown if k not in sig]
+            if missing:
+                raise ValueError(f"model {name!r} shows {', '.join(missing)}, which its factory does not take")
+        fn.shown = tuple(shown)
         _MODELS[name] = fn
         return fn
 
@@ -36,6 +44,12 @@ def get_factory(name: str) -> Callable[..., nn.Module]:
         return _MODELS[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(available())}") from None
+
+
+def shown() -> list[str]:
+    """The parameters that some registered model shows (``register_model(..., shown=...)``): by model name, then in
+    each model's order."""
+    return list(dict.fromkeys(k for name in available() for k in getattr(get_factory(name), "shown", ())))
 
 
 def parameters(name: str) -> list[str] | None:

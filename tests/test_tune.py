@@ -73,7 +73,8 @@ def test_seed_controls_the_sequence_without_training():
 
 
 def test_style_weight_is_tuned_only_for_losses_that_have_one():
-    assert not tune.has_style_weight("mse") and not tune.has_style_weight("l1+0.5*kl")
+    assert not tune.tunable("mse") and not tune.tunable("l1+0.5*kl")
+    assert set(tune.tunable("mse+10*adain_style")) == {"style_weight"}  # declared by the loss (losses/adain.py)
     cfg = tune.apply_params(tune.preset("quick"), {"lr": 1e-3, "style_weight": 10.0})
     assert cfg.lr == 1e-3 and cfg.loss_params["style_weight"] == 10.0
 
