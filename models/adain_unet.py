@@ -14,7 +14,7 @@ from torch import nn
 from .adain import adain
 from .registry import register_model
 from .unet_vgg import UNetVGG, conv_block
-from .vgg import RGBNorm, load_encoder_weights, make_features
+from .vgg import RGBNorm, init_like_torchvision, load_encoder_weights, make_features
 
 SKIPS = ("concat", "adain", "none")
 TRAIN_REFERENCES = ("same", "other")
@@ -52,6 +52,8 @@ class AdaINUNet(UNetVGG):
         self.ref_norm = RGBNorm()
         self.ref_features, block_ch = make_features(arch, width)
         ref_pretrained = load_encoder_weights(self.ref_features, arch, encoder_weights, width)
+        if not ref_pretrained:
+            init_like_torchvision(self.ref_features, seed=None)  # as the L encoder (models.unet_vgg)
         self.encoder_pretrained = self.encoder_pretrained and ref_pretrained
         if freeze_encoder:
             self.ref_features.requires_grad_(False)

@@ -101,11 +101,7 @@ def load_encoder_weights(features: nn.Sequential, arch: str, encoder_weights: st
         whether the stack now holds pretrained weights (recorded with every result).
     """
     if encoder_weights in (None, "", "none"):
-        # as torchvision initialises its VGG (from the global RNG, i.e. the training seed): PyTorch's default conv
-        # init would shrink the signal ~6× in energy per layer, leaving the deep blocks of a random U-Net encoder
-        # near zero (results/study-preset-cpu.md measured both)
-        init_like_torchvision(features, seed=None)
-        return False
+        return False  # the caller initialises a random stack (init_like_torchvision)
     if width != 1.0:
         raise EncoderWeightsError(f"pretrained encoder weights need width=1.0, got width={width}")
     state = _read_state_dict(arch, str(encoder_weights))
