@@ -170,7 +170,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _models_help() -> str:
-    found = _source_names(r'@register_model\(\s*"([^"]+)"', *sorted((ROOT / "models").glob("*.py")))
+    found = _source_names(r'^@register_model\(\s*"([^"]+)"', *sorted((ROOT / "models").glob("*.py")))
     return "models to train (default: the preset's" + (f"; available: {', '.join(found)})" if found else ")")
 
 

@@ -220,3 +220,21 @@ def test_missing_or_unfit_weight_files_are_errors(tmp_path):
 def test_pretrained_weights_need_full_width(weights):
     with pytest.raises(EncoderWeightsError, match="width=1.0"):
         models.build("unet_vgg16", head="ab", width=0.25, encoder_weights=weights)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_a_random_encoder_is_initialised_as_torchvision_initialises_vgg(name):
+    """A random VGG encoder gets torchvision's VGG init (Kaiming normal, fan-out: weight SD √(2 / (9·c_out)), zero
+    bias), not PyTorch's default conv init (SD 1/√(27·c_in)), which left the deepest blocks' features 10–30× smaller
+    than the first's, so that they contributed almost nothing to a random U-Net (results/study-preset-cpu.md)."""
+    model = _build(name)
+    stacks = [m for attr in ("features", "ref_features") if isinstance(m := getattr(model, attr, None), torch.nn.Module)]
+    if not stacks:
+        pytest.skip(f"{name} has no VGG encoder")
+    for stack in stacks:
+        convs = [m for m in stack.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert convs
+        for conv in convs:
+            expected = (2.0 / (conv.out_channels * 9)) ** 0.5
+            assert conv.weight.std().item() == pytest.approx(expected, rel=0.2), conv
+            assert not conv.bias.any()
