@@ -44,16 +44,11 @@ from .metrics import evaluate_grey, features_file, inception_metric, lpips_metri
 from .grids import Grid
 from .models_check import check_backbones, check_encoder_weights
 from .paths import check_writable, results_root
-from .records import BASELINES, GREY, MEAN_COLOUR, append_rows, atomic_write_text, environment, locked, read_json, \
-    read_rows, slug, utc_now
+from .records import BASELINES, GREY, IMAGE_KEY, MEAN_COLOUR, RUN_KEY, STEP_KEY, append_rows, atomic_write_text, \
+    environment, locked, read_json, read_rows, slug, utc_now
 from .samples import save_samples
 from .train import DivergenceError, Prepared, autocast_dtype, prepare, prepare_folds, train_cell
 from .tuned import apply_params
-
-# "fold" is empty in runs without k-fold rotation (and in files written before it existed): the same keys as before
-RUN_KEY = ("model", "cell", "seed", "fold")
-IMAGE_KEY = ("model", "cell", "seed", "fold", "image")
-STEP_KEY = ("model", "cell", "seed", "fold", "step")
 
 
 class Job(NamedTuple):
