@@ -28,7 +28,8 @@ import torch
 from PIL import Image
 
 from bench import ablate, leaderboard, report, tune
-from bench.engine import GridRun, default_run_dir
+from bench.engine import GridRun
+from bench.plan import default_run_dir
 from bench import study as gs
 from bench.config import check_values, finite_float, parse_overrides
 from bench.data import MAX_PIXELS, DataError, ImageStore, list_images, make_splits
