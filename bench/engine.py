@@ -37,35 +37,12 @@ from .config import CellConfig
 from .data import data_root, resolve
 from .metrics import evaluate_grey, features_file, inception_metric, lpips_metric, networks, save_features, whole_set
 from .paths import check_writable
-from .plan import DATA_COLUMNS, Job, config_columns, config_differences, describe, identity_differences, key_str
-from .records import BASELINES, GREY, IMAGE_KEY, MEAN_COLOUR, RUN_KEY, STEP_KEY, append_rows, atomic_write_text, \
-    environment, locked, read_json, read_rows, utc_now
+from .plan import DATA_COLUMNS, Job, config_columns, config_differences, describe, key_str
+from .records import BASELINES, GREY, MEAN_COLOUR, environment, utc_now
+from .runfolder import append_run, bind, data_fingerprint, import_local_rows, read_local_rows, recorded_base_config, \
+    sync_records, test_means, trial_records, unbind, write_run_json
 from .samples import save_samples
 from .train import DivergenceError, Prepared, autocast_dtype, prepare, prepare_folds, train_cell
-
-
-#: A run folder's identity: the configuration of every (model, cell) and the data (every file's content hash).
-IDENTITY = "identity.json"
-
-
-def data_fingerprint(preps: list[Prepared]) -> dict:
-    """``{fold: {split: {image key: SHA-1 of the file}}}`` of the decoded data (fold "0" without folds): what a run
-    folder's results were trained, validated and tested on."""
-    hashes: dict[Path, str] = {}
-    out = {}
-    for f, p in enumerate(preps):
-        out[str(f)] = {}
-        for split in ("train", "val", "test"):
-            files = {}
-            for path in getattr(p.splits, split):
-                if path not in hashes:
-                    try:
-                        hashes[path] = hashlib.sha1(Path(path).read_bytes()).hexdigest()
-                    except OSError:  # an unreadable file (skipped by the data loader)
-                        hashes[path] = "unreadable"
-                files[p.splits.key(split, path)] = hashes[path]
-            out[str(f)][split] = dict(sorted(files.items()))
-    return out
 
 
 class TakenOver(RuntimeError):
@@ -165,15 +142,9 @@ class GridRun:
             CorruptRecordError: a damaged ``runs.csv``, ``per_image.csv``, ``history.csv`` or ``run.json``.
             ValueError: the folder belongs to another configuration (the message names the differing keys).
         """
-        self.local_rows = read_rows(self.run_dir / "runs.csv")
-        read_rows(self.run_dir / "per_image.csv")  # validated now: they are appended to after training
-        read_rows(self.run_dir / "history.csv")
-        diff = {}
-        meta_path = self.run_dir / "run.json"
-        if meta_path.is_file():
-            old = read_json(meta_path).get("base_config", {})
-            new = {k: v for k, v in self.base.to_flat().items() if k in config_columns()}
-            diff.update(config_differences(old, None, new))
+        self.local_rows = read_local_rows(self.run_dir)
+        new = {k: v for k, v in self.base.to_flat().items() if k in config_columns()}
+        diff = config_differences(recorded_base_config(self.run_dir), None, new)
         for r in self.local_rows:
             job = self.by_key.get(key_str(r.get("model"), r.get("cell"), r.get("seed"), r.get("fold")))
             if job is not None:
@@ -217,9 +188,7 @@ class GridRun:
         except gs.StorageError:
             if created:  # leave no empty --out behind: only what this call wrote, and only empty folders
                 if bound:
-                    for name in (IDENTITY, IDENTITY + ".lock"):
-                        with contextlib.suppress(OSError):
-                            (self.run_dir / name).unlink()
+                    unbind(self.run_dir)
                 folder = self.run_dir
                 while True:
                     try:
@@ -236,7 +205,7 @@ class GridRun:
                     configuration=self.base.to_flat(), models=list(dict.fromkeys(j.model for j in self.jobs)),
                     **{k: v for k, v in self.info.items() if k in ("cells", "seeds", "tuned")})
         self.artifacts = gs.artifact_store(self.run_dir / "artifacts")
-        self.import_local_rows()
+        import_local_rows(self.study, self.local_rows, self.keys, self.distributions)
         self.watch = gs.StaleWatch.of(self.study)  # other workers' heartbeats, as this worker sees them
         self.counts = gs.enqueue_keys(self.study, self.keys, self.watch)
         if self.prep is not None:
@@ -246,7 +215,7 @@ class GridRun:
     def identity(self) -> dict:
         """What this run folder's results belong to: the base configuration, every (model, cell)'s configuration
         (seed left out: more seeds may be added), the number of folds and, once decoded, the data
-        (``data_fingerprint``)."""
+        (``bench.runfolder.data_fingerprint``)."""
         columns = config_columns()
         ident = {"base_config": {k: v for k, v in self.base.to_flat().items() if k in columns},
                  "cells": {f"{j.model}/{j.cell}": {k: v for k, v in j.cfg.to_flat().items() if k in columns}
@@ -257,25 +226,14 @@ class GridRun:
         return json.loads(json.dumps(ident, default=str))
 
     def bind_folder(self) -> bool:
-        """Bind the run folder to this run's ``identity`` in ``identity.json``, under a lock: a folder bound to
-        another configuration or other data is refused, so that two different runs started at once with one
-        ``--out`` cannot both write to it. Returns whether the file was created here.
+        """Bind the run folder to this run's ``identity`` (``bench.runfolder.bind``): a folder bound to another
+        configuration or other data is refused. Returns whether ``identity.json`` was created here.
 
         Raises:
             ValueError: naming the differences.
             CorruptRecordError: a damaged ``identity.json``.
         """
-        path, new = self.run_dir / IDENTITY, self.identity()
-        with locked(path):
-            old = read_json(path) if path.is_file() else {}
-            diff = identity_differences(old, new)
-            if diff:
-                raise ValueError(f"run folder {self.run_dir} holds results of {'; '.join(diff)}; pass another "
-                                 f"--out (results of different runs are never pooled in one folder)")
-            merged = {**old, **new, "cells": {**old.get("cells", {}), **new["cells"]}}
-            if merged != old:
-                atomic_write_text(path, json.dumps(merged, indent=1))
-        return not old
+        return bind(self.run_dir, self.identity())
 
     def check_study(self) -> None:
         """Refuse a study (e.g. an explicit ``--study-name`` in a shared storage) whose finished runs were trained
@@ -357,32 +315,12 @@ class GridRun:
         return said
 
     def write_run_json(self) -> None:
-        """``run.json``: the command, base configuration, study, number of folds, splits (exact file lists; with
-        folds every fold's, and the whole test set under ``splits``), skipped files and environment."""
-        p = self.prep
-        if self.folds > 1:  # every fold's file lists; "splits" has the whole test set: every fold's test images
-            splits = {"folds": self.folds, "splits": {"test": [str(x) for q in self.preps for x in q.splits.test]},
-                      "fold_splits": [{"fold": f, **{k: [str(x) for x in getattr(q.splits, k)]
-                                                     for k in ("train", "val", "test")}}
-                                      for f, q in enumerate(self.preps)]}
-        else:
-            splits = {"folds": 1, "splits": {k: [str(f) for f in getattr(p.splits, k)] for k in ("train", "val", "test")}}
-        atomic_write_text(self.run_dir / "run.json", json.dumps({
+        """``run.json`` (``bench.runfolder.write_run_json``): the command, base configuration, study, number of
+        folds, splits, skipped files and environment."""
+        write_run_json(self.run_dir, {
             **self.info, "grid": self.grid, "preset": self.preset, "rank_by": self.rank_by,
-            "base_config": self.base.to_flat(),
-            "study": self.study_name, "storage": gs.redact(self.url), **splits,
-            "skipped": [s for q in self.preps for s in q.skipped], "mean_ab": self.mean_abs(),
-            "fingerprints": self.fingerprints(), "environment": self.env, "written_at": utc_now()},
-            indent=2))
-
-    def fingerprints(self) -> dict:
-        """Content fingerprints of every training and validation image of every fold (``bench.data.fingerprint``):
-        ``bench.evaluate`` refuses a test image that matches one, without needing the files."""
-        out: dict = {}
-        for q in self.preps:
-            for split, fps in q.fingerprints.items():
-                out.setdefault(split, {}).update(fps)
-        return out
+            "base_config": self.base.to_flat(), "study": self.study_name, "storage": gs.redact(self.url)},
+            self.preps, self.folds, self.mean_abs(), self.env)
 
     def split_sizes(self, p: Prepared) -> dict:
         """The ``n_train``, ``n_val``, ``n_test`` columns of a run row (with folds: of the run's fold)."""
@@ -395,8 +333,7 @@ class GridRun:
         if not self.preps:
             raise RuntimeError("GridRun.train before GridRun.prepare")
         for row, per_image in self.baseline_rows(self.missing_baselines()):
-            append_rows(self.run_dir / "per_image.csv", per_image, key=IMAGE_KEY)
-            append_rows(self.run_dir / "runs.csv", [row], key=RUN_KEY)
+            append_run(self.run_dir, [row], per_image)
             self.local_rows.append(row)
         bar = tqdm(total=len(self.keys), initial=self.counts["finished"], desc=f"grid {self.grid}",
                    disable=not self.progress, dynamic_ncols=True)
@@ -564,8 +501,7 @@ class GridRun:
                 gs.close(study, trial, TrialState.FAIL, outcome="interrupted" if full else "error",
                          error=f"{type(err).__name__}: {err}"[:500])
             raise
-        records = {"row": gs.dumps(row), "per_image": gs.dumps(_columns(per_image)),
-                   "history": gs.dumps(_columns(history))}  # long: system attributes, and one artifact to read
+        records = trial_records(row, per_image, history)  # long: system attributes, and one artifact to read
         attrs = test_means(per_image, row)
         try:
             gs.upload(self.artifacts, trial, self.last_samples)
@@ -581,98 +517,17 @@ class GridRun:
                             error=str(row.get("error", "")), **attrs)
         if not told:  # another worker failed it as stale and will train it again: keep no record of this one
             return "taken over"
-        # per-image and history rows first: a run counts as done only once its runs.csv row exists
-        append_rows(self.run_dir / "per_image.csv", per_image, key=IMAGE_KEY)
-        append_rows(self.run_dir / "history.csv", history, key=STEP_KEY)
-        append_rows(self.run_dir / "runs.csv", [row], key=RUN_KEY)
+        append_run(self.run_dir, [row], per_image, history)  # runs.csv last: then the run counts as done
         if row["status"] != "ok":
             tqdm.write(f"{job.key} failed at step {row['failed_step']}: {row['error']}")
             return "diverged"
         return "ok"
 
-    # ------------------------------------------------------------------------------------------------ records
-    def import_local_rows(self) -> int:
-        """Runs recorded in this folder's runs.csv (e.g. by the pre-study runner) but unknown to the storage become
-        finished trials, so that no worker trains them again and every worker's leaderboard shows them."""
-        study = self.study
-        known = {gs.key_of(t) for t in study.get_trials(deepcopy=False)}
-        n = 0
-        for r in self.local_rows:
-            k = key_str(r.get("model"), r.get("cell"), r.get("seed"), r.get("fold"))
-            if k not in self.keys or k in known:
-                continue
-            attrs = {**self.keys[k], "key": k, "worker": "imported from runs.csv"}
-            system = {gs.RECORD_PREFIX + "row": gs.dumps(r)}
-            try:
-                value = float(r.get("val_psnr", "nan"))
-            except ValueError:
-                value = math.nan
-            params = {"params": {p: v for p, v in self.keys[k].items() if p in self.distributions},
-                      "distributions": self.distributions, "system_attrs": system}
-            if r.get("status") == "ok" and math.isfinite(value):
-                t = optuna.trial.create_trial(state=TrialState.COMPLETE, value=value,
-                                              user_attrs={**attrs, "outcome": "ok"}, **params)
-            else:
-                t = optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={**attrs, "outcome": "diverged",
-                                                                                 "error": r.get("error", "")}, **params)
-            study.add_trial(t)
-            known.add(k)
-            n += 1
-        return n
-
-    def sync_records(self) -> None:
-        """Append every finished run in the storage (from any worker) to this folder's CSV files (no duplicates)."""
-        runs, per_image, history = [], [], []
-        for k, s in gs.key_states(self.study, self.keys).items():
-            if k not in self.keys:
-                continue
-            done = (s.complete + s.diverged)[:1]
-            if done:
-                t = done[0]
-                if gs.record(t, "row") is None:
-                    continue
-                runs.append(json.loads(gs.record(t, "row")))
-                per_image += _rows(json.loads(gs.record(t, "per_image") or "{}"))
-                history += _rows(json.loads(gs.record(t, "history") or "{}"))
-            elif s.finished:  # given up after repeated crashes
-                last = s.crashes[-1]
-                runs.append({**(self.shared or {"run": self.run_dir.name}), **self.keys[k], "status": "failed",
-                             "error": f"worker lost {len(s.crashes)} times (no heartbeat or error: "
-                                      f"{last.user_attrs.get('error', 'killed')})", "finished_at": utc_now()})
-        append_rows(self.run_dir / "per_image.csv", per_image, key=IMAGE_KEY)
-        append_rows(self.run_dir / "history.csv", history, key=STEP_KEY)
-        append_rows(self.run_dir / "runs.csv", runs, key=RUN_KEY)
-
     def finish(self) -> str:
         """Bring this folder's records up to date with the storage and write the leaderboard files; returns the compact
         leaderboard and verdict for the terminal."""
-        self.sync_records()
+        sync_records(self.study, self.keys, self.run_dir, self.shared)
         return testsets.write(self.run_dir, metric=self.rank_by)[1]  # with any test sets scored later by bench.evaluate
-
-
-def test_means(per_image: list[dict], row: dict | None = None) -> dict[str, float]:
-    """``test_<metric>`` for every metric of the table (numeric user attributes for the dashboard): a per-image
-    metric's mean over the run's ``per_image`` rows, a per-set metric's value in its run ``row``."""
-    out = {}
-    for m in pstats.METRICS.values():
-        if m.per == "image":
-            vals = [float(r[m.name]) for r in per_image if isinstance(r.get(m.name), (int, float))]
-            if vals:
-                out[f"test_{m.name}"] = sum(vals) / len(vals)
-        elif row is not None and isinstance(row.get(m.name), (int, float)):
-            out[f"test_{m.name}"] = float(row[m.name])
-    return out
-
-
-def _columns(rows: list[dict]) -> dict:
-    """Rows → {column: [values]}: a compact user attribute."""
-    names = list(dict.fromkeys(k for r in rows for k in r))
-    return {k: [r.get(k) for r in rows] for k in names}
-
-
-def _rows(cols: dict) -> list[dict]:
-    n = max((len(v) for v in cols.values()), default=0)
-    return [{k: v[i] for k, v in cols.items() if v[i] is not None} for i in range(n)]
 
 
 def _hang_hook():
