@@ -1,7 +1,11 @@
-"""The grid engine: a run's plan (jobs), its folder and its Optuna study; claims, trains and records the jobs.
+"""The grid engine: runs a plan's jobs through an Optuna study that several workers share, and keeps the run folder's
+records up to date.
 
-No argument parsing here: ``bench.ablate`` turns a command line into a ``GridRun`` and calls, in order,
-``open`` (folder and study, before any data is decoded), ``prepare`` (data), ``train`` and ``finish`` (leaderboard).
+``GridRun`` orchestrates the parts, each in its own module: the plan (``bench.plan``: jobs, configuration hashes), the
+run folder's records (``bench.runfolder``: identity, ``run.json``, CSV files ↔ study) and the training of one job
+(``bench.jobrun``). No argument parsing here: ``bench.ablate`` turns a command line into a ``GridRun`` and calls, in
+order, ``check_folder`` and ``open`` (folder and study, before any data is decoded unless the folder needs them),
+``prepare`` (data), ``train`` and ``finish`` (leaderboard).
 Each (model, cell, seed) is one trial of an Optuna study (``bench.study``): several workers running the same plan
 split it, and every run is trained once. With k-fold rotation (``folds`` ≥ 2, the default for the bundled Kodak24)
 each (model, cell, seed, fold) is a run: fold f trains on its own training images and tests on its own test images,
@@ -32,17 +36,16 @@ from tqdm.auto import tqdm
 from . import testsets
 from . import stats as pstats
 from . import study as gs
-from .checkpoint import CHECKPOINT, model_dir, remove_checkpoint, save_weights
 from .config import CellConfig
 from .data import data_root, resolve
-from .metrics import evaluate_grey, features_file, inception_metric, lpips_metric, networks, save_features, whole_set
+from .jobrun import JobTrainer, mean_abs, split_sizes
+from .metrics import inception_metric, lpips_metric
 from .paths import check_writable
 from .plan import DATA_COLUMNS, Job, config_columns, config_differences, describe, key_str
-from .records import BASELINES, GREY, MEAN_COLOUR, environment, utc_now
+from .records import BASELINES, environment
 from .runfolder import append_run, bind, data_fingerprint, import_local_rows, read_local_rows, recorded_base_config, \
     sync_records, test_means, trial_records, unbind, write_run_json
-from .samples import save_samples
-from .train import DivergenceError, Prepared, autocast_dtype, prepare, prepare_folds, train_cell
+from .train import Prepared, prepare, prepare_folds
 
 
 class TakenOver(RuntimeError):
@@ -97,6 +100,7 @@ class GridRun:
     counts: dict = field(default_factory=dict, init=False)
     preps: list[Prepared] = field(default_factory=list, init=False, repr=False)  # one per fold (one without folds)
     shared: dict | None = field(default=None, init=False, repr=False)
+    trainer: JobTrainer | None = field(default=None, init=False, repr=False)  # set by load_data()
 
     def __post_init__(self):
         self.by_key = {j.key: j for j in self.jobs}
@@ -105,7 +109,6 @@ class GridRun:
         self.url = self.storage or str(self.run_dir / "study.journal")
         self.distributions = gs.key_distributions(self.keys)  # model, cell, seed as trial parameters
         self.artifacts = None  # sample images as Optuna artifacts (set by open)
-        self.last_samples: list = []
         if self.heartbeat < 1:
             raise ValueError(f"--heartbeat must be at least 1 second, got {self.heartbeat}")
         if any((j.fold is not None) != (self.folds > 1) for j in self.jobs):
@@ -291,9 +294,11 @@ class GridRun:
         self.shared = {
             "run": self.run_dir.name, "grid": self.grid,
             "data_train": p.splits.names["train"], "data_test": p.splits.names["test"],
-            **self.split_sizes(p), "n_skipped": sum(len(q.skipped) for q in self.preps), **env,
+            **split_sizes(p), "n_skipped": sum(len(q.skipped) for q in self.preps), **env,
         }
         self.env = env
+        self.trainer = JobTrainer(self.run_dir, self.device, self.shared, folds=self.folds, progress=self.progress,
+                                  save_models=self.save_models)
         diff = {}  # rows of this folder recorded on other data (same names are required)
         for r in self.local_rows if hasattr(self, "local_rows") else []:
             if r.get("cell") in BASELINES or r.get("model") == "(none)" or key_str(
@@ -320,11 +325,7 @@ class GridRun:
         write_run_json(self.run_dir, {
             **self.info, "grid": self.grid, "preset": self.preset, "rank_by": self.rank_by,
             "base_config": self.base.to_flat(), "study": self.study_name, "storage": gs.redact(self.url)},
-            self.preps, self.folds, self.mean_abs(), self.env)
-
-    def split_sizes(self, p: Prepared) -> dict:
-        """The ``n_train``, ``n_val``, ``n_test`` columns of a run row (with folds: of the run's fold)."""
-        return {"n_train": len(p.train), "n_val": len(p.val_images), "n_test": len(p.test_images)}
+            self.preps, self.folds, mean_abs(self.preps), self.env)
 
     # ------------------------------------------------------------------------------------------------ training
     def train(self) -> int:
@@ -332,7 +333,7 @@ class GridRun:
         finished, waiting for (or taking over) other workers' runs. Returns the number of runs trained here."""
         if not self.preps:
             raise RuntimeError("GridRun.train before GridRun.prepare")
-        for row, per_image in self.baseline_rows(self.missing_baselines()):
+        for row, per_image in self.trainer.baselines(self.preps, self.base.lpips_backbone, self.missing_baselines()):
             append_run(self.run_dir, [row], per_image)
             self.local_rows.append(row)
         bar = tqdm(total=len(self.keys), initial=self.counts["finished"], desc=f"grid {self.grid}",
@@ -375,92 +376,6 @@ class GridRun:
         finally:
             bar.close()
 
-    def mean_abs(self) -> list[list[float]]:
-        """The mean-colour baseline's constant ab of every fold (one entry without folds): the mean ab of the
-        fold's training images' pixels."""
-        return [[round(v, 4) for v in p.mean_ab()] for p in self.preps]
-
-    def baseline_rows(self, which=BASELINES) -> list[tuple[dict, list[dict]]]:
-        """(run row, per-image rows) of each baseline in ``which``: grey (ab = 0) and the mean colour (each fold's
-        training mean ab, ``mean_ab`` in the row as JSON, one [a, b] per fold). One run row for the whole test set,
-        with folds too: they need no training, so every fold's test images are scored at once."""
-        out = []
-        nets = networks(self.device, self.base.lpips_backbone)
-        consts = self.mean_abs()
-        for cell in which:
-            shared, per_image, parts = self.shared, [], []
-            for f, p in enumerate(self.preps):
-                ab = (0.0, 0.0) if cell == GREY else tuple(consts[f])
-                scores = evaluate_grey(p.test_images, self.device, nets=nets, ab=ab)
-                parts.append(scores)
-                per_image += [{"run": shared["run"], "model": "(none)", "cell": cell, "seed": 0,
-                               **({"fold": f} if self.folds > 1 else {}), "test_set": shared["data_test"],
-                               "image": name, **{k: v[i] for k, v in scores.per_image.items()}}
-                              for i, name in enumerate(p.test_keys)]
-            metrics = [k for k in per_image[0] if k not in ("run", "model", "cell", "seed", "fold", "test_set",
-                                                             "image")]
-            whole = whole_set(parts)
-            row = {**shared, "model": "(none)", "cell": cell, "loss": "(none)", "seed": 0, "status": "ok",
-                   "encoder_pretrained": False, **whole.row(), "started_at": utc_now(), "finished_at": utc_now(),
-                   **({"mean_ab": json.dumps(consts)} if cell == MEAN_COLOUR else {}),
-                   **{k: sum(r[k] for r in per_image) / len(per_image) for k in metrics}}
-            save_features(features_file(self.run_dir / "features", "(none)", cell, 0), whole,
-                          [k for p in self.preps for k in p.test_keys])
-            if self.folds > 1:
-                row["n_test"] = len(per_image)
-            out.append((row, per_image))
-        return out
-
-    def run_job(self, job: Job, on_validation=None, retry: bool = False) -> tuple[dict, list[dict], list[dict]]:
-        """Train one job; return its run row, per-image rows and history rows. Divergence → a failed row.
-
-        Training resumes from the run's checkpoint in ``run_dir/models/...`` if there is a readable one (a ``retry``
-        of a lost worker's run says so when there is none) and writes it every ``cfg.checkpoint_every`` steps; a
-        finished run's checkpoint is replaced by its final weights (``save_models``) or removed."""
-        model_name, cell, cfg, fold = job
-        prep = self.prep_of(job)
-        folder = model_dir(self.run_dir, model_name, cell, cfg.seed)
-        if fold is not None:  # every fold trains its own network
-            folder = folder / f"fold{fold}"
-        folded = {} if fold is None else {"fold": fold}
-        row = {**self.shared, **self.split_sizes(prep), "model": model_name, "cell": cell, **folded,
-               **({} if fold is None else {"folds": self.folds}), **cfg.to_flat(), "started_at": utc_now()}
-        row["style_weight"] = cfg.loss_params.get("style_weight", "")
-        row["skips"] = cfg.model_params.get("skips", "")
-        key = {"run": self.shared["run"], "model": model_name, "cell": cell, "seed": cfg.seed, **folded}
-        desc = f"{cell} seed {cfg.seed}" + ("" if fold is None else f" fold {fold + 1}/{self.folds}")
-        try:
-            res = train_cell(cfg, prep, self.device, progress=self.progress, desc=desc, on_validation=on_validation,
-                             checkpoint=folder / CHECKPOINT, expect_checkpoint=retry)
-        except DivergenceError as err:
-            row.update(status="failed", failed_step=err.step, error=err.reason, finished_at=utc_now())
-            remove_checkpoint(folder / CHECKPOINT)
-            return row, [], []
-        row.update(res["metrics"], status="ok", encoder_pretrained=res["encoder_pretrained"],
-                   lpips_backbone=res["lpips_backbone"], finished_at=utc_now())
-        if not math.isfinite(row["val_psnr"]):  # a finite loss but colours beyond any range: diverged all the same
-            row.update(status="failed", failed_step=cfg.steps, error=f"validation PSNR is {row['val_psnr']}")
-            remove_checkpoint(folder / CHECKPOINT)
-            return row, [], []
-        # every test image colorized, while the network is still in memory: the report's gallery and the trial's
-        # artifacts (with folds each fold adds its own test images, so together they are every image of the set)
-        self.last_samples = save_samples(self.run_dir, model_name, cell, cfg.seed, prep, res["model"], self.device,
-                                         n=None, autocast_dtype=autocast_dtype(cfg, self.device))
-        if self.save_models:
-            save_weights(folder, res["model"], cfg,
-                         {"model": model_name, "cell": cell, "seed": cfg.seed, **folded,
-                          **({} if fold is None else {"folds": self.folds}),
-                          "test_set": self.shared["data_test"], "psnr": row["psnr"],
-                          "encoder_pretrained": res["encoder_pretrained"],
-                          "git_commit": self.shared.get("git_commit", "")})
-        remove_checkpoint(folder / CHECKPOINT)  # finished: reduced to the final weights (or to nothing)
-        per_image = [{**key, "test_set": self.shared["data_test"], "image": name,
-                      **{k: v[i] for k, v in res["per_image"].items()}} for i, name in enumerate(prep.test_keys)]
-        history = [{**key, **h} for h in res["history"]]
-        save_features(features_file(self.run_dir / "features", model_name, cell, cfg.seed, fold), res["scores"],
-                      prep.test_keys)  # per-set metrics' features: their paired bootstrap in the leaderboard
-        return row, per_image, history
-
     def train_trial(self, trial: optuna.Trial, job: Job) -> str:
         """Train a claimed trial and record it; returns its outcome (ok, diverged, duplicate, taken over). Its
         heartbeat runs from the claim to the end: a live worker's trial is never silent while it is ``RUNNING``."""
@@ -475,7 +390,6 @@ class GridRun:
             return "duplicate"
         hang = _hang_hook()
         gs.set_key_params(study, trial, self.keys[job.key], self.distributions)
-        self.last_samples = []
 
         def on_validation(step, val_psnr):
             try:
@@ -487,8 +401,8 @@ class GridRun:
 
         trial.set_user_attr("worker", f"{self.shared['hostname']}:{os.getpid()}")
         try:
-            row, per_image, history = self.run_job(job, on_validation,
-                                                   retry=int(trial.user_attrs.get("attempt", 1)) > 1)
+            row, per_image, history, samples = self.trainer.train(
+                job, self.prep_of(job), on_validation, retry=int(trial.user_attrs.get("attempt", 1)) > 1)
         except TakenOver:
             return "taken over"
         except KeyboardInterrupt:
@@ -504,7 +418,7 @@ class GridRun:
         records = trial_records(row, per_image, history)  # long: system attributes, and one artifact to read
         attrs = test_means(per_image, row)
         try:
-            gs.upload(self.artifacts, trial, self.last_samples)
+            gs.upload(self.artifacts, trial, samples)
             gs.upload_json(self.artifacts, trial, "run-record.json",
                            json.dumps({k: json.loads(v) for k, v in records.items()}, indent=1, default=str))
         except (OSError, optuna.exceptions.UpdateFinishedTrialError) as err:  # the run itself is still good
