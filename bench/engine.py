@@ -11,9 +11,6 @@ split it, and every run is trained once. With k-fold rotation (``folds`` ≥ 2, 
 each (model, cell, seed, fold) is a run: fold f trains on its own training images and tests on its own test images,
 and the folds' test images together are every image of the set once, so per-image results of one (model, cell,
 seed) from different folds cover different images of one test set.
-
-Test hook: with ``COLORBENCH_TEST_HANG_AT_STEP=N`` in the environment a worker blocks after its first validation at
-step ≥ N (heartbeat still running), so that tests can kill it mid-trial deterministically.
 """
 from __future__ import annotations
 
@@ -388,7 +385,6 @@ class GridRun:
         if dup is not None:  # two workers enqueued the same key at once: the lower-numbered trial trains
             gs.close(study, trial, TrialState.FAIL, outcome="duplicate", duplicate_of=dup)
             return "duplicate"
-        hang = _hang_hook()
         gs.set_key_params(study, trial, self.keys[job.key], self.distributions)
 
         def on_validation(step, val_psnr):
@@ -396,8 +392,6 @@ class GridRun:
                 trial.report(val_psnr, step)  # intermediate values: visible in optuna-dashboard
             except optuna.exceptions.UpdateFinishedTrialError:
                 raise TakenOver() from None
-            if hang is not None and step >= hang:
-                time.sleep(3600)
 
         trial.set_user_attr("worker", f"{self.shared['hostname']}:{os.getpid()}")
         try:
@@ -442,8 +436,3 @@ class GridRun:
         leaderboard and verdict for the terminal."""
         sync_records(self.study, self.keys, self.run_dir, self.shared)
         return testsets.write(self.run_dir, metric=self.rank_by)[1]  # with any test sets scored later by bench.evaluate
-
-
-def _hang_hook():
-    step = os.environ.get("COLORBENCH_TEST_HANG_AT_STEP")
-    return int(step) if step else None
