@@ -77,7 +77,7 @@ def folds_of(args) -> int:
 def plan(args, device):
     """The base configuration, preset name and jobs of a command line — validated before any data is decoded."""
     from .data import data_root, resolve
-    from .engine import plan_jobs
+    from .plan import plan_jobs
     from .tuned import load_best
 
     base, preset_name = cli.config_from_args(args, device)
@@ -119,7 +119,7 @@ def list_grids(args) -> None:
 
 def dry_run(args, jobs, run_dir) -> str:
     """What ``--dry-run`` prints: the configuration hash, the run folder and one line per job."""
-    from .engine import config_hash
+    from .plan import config_hash
 
     rows = [("model", "cell", "seed", "fold")] + [(j.model, j.cell, str(j.cfg.seed), "" if j.fold is None
                                                    else str(j.fold)) for j in jobs]
@@ -141,7 +141,8 @@ def main(argv=None) -> int:
 
     from . import study as gs
     from .device import pick_device
-    from .engine import GridRun, default_run_dir
+    from .engine import GridRun
+    from .plan import default_run_dir
     from .records import command_line, record_command
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

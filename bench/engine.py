@@ -1,20 +1,20 @@
-"""The grid engine: a run's plan (jobs), its folder and its Optuna study; claims, trains and records the jobs.
+"""The grid engine: runs a plan's jobs through an Optuna study that several workers share, and keeps the run folder's
+records up to date.
 
-No argument parsing here: ``bench.ablate`` turns a command line into a ``GridRun`` and calls, in order,
-``open`` (folder and study, before any data is decoded), ``prepare`` (data), ``train`` and ``finish`` (leaderboard).
+``GridRun`` orchestrates the parts, each in its own module: the plan (``bench.plan``: jobs, configuration hashes), the
+run folder's records (``bench.runfolder``: identity, ``run.json``, CSV files ↔ study) and the training of one job
+(``bench.jobrun``). No argument parsing here: ``bench.ablate`` turns a command line into a ``GridRun`` and calls, in
+order, ``check_folder`` and ``open`` (folder and study, before any data is decoded unless the folder needs them),
+``prepare`` (data), ``train`` and ``finish`` (leaderboard).
 Each (model, cell, seed) is one trial of an Optuna study (``bench.study``): several workers running the same plan
 split it, and every run is trained once. With k-fold rotation (``folds`` ≥ 2, the default for the bundled Kodak24)
 each (model, cell, seed, fold) is a run: fold f trains on its own training images and tests on its own test images,
 and the folds' test images together are every image of the set once, so per-image results of one (model, cell,
 seed) from different folds cover different images of one test set.
-
-Test hook: with ``COLORBENCH_TEST_HANG_AT_STEP=N`` in the environment a worker blocks after its first validation at
-step ≥ N (heartbeat still running), so that tests can kill it mid-trial deterministically.
 """
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import hashlib
 import json
@@ -24,234 +24,25 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, NamedTuple
 
 import optuna
 import torch
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
-import losses
-import models
-
 from . import testsets
 from . import stats as pstats
 from . import study as gs
-from .checkpoint import CHECKPOINT, model_dir, remove_checkpoint, save_weights
-from .config import CellConfig, merge
+from .config import CellConfig
 from .data import data_root, resolve
-from .metrics import evaluate_grey, features_file, inception_metric, lpips_metric, networks, save_features, whole_set
-from .grids import Grid
-from .models_check import check_backbones, check_encoder_weights
-from .params import shown_values
-from .paths import check_writable, results_root
-from .records import BASELINES, GREY, MEAN_COLOUR, append_rows, atomic_write_text, environment, locked, read_json, \
-    read_rows, slug, utc_now
-from .samples import save_samples
-from .train import DivergenceError, Prepared, autocast_dtype, prepare, prepare_folds, train_cell
-from .tuned import apply_params
-
-# "fold" is empty in runs without k-fold rotation (and in files written before it existed): the same keys as before
-RUN_KEY = ("model", "cell", "seed", "fold")
-IMAGE_KEY = ("model", "cell", "seed", "fold", "image")
-STEP_KEY = ("model", "cell", "seed", "fold", "step")
-
-
-class Job(NamedTuple):
-    """One training run of the plan: a model, a cell of the grid, its full configuration (seed included) and, with
-    k-fold rotation, the fold whose training images it learns from and whose test images it is scored on."""
-
-    model: str
-    cell: str
-    cfg: CellConfig
-    fold: int | None = None
-
-    @property
-    def key(self) -> str:
-        return key_str(self.model, self.cell, self.cfg.seed, self.fold)
-
-
-def key_str(model: str, cell: str, seed, fold=None) -> str:
-    """The grid key of a run (``model/cell/seed``, ``model/cell/seed/fold2`` with folds): its identity in the study
-    and in the CSV files."""
-    return f"{model}/{cell}/{seed}" + ("" if fold in (None, "") else f"/fold{fold}")
-
-
-def plan_jobs(grid: Grid, base: CellConfig, model_names: list[str], seeds: int,
-              best_params: Callable[[str, str], dict] | None = None, folds: int = 1) -> list[Job]:
-    """Validate everything and list the jobs (model × cell × seed, × fold with k-fold rotation) — before any data
-    is decoded.
-
-    Args:
-        grid: the cells; each cell's changes are merged into ``base`` (``bench.config.merge``).
-        base: the preset with the command line's overrides.
-        model_names: the models crossed with the grid.
-        seeds: training seeds per cell (0 .. seeds-1).
-        best_params: ``(model, loss) → tuned parameters`` (``--tuned``); they replace the preset's values but never
-            what the cell itself sets.
-        folds: 1 for one train/validation/test split; k ≥ 2 for k-fold rotation (one job per fold).
-
-    Raises:
-        ValueError: with a one-line message for any invalid model, cell or setting.
-    """
-    if seeds < 1:
-        raise ValueError(f"--seeds must be at least 1, got {seeds}")
-    if folds < 1:
-        raise ValueError(f"--folds must be at least 1, got {folds}")
-    for m in model_names:
-        models.get_factory(m)
-    check_folder_names(grid)
-    # Run-wide loss parameters (preset, --set, config file) go to the cells whose loss takes them: --set
-    # loss_params.rebalance=true reaches the kl cells and not mse. One that no cell's loss takes is an error, as a
-    # cell's own parameter that its loss does not take is (cfg.validate below).
-    base.validate(loss_takes_params=False)
-    run_wide = dict(base.loss_params)
-    cell_losses = {cell.changes.get("loss", base.loss) for cell in grid.cells}
-    unused = [k for k in run_wide if not any(losses.takes(spec, k) for spec in cell_losses)]
-    if unused:
-        raise ValueError(f"grid {grid.name}: no loss of the grid ({', '.join(sorted(cell_losses))}) takes "
-                         f"loss_params {', '.join(unused)}")
-    base = base.replace(loss_params={})
-    jobs = []
-    for m in model_names:
-        for cell in grid.cells:
-            try:
-                spec = cell.changes.get("loss", base.loss)
-                taken = {k: v for k, v in run_wide.items() if losses.takes(spec, k)}
-                cfg = merge(base.replace(model=m, loss_params=taken), cell.changes)
-                cfg.validate()
-            except (ValueError, TypeError) as err:
-                raise ValueError(f"grid {grid.name}, cell {cell.name}: {err}") from None
-            if best_params is not None:
-                best = best_params(m, cfg.loss)
-                own = set(cell.changes) | set(cell.changes.get("loss_params", {}))
-                cfg = apply_params(cfg, {k: v for k, v in best.items() if k not in own})
-                cfg.validate()
-            jobs += [Job(m, cell.name, cfg.replace(seed=seed), fold if folds > 1 else None)
-                     for seed in range(seeds) for fold in range(folds)]
-    check_encoder_weights(base, model_names, [j.cfg.loss for j in jobs])
-    check_backbones([j.cfg for j in jobs])
-    return jobs
-
-
-def check_folder_names(grid: Grid) -> None:
-    """Refuse a grid two of whose cells would share a folder (weights, samples): the same name, or names with the
-    same file-name form (``"a b"`` and ``"a_b"``; ``"A"`` and ``"a"`` on a case-insensitive disk).
-
-    Raises:
-        ValueError: naming both cells and their folder name.
-    """
-    seen: dict[str, str] = {}
-    for cell in grid.cells:
-        name = str(cell.name)
-        folder = slug(name)
-        other = seen.get(folder.casefold())
-        if other is not None:
-            same = "the same name" if other == name else f"the same folder name {folder!r}"
-            raise ValueError(f"grid {grid.name}: cells {other!r} and {name!r} have {same}; rename one")
-        seen[folder.casefold()] = name
-
-
-#: The fields of a row that make up its configuration (every ``CellConfig`` field but the seed, which is part of
-#: the row's key) and the data it was trained and tested on.
-CONFIG_COLUMNS = tuple(f.name for f in dataclasses.fields(CellConfig) if f.name != "seed")
-DATA_COLUMNS = ("data_train", "data_test")
-
-
-def _data_id(data: str | None, root: str | None) -> str:
-    """The data set as it enters a configuration hash: a named set by name, a folder by its absolute path."""
-    name, folder, named = resolve(data, data_root(root))
-    return name if named else str(Path(folder).resolve())
-
-
-def config_hash(jobs: list[Job], data: str | None, test: str | None, root: str | None) -> str:
-    """8 hex digits naming a configuration: every (model, cell)'s full configuration and the data. The number of
-    seeds is left out, so that ``--seeds 3`` after ``--seeds 2`` adds a seed to the same folder."""
-    cells = sorted({json.dumps([j.model, j.cell, {k: v for k, v in j.cfg.to_flat().items() if k != "seed"}],
-                               sort_keys=True, default=str) for j in jobs})
-    blob = json.dumps(cells + [_data_id(data, root), _data_id(test, root) if test else ""], default=str)
-    return hashlib.sha1(blob.encode()).hexdigest()[:8]
-
-
-def default_run_dir(grid: str, preset_name: str, data: str | None, root: str | None, jobs: list[Job] | None = None,
-                    test: str | None = None) -> Path:
-    """``<results>/<grid>-<preset>-<data>-<config hash>``: the run folder when ``--out`` is not given. A changed
-    configuration (``--steps``, ``--lr``, ``--set``, other data) gets its own folder."""
-    dname = resolve(data, data_root(root))[0]
-    suffix = f"-{config_hash(jobs, data, test, root)}" if jobs else ""
-    return results_root() / f"{grid}-{preset_name}-{dname}{suffix}"
-
-
-def config_differences(row: dict, job: Job | None, data: dict | None = None) -> dict[str, tuple[str, str]]:
-    """The configuration keys on which a recorded row differs from ``job`` (and from ``data``, the names of the
-    train and test sets): key → (recorded value, new value). Columns a row does not have are not compared."""
-    want = {k: v for k, v in job.cfg.to_flat().items() if k in CONFIG_COLUMNS} if job is not None else {}
-    want.update(data or {})
-    diff = {}
-    for k, v in want.items():
-        if k in row and row[k] not in (None, "") and str(row[k]) != str(v):
-            diff[k] = (str(row[k]), str(v))
-    return diff
-
-
-#: A run folder's identity: the configuration of every (model, cell) and the data (every file's content hash).
-IDENTITY = "identity.json"
-
-
-def data_fingerprint(preps: list[Prepared]) -> dict:
-    """``{fold: {split: {image key: SHA-1 of the file}}}`` of the decoded data (fold "0" without folds): what a run
-    folder's results were trained, validated and tested on."""
-    hashes: dict[Path, str] = {}
-    out = {}
-    for f, p in enumerate(preps):
-        out[str(f)] = {}
-        for split in ("train", "val", "test"):
-            files = {}
-            for path in getattr(p.splits, split):
-                if path not in hashes:
-                    try:
-                        hashes[path] = hashlib.sha1(Path(path).read_bytes()).hexdigest()
-                    except OSError:  # an unreadable file (skipped by the data loader)
-                        hashes[path] = "unreadable"
-                files[p.splits.key(split, path)] = hashes[path]
-            out[str(f)][split] = dict(sorted(files.items()))
-    return out
-
-
-def _names(keys, n: int = 3) -> str:
-    keys = sorted(keys)
-    return ", ".join(keys[:n]) + (f" and {len(keys) - n} more" if len(keys) > n else "")
-
-
-def identity_differences(old: dict, new: dict) -> list[str]:
-    """What differs between two run-folder identities (``GridRun.identity``): the base configuration, a (model, cell)
-    both have, the number of folds, and the data when both know them. Cells that only one has are no difference (a
-    grid may grow)."""
-    out = []
-    diff = config_differences(old.get("base_config", {}), None, new.get("base_config", {}))
-    if diff:
-        out.append(f"another configuration ({_describe(diff)})")
-    for cell, cfg in new.get("cells", {}).items():
-        if cell in old.get("cells", {}):
-            diff = config_differences(old["cells"][cell], None, cfg)
-            if diff:
-                out.append(f"another configuration of {cell} ({_describe(diff)})")
-    if "folds" in old and old["folds"] != new.get("folds"):
-        out.append(f"another number of folds ({old['folds']} → {new.get('folds')})")
-    if "data" in old and "data" in new and old["data"] != new["data"]:
-        for fold in sorted(set(old["data"]) | set(new["data"])):
-            for split in ("train", "val", "test"):
-                a, b = old["data"].get(fold, {}).get(split, {}), new["data"].get(fold, {}).get(split, {})
-                where = split + ("" if len(new["data"]) < 2 else f" of fold {fold}")
-                for what, keys in (("added", b.keys() - a.keys()), ("removed", a.keys() - b.keys()),
-                                   ("changed", {k for k in a.keys() & b.keys() if a[k] != b[k]})):
-                    if keys:
-                        out.append(f"other data ({where}: {len(keys)} image(s) {what}: {_names(keys)})")
-    return out
-
-
-def _describe(diff: dict[str, tuple[str, str]]) -> str:
-    return ", ".join(f"{k}: {a} → {b}" for k, (a, b) in sorted(diff.items()))
+from .jobrun import JobTrainer, mean_abs, split_sizes
+from .metrics import inception_metric, lpips_metric
+from .paths import check_writable
+from .plan import DATA_COLUMNS, Job, config_columns, config_differences, describe, key_str
+from .records import BASELINES, environment
+from .runfolder import append_run, bind, data_fingerprint, import_local_rows, read_local_rows, recorded_base_config, \
+    sync_records, test_means, trial_records, unbind, write_run_json
+from .train import Prepared, prepare, prepare_folds
 
 
 class TakenOver(RuntimeError):
@@ -306,6 +97,7 @@ class GridRun:
     counts: dict = field(default_factory=dict, init=False)
     preps: list[Prepared] = field(default_factory=list, init=False, repr=False)  # one per fold (one without folds)
     shared: dict | None = field(default=None, init=False, repr=False)
+    trainer: JobTrainer | None = field(default=None, init=False, repr=False)  # set by load_data()
 
     def __post_init__(self):
         self.by_key = {j.key: j for j in self.jobs}
@@ -314,7 +106,6 @@ class GridRun:
         self.url = self.storage or str(self.run_dir / "study.journal")
         self.distributions = gs.key_distributions(self.keys)  # model, cell, seed as trial parameters
         self.artifacts = None  # sample images as Optuna artifacts (set by open)
-        self.last_samples: list = []
         if self.heartbeat < 1:
             raise ValueError(f"--heartbeat must be at least 1 second, got {self.heartbeat}")
         if any((j.fold is not None) != (self.folds > 1) for j in self.jobs):
@@ -351,21 +142,15 @@ class GridRun:
             CorruptRecordError: a damaged ``runs.csv``, ``per_image.csv``, ``history.csv`` or ``run.json``.
             ValueError: the folder belongs to another configuration (the message names the differing keys).
         """
-        self.local_rows = read_rows(self.run_dir / "runs.csv")
-        read_rows(self.run_dir / "per_image.csv")  # validated now: they are appended to after training
-        read_rows(self.run_dir / "history.csv")
-        diff = {}
-        meta_path = self.run_dir / "run.json"
-        if meta_path.is_file():
-            old = read_json(meta_path).get("base_config", {})
-            new = {k: v for k, v in self.base.to_flat().items() if k in CONFIG_COLUMNS}
-            diff.update(config_differences(old, None, new))
+        self.local_rows = read_local_rows(self.run_dir)
+        new = {k: v for k, v in self.base.to_flat().items() if k in config_columns()}
+        diff = config_differences(recorded_base_config(self.run_dir), None, new)
         for r in self.local_rows:
             job = self.by_key.get(key_str(r.get("model"), r.get("cell"), r.get("seed"), r.get("fold")))
             if job is not None:
                 diff.update(config_differences(r, job, self.data_names()))
         if diff:
-            raise ValueError(f"run folder {self.run_dir} holds results of another configuration ({_describe(diff)}); "
+            raise ValueError(f"run folder {self.run_dir} holds results of another configuration ({describe(diff)}); "
                              f"pass another --out, or leave --out out: the default folder follows the configuration")
 
     def data_names(self) -> dict:
@@ -403,9 +188,7 @@ class GridRun:
         except gs.StorageError:
             if created:  # leave no empty --out behind: only what this call wrote, and only empty folders
                 if bound:
-                    for name in (IDENTITY, IDENTITY + ".lock"):
-                        with contextlib.suppress(OSError):
-                            (self.run_dir / name).unlink()
+                    unbind(self.run_dir)
                 folder = self.run_dir
                 while True:
                     try:
@@ -422,7 +205,7 @@ class GridRun:
                     configuration=self.base.to_flat(), models=list(dict.fromkeys(j.model for j in self.jobs)),
                     **{k: v for k, v in self.info.items() if k in ("cells", "seeds", "tuned")})
         self.artifacts = gs.artifact_store(self.run_dir / "artifacts")
-        self.import_local_rows()
+        import_local_rows(self.study, self.local_rows, self.keys, self.distributions)
         self.watch = gs.StaleWatch.of(self.study)  # other workers' heartbeats, as this worker sees them
         self.counts = gs.enqueue_keys(self.study, self.keys, self.watch)
         if self.prep is not None:
@@ -432,9 +215,10 @@ class GridRun:
     def identity(self) -> dict:
         """What this run folder's results belong to: the base configuration, every (model, cell)'s configuration
         (seed left out: more seeds may be added), the number of folds and, once decoded, the data
-        (``data_fingerprint``)."""
-        ident = {"base_config": {k: v for k, v in self.base.to_flat().items() if k in CONFIG_COLUMNS},
-                 "cells": {f"{j.model}/{j.cell}": {k: v for k, v in j.cfg.to_flat().items() if k in CONFIG_COLUMNS}
+        (``bench.runfolder.data_fingerprint``)."""
+        columns = config_columns()
+        ident = {"base_config": {k: v for k, v in self.base.to_flat().items() if k in columns},
+                 "cells": {f"{j.model}/{j.cell}": {k: v for k, v in j.cfg.to_flat().items() if k in columns}
                            for j in self.jobs},
                  "folds": self.folds}
         if self.preps:
@@ -442,25 +226,14 @@ class GridRun:
         return json.loads(json.dumps(ident, default=str))
 
     def bind_folder(self) -> bool:
-        """Bind the run folder to this run's ``identity`` in ``identity.json``, under a lock: a folder bound to
-        another configuration or other data is refused, so that two different runs started at once with one
-        ``--out`` cannot both write to it. Returns whether the file was created here.
+        """Bind the run folder to this run's ``identity`` (``bench.runfolder.bind``): a folder bound to another
+        configuration or other data is refused. Returns whether ``identity.json`` was created here.
 
         Raises:
             ValueError: naming the differences.
             CorruptRecordError: a damaged ``identity.json``.
         """
-        path, new = self.run_dir / IDENTITY, self.identity()
-        with locked(path):
-            old = read_json(path) if path.is_file() else {}
-            diff = identity_differences(old, new)
-            if diff:
-                raise ValueError(f"run folder {self.run_dir} holds results of {'; '.join(diff)}; pass another "
-                                 f"--out (results of different runs are never pooled in one folder)")
-            merged = {**old, **new, "cells": {**old.get("cells", {}), **new["cells"]}}
-            if merged != old:
-                atomic_write_text(path, json.dumps(merged, indent=1))
-        return not old
+        return bind(self.run_dir, self.identity())
 
     def check_study(self) -> None:
         """Refuse a study (e.g. an explicit ``--study-name`` in a shared storage) whose finished runs were trained
@@ -472,7 +245,7 @@ class GridRun:
                 diff.update(config_differences(json.loads(gs.record(t, "row")), job))
         if diff:
             raise ValueError(f"study {self.study_name} in {gs.redact(self.url)} holds runs of another configuration "
-                             f"({_describe(diff)}); pass another --study-name")
+                             f"({describe(diff)}); pass another --study-name")
 
     @property
     def baselines_done(self) -> bool:
@@ -518,16 +291,18 @@ class GridRun:
         self.shared = {
             "run": self.run_dir.name, "grid": self.grid,
             "data_train": p.splits.names["train"], "data_test": p.splits.names["test"],
-            **self.split_sizes(p), "n_skipped": sum(len(q.skipped) for q in self.preps), **env,
+            **split_sizes(p), "n_skipped": sum(len(q.skipped) for q in self.preps), **env,
         }
         self.env = env
+        self.trainer = JobTrainer(self.run_dir, self.device, self.shared, folds=self.folds, progress=self.progress,
+                                  save_models=self.save_models)
         diff = {}  # rows of this folder recorded on other data (same names are required)
         for r in self.local_rows if hasattr(self, "local_rows") else []:
             if r.get("cell") in BASELINES or r.get("model") == "(none)" or key_str(
                     r.get("model"), r.get("cell"), r.get("seed"), r.get("fold")) in self.by_key:
                 diff.update(config_differences(r, None, self.data_names()))
         if diff:
-            raise ValueError(f"run folder {self.run_dir} holds results of other data ({_describe(diff)}); pass "
+            raise ValueError(f"run folder {self.run_dir} holds results of other data ({describe(diff)}); pass "
                              f"another --out")
         said = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]  # not e.g. ResourceWarnings
         for backbone in sorted({j.cfg.lpips_backbone for j in self.jobs} | {self.base.lpips_backbone}):
@@ -542,36 +317,12 @@ class GridRun:
         return said
 
     def write_run_json(self) -> None:
-        """``run.json``: the command, base configuration, study, number of folds, splits (exact file lists; with
-        folds every fold's, and the whole test set under ``splits``), skipped files and environment."""
-        p = self.prep
-        if self.folds > 1:  # every fold's file lists; "splits" has the whole test set: every fold's test images
-            splits = {"folds": self.folds, "splits": {"test": [str(x) for q in self.preps for x in q.splits.test]},
-                      "fold_splits": [{"fold": f, **{k: [str(x) for x in getattr(q.splits, k)]
-                                                     for k in ("train", "val", "test")}}
-                                      for f, q in enumerate(self.preps)]}
-        else:
-            splits = {"folds": 1, "splits": {k: [str(f) for f in getattr(p.splits, k)] for k in ("train", "val", "test")}}
-        atomic_write_text(self.run_dir / "run.json", json.dumps({
+        """``run.json`` (``bench.runfolder.write_run_json``): the command, base configuration, study, number of
+        folds, splits, skipped files and environment."""
+        write_run_json(self.run_dir, {
             **self.info, "grid": self.grid, "preset": self.preset, "rank_by": self.rank_by,
-            "base_config": self.base.to_flat(),
-            "study": self.study_name, "storage": gs.redact(self.url), **splits,
-            "skipped": [s for q in self.preps for s in q.skipped], "mean_ab": self.mean_abs(),
-            "fingerprints": self.fingerprints(), "environment": self.env, "written_at": utc_now()},
-            indent=2))
-
-    def fingerprints(self) -> dict:
-        """Content fingerprints of every training and validation image of every fold (``bench.data.fingerprint``):
-        ``bench.evaluate`` refuses a test image that matches one, without needing the files."""
-        out: dict = {}
-        for q in self.preps:
-            for split, fps in q.fingerprints.items():
-                out.setdefault(split, {}).update(fps)
-        return out
-
-    def split_sizes(self, p: Prepared) -> dict:
-        """The ``n_train``, ``n_val``, ``n_test`` columns of a run row (with folds: of the run's fold)."""
-        return {"n_train": len(p.train), "n_val": len(p.val_images), "n_test": len(p.test_images)}
+            "base_config": self.base.to_flat(), "study": self.study_name, "storage": gs.redact(self.url)},
+            self.preps, self.folds, mean_abs(self.preps), self.env)
 
     # ------------------------------------------------------------------------------------------------ training
     def train(self) -> int:
@@ -579,9 +330,8 @@ class GridRun:
         finished, waiting for (or taking over) other workers' runs. Returns the number of runs trained here."""
         if not self.preps:
             raise RuntimeError("GridRun.train before GridRun.prepare")
-        for row, per_image in self.baseline_rows(self.missing_baselines()):
-            append_rows(self.run_dir / "per_image.csv", per_image, key=IMAGE_KEY)
-            append_rows(self.run_dir / "runs.csv", [row], key=RUN_KEY)
+        for row, per_image in self.trainer.baselines(self.preps, self.base.lpips_backbone, self.missing_baselines()):
+            append_run(self.run_dir, [row], per_image)
             self.local_rows.append(row)
         bar = tqdm(total=len(self.keys), initial=self.counts["finished"], desc=f"grid {self.grid}",
                    disable=not self.progress, dynamic_ncols=True)
@@ -623,91 +373,6 @@ class GridRun:
         finally:
             bar.close()
 
-    def mean_abs(self) -> list[list[float]]:
-        """The mean-colour baseline's constant ab of every fold (one entry without folds): the mean ab of the
-        fold's training images' pixels."""
-        return [[round(v, 4) for v in p.mean_ab()] for p in self.preps]
-
-    def baseline_rows(self, which=BASELINES) -> list[tuple[dict, list[dict]]]:
-        """(run row, per-image rows) of each baseline in ``which``: grey (ab = 0) and the mean colour (each fold's
-        training mean ab, ``mean_ab`` in the row as JSON, one [a, b] per fold). One run row for the whole test set,
-        with folds too: they need no training, so every fold's test images are scored at once."""
-        out = []
-        nets = networks(self.device, self.base.lpips_backbone)
-        consts = self.mean_abs()
-        for cell in which:
-            shared, per_image, parts = self.shared, [], []
-            for f, p in enumerate(self.preps):
-                ab = (0.0, 0.0) if cell == GREY else tuple(consts[f])
-                scores = evaluate_grey(p.test_images, self.device, nets=nets, ab=ab)
-                parts.append(scores)
-                per_image += [{"run": shared["run"], "model": "(none)", "cell": cell, "seed": 0,
-                               **({"fold": f} if self.folds > 1 else {}), "test_set": shared["data_test"],
-                               "image": name, **{k: v[i] for k, v in scores.per_image.items()}}
-                              for i, name in enumerate(p.test_keys)]
-            metrics = [k for k in per_image[0] if k not in ("run", "model", "cell", "seed", "fold", "test_set",
-                                                             "image")]
-            whole = whole_set(parts)
-            row = {**shared, "model": "(none)", "cell": cell, "loss": "(none)", "seed": 0, "status": "ok",
-                   "encoder_pretrained": False, **whole.row(), "started_at": utc_now(), "finished_at": utc_now(),
-                   **({"mean_ab": json.dumps(consts)} if cell == MEAN_COLOUR else {}),
-                   **{k: sum(r[k] for r in per_image) / len(per_image) for k in metrics}}
-            save_features(features_file(self.run_dir / "features", "(none)", cell, 0), whole,
-                          [k for p in self.preps for k in p.test_keys])
-            if self.folds > 1:
-                row["n_test"] = len(per_image)
-            out.append((row, per_image))
-        return out
-
-    def run_job(self, job: Job, on_validation=None, retry: bool = False) -> tuple[dict, list[dict], list[dict]]:
-        """Train one job; return its run row, per-image rows and history rows. Divergence → a failed row.
-
-        Training resumes from the run's checkpoint in ``run_dir/models/...`` if there is a readable one (a ``retry``
-        of a lost worker's run says so when there is none) and writes it every ``cfg.checkpoint_every`` steps; a
-        finished run's checkpoint is replaced by its final weights (``save_models``) or removed."""
-        model_name, cell, cfg, fold = job
-        prep = self.prep_of(job)
-        folder = model_dir(self.run_dir, model_name, cell, cfg.seed)
-        if fold is not None:  # every fold trains its own network
-            folder = folder / f"fold{fold}"
-        folded = {} if fold is None else {"fold": fold}
-        row = {**self.shared, **self.split_sizes(prep), "model": model_name, "cell": cell, **folded,
-               **({} if fold is None else {"folds": self.folds}), **cfg.to_flat(), "started_at": utc_now()}
-        row.update(shown_values(cfg))  # the parameters the loss and model registries show (bench.params)
-        key = {"run": self.shared["run"], "model": model_name, "cell": cell, "seed": cfg.seed, **folded}
-        desc = f"{cell} seed {cfg.seed}" + ("" if fold is None else f" fold {fold + 1}/{self.folds}")
-        try:
-            res = train_cell(cfg, prep, self.device, progress=self.progress, desc=desc, on_validation=on_validation,
-                             checkpoint=folder / CHECKPOINT, expect_checkpoint=retry)
-        except DivergenceError as err:
-            row.update(status="failed", failed_step=err.step, error=err.reason, finished_at=utc_now())
-            remove_checkpoint(folder / CHECKPOINT)
-            return row, [], []
-        row.update(res["metrics"], status="ok", encoder_pretrained=res["encoder_pretrained"],
-                   lpips_backbone=res["lpips_backbone"], finished_at=utc_now())
-        if not math.isfinite(row["val_psnr"]):  # a finite loss but colours beyond any range: diverged all the same
-            row.update(status="failed", failed_step=cfg.steps, error=f"validation PSNR is {row['val_psnr']}")
-            remove_checkpoint(folder / CHECKPOINT)
-            return row, [], []
-        # every test image colorized, while the network is still in memory: the report's gallery and the trial's
-        # artifacts (with folds each fold adds its own test images, so together they are every image of the set)
-        self.last_samples = save_samples(self.run_dir, model_name, cell, cfg.seed, prep, res["model"], self.device,
-                                         n=None, autocast_dtype=autocast_dtype(cfg, self.device))
-        if self.save_models:
-            save_weights(folder, res["model"], cfg,
-                         {"model": model_name, "cell": cell, "seed": cfg.seed, **folded,
-                          **({} if fold is None else {"folds": self.folds}),
-                          "test_set": self.shared["data_test"], "psnr": row["psnr"],
-                          "encoder_pretrained": res["encoder_pretrained"],
-                          "git_commit": self.shared.get("git_commit", "")})
-        remove_checkpoint(folder / CHECKPOINT)  # finished: reduced to the final weights (or to nothing)
-        per_image = [{**key, "test_set": self.shared["data_test"], "image": name,
-                      **{k: v[i] for k, v in res["per_image"].items()}} for i, name in enumerate(prep.test_keys)]
-        history = [{**key, **h} for h in res["history"]]
-        save_features(features_file(self.run_dir / "features", model_name, cell, cfg.seed, fold), res["scores"],
-                      prep.test_keys)  # per-set metrics' features: their paired bootstrap in the leaderboard
-        return row, per_image, history
-
     def train_trial(self, trial: optuna.Trial, job: Job) -> str:
         """Train a claimed trial and record it; returns its outcome (ok, diverged, duplicate, taken over). Its
         heartbeat runs from the claim to the end: a live worker's trial is never silent while it is ``RUNNING``."""
@@ -720,22 +385,18 @@ class GridRun:
         if dup is not None:  # two workers enqueued the same key at once: the lower-numbered trial trains
             gs.close(study, trial, TrialState.FAIL, outcome="duplicate", duplicate_of=dup)
             return "duplicate"
-        hang = _hang_hook()
         gs.set_key_params(study, trial, self.keys[job.key], self.distributions)
-        self.last_samples = []
 
         def on_validation(step, val_psnr):
             try:
                 trial.report(val_psnr, step)  # intermediate values: visible in optuna-dashboard
             except optuna.exceptions.UpdateFinishedTrialError:
                 raise TakenOver() from None
-            if hang is not None and step >= hang:
-                time.sleep(3600)
 
         trial.set_user_attr("worker", f"{self.shared['hostname']}:{os.getpid()}")
         try:
-            row, per_image, history = self.run_job(job, on_validation,
-                                                   retry=int(trial.user_attrs.get("attempt", 1)) > 1)
+            row, per_image, history, samples = self.trainer.train(
+                job, self.prep_of(job), on_validation, retry=int(trial.user_attrs.get("attempt", 1)) > 1)
         except TakenOver:
             return "taken over"
         except KeyboardInterrupt:
@@ -748,11 +409,10 @@ class GridRun:
                 gs.close(study, trial, TrialState.FAIL, outcome="interrupted" if full else "error",
                          error=f"{type(err).__name__}: {err}"[:500])
             raise
-        records = {"row": gs.dumps(row), "per_image": gs.dumps(_columns(per_image)),
-                   "history": gs.dumps(_columns(history))}  # long: system attributes, and one artifact to read
+        records = trial_records(row, per_image, history)  # long: system attributes, and one artifact to read
         attrs = test_means(per_image, row)
         try:
-            gs.upload(self.artifacts, trial, self.last_samples)
+            gs.upload(self.artifacts, trial, samples)
             gs.upload_json(self.artifacts, trial, "run-record.json",
                            json.dumps({k: json.loads(v) for k, v in records.items()}, indent=1, default=str))
         except (OSError, optuna.exceptions.UpdateFinishedTrialError) as err:  # the run itself is still good
@@ -765,100 +425,14 @@ class GridRun:
                             error=str(row.get("error", "")), **attrs)
         if not told:  # another worker failed it as stale and will train it again: keep no record of this one
             return "taken over"
-        # per-image and history rows first: a run counts as done only once its runs.csv row exists
-        append_rows(self.run_dir / "per_image.csv", per_image, key=IMAGE_KEY)
-        append_rows(self.run_dir / "history.csv", history, key=STEP_KEY)
-        append_rows(self.run_dir / "runs.csv", [row], key=RUN_KEY)
+        append_run(self.run_dir, [row], per_image, history)  # runs.csv last: then the run counts as done
         if row["status"] != "ok":
             tqdm.write(f"{job.key} failed at step {row['failed_step']}: {row['error']}")
             return "diverged"
         return "ok"
 
-    # ------------------------------------------------------------------------------------------------ records
-    def import_local_rows(self) -> int:
-        """Runs recorded in this folder's runs.csv (e.g. by the pre-study runner) but unknown to the storage become
-        finished trials, so that no worker trains them again and every worker's leaderboard shows them."""
-        study = self.study
-        known = {gs.key_of(t) for t in study.get_trials(deepcopy=False)}
-        n = 0
-        for r in self.local_rows:
-            k = key_str(r.get("model"), r.get("cell"), r.get("seed"), r.get("fold"))
-            if k not in self.keys or k in known:
-                continue
-            attrs = {**self.keys[k], "key": k, "worker": "imported from runs.csv"}
-            system = {gs.RECORD_PREFIX + "row": gs.dumps(r)}
-            try:
-                value = float(r.get("val_psnr", "nan"))
-            except ValueError:
-                value = math.nan
-            params = {"params": {p: v for p, v in self.keys[k].items() if p in self.distributions},
-                      "distributions": self.distributions, "system_attrs": system}
-            if r.get("status") == "ok" and math.isfinite(value):
-                t = optuna.trial.create_trial(state=TrialState.COMPLETE, value=value,
-                                              user_attrs={**attrs, "outcome": "ok"}, **params)
-            else:
-                t = optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={**attrs, "outcome": "diverged",
-                                                                                 "error": r.get("error", "")}, **params)
-            study.add_trial(t)
-            known.add(k)
-            n += 1
-        return n
-
-    def sync_records(self) -> None:
-        """Append every finished run in the storage (from any worker) to this folder's CSV files (no duplicates)."""
-        runs, per_image, history = [], [], []
-        for k, s in gs.key_states(self.study, self.keys).items():
-            if k not in self.keys:
-                continue
-            done = (s.complete + s.diverged)[:1]
-            if done:
-                t = done[0]
-                if gs.record(t, "row") is None:
-                    continue
-                runs.append(json.loads(gs.record(t, "row")))
-                per_image += _rows(json.loads(gs.record(t, "per_image") or "{}"))
-                history += _rows(json.loads(gs.record(t, "history") or "{}"))
-            elif s.finished:  # given up after repeated crashes
-                last = s.crashes[-1]
-                runs.append({**(self.shared or {"run": self.run_dir.name}), **self.keys[k], "status": "failed",
-                             "error": f"worker lost {len(s.crashes)} times (no heartbeat or error: "
-                                      f"{last.user_attrs.get('error', 'killed')})", "finished_at": utc_now()})
-        append_rows(self.run_dir / "per_image.csv", per_image, key=IMAGE_KEY)
-        append_rows(self.run_dir / "history.csv", history, key=STEP_KEY)
-        append_rows(self.run_dir / "runs.csv", runs, key=RUN_KEY)
-
     def finish(self) -> str:
         """Bring this folder's records up to date with the storage and write the leaderboard files; returns the compact
         leaderboard and verdict for the terminal."""
-        self.sync_records()
+        sync_records(self.study, self.keys, self.run_dir, self.shared)
         return testsets.write(self.run_dir, metric=self.rank_by)[1]  # with any test sets scored later by bench.evaluate
-
-
-def test_means(per_image: list[dict], row: dict | None = None) -> dict[str, float]:
-    """``test_<metric>`` for every metric of the table (numeric user attributes for the dashboard): a per-image
-    metric's mean over the run's ``per_image`` rows, a per-set metric's value in its run ``row``."""
-    out = {}
-    for m in pstats.METRICS.values():
-        if m.per == "image":
-            vals = [float(r[m.name]) for r in per_image if isinstance(r.get(m.name), (int, float))]
-            if vals:
-                out[f"test_{m.name}"] = sum(vals) / len(vals)
-        elif row is not None and isinstance(row.get(m.name), (int, float)):
-            out[f"test_{m.name}"] = float(row[m.name])
-    return out
-
-
-def _columns(rows: list[dict]) -> dict:
-    """Rows → {column: [values]}: a compact user attribute."""
-    names = list(dict.fromkeys(k for r in rows for k in r))
-    return {k: [r.get(k) for r in rows] for k in names}
-
-
-def _rows(cols: dict) -> list[dict]:
-    n = max((len(v) for v in cols.values()), default=0)
-    return [{k: v[i] for k, v in cols.items() if v[i] is not None} for i in range(n)]
-
-
-def _hang_hook():
-    step = os.environ.get("COLORBENCH_TEST_HANG_AT_STEP")
-    return int(step) if step else None

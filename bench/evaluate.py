@@ -31,16 +31,13 @@ from .checkpoint import WeightsError, load_weights, read_config, saved_models
 from .data import UNREADABLE, DataError, ImageStore, data_root, fingerprint, image_key, list_images, load_image, \
     partition_usable, resize_shorter, resolve, same_content, verify_manifest
 from .metrics import evaluate_grey, features_file, mean_scores, networks, save_features, score_test
-from .records import GREY, MEAN_COLOUR, append_rows, check_writable, command_line, environment, read_json, read_rows, \
-    record_command, slug, utc_now
+from .records import GREY, IMAGE_KEY, MEAN_COLOUR, RUN_KEY, append_rows, check_writable, command_line, environment, \
+    read_json, read_rows, record_command, slug, utc_now
 from .device import pick_device
 from .train import autocast_dtype
 
-# "fold" is empty for a run without k-fold rotation; with folds every fold's network is scored on the whole set
-RUN_KEY = ("model", "cell", "seed", "fold")
-IMAGE_KEY = ("model", "cell", "seed", "fold", "image")
-
-
+# rows are keyed by RUN_KEY and IMAGE_KEY: "fold" is empty for a run without k-fold rotation; with folds every fold's
+# network is scored on the whole set
 
 
 def parse_args(argv=None):

@@ -42,6 +42,13 @@ REQUIRED_COLUMNS = {
     "history.csv": ("model", "cell", "seed", "step"),
 }
 
+#: The key columns of a row of ``runs.csv``, ``per_image.csv`` and ``history.csv``: a row whose key is already in the
+#: file is not appended again. "fold" is empty in runs without k-fold rotation (and in files written before it
+#: existed): the same keys as before.
+RUN_KEY = ("model", "cell", "seed", "fold")
+IMAGE_KEY = ("model", "cell", "seed", "fold", "image")
+STEP_KEY = ("model", "cell", "seed", "fold", "step")
+
 # ------------------------------------------------------------------------------------------------ secrets
 
 _SCHEME = r"[A-Za-z][A-Za-z0-9+.\-]*://"

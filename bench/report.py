@@ -127,7 +127,7 @@ def expected_keys(meta: dict) -> list[tuple[str, str, str, str]]:
     folds × models, for older records); empty when the plan is not recorded."""
     if isinstance(meta.get("jobs"), list):
         out = []
-        for key in meta["jobs"]:  # model/cell/seed[/fold<f>] (bench.engine.key_str); a cell name may hold "/"
+        for key in meta["jobs"]:  # model/cell/seed[/fold<f>] (bench.plan.key_str); a cell name may hold "/"
             parts = str(key).split("/")
             fold = parts.pop()[4:] if len(parts) > 3 and parts[-1].startswith("fold") else ""
             if len(parts) >= 3:

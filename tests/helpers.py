@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 from html.parser import HTMLParser
+import textwrap
 from pathlib import Path
 
 from bench import ablate
@@ -128,3 +129,37 @@ def same_in_both(doc: d.Document, md: str, html: str) -> None:
     want = [[t.columns] + [[text_of(c) for c in row] for row in t.rows] for t in d.tables(doc.blocks)]
     assert md_tables(md) == want
     assert page.tables == want
+
+#: What ``hanging_ablate`` runs: ``bench.ablate``'s main with the job trainer wrapped, in the worker process itself.
+_HANGING_ABLATE = textwrap.dedent("""\
+    import sys
+    import time
+
+    from bench import ablate, jobrun
+
+    train = jobrun.JobTrainer.train
+
+
+    def hanging(self, job, prep, on_validation=None, retry=False):
+        def hook(step, val_psnr):
+            if on_validation is not None:
+                on_validation(step, val_psnr)  # reported to the study first: the test waits to see this step
+            if step >= HANG_AT_STEP:
+                time.sleep(3600)
+
+        return train(self, job, prep, hook, retry)
+
+
+    jobrun.JobTrainer.train = hanging
+    sys.exit(ablate.main())
+    """)
+
+
+def hanging_ablate(step: int) -> list[str]:
+    """Python arguments (``-c CODE``) that run ``colorbench ablate`` with the arguments that follow them, as a
+    worker whose trial blocks after its first validation at step ≥ ``step`` (its heartbeat still beating), so that a
+    test can kill it mid-trial deterministically: ``[sys.executable, *hanging_ablate(20), "--grid", ...]``.
+
+    The worker's ``bench.jobrun.JobTrainer.train`` is wrapped before ``bench.ablate.main`` runs; nothing of this is
+    in the production code."""
+    return ["-c", _HANGING_ABLATE.replace("HANG_AT_STEP", str(int(step)))]

@@ -101,7 +101,7 @@ def test_help_imports_no_torch_optuna_or_pandas(argv):
 
 def test_dry_run_lists_the_jobs_and_the_hash_and_creates_nothing(tmp_path, monkeypatch, capsys):
     from bench import ablate
-    from bench.engine import config_hash
+    from bench.plan import config_hash
 
     monkeypatch.setenv("COLORBENCH_RESULTS", str(tmp_path / "results"))
     monkeypatch.chdir(tmp_path)

@@ -28,7 +28,8 @@ import torch
 from PIL import Image
 
 from bench import ablate, leaderboard, report, tune
-from bench.engine import GridRun, default_run_dir
+from bench.engine import GridRun
+from bench.plan import default_run_dir
 from bench import study as gs
 from bench.config import check_values, finite_float, parse_overrides
 from bench.data import MAX_PIXELS, DataError, ImageStore, list_images, make_splits
@@ -208,13 +209,13 @@ def test_3_full_disk_is_one_line_and_the_same_command_resumes_after_space_is_fre
 def test_3_full_disk_injected_while_saving_samples(tmp_path, capsys, argv_for, monkeypatch):
     """The same without a tmpfs: ENOSPC raised where the first run saves its sample images. One line, exit 2; the
     trial is not counted as a crash, and the same command then trains and records every run once."""
-    import bench.engine
+    import bench.jobrun
 
     def full(run_dir, *a, **k):
         raise OSError(errno.ENOSPC, "No space left on device", str(Path(run_dir) / "samples" / "x.png"))
 
     argv = argv_for(tmp_path / "run")
-    monkeypatch.setattr(bench.engine, "save_samples", full)
+    monkeypatch.setattr(bench.jobrun, "save_samples", full)
     rc, _, err = run(argv, capsys)
     one_error(rc, err, "no space left", "samples")
     monkeypatch.undo()

@@ -10,7 +10,7 @@ import torch
 from bench import grids
 from bench.config import LATER_FIELDS, PRESETS, CellConfig, preset
 from bench.data import CropSchedule
-from bench.engine import plan_jobs
+from bench.plan import plan_jobs
 from bench.train import make_step, prepare
 
 

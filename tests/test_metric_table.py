@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import bench.metrics as metrics
-from bench import engine, stats
+from bench import runfolder, stats
 from bench.metrictable import METRICS, Metric, register_metric, unregister_metric
 from bench.metrics import (delta_cf, evaluate_grey, fid, grey_colorizer, inception_metric, kid, kid_full,
                            lpips_metric, score_set)
@@ -135,10 +135,10 @@ def test_truth_features_are_computed_once_per_set_and_change_nothing(real_batch,
 
 
 def test_dashboard_means_iterate_the_table_and_skip_fold():
-    """engine.test_means made a fake test_fold metric from the fold number of k-fold runs."""
+    """test_means (then in bench.engine) made a fake test_fold metric from the fold number of k-fold runs."""
     per_image = [{"run": "r", "model": "m", "cell": "c", "seed": 0, "fold": 2, "image": "a.png", "psnr": 20.0},
                  {"run": "r", "model": "m", "cell": "c", "seed": 0, "fold": 2, "image": "b.png", "psnr": 22.0}]
-    got = engine.test_means(per_image, {"fid": 12.5, "delta_cf": 3.0})
+    got = runfolder.test_means(per_image, {"fid": 12.5, "delta_cf": 3.0})
     assert got == {"test_psnr": 21.0, "test_delta_cf": 3.0, "test_fid": 12.5}
 
 

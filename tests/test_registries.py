@@ -79,7 +79,7 @@ def test_run_wide_loss_parameters_reach_the_cells_whose_loss_takes_them():
     (their configuration, hence their hash and results, unchanged); a key no loss of the grid takes is an error."""
     from bench import grids
     from bench.config import preset
-    from bench.engine import plan_jobs
+    from bench.plan import plan_jobs
 
     base = preset("quick")
     plain = {(j.cell, j.cfg.seed): j.cfg for j in plan_jobs(grids.get("losses"), base, [base.model], 1)}

@@ -21,6 +21,7 @@ from bench.checkpoint import load_checkpoint, save_checkpoint
 from bench.config import preset
 from bench.records import read_rows
 from bench.train import prepare, train_cell
+from helpers import hanging_ablate
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU = torch.device("cpu")
@@ -31,9 +32,12 @@ CMD = ["--grid", "smoke", "--seeds", "1", "--folds", "1", "--steps", "30", "--se
        "--device", "cpu", "--no-progress", "--heartbeat", "1"]
 
 
-def worker(out: Path, env: dict | None = None) -> subprocess.Popen:
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "bench.ablate", *CMD, "--out", str(out)], cwd=ROOT, env=full_env,
+def worker(out: Path, hang_at: int | None = None) -> subprocess.Popen:
+    """``python -m bench.ablate`` in a process of its own; with ``hang_at``, one whose trial blocks after its
+    validation at that step (``helpers.hanging_ablate``)."""
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+    run = ["-m", "bench.ablate"] if hang_at is None else hanging_ablate(hang_at)
+    return subprocess.Popen([sys.executable, *run, *CMD, "--out", str(out)], cwd=ROOT, env=full_env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -53,7 +57,7 @@ def test_killed_run_resumes_from_its_checkpoint_with_the_same_result(tmp_path):
     reference = worker(tmp_path / "uninterrupted")
     victim_dir = tmp_path / "killed"
     # the victim blocks in its step-20 validation hook, after writing the step-20 checkpoint
-    victim = worker(victim_dir, env={"COLORBENCH_TEST_HANG_AT_STEP": "20"})
+    victim = worker(victim_dir, hang_at=20)
     deadline, running = time.monotonic() + 240, None
     while running is None:
         assert time.monotonic() < deadline and victim.poll() is None, victim.communicate()[0] if victim.poll() else ""

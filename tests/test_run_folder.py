@@ -16,8 +16,10 @@ from optuna.trial import TrialState
 import bench.checkpoint
 from bench import grids
 from bench import study as gs
-from bench.engine import IDENTITY, GridRun, plan_jobs
 from bench.config import preset
+from bench.engine import GridRun
+from bench.plan import plan_jobs
+from bench.runfolder import IDENTITY
 from bench.records import read_rows
 from helpers import one_error, run
 

@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 from bench import ablate, grids
 from bench import study as gs
 from bench.records import read_rows
+from helpers import hanging_ablate
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("COLORBENCH_PG_URL")
@@ -32,10 +33,12 @@ FAST = ["--steps", "2", "--set", "val_every=1", "--set", "batch_size=4", "--no-p
 TINY_KEYS = {f"unet_vgg16/{c}/{s}" for c in ("mse", "l1", "huber", "mse_lr") for s in (0, 1)}
 
 
-def worker(out: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
-    """Start ``python -m bench.ablate`` as a separate worker process (one thread each: two share the 2 cores)."""
-    cmd = [sys.executable, "-m", "bench.ablate", "--grid", "tiny", "--out", str(out), *FAST, *extra]
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+def worker(out: Path, *extra: str, hang_at: int | None = None) -> subprocess.Popen:
+    """Start ``python -m bench.ablate`` as a separate worker process (one thread each: two share the 2 cores); with
+    ``hang_at``, one whose trial blocks after its validation at that step (``helpers.hanging_ablate``)."""
+    run = ["-m", "bench.ablate"] if hang_at is None else hanging_ablate(hang_at)
+    cmd = [sys.executable, *run, "--grid", "tiny", "--out", str(out), *FAST, *extra]
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -106,7 +109,7 @@ def test_killed_worker_is_detected_stale_and_retried(tmp_path, backend):
         return optuna.load_study(study_name=name, storage=storage) if name else journal_study(out)
 
     try:
-        victim = worker(out, *extra, env={"COLORBENCH_TEST_HANG_AT_STEP": "1"})
+        victim = worker(out, *extra, hang_at=1)
         # wait until the victim is mid-trial: a RUNNING trial that has reported its step-1 validation
         deadline, running = time.monotonic() + 120, None
         while running is None:
