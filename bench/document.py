@@ -234,34 +234,30 @@ class Document:
     blocks: list[Block]
 
 
-def headings(blocks: list[Block]) -> list[Heading]:
-    """Every heading of the blocks in reading order, folded ones included.
+def blocks_of(blocks: list[Block], kind: type) -> list:
+    """Every block of one type in reading order, folded ones (inside :class:`Details`) included.
 
     Args:
         blocks: the blocks.
+        kind: the block type, e.g. :class:`Heading`.
     """
     out = []
     for b in blocks:
-        if isinstance(b, Heading):
+        if isinstance(b, kind):
             out.append(b)
         elif isinstance(b, Details):
-            out += headings(b.blocks)
+            out += blocks_of(b.blocks, kind)
     return out
+
+
+def headings(blocks: list[Block]) -> list[Heading]:
+    """Every heading of the blocks in reading order, folded ones included."""
+    return blocks_of(blocks, Heading)
 
 
 def tables(blocks: list[Block]) -> list[Table]:
-    """Every table of the blocks in reading order, folded ones included.
-
-    Args:
-        blocks: the blocks.
-    """
-    out = []
-    for b in blocks:
-        if isinstance(b, Table):
-            out.append(b)
-        elif isinstance(b, Details):
-            out += tables(b.blocks)
-    return out
+    """Every table of the blocks in reading order, folded ones included."""
+    return blocks_of(blocks, Table)
 
 
 def slug(text: str) -> str:
