@@ -14,7 +14,7 @@ from torch import nn
 from .adain import adain
 from .registry import register_model
 from .unet_vgg import UNetVGG, conv_block
-from .vgg import RGBNorm, init_like_torchvision, load_encoder_weights, make_features
+from .vgg import RGBNorm, vgg_stack
 
 SKIPS = ("concat", "adain", "none")
 TRAIN_REFERENCES = ("same", "other")
@@ -32,8 +32,8 @@ class AdaINUNet(UNetVGG):
         freeze_encoder: keep both encoders' weights fixed.
         skips: ``"concat"``, ``"adain"`` or ``"none"``.
         train_reference: the reference during training: ``"same"`` (another crop/flip of the same photo: its colours
-            leak, its pixel positions do not) or ``"other"`` (a view of another photo). The trainer (``bench.train``)
-            reads it as the model's ``reference_view``; stored here so that it is part of the model's record.
+            leak, its pixel positions do not) or ``"other"`` (a view of another photo). Kept as the model's
+            ``reference_view``, which the trainer (``bench.train``) reads.
     """
 
     needs_reference = True
@@ -47,13 +47,9 @@ class AdaINUNet(UNetVGG):
             raise ValueError(f"train_reference must be one of {', '.join(TRAIN_REFERENCES)}, not {train_reference!r}")
         super().__init__(arch, head, width, encoder_weights, freeze_encoder)
         self.skips = skips
-        self.train_reference = train_reference
         self.reference_view = train_reference  # what the trainer reads (models/__init__.py)
         self.ref_norm = RGBNorm()
-        self.ref_features, block_ch = make_features(arch, width)
-        ref_pretrained = load_encoder_weights(self.ref_features, arch, encoder_weights, width)
-        if not ref_pretrained:
-            init_like_torchvision(self.ref_features, seed=None)  # as the L encoder (models.unet_vgg)
+        self.ref_features, block_ch, ref_pretrained = vgg_stack(arch, width, encoder_weights)  # as the L encoder
         self.encoder_pretrained = self.encoder_pretrained and ref_pretrained
         if freeze_encoder:
             self.ref_features.requires_grad_(False)

@@ -9,7 +9,7 @@ from bench.abbins import ANNEAL_T, ABBins
 from bench.colour import AB_SCALE
 
 from .registry import register_model
-from .vgg import ImageNetNorm, init_like_torchvision, load_encoder_weights, make_features
+from .vgg import ImageNetNorm, vgg_stack
 
 
 def conv_block(c_in: int, c_out: int) -> nn.Sequential:
@@ -76,12 +76,9 @@ class UNetVGG(nn.Module):
     def __init__(self, arch="vgg16", head="ab", width=1.0, encoder_weights="none", freeze_encoder=False):
         super().__init__()
         self.norm = ImageNetNorm()
-        self.features, block_ch = make_features(arch, width)
-        self.encoder_pretrained = load_encoder_weights(self.features, arch, encoder_weights, width)
-        if not self.encoder_pretrained:
-            # as torchvision initialises its VGG, from the training seed: PyTorch's default conv init would shrink the
-            # signal ~6× in energy per layer and leave the deep blocks near zero (results/study-preset-cpu.md)
-            init_like_torchvision(self.features, seed=None)
+        # a random encoder starts as torchvision's VGG, from the training seed: PyTorch's default conv init would
+        # shrink the signal ~6× in energy per layer and leave the deep blocks near zero (results/study-preset-cpu.md)
+        self.features, block_ch, self.encoder_pretrained = vgg_stack(arch, width, encoder_weights)
         if freeze_encoder:
             self.features.requires_grad_(False)
         # Taps: the ReLU output just before each pool; the last block is the bottleneck (its pool is dropped).

@@ -101,7 +101,7 @@ def load_encoder_weights(features: nn.Sequential, arch: str, encoder_weights: st
         whether the stack now holds pretrained weights (recorded with every result).
     """
     if encoder_weights in (None, "", "none"):
-        return False  # the caller initialises a random stack (init_like_torchvision)
+        return False
     if width != 1.0:
         raise EncoderWeightsError(f"pretrained encoder weights need width=1.0, got width={width}")
     state = _read_state_dict(arch, str(encoder_weights))
@@ -117,6 +117,27 @@ def load_encoder_weights(features: nn.Sequential, arch: str, encoder_weights: st
     except RuntimeError as err:
         raise EncoderWeightsError(f"encoder weights do not fit {arch}: {err}") from None
     return True
+
+
+def vgg_stack(arch: str, width: float = 1.0, encoder_weights: str | None = "none", upto: int | None = None,
+              seed: int | None = None) -> tuple[nn.Sequential, list[int], bool]:
+    """Build a VGG conv stack and give it its weights: pretrained (:func:`load_encoder_weights`), else torchvision's
+    random initialisation (:func:`init_like_torchvision`).
+
+    Args:
+        arch, width, upto: as :func:`make_features`.
+        encoder_weights: as :func:`load_encoder_weights`.
+        seed: seed of the random initialisation (a fixed function, e.g. a loss's VGG); None: the global RNG (a
+            network being trained: its training seed).
+
+    Returns:
+        the stack, the channels of each block (as :func:`make_features`) and whether it is pretrained.
+    """
+    features, block_channels = make_features(arch, width, upto)
+    pretrained = load_encoder_weights(features, arch, encoder_weights, width)
+    if not pretrained:
+        init_like_torchvision(features, seed)
+    return features, block_channels, pretrained
 
 
 class RGBNorm(nn.Module):
@@ -177,10 +198,7 @@ class VGG19Features(nn.Module):
     def __init__(self, encoder_weights: str | None = "none", width: float = 1.0, frozen: bool = True, seed: int = 0):
         super().__init__()
         self.norm = RGBNorm()
-        self.features, _ = make_features("vgg19", width, upto=VGG19_UPTO)
-        self.pretrained = load_encoder_weights(self.features, "vgg19", encoder_weights, width)
-        if not self.pretrained:
-            init_like_torchvision(self.features, seed)
+        self.features, _, self.pretrained = vgg_stack("vgg19", width, encoder_weights, upto=VGG19_UPTO, seed=seed)
         self.frozen = frozen
         # frozen: a fixed function that the configuration rebuilds identically (checkpoints leave its weights out)
         self.fixed_function = frozen
@@ -240,10 +258,8 @@ class VGG16Taps(nn.Module):
         if unknown or not taps:
             raise ValueError(f"unknown VGG-16 taps {unknown}; available: {', '.join(VGG16_TAPS)}")
         self.stops = sorted(VGG16_TAPS[t] for t in taps)
-        self.features, _ = make_features("vgg16", 1.0, upto=self.stops[-1] + 1)
-        self.pretrained = load_encoder_weights(self.features, "vgg16", "imagenet" if backbone == "imagenet" else "none")
-        if not self.pretrained:
-            init_like_torchvision(self.features, seed)
+        self.features, _, self.pretrained = vgg_stack("vgg16", 1.0, "imagenet" if backbone == "imagenet" else "none",
+                                                      upto=self.stops[-1] + 1, seed=seed)
         self.backbone = backbone
         self.requires_grad_(False)
         self.eval()
