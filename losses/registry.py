@@ -196,23 +196,24 @@ def build(spec: str, context: dict | None = None, **params) -> nn.Module:
     return CompositeLoss(built, spec)
 
 
-def tunables(spec: str) -> dict[str, Tunable]:
-    """The parameters ``bench.tune`` searches for the loss ``spec`` (besides ``lr``): those its terms declare in
-    ``tunable``, in the order of the terms (a parameter two terms declare: the first term's range)."""
+def _tunables_of(names) -> dict[str, Tunable]:
+    """The ``tunable`` declarations of the losses ``names``, merged in order (a parameter two declare: the first's)."""
     out: dict[str, Tunable] = {}
-    for _, name in parse_spec(spec):
+    for name in names:
         for key, t in getattr(get_class(name), "tunable", {}).items():
             out.setdefault(key, t)
     return out
+
+
+def tunables(spec: str) -> dict[str, Tunable]:
+    """The parameters ``bench.tune`` searches for the loss ``spec`` (besides ``lr``): those its terms declare in
+    ``tunable``, in the order of the terms (a parameter two terms declare: the first term's range)."""
+    return _tunables_of(name for _, name in parse_spec(spec))
 
 
 def all_tunables() -> dict[str, Tunable]:
     """Every tunable parameter of every registered loss (the first loss by name that declares one sets its range)."""
-    out: dict[str, Tunable] = {}
-    for name in available():
-        for key, t in getattr(get_class(name), "tunable", {}).items():
-            out.setdefault(key, t)
-    return out
+    return _tunables_of(available())
 
 
 def shown() -> list[str]:
