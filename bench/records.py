@@ -49,6 +49,9 @@ RUN_KEY = ("model", "cell", "seed", "fold")
 IMAGE_KEY = ("model", "cell", "seed", "fold", "image")
 STEP_KEY = ("model", "cell", "seed", "fold", "step")
 
+#: Width of what the commands print to a terminal (tables, listings); the files hold the full tables.
+TERMINAL_WIDTH = 100
+
 # ------------------------------------------------------------------------------------------------ secrets
 
 _SCHEME = r"[A-Za-z][A-Za-z0-9+.\-]*://"
@@ -66,8 +69,6 @@ _ARG_PARAM = re.compile(_KEY + r"(?P<secret>[^&]*)")
 _TEXT_PARAM = re.compile(_KEY + r"(?:'[^']*'|\"[^\"]*\"|[^&\s;'\"]*)")
 #: Passwords seen in the command line (``note_secrets``): redacted wherever they or their pieces appear later, e.g.
 #: in a driver's message that prints a host name made of half a password.
-#: Width of what the commands print to a terminal (tables, listings); the files hold the full tables.
-TERMINAL_WIDTH = 100
 _SECRETS: set[str] = set()
 #: Their pieces (split at blanks, ``@``, ``:``, ``/``...): redacted only as whole words, so that a piece such as
 #: "with" of a password "pass with blanks" does not eat the middle of a file name like ``test_with_x``.
