@@ -41,7 +41,7 @@ def sample_name(key: str) -> str:
     return Path(str(key)).with_suffix("").as_posix()
 
 
-def _save(rgb: torch.Tensor, path: Path) -> None:
+def save_png(rgb: torch.Tensor, path: Path) -> None:
     """Save a ``3×H×W`` RGB tensor in [0, 1] as an 8-bit PNG."""
     path.parent.mkdir(parents=True, exist_ok=True)
     arr = (rgb.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
@@ -99,8 +99,8 @@ def save_samples(run_dir, model: str, cell: str, seed: int, prep, net, device="c
                 for kind, img in (("truth", rgb[k]), ("grey", grey[k])):
                     p = run_dir / "samples" / kind / f"{name}.png"
                     if not p.exists():
-                        _save(img, p)
-                _save(pred[k], out_dir / f"{name}.png")
+                        save_png(img, p)
+                save_png(pred[k], out_dir / f"{name}.png")
                 written.append(out_dir / f"{name}.png")
     finally:
         net.train(was_training)

@@ -1,7 +1,8 @@
 """Checks made when ``bench`` is imported, before anything heavy: that ``models`` and ``losses`` are colorbench's
 own packages (not another project's folder of the same name, e.g. under the current folder with ``python -m``),
-and that the installed torch and torchvision are a matching pair. Each problem is one line; started as a program
-(``colorbench ...``, ``python -m bench...``) it is printed as ``error: ...`` with exit code 2.
+and that an installed torchvision matches torch (colorbench itself does not import torchvision, but a broken one
+fails wherever another package imports it, e.g. torch-fidelity for FID). Each problem is one line; started as a
+program (``colorbench ...``, ``python -m bench...``) it is printed as ``error: ...`` with exit code 2.
 
 Imports nothing but the standard library (this runs on every ``--help``).
 """
@@ -54,8 +55,9 @@ def torch_pair_problem(torch_version: str, vision_version: str, linux: bool = sy
     """
     t, v = _release(torch_version), _release(vision_version)
     tag_t, tag_v = (x.partition("+")[2] for x in (torch_version, vision_version))
-    fix = ("install the pair together, e.g. pip install torch torchvision --index-url "
-           "https://download.pytorch.org/whl/cpu (see the README's Quick start)")
+    fix = ("colorbench does not need torchvision: pip uninstall torchvision, or install the pair together, e.g. "
+           "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu (see the README's Quick "
+           "start)")
     if len(t) == 2 and len(v) == 2 and t[0] == 2 and v[0] == 0 and v[1] != t[1] + 15:
         return (f"torch {torch_version} and torchvision {vision_version} do not match (torch 2.{t[1]} needs "
                 f"torchvision 0.{t[1] + 15}); {fix}")
@@ -85,8 +87,9 @@ def torchvision_problem(err: BaseException) -> str | None:
         versions = f" (torch {metadata.version('torch')}, torchvision {metadata.version('torchvision')})"
     except metadata.PackageNotFoundError:
         versions = ""
-    return (f"torchvision cannot load its operators: it was not built for the installed torch{versions}; install "
-            f"the pair together (see the README's Quick start)")
+    return (f"torchvision cannot load its operators: it was not built for the installed torch{versions}; "
+            f"colorbench does not need it (pip uninstall torchvision), or install the pair together (see the README's "
+            f"Quick start)")
 
 
 def check() -> None:

@@ -35,6 +35,7 @@ from models.vgg import EncoderWeightsError
 from . import cli
 from .config import default_preset
 from .data import CropSchedule, DataError, ImageStore, list_images, split_files
+from .samples import save_png
 from .records import append_rows, atomic_write_bytes, atomic_write_text, command_line, environment, utc_now
 from .device import pick_device
 from .paths import check_writable, results_root
@@ -203,6 +204,19 @@ def evaluate(model: AdaINStyleTransfer, content: torch.Tensor, style: torch.Tens
     return metrics, sheet
 
 
+def sheet_grid(images: torch.Tensor, rows: int, pad: int = 2) -> torch.Tensor:
+    """Tile ``N×3×H×W`` images (row after row, ``N/rows`` per row) into one ``3×H'×W'`` picture, ``pad`` black
+    pixels around each."""
+    n, c, h, w = images.shape
+    cols = n // rows
+    grid = images.new_zeros(c, rows * (h + pad) + pad, cols * (w + pad) + pad)
+    for i in range(rows * cols):
+        r, k = divmod(i, cols)
+        top, left = pad + r * (h + pad), pad + k * (w + pad)
+        grid[:, top:top + h, left:left + w] = images[i]
+    return grid
+
+
 @cli.command
 def main(argv=None) -> int:
     args = parse_args(argv)
@@ -255,9 +269,7 @@ def main(argv=None) -> int:
     torch.save(model.decoder.state_dict(), buf)
     atomic_write_bytes(out / "decoder.pt", buf.getvalue())
     if len(sheet):
-        from torchvision.utils import save_image
-
-        save_image(sheet, out / "samples.png", nrow=len(sheet) // 3)  # rows: content, style, stylised
+        save_png(sheet_grid(sheet, rows=3), out / "samples.png")  # rows: content, style, stylised
     print(f"content loss {metrics['content_loss']:.4f}  style loss {metrics['style_loss']:.4f} "
           f"(content image: {metrics['style_loss_content_image']:.4f})  "
           f"train {metrics['train_img_per_s']:.1f} img/s  inference {metrics['eval_img_per_s']:.1f} img/s  → {out}")
