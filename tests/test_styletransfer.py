@@ -101,7 +101,12 @@ def test_cli_trains_evaluates_and_records(folders, tmp_path):
     assert m["train_img_per_s"] > 0 and m["n_eval"] == 6
     assert record["encoder_pretrained"] is False and record["held_out"] == {"content": False, "style": False}
     assert record["config"]["style_weight"] == 10.0 and record["config"]["lr"] == 1e-4
-    assert (out / "samples.png").stat().st_size > 0
+    from PIL import Image
+
+    with Image.open(out / "samples.png") as sheet:  # rows content, style, stylised; 2-px black gaps, as torchvision's
+        crop, (w, h) = record["config"]["crop"], sheet.size
+        assert h == 3 * (crop + 2) + 2 and (w - 2) % (crop + 2) == 0 and 1 <= (w - 2) // (crop + 2) <= 4, sheet.size
+        assert sheet.getpixel((0, 0)) == (0, 0, 0) and len(sheet.convert("RGB").getcolors(1 << 16) or []) > 50
     assert set(torch.load(out / "decoder.pt")) == set(AdaINStyleTransfer(width=0.25).decoder.state_dict())
     # a second run appends its row
     assert styletransfer.main(tiny_args(folders, out, "--steps", "1")) == 0
