@@ -204,8 +204,8 @@ def main(argv=None) -> int:
     record_command(run_dir, command_line(cli.prog("evaluate"), sys.argv[1:] if argv is None else list(argv)))
     # the leaderboard with a table per test set and the cross-set summary, ranked as the run was (run.json)
     rank_by = run_rank_by(meta)
-    testsets.write(run_dir, metric=rank_by)
-    for name, board in list(testsets.boards(run_dir, metric=rank_by).items())[1:]:  # compact; full tables in the file
+    _, _, tables = testsets.write(run_dir, metric=rank_by)
+    for name, board in list(tables.items())[1:]:  # compact; full tables in the file
         print(f"Test set {name}\n{leaderboard.to_terminal(board, metric=rank_by)}")
     print(f"full tables and the cross-set summary: {run_dir / 'leaderboard.md'}", file=sys.stderr)
     if unusable:

@@ -74,8 +74,9 @@ class JobTrainer:
         if fold is not None:  # every fold trains its own network
             folder = folder / f"fold{fold}"
         folded = {} if fold is None else {"fold": fold}
-        row = {**self.shared, **split_sizes(prep), "model": model_name, "cell": cell, **folded,
-               **({} if fold is None else {"folds": self.folds}), **cfg.to_flat(), "started_at": utc_now()}
+        of_folds = {} if fold is None else {"folds": self.folds}
+        row = {**self.shared, **split_sizes(prep), "model": model_name, "cell": cell, **folded, **of_folds,
+               **cfg.to_flat(), "started_at": utc_now()}
         row.update(shown_values(cfg))  # the parameters the loss and model registries show (bench.params)
         key = {"run": self.shared["run"], "model": model_name, "cell": cell, "seed": cfg.seed, **folded}
         desc = f"{cell} seed {cfg.seed}" + ("" if fold is None else f" fold {fold + 1}/{self.folds}")
@@ -98,8 +99,7 @@ class JobTrainer:
                                n=None, autocast_dtype=autocast_dtype(cfg, self.device))
         if self.save_models:
             save_weights(folder, res["model"], cfg,
-                         {"model": model_name, "cell": cell, "seed": cfg.seed, **folded,
-                          **({} if fold is None else {"folds": self.folds}),
+                         {"model": model_name, "cell": cell, "seed": cfg.seed, **folded, **of_folds,
                           "test_set": self.shared["data_test"], "psnr": row["psnr"],
                           "encoder_pretrained": res["encoder_pretrained"],
                           "git_commit": self.shared.get("git_commit", "")})

@@ -233,11 +233,11 @@ def make_figures(data: dict, board: pd.DataFrame, fig_dir: Path, throughput_rows
 # ----------------------------------------------------------------------------------------------------- document
 
 
-def set_verdicts(run_dir: Path, board: pd.DataFrame, m, n_boot: int) -> list[tuple[str, dict, list[str]]]:
+def set_verdicts(tables: dict[str, pd.DataFrame], m) -> list[tuple[str, dict, list[str]]]:
     """(test set, ``leaderboard.verdict`` dict, verdict sentences) for the run's own test set and every set that
-    ``bench.evaluate`` scored."""
+    ``bench.evaluate`` scored (``tables``: ``testsets.boards``)."""
     out = []
-    for name, b in testsets.boards(run_dir, board, n_boot, m).items():
+    for name, b in tables.items():
         out.append((name, leaderboard.verdict(b, m) if not b.empty else {}, leaderboard.verdict_lines(b, m)))
     return out
 
@@ -375,7 +375,7 @@ def _verdict_blocks(run_dir: Path, data: dict, board: pd.DataFrame, m, unfinishe
         m: the ranking metric (``bench.stats.Metric``).
         unfinished: the unfinished grid's warning (None: the grid is complete).
     """
-    verdicts = set_verdicts(run_dir, board, m, data.get("n_boot", N_BOOT)) if not board.empty else []
+    verdicts = set_verdicts(data["set_boards"], m) if not board.empty else []
     if data.get("per_image_missing"):  # say why there is no verdict instead of concluding without its input
         verdicts = [(verdicts[0][0] if verdicts else "own test set", {},
                      [(f"Paired statistics are unavailable: {data['per_image_missing']}, so no cell is called "
@@ -636,7 +636,9 @@ def write_report(run_dir, throughput_csv: Path | None = None, n_boot: int = N_BO
     board, failed = leaderboard.build(data["runs"], data["per_image"], n_boot=n_boot, metric=metric,
                                       features_dir=Path(run_dir) / "features")
     md_board = leaderboard.to_markdown(board, failed, f"Leaderboard: {run_dir.name}", metric, n_boot)
-    data["test_sets"] = testsets.sections(run_dir, board, n_boot, metric)  # sets scored later by bench.evaluate
+    # every test set's board, built once: the verdicts and the sections of the sets scored later by bench.evaluate
+    data["set_boards"] = testsets.boards(run_dir, board, n_boot, metric)
+    data["test_sets"] = testsets.sections(run_dir, board, n_boot, metric, tables=data["set_boards"])
     md_board += testsets.markdown(data["test_sets"])
     atomic_write_text(run_dir / "leaderboard.md", md_board)
     atomic_write_text(run_dir / "leaderboard.csv", board.to_csv(index=False))

@@ -124,7 +124,8 @@ INTRO = ("Every saved model re-scored by `python -m bench.evaluate` (no training
 
 
 def sections(run_dir, main_board: pd.DataFrame | None = None, n_boot: int | None = None,
-             metric: str | pstats.Metric = "psnr") -> list[tuple[str, str, pd.DataFrame]]:
+             metric: str | pstats.Metric = "psnr", tables: dict[str, pd.DataFrame] | None = None
+             ) -> list[tuple[str, str, pd.DataFrame]]:
     """(heading, note, table) of each other test set's ranking and of the cross-set summary (ranks, then Spearman);
     empty when the run was scored on its own test set only.
 
@@ -133,11 +134,13 @@ def sections(run_dir, main_board: pd.DataFrame | None = None, n_boot: int | None
         main_board: the leaderboard of the run's own test set, if already built.
         n_boot: bootstrap resamples of the per-set comparisons.
         metric: the ranking metric.
+        tables: :func:`boards` of the run, if already built (they are not built twice).
     """
     if not evaluation_dirs(run_dir):
         return []
     m = pstats.metric(metric)
-    tables = boards(run_dir, main_board, n_boot, m)
+    if tables is None:
+        tables = boards(run_dir, main_board, n_boot, m)
     out = []
     for name, b in list(tables.items())[1:]:
         for group, what in ((leaderboard.AUTOMATIC, ""), (leaderboard.REFERENCE, ", reference-based colorizers")):
@@ -174,13 +177,15 @@ def markdown(found: list[tuple[str, str, pd.DataFrame]], level: int = 1) -> str:
     return "\n".join(lines)
 
 
-def write(run_dir, metric: str | pstats.Metric = "psnr") -> tuple[pd.DataFrame, str]:
+def write(run_dir, metric: str | pstats.Metric = "psnr") -> tuple[pd.DataFrame, str, dict[str, pd.DataFrame]]:
     """``leaderboard.write`` (the run's own test set), then the other test sets' sections appended to
-    ``leaderboard.md``; returns what ``leaderboard.write`` returns."""
+    ``leaderboard.md``; returns what ``leaderboard.write`` returns and the :func:`boards` (empty without other
+    test sets), for a caller that prints them."""
     run_dir = Path(run_dir)
     board, text = leaderboard.write(run_dir, metric=metric)
-    extra = markdown(sections(run_dir, board, metric=metric))
+    tables = boards(run_dir, board, metric=metric) if evaluation_dirs(run_dir) else {}
+    extra = markdown(sections(run_dir, board, metric=metric, tables=tables))
     if extra:
         md = (run_dir / "leaderboard.md").read_text()
         atomic_write_text(run_dir / "leaderboard.md", md + extra)
-    return board, text
+    return board, text, tables

@@ -277,7 +277,7 @@ class VGG16Taps(nn.Module):
         stack = self.features
         packed = self._packed() if x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled() \
             else None
-        if packed is not None:  # the same oneDNN convolutions, bit for bit, without re-laying out the weights per call
+        if packed is not None:  # oneDNN convolutions without re-laying out the weights per call (same up to rounding)
             stack, x = packed, x.to_mkldnn()
         out, start = [], 0
         for stop in self.stops:
