@@ -169,8 +169,14 @@ def _source_names(pattern: str, *files: Path) -> list[str]:
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def model_names() -> list[str]:
+    """The registered models' names (``@register_model("name")`` in ``models/*.py``), read from the source: the same
+    list as ``models.available()`` without importing torch."""
+    return _source_names(r'^@register_model\(\s*"([^"]+)"', *sorted((ROOT / "models").glob("*.py")))
+
+
 def _models_help() -> str:
-    found = _source_names(r'^@register_model\(\s*"([^"]+)"', *sorted((ROOT / "models").glob("*.py")))
+    found = model_names()
     return "models to train (default: the preset's" + (f"; available: {', '.join(found)})" if found else ")")
 
 

@@ -20,22 +20,19 @@ import io
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
-from tqdm.auto import tqdm
 
 from . import cli
-from .checkpoint import load_weights, saved_models
-from .colour import merge_lab, split_lab
-from .data import list_images, load_image, shorter_side_size
-from .metrics import colorize
-from .device import pick_device
 from .records import atomic_write_bytes, check_writable
-from .train import autocast_dtype
+
+# torch, numpy and the modules that need them are imported where they are used, after the command line is parsed:
+# --help stays fast
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
 BAD_IMAGE = (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError, SyntaxError)
 
@@ -47,6 +44,18 @@ UsageError = cli.UsageError
 STRIP_PIXELS = 1 << 20
 #: The PNG text chunk that marks a file written by this command (only such files are ever replaced).
 MARK = ("Software", "colorbench colorize")
+
+
+def __getattr__(name: str):
+    """``split_lab`` and ``merge_lab`` (``bench.colour``), imported when first asked for (PEP 562) and kept as
+    attributes of this module: :func:`colorize_photo` calls them from here, so a replaced one (a test's spy) is
+    the one called."""
+    if name not in ("split_lab", "merge_lab"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from . import colour
+
+    globals()[name] = value = getattr(colour, name)
+    return value
 
 
 def parse_args(argv=None):
@@ -65,6 +74,8 @@ def parse_args(argv=None):
 
 def pick_model(run_dir: Path, cell: str, seed: int | None, model: str | None, fold: int | None = None):
     """The saved model of (model, cell, seed, fold); a UsageError naming what is available otherwise."""
+    from .checkpoint import saved_models
+
     unusable: list[tuple] = []
     saved = saved_models(run_dir, unusable)
     why = f"; {len(unusable)} unusable, e.g. {unusable[0][1]}" if unusable else ""
@@ -95,11 +106,12 @@ def pick_model(run_dir: Path, cell: str, seed: int | None, model: str | None, fo
 
 def working_size(h: int, w: int, size: int) -> tuple[int, int]:
     """(height, width) the network sees: shorter side ``size``, both sides rounded to a multiple of 16."""
+    from .data import shorter_side_size
+
     nh, nw = shorter_side_size(h, w, size)
     return max(16, round(nh / 16) * 16), max(16, round(nw / 16) * 16)
 
 
-@torch.no_grad()
 def colorize_photo(net, rgb: np.ndarray, size: int, device, amp: torch.dtype | None = None,
                    strip_pixels: int | None = None) -> np.ndarray:
     """Colorize one ``H×W×3`` uint8 photo; returns ``H×W×3`` uint8 RGB with the photo's own L and predicted ab.
@@ -112,27 +124,37 @@ def colorize_photo(net, rgb: np.ndarray, size: int, device, amp: torch.dtype | N
         amp: autocast dtype, or None for full precision.
         strip_pixels: pixels per strip of the full-resolution stage (default ``STRIP_PIXELS``).
     """
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from .metrics import colorize
+
+    here = sys.modules[__name__]
+    split_lab, merge_lab = here.split_lab, here.merge_lab  # looked up on the module: see __getattr__
     h, w = rgb.shape[:2]
     wh, ww = working_size(h, w, size)
     small = np.array(Image.fromarray(rgb).resize((ww, wh), Image.BILINEAR))
-    L_small, _ = split_lab(torch.from_numpy(small).permute(2, 0, 1)[None].to(device))
-    with torch.autocast(device_type=torch.device(device).type, dtype=amp or torch.float32, enabled=amp is not None):
-        ab = colorize(net, L_small).float()
-    # bilinear upsampling as F.interpolate(ab, (h, w), align_corners=False), split in two: along the rows here (the
-    # working height is small), then down the columns strip by strip with the same weights
-    ab = F.interpolate(ab, size=(wh, w), mode="bilinear", align_corners=False)
-    y = ((torch.arange(h, dtype=torch.float32, device=ab.device) + 0.5) * (wh / h) - 0.5).clamp_min(0)
-    y0 = y.long().clamp_max(wh - 1)
-    y1 = (y0 + 1).clamp_max(wh - 1)
-    t = (y - y0).view(1, 1, h, 1)
-    out = np.empty((h, w, 3), dtype=np.uint8)
-    rows = max(1, (strip_pixels or STRIP_PIXELS) // w)
-    for top in range(0, h, rows):
-        r = slice(top, min(h, top + rows))
-        ab_r = ab[:, :, y0[r]] * (1 - t[:, :, r]) + ab[:, :, y1[r]] * t[:, :, r]
-        L, _ = split_lab(torch.from_numpy(rgb[r]).permute(2, 0, 1)[None].to(device))
-        strip = merge_lab(L, ab_r)[0].clamp(0, 1).mul(255).round().to(torch.uint8)
-        out[r] = strip.permute(1, 2, 0).cpu().numpy()
+    with torch.no_grad():
+        L_small, _ = split_lab(torch.from_numpy(small).permute(2, 0, 1)[None].to(device))
+        with torch.autocast(device_type=torch.device(device).type, dtype=amp or torch.float32,
+                            enabled=amp is not None):
+            ab = colorize(net, L_small).float()
+        # bilinear upsampling as F.interpolate(ab, (h, w), align_corners=False), split in two: along the rows here
+        # (the working height is small), then down the columns strip by strip with the same weights
+        ab = F.interpolate(ab, size=(wh, w), mode="bilinear", align_corners=False)
+        y = ((torch.arange(h, dtype=torch.float32, device=ab.device) + 0.5) * (wh / h) - 0.5).clamp_min(0)
+        y0 = y.long().clamp_max(wh - 1)
+        y1 = (y0 + 1).clamp_max(wh - 1)
+        t = (y - y0).view(1, 1, h, 1)
+        out = np.empty((h, w, 3), dtype=np.uint8)
+        rows = max(1, (strip_pixels or STRIP_PIXELS) // w)
+        for top in range(0, h, rows):
+            r = slice(top, min(h, top + rows))
+            ab_r = ab[:, :, y0[r]] * (1 - t[:, :, r]) + ab[:, :, y1[r]] * t[:, :, r]
+            L, _ = split_lab(torch.from_numpy(rgb[r]).permute(2, 0, 1)[None].to(device))
+            strip = merge_lab(L, ab_r)[0].clamp(0, 1).mul(255).round().to(torch.uint8)
+            out[r] = strip.permute(1, 2, 0).cpu().numpy()
     return out
 
 
@@ -156,6 +178,8 @@ def written_here(path: Path) -> bool:
 
 def inputs(path: Path) -> tuple[Path, list[Path]]:
     """(the folder outputs are named relative to, the input files) of a photo or a folder."""
+    from .data import list_images
+
     if path.is_file():
         return path.parent, [path]
     if path.is_dir():
@@ -210,6 +234,13 @@ def _terminated(signum, frame):
 @cli.command
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from tqdm.auto import tqdm
+
+    from .checkpoint import load_weights
+    from .data import load_image
+    from .device import pick_device
+    from .train import autocast_dtype
+
     with cli.usage_errors():
         run_dir = Path(args.run).expanduser()
         if not run_dir.is_dir():

@@ -21,20 +21,19 @@ import json
 import sys
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from tqdm.auto import tqdm
-
-from . import cli, folds, leaderboard, testsets
-from . import stats as pstats
-from .checkpoint import WeightsError, load_weights, read_config, saved_models
-from .data import UNREADABLE, DataError, ImageStore, data_root, fingerprint, image_key, list_images, load_image, \
-    partition_usable, resize_shorter, resolve, same_content, verify_manifest
-from .metrics import evaluate_grey, features_file, mean_scores, networks, save_features, score_test
+from . import cli
+from .metrictable import METRICS
 from .records import GREY, IMAGE_KEY, MEAN_COLOUR, RUN_KEY, append_rows, check_writable, command_line, environment, \
     read_json, read_rows, record_command, slug, utc_now
-from .device import pick_device
-from .train import autocast_dtype
+
+# torch, the data and the metrics are imported where they are used, after the command line is parsed: --help stays
+# fast
+if TYPE_CHECKING:
+    import torch
+
+    from .data import ImageStore
 
 # rows are keyed by RUN_KEY and IMAGE_KEY: "fold" is empty for a run without k-fold rotation; with folds every fold's
 # network is scored on the whole set
@@ -50,6 +49,8 @@ def parse_args(argv=None):
 
 def resolve_test_set(name: str, root) -> tuple[str, Path, list[Path], list[Path], bool]:
     """(name, folder, usable files, unusable files, is a named set) of a named test set or folder."""
+    from .data import data_root, list_images, partition_usable, resolve
+
     sname, folder, named = resolve(name, data_root(root))
     files = list_images(folder)
     return sname, folder, *partition_usable(files), named
@@ -66,6 +67,8 @@ def known_fingerprints(meta: dict, run_dir: Path, size: int) -> tuple[dict[str, 
 
     ``run.json`` holds the fingerprints since they are taken at training time; an older one only lists the files,
     which are then read (relative paths resolved against the current folder and every folder above the run's)."""
+    from .data import UNREADABLE, fingerprint, load_image, resize_shorter
+
     if meta.get("fingerprints"):
         return {f: fp for split in meta["fingerprints"].values() for f, fp in split.items()}, []
     listed = [p for split in [meta.get("splits", {}), *meta.get("fold_splits", [])]
@@ -86,6 +89,8 @@ def known_fingerprints(meta: dict, run_dir: Path, size: int) -> tuple[dict[str, 
 
 
 def _tensor(arr):
+    import torch
+
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 
@@ -93,6 +98,8 @@ def check_not_trained_on(meta: dict, run_dir: Path, store: ImageStore) -> str | 
     """Refuse (``DataError``) a test set with an image that shows one of the run's training or validation photos,
     by content (``bench.data.same_content``: any size, any encoding). Returns a one-line warning when some or all of
     them could not be checked, else None."""
+    from .data import DataError, fingerprint, same_content
+
     known, missing = known_fingerprints(meta, Path(run_dir), store.size)
     names = list(known)
     clash = same_content([fingerprint(img) for img in store.images], [known[n] for n in names])
@@ -117,6 +124,15 @@ def evaluation_dir(run_dir: Path, set_name: str) -> Path:
 @cli.command
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from tqdm.auto import tqdm
+
+    from . import folds, leaderboard, testsets
+    from .checkpoint import WeightsError, load_weights, saved_models
+    from .data import DataError, ImageStore, image_key, verify_manifest
+    from .device import pick_device
+    from .metrics import evaluate_grey, mean_scores, networks, score_test
+    from .train import autocast_dtype
+
     run_dir = Path(args.run_dir).expanduser()
     stores: dict[int, ImageStore] = {}
     crops: dict[tuple[int, int], torch.Tensor] = {}  # one tensor per preprocessing: its truth features are cached
@@ -236,6 +252,8 @@ def _fold(fold) -> str:
 def _grey_settings(meta: dict, saved) -> tuple[int, int, str]:
     """(size, eval_size, lpips_backbone) of the greyscale baseline: the run's base configuration (``run.json``),
     else the first saved model's."""
+    from .checkpoint import WeightsError, read_config
+
     base = meta.get("base_config", {})
     if "size" not in base or not base.get("lpips_backbone"):
         for i, s in enumerate(saved):  # the first readable configuration (a damaged one is reported later)
@@ -255,11 +273,13 @@ def run_rank_by(meta: dict) -> str:
     """The ranking metric the run was made with (``run.json``'s ``rank_by``; PSNR for runs that did not record
     one, or one no longer in the metric table)."""
     rank_by = meta.get("rank_by") if isinstance(meta, dict) else None
-    return rank_by if rank_by in pstats.METRICS else "psnr"
+    return rank_by if rank_by in METRICS else "psnr"
 
 
 def _record(out: Path, row: dict, keys: list[str], n_skipped: int, scores) -> None:
     """Append one scored model's run row and per-image rows (per-image first: a run counts once its row exists)."""
+    from .metrics import features_file, save_features
+
     key = {k: row.get(k, "") for k in ("run", "model", "cell", "seed", "fold", "test_set")}
     per_image = [{**key, "image": name, **{m: v[i] for m, v in scores.per_image.items()}} for i, name in enumerate(keys)]
     append_rows(out / "per_image.csv", per_image, key=IMAGE_KEY)

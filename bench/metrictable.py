@@ -14,6 +14,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+#: Bootstrap resamples of the two-level interval (``bench.stats.hierarchical_ci``): declared here, where importing
+#: costs no pandas or SciPy, because ``colorbench report --help`` shows it (``bench.stats.N_BOOT`` is this value).
+N_BOOT = 10_000
+
 #: The networks a metric may need: ``(status column, {status: words for titles})``. The status is the
 #: backbone actually used (``missing``: none could be had, and the metric's values are empty).
 NETWORKS = {

@@ -10,23 +10,26 @@ batched float32 torch call (on the training device; here the CPU).
 Both produce the same crops byte for byte and the same Lab values to float32 precision (tests/test_pipeline.py).
 
 Measured by ``python -m bench.throughput --pipeline --data imagenet-sample --data-root ../shared/data --n-images 256
---size 256`` (one row ``mode=pipeline`` in its CSV) and by benchmarks/test_pipeline_speed.py.
+--size 256`` (one row ``mode=pipeline`` in its CSV) and by benchmarks/test_pipeline_speed.py. ``bench.throughput``
+imports this module with its command line, so torch and the data modules are imported inside the functions.
 """
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
+if TYPE_CHECKING:
+    import numpy as np
 
-from .colour import rgb_to_lab
-from .data import CropSchedule, ImageStore, crop_offset, epoch_order, load_image, resize_shorter
+    from .data import ImageStore
 
 
 def naive_sample(path: Path, i: int, epoch: int, size: int, crop: int, crop_seed: int) -> tuple[np.ndarray, np.ndarray]:
     """One training sample the naive way: (uint8 ``crop×crop×3`` crop, float64 Lab ``crop×crop×3``)."""
     from skimage.color import rgb2lab
+
+    from .data import crop_offset, load_image, resize_shorter
 
     img = resize_shorter(load_image(path), size)
     top, left, _ = crop_offset(img.shape[0], img.shape[1], crop, crop_seed, epoch, i)
@@ -36,12 +39,17 @@ def naive_sample(path: Path, i: int, epoch: int, size: int, crop: int, crop_seed
 
 def naive_epoch(files: list[Path], size: int, crop: int, crop_seed: int = 0, epoch: int = 0):
     """A whole epoch, image by image, in the fixed-seed order: yields (uint8 crop, Lab) per sample."""
+    from .data import epoch_order
+
     for i in epoch_order(len(files), crop_seed, epoch):
         yield naive_sample(files[i], int(i), epoch, size, crop, crop_seed)
 
 
 def fast_epoch(store: ImageStore, crop: int, crop_seed: int = 0, epoch: int = 0, batch_size: int = 16):
     """A whole epoch from decoded images: yields (uint8 ``B×3×c×c`` batch, float32 Lab ``B×3×c×c``)."""
+    from .colour import rgb_to_lab
+    from .data import CropSchedule
+
     schedule = CropSchedule(store, crop, crop_seed)
     n = len(store)
     first = epoch * n // batch_size  # batches of the stream that fall in this epoch (whole batches only)
@@ -67,6 +75,10 @@ def compare(files: list[Path], size: int = 256, crop: int = 256, n_images: int =
         ``fast_cached_img_per_s`` (later epochs, images already decoded); ``speedup`` (cold) and
         ``speedup_cached``; the settings; and ``threads`` used by torch.
     """
+    import torch
+
+    from .data import ImageStore
+
     files = list(files)[:n_images]
     n = len(files) - len(files) % batch_size
     files = files[:n]

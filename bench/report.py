@@ -22,17 +22,20 @@ import sys
 import urllib.parse
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-
-from . import cli, leaderboard, plots, samples, testsets
+from . import cli
 from .document import (Code, Contents, Details, Document, Gallery, GalleryCard, Heading, Image, Link, List, Paragraph,
                        Table, to_html, to_markdown)
 from .paths import results_root
 from .records import (BASELINES, CONFIG_COPY, CorruptRecordError, atomic_write_text, device_slug, read_json,
                       read_rows, redact, write_error_message)
-from . import stats as pstats
-from .stats import N_BOOT, metric as get_metric
+from .metrictable import METRICS, N_BOOT, metric as get_metric
+
+# pandas and the modules that use it (the leaderboard, statistics, plots, samples) are imported where they are
+# used, after the command line is parsed: --help stays fast
+if TYPE_CHECKING:
+    import pandas as pd
 
 ENV_KEYS = ("colorbench", "git_commit", "device", "device_name", "torch_threads", "torch", "torchvision", "torchmetrics", "numpy", "pandas", "pillow", "optuna",
             "python", "platform", "hostname")
@@ -46,6 +49,10 @@ class ReportError(ValueError):
 
 def load(run_dir: Path) -> dict:
     """Everything the report needs from a run folder."""
+    import pandas as pd
+
+    from . import leaderboard
+
     run_dir = Path(run_dir)
     if not (run_dir / "runs.csv").is_file():
         raise ReportError(f"{run_dir} is not a run folder: it has no runs.csv")
@@ -81,6 +88,8 @@ def truth_colourfulness(meta: dict) -> float | None:
 
 def per_image_table(per_image: pd.DataFrame, order: list[tuple[str, str]]) -> pd.DataFrame:
     """Test PSNR per image (rows) and cell (columns, leaderboard order), averaged over seeds."""
+    import pandas as pd
+
     if per_image.empty:
         return pd.DataFrame()
     piv = per_image.pivot_table(index="image", columns=["model", "cell"], values="psnr", aggfunc="mean")
@@ -93,6 +102,8 @@ def per_image_table(per_image: pd.DataFrame, order: list[tuple[str, str]]) -> pd
 
 def env_table(runs: pd.DataFrame, meta: dict) -> pd.DataFrame:
     """The environment of the runs: each key with its distinct values (several after a resume on another host)."""
+    import pandas as pd
+
     rows = []
     env = meta.get("environment", {})
     for k in ENV_KEYS:
@@ -108,6 +119,8 @@ def config_tables(meta: dict, runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.Data
     """(base configuration as key/value, the grid's cells with what each changes), from the run's own records:
     ``run.json`` (``cells``, as the run defined them, from a named grid or a ``--config`` file); for a run.json
     without them, the cells seen in ``runs.csv`` with their loss."""
+    import pandas as pd
+
     base = pd.DataFrame([{"key": k, "value": str(v)} for k, v in meta.get("base_config", {}).items()])
     losses = {}
     if "loss" in runs:
@@ -144,6 +157,8 @@ def expected_keys(meta: dict) -> list[tuple[str, str, str, str]]:
 
 def missing_runs(meta: dict, run_dir: Path) -> pd.DataFrame:
     """The runs of the plan that ``runs.csv`` does not hold (neither finished nor failed): an unfinished grid."""
+    import pandas as pd
+
     runs = pd.DataFrame(read_rows(Path(run_dir) / "runs.csv"))  # one row per fold (load_runs combines them)
 
     def norm(v) -> str:
@@ -204,6 +219,8 @@ def reproduce(meta: dict, runs: pd.DataFrame, run_dir: Path) -> str:
 def make_figures(data: dict, board: pd.DataFrame, fig_dir: Path, throughput_rows: pd.DataFrame | None) -> dict:
     """Write every figure that the data allows; returns {name: (path, caption)} in display order. Every figure
     uses one palette keyed by cell label (``plots.run_palette``): a cell has the same colour everywhere."""
+    from . import plots, samples
+
     fig_dir.mkdir(parents=True, exist_ok=True)
     runs, history, per_image = data["runs"], data["history"], data["per_image"]
     colours = plots.run_palette(runs)
@@ -236,6 +253,8 @@ def make_figures(data: dict, board: pd.DataFrame, fig_dir: Path, throughput_rows
 def set_verdicts(tables: dict[str, pd.DataFrame], m) -> list[tuple[str, dict, list[str]]]:
     """(test set, ``leaderboard.verdict`` dict, verdict sentences) for the run's own test set and every set that
     ``bench.evaluate`` scored (``tables``: ``testsets.boards``)."""
+    from . import leaderboard
+
     out = []
     for name, b in tables.items():
         out.append((name, leaderboard.verdict(b, m) if not b.empty else {}, leaderboard.verdict_lines(b, m)))
@@ -261,6 +280,8 @@ def disagreement(verdicts: list[tuple[str, dict, list[str]]]) -> str | None:
 
 def models_table(run_dir: Path) -> pd.DataFrame:
     """Every saved network of the run with relative links to its weights and configuration (``models/``)."""
+    import pandas as pd
+
     from .checkpoint import saved_models
 
     rows = []
@@ -298,6 +319,8 @@ def gallery(run_dir: Path, order: list[tuple[str, str]], scores: dict) -> Galler
     Returns:
         The gallery block, or None when the run saved no samples.
     """
+    from . import samples
+
     found = samples.find_samples(run_dir)
     images, folders = found["images"], found["cells"]
     if not images or not folders:
@@ -339,6 +362,10 @@ def _summary(data: dict, board: pd.DataFrame, m, env: pd.DataFrame, missing: pd.
         missing: :func:`missing_runs`.
         unfinished: the unfinished grid's warning (None: the grid is complete).
     """
+    import pandas as pd
+
+    from . import leaderboard
+
     runs, meta = data["runs"], data["meta"]
     version = next((r["value"] for _, r in env.iterrows() if r["key"] == "colorbench"), "(not recorded)")
     commit = next((r["value"] for _, r in env.iterrows() if r["key"] == "git_commit"), "")
@@ -399,6 +426,8 @@ def _leaderboard_blocks(data: dict, board: pd.DataFrame, m) -> list:
         board: the leaderboard.
         m: the ranking metric (``bench.stats.Metric``).
     """
+    from . import leaderboard
+
     groups = [(leaderboard.AUTOMATIC, f"Ranking by {m.title}", None)]
     if not board.empty and (board["group"] == leaderboard.REFERENCE).any():
         groups.append((leaderboard.REFERENCE, "Reference-based colorizers",
@@ -461,6 +490,10 @@ def document(run_dir: Path, data: dict, board: pd.DataFrame, failed: pd.DataFram
         board, failed: ``leaderboard.build``'s ranking and failed runs.
         figures: :func:`make_figures`' {name: (path, caption)}.
     """
+    import pandas as pd
+
+    from . import samples, testsets
+
     runs, meta = data["runs"], data["meta"]
     title = f"Colorization benchmark: {run_dir.name}"
     when = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -564,6 +597,8 @@ def _config_file(run_dir: Path, meta: dict) -> str | None:
 def throughput_table(rows: pd.DataFrame | None) -> pd.DataFrame:
     """The ``bench.throughput`` rows shown in the report, each labelled with its machine, date and commit (rates
     rounded to 3 significant digits)."""
+    import pandas as pd
+
     if rows is None or rows.empty:
         return pd.DataFrame()
     cols = {"model": "model", "precision": "precision", "batch": "batch", "size": "size", "compile": "compile",
@@ -591,6 +626,8 @@ def load_throughput(path: Path | None, runs: pd.DataFrame) -> pd.DataFrame | Non
             on the same device (same ``device_name``) as the run — never another machine's numbers.
         runs: the run records (``device``, ``device_name``).
     """
+    import pandas as pd
+
     if path is None:
         if "device" not in runs or "device_name" not in runs:
             return None
@@ -630,6 +667,8 @@ def write_report(run_dir, throughput_csv: Path | None = None, n_boot: int = N_BO
     Raises:
         ReportError: ``run_dir`` is not a run folder.
     """
+    from . import leaderboard, testsets
+
     run_dir = Path(run_dir)
     data = load(run_dir)
     data["run_dir"], data["n_boot"], data["metric"] = run_dir, n_boot, metric
@@ -669,14 +708,14 @@ def main(argv=None) -> int:
                    "results/throughput-<device>.csv of the run's device, if present)")
     p.add_argument("--n-boot", type=int, default=N_BOOT, help=f"bootstrap resamples (default {N_BOOT})")
     p.add_argument("--rank-by", default=None, metavar="METRIC",
-                   help=f"ranking metric: one of {', '.join(pstats.METRICS)} (default: the run's, else psnr)")
+                   help=f"ranking metric: one of {', '.join(METRICS)} (default: the run's, else psnr)")
     args = p.parse_args(argv)
     try:
         rank_by = args.rank_by
         if rank_by is None:  # the metric the run itself was ranked by (run.json), else PSNR
             rank_by = _run_rank_by(Path(args.run_dir)) or "psnr"
-        if rank_by not in pstats.METRICS:
-            raise ReportError(f"--rank-by must be one of {', '.join(pstats.METRICS)}, not {rank_by!r}")
+        if rank_by not in METRICS:
+            raise ReportError(f"--rank-by must be one of {', '.join(METRICS)}, not {rank_by!r}")
         out = write_report(args.run_dir, Path(args.throughput) if args.throughput else None, args.n_boot, rank_by)
     except (ReportError, CorruptRecordError, OSError) as err:
         full = isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)

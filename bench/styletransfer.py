@@ -24,21 +24,20 @@ import sys
 import time
 import warnings
 from pathlib import Path
-
-import torch
-from tqdm.auto import tqdm
-
-from losses.adain import content_term, style_term
-from models.adain import AdaINStyleTransfer
-from models.vgg import EncoderWeightsError
+from typing import TYPE_CHECKING
 
 from . import cli
-from .config import default_preset
-from .data import CropSchedule, DataError, ImageStore, list_images, split_files
-from .samples import save_png
 from .records import append_rows, atomic_write_bytes, atomic_write_text, command_line, environment, utc_now
-from .device import pick_device
 from .paths import check_writable, results_root
+
+# torch, the network, the losses and the data are imported where they are used, after the command line is parsed:
+# --help stays fast
+if TYPE_CHECKING:
+    import torch
+
+    from models.adain import AdaINStyleTransfer
+
+    from .data import ImageStore
 
 
 #: quick: a small network on small crops that trains in minutes on a CPU; paper: the pytorch-AdaIN port's setup
@@ -77,6 +76,8 @@ def parse_args(argv=None):
 
 def settings(args, device: torch.device) -> dict:
     """The preset with the command line's overrides, validated (``UsageError`` otherwise)."""
+    from .config import default_preset
+
     name = default_preset(args.preset, device)
     cfg = {"preset": name, **PRESETS[name]}
     for key in ("steps", "batch_size", "lr", "lr_decay", "size", "crop", "style_weight", "width", "encoder_weights"):
@@ -103,6 +104,8 @@ def settings(args, device: torch.device) -> dict:
 
 def split(folder: str) -> tuple[list[Path], list[Path], bool]:
     """(training files, evaluation files, whether the evaluation files are held out) of an image folder."""
+    from .data import list_images, split_files
+
     files = list_images(Path(folder).expanduser())
     if len(files) < 10:
         return files, files, False
@@ -117,6 +120,8 @@ def lr_at(cfg: dict, step: int) -> float:
 
 def losses_of(model: AdaINStyleTransfer, content: torch.Tensor, style: torch.Tensor, alpha: float = 1.0):
     """Per-sample (content loss, style loss) of the network on a batch, and the stylised images."""
+    from losses.adain import content_term, style_term
+
     g, t, fs = model.stylise(content, style, alpha)
     fg = model.encode(g)
     return content_term(fg[-1], t), style_term(fg, fs), g
@@ -129,6 +134,11 @@ def train(model: AdaINStyleTransfer, cfg: dict, content: ImageStore, style: Imag
     Raises:
         FloatingPointError: the loss became NaN or infinite.
     """
+    import torch
+    from tqdm.auto import tqdm
+
+    from .data import CropSchedule
+
     opt = torch.optim.Adam(model.decoder.parameters(), lr=cfg["lr"])
     # Two independent fixed-seed streams: which style a content crop meets is part of the seed, not of the model.
     c_stream = CropSchedule(content, cfg["crop"], cfg["crop_seed"])
@@ -165,13 +175,16 @@ def train(model: AdaINStyleTransfer, cfg: dict, content: ImageStore, style: Imag
             "history": history}
 
 
-@torch.no_grad()
 def evaluate(model: AdaINStyleTransfer, content: torch.Tensor, style: torch.Tensor, cfg: dict, device) -> tuple[dict, torch.Tensor]:
     """Mean content and style losses on uint8 evaluation pairs (content i with style i mod n), and inference speed.
 
     Returns:
         the metrics, and up to four (content, style, stylised) triplets for the sample sheet.
     """
+    import torch
+
+    from losses.adain import style_term
+
     model.eval()
     n, bs = len(content), cfg["batch_size"]
     styles = style[torch.arange(n) % len(style)]
@@ -179,16 +192,17 @@ def evaluate(model: AdaINStyleTransfer, content: torch.Tensor, style: torch.Tens
     if device.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    for s0 in range(0, n, bs):
-        c = content[s0 : s0 + bs].to(device).float() / 255.0
-        s = styles[s0 : s0 + bs].to(device).float() / 255.0
-        lc, ls, g = losses_of(model, c, s, cfg["alpha"])
-        lc_all.append(lc.cpu())
-        ls_all.append(ls.cpu())
-        ls_id.append(style_term(model.encode(c), model.encode(s)).cpu())  # the "no stylisation" baseline
-        if s0 == 0:
-            k = min(4, len(c))
-            sheet = torch.cat([c[:k], s[:k], g[:k].clamp(0, 1)]).cpu()
+    with torch.no_grad():
+        for s0 in range(0, n, bs):
+            c = content[s0 : s0 + bs].to(device).float() / 255.0
+            s = styles[s0 : s0 + bs].to(device).float() / 255.0
+            lc, ls, g = losses_of(model, c, s, cfg["alpha"])
+            lc_all.append(lc.cpu())
+            ls_all.append(ls.cpu())
+            ls_id.append(style_term(model.encode(c), model.encode(s)).cpu())  # the "no stylisation" baseline
+            if s0 == 0:
+                k = min(4, len(c))
+                sheet = torch.cat([c[:k], s[:k], g[:k].clamp(0, 1)]).cpu()
     if device.type == "cuda":
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - t0
@@ -220,6 +234,15 @@ def sheet_grid(images: torch.Tensor, rows: int, pad: int = 2) -> torch.Tensor:
 @cli.command
 def main(argv=None) -> int:
     args = parse_args(argv)
+    import torch
+
+    from models.adain import AdaINStyleTransfer
+    from models.vgg import EncoderWeightsError
+
+    from .data import DataError, ImageStore
+    from .device import pick_device
+    from .samples import save_png
+
     with cli.usage_errors(ValueError, DataError, EncoderWeightsError, OSError):
         device = pick_device(args.device)
         cfg = settings(args, device)

@@ -31,22 +31,18 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
-
-import torch
-
-import losses
-import models
+from typing import TYPE_CHECKING, Callable
 
 from . import cli, pipeline
-from .colour import split_lab
-from .config import CellConfig, preset
-from .data import CropSchedule, ImageStore, data_root, list_images, resolve
-from .device import amp_dtype, autocast, pick_device
 from .paths import results_root
 from .records import append_rows, check_writable, device_slug, environment
-from .train import make_step
 
+# torch, the registries and the training step are imported where they are used, after the command line is parsed:
+# --help stays fast
+if TYPE_CHECKING:
+    import torch
+
+    from .config import CellConfig
 
 
 @dataclass
@@ -78,15 +74,21 @@ class Setup:
 
     @property
     def dev(self) -> torch.device:
+        import torch
+
         return torch.device(self.device)
 
     @property
     def amp(self) -> torch.dtype | None:
+        from .device import amp_dtype
+
         return amp_dtype(self.precision, self.dev)
 
     def cell(self) -> CellConfig:
         """The training configuration of this setup: seed 0, random encoder (and random VGG-16 in lpips/perceptual
         losses: the same cost as ImageNet weights), one crop of ``size`` per image."""
+        from .config import CellConfig
+
         return CellConfig(model=self.model, loss=self.loss, width=self.width, encoder_weights="none",
                           lpips_backbone="random",
                           batch_size=self.batch, size=self.size, crop=self.size, eval_size=self.size,
@@ -106,6 +108,8 @@ class TimedTrain:
     """
 
     def __init__(self, setup: Setup, batches: Callable[[int], tuple]):
+        from .train import make_step
+
         self.setup, self.batches, self.k = setup, batches, 0
         self.step = make_step(setup.cell(), setup.dev)
         self.net = self.step.model
@@ -125,6 +129,13 @@ class InferStep:
     """One call = colorize a batch: ``L → model → ab`` in eval mode without gradients (L already on the device)."""
 
     def __init__(self, setup: Setup, net: torch.nn.Module | None = None):
+        import torch
+
+        import losses
+        import models
+
+        from .colour import split_lab
+
         self.setup = setup
         dev = setup.dev
         if net is None:
@@ -141,10 +152,13 @@ class InferStep:
             self.L = self.L.contiguous(memory_format=torch.channels_last)
         self.ref = u8.float() / 255.0 if getattr(self.net, "needs_reference", False) else None
 
-    @torch.no_grad()
     def __call__(self, model=None) -> torch.Tensor:
+        import torch
+
+        from .device import autocast
+
         m = self.fwd if model is None else model
-        with autocast(self.setup.dev, self.setup.amp):
+        with torch.no_grad(), autocast(self.setup.dev, self.setup.amp):
             out = m(self.L, self.ref) if self.ref is not None else m(self.L)
             return self.net.to_ab(out)
 
@@ -162,6 +176,8 @@ def count_flops(call: Callable[[], object]) -> int:
 
 
 def _random_batch(setup: Setup, seed: int = 0) -> torch.Tensor:
+    import torch
+
     g = torch.Generator(device="cpu").manual_seed(seed)
     return torch.randint(0, 256, (setup.batch, 3, setup.size, setup.size), generator=g, dtype=torch.uint8)
 
@@ -176,6 +192,8 @@ def synthetic_batches(setup: Setup) -> Callable[[int, bool], tuple]:
 def image_batches(setup: Setup, files: list[Path], crop_seed: int = 0) -> Callable[[int, bool], tuple]:
     """``bench.train``'s input: images decoded once (shorter side ``size``), fixed-seed crops batched on the CPU,
     and, when asked for, the schedule's colour-reference crops as in training."""
+    from .data import CropSchedule, ImageStore
+
     store = ImageStore(files, setup.resize or setup.size)
     schedule = CropSchedule(store, setup.size, crop_seed)
     return lambda k, refs: (schedule.batch(k, setup.batch), schedule.reference_batch(k, setup.batch) if refs else None)
@@ -190,6 +208,8 @@ def time_calls(fn: Callable, device: torch.device, warmup: int, repeats: int, it
     On CUDA each timing is bracketed by CUDA events and synchronised once, at its end; on the CPU it is
     ``time.perf_counter``.
     """
+    import torch
+
     device = torch.device(device)
     cuda = device.type == "cuda"
     for _ in range(warmup):
@@ -223,17 +243,23 @@ class PeakMemory:
     """Peak memory during a block, in MiB: CUDA ``max_memory_allocated``; CPU process peak RSS (cumulative)."""
 
     def __init__(self, device: torch.device):
+        import torch
+
         self.device = torch.device(device)
         self.kind = "cuda_max_allocated" if self.device.type == "cuda" else "cpu_process_peak_rss"
         self.mib = math.nan
 
     def __enter__(self):
+        import torch
+
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
         return self
 
     def __exit__(self, *exc):
+        import torch
+
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             self.mib = torch.cuda.max_memory_allocated(self.device) / 2**20
@@ -320,6 +346,8 @@ def end_to_end(setup: Setup, files: list[Path], warmup: int = 3, repeats: int = 
 
 def colorizers() -> list[str]:
     """Registered models whose ``task`` is colorization (``--models all``; AdaIN style transfer is left out)."""
+    import models
+
     out = []
     for name in models.available():
         net = models.build(name, width=0.125, encoder_weights="none")
@@ -339,7 +367,7 @@ def _setup_cols(s: Setup) -> dict:
 def parse_args(argv=None):
     p = cli.parser("throughput", __doc__)
     cli.add(p, "models", help=f"models to measure, or 'all' (default: the preset's; available: "
-                              f"{', '.join(models.available())})")
+                              f"{', '.join(cli.model_names())})")
     cli.add(p, "batch_size", aliases=("--batch",), help="images per step (default: the preset's, 16)")
     cli.add(p, "crop", help="side of the square crops (default: the preset's: 256 on CUDA, 64 on the CPU)")
     cli.add(p, "size", help="images are resized so that their shorter side is SIZE, for --end-to-end and --pipeline "
@@ -368,6 +396,8 @@ def parse_args(argv=None):
 
 
 def _files(args) -> list[Path]:
+    from .data import data_root, list_images, resolve
+
     _, folder, _ = resolve(args.data, data_root(args.data_root))
     return list_images(folder)[: args.n_images]
 
@@ -375,6 +405,12 @@ def _files(args) -> list[Path]:
 @cli.command
 def main(argv=None) -> int:
     args = parse_args(argv)
+    import losses
+    import models
+
+    from .config import preset
+    from .device import pick_device
+
     with cli.usage_errors(ValueError, OSError):
         dev = pick_device(args.device)
         cuda = dev.type == "cuda"

@@ -22,20 +22,33 @@ import warnings
 import zlib
 from datetime import datetime, timezone
 from pathlib import Path
-
-import optuna
-from optuna.trial import TrialState
+from typing import TYPE_CHECKING
 
 from . import cli
-from . import study as gs
-from .config import CellConfig, finite_float, preset  # noqa: F401  (preset: used by tests and notebooks via bench.tune)
-from .data import data_root, resolve
+from .cli import finite_float
+from .params import declared_tunables, symbol, tuned_words
 from .paths import check_writable, results_root
-from .train import DivergenceError, pick_device, prepare, train_cell
-from .params import symbol, tuned_words
-from .tuned import apply_params, load_best, study_name, tunable  # noqa: F401  (re-exported)
+
+if TYPE_CHECKING:  # annotations only: Optuna and the configuration (torch) are imported after parsing
+    import optuna
+
+    from .config import CellConfig
 
 LR_RANGE = (1e-5, 1e-2)
+
+#: Names that tests and notebooks use through ``bench.tune``, imported from their modules when first asked for
+#: (module ``__getattr__``): importing this module, and ``--help``, import no torch or Optuna.
+REEXPORTED = {"preset": "config", "CellConfig": "config", "apply_params": "tuned", "load_best": "tuned",
+              "study_name": "tuned", "tunable": "tuned"}
+
+
+def __getattr__(name: str):
+    """A name of ``REEXPORTED``, from its module (PEP 562: asked for only when not defined here)."""
+    if name not in REEXPORTED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from . import config, tuned
+
+    return getattr({"config": config, "tuned": tuned}[REEXPORTED[name]], name)
 
 
 def suggest(trial: optuna.Trial, loss: str, lr_range=LR_RANGE, ranges: dict | None = None) -> dict:
@@ -48,6 +61,8 @@ def suggest(trial: optuna.Trial, loss: str, lr_range=LR_RANGE, ranges: dict | No
         lr_range: (low, high) of the learning rate.
         ranges: name → (low, high) replacing a tunable parameter's declared range.
     """
+    from .tuned import tunable
+
     params = {"lr": trial.suggest_float("lr", *lr_range, log=True)}
     for name, t in tunable(loss).items():
         lo, hi = (ranges or {}).get(name, (t.low, t.high))
@@ -69,6 +84,8 @@ def _range_item(text: str) -> tuple[str, tuple[float, float]]:
 def make_sampler(seed: int, trial_number: int, startup: int) -> optuna.samplers.TPESampler:
     """A TPE sampler seeded from (``seed``, trial number): one worker repeats its sequence of suggestions for the
     same seed, and concurrent workers (which draw different trial numbers) do not repeat each other's."""
+    import optuna
+
     return optuna.samplers.TPESampler(seed=zlib.crc32(f"{seed}:{trial_number}".encode()), n_startup_trials=startup)
 
 
@@ -92,9 +109,9 @@ def parse_args(argv=None):
     p.add_argument("--range", dest="ranges", type=_range_item, action="append", default=[], metavar="NAME=LOW,HIGH",
                    help="search range of a tunable parameter of the loss (repeatable; default: the range the loss "
                         "declares)")
-    from losses import all_tunables
-
-    for name, t in all_tunables().items():  # --NAME-range LOW HIGH: the same as --range NAME=LOW,HIGH
+    # --NAME-range LOW HIGH: the same as --range NAME=LOW,HIGH; the declarations are read without importing the
+    # losses (torch), and tuned_ranges checks the values against the loss's own after parsing
+    for name, t in declared_tunables().items():
         p.add_argument(f"--{name.replace('_', '-')}-range", dest=f"range__{name}", type=finite_float, nargs=2,
                        default=None, metavar=("LOW", "HIGH"),
                        help=f"search range of {t.label or name} (default {t.low:g} {t.high:g}) for the losses that "
@@ -130,6 +147,8 @@ def base_config(args, device) -> tuple[CellConfig, str]:
 def tuned_ranges(args, loss: str) -> tuple[tuple[float, float], dict]:
     """(lr range, name → range of each tunable parameter of ``loss``) from ``--lr-range``, ``--range`` and the
     ``--NAME-range`` options, checked: a parameter the loss does not tune, or a bad range, is a usage error."""
+    from .tuned import tunable
+
     tunables = tunable(loss)
     given = [(f"--{k[len('range__'):].replace('_', '-')}-range", k[len("range__"):], tuple(v))
              for k, v in sorted(vars(args).items()) if k.startswith("range__") and v is not None]
@@ -155,6 +174,10 @@ def _fmt(params: dict) -> str:
 
 
 def open_study(args, name: str, url: str, cfg: CellConfig) -> optuna.Study:
+    import optuna
+
+    from . import study as gs
+
     pruner = optuna.pruners.MedianPruner(n_startup_trials=args.startup_trials, n_warmup_steps=args.warmup_steps)
     study = gs.open_study(name, url, args.heartbeat, make_sampler(args.seed, 0, args.startup_trials), pruner)
     # the tuned configuration, minus what is tuned: a study is never continued with another configuration
@@ -174,6 +197,8 @@ def save_results(study: optuna.Study, out: Path, info: dict) -> dict | None:
     """Write ``best_params.json``, ``history.png`` and (with two or more completed trials) ``importance.png``;
     return the best-parameters record, whose ``files`` lists what was written and ``not_written`` why a figure
     was not."""
+    from optuna.trial import TrialState
+
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not done:
         return None
@@ -219,6 +244,14 @@ def save_results(study: optuna.Study, out: Path, info: dict) -> dict | None:
 @cli.command
 def main(argv=None) -> int:
     args = parse_args(argv)
+    import optuna
+    from optuna.trial import TrialState
+
+    from . import study as gs
+    from .data import data_root, resolve
+    from .train import DivergenceError, pick_device, prepare, train_cell
+    from .tuned import apply_params, study_name
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with cli.usage_errors():
         device = pick_device(args.device)

@@ -87,10 +87,16 @@ def test_version_is_the_packages_and_is_recorded():
 # ------------------------------------------------------------------------------------------------ help without torch
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["ablate", "--help"], ["ablate", "--list-grids"]])
-def test_help_imports_no_torch_optuna_or_pandas(argv):
+#: what a command imports only after its command line is parsed (seconds each on a loaded machine)
+HEAVY = ("torch", "torchvision", "optuna", "pandas", "matplotlib", "scipy", "seaborn")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], *([name, "--help"] for name in COMMANDS),
+                                  ["ablate", "--list-grids"]], ids=" ".join)
+def test_help_imports_no_heavy_module(argv):
+    """``colorbench X --help`` imports ``bench.X`` and runs its parser, as ``python -m bench.X --help`` does."""
     code = (f"import sys\nfrom bench import cli\ntry:\n    cli.main({argv!r})\nexcept SystemExit:\n    pass\n"
-            "print(sorted(m for m in ('torch', 'optuna', 'pandas', 'torchvision') if m in sys.modules))")
+            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
     out = _python(code)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout[-500:]

@@ -24,7 +24,8 @@ from bench.abbins import ABBins
 from bench.colour import AB_SCALE
 from bench.config import CellConfig, preset
 from bench.data import CropSchedule
-from bench.params import numeric_columns, shown_columns, shown_values, symbol, tuned_words
+from bench.params import (declared_tunables, numeric_columns, shown_columns, shown_values, symbol, tunables_in_source,
+                          tuned_words)
 from bench.train import build_cell, prepare, train_cell
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -169,6 +170,27 @@ def test_the_toy_loss_is_tuned_validated_and_recorded_without_editing_bench(toy_
     # the records: one column per shown parameter, after the existing ones of the losses before it by name
     assert "toy_gain" in shown_columns()
     assert shown_values(cfg)["toy_gain"] == 2.0 and shown_values(preset("quick"))["toy_gain"] == ""
+
+
+def test_tune_reads_the_declared_tunables_from_the_source_as_the_registry_has_them():
+    """``bench.tune``'s --NAME-range options come from the losses' source (its --help imports no torch): every
+    registered loss's ``tunable`` must be found there with the registry's range and label."""
+    found = tunables_in_source(ROOT / "losses")
+    registry = {k: (t.low, t.high, t.label) for k, t in losses.all_tunables().items()}
+    assert {k: tuple(t) for k, t in found.items()} == registry, (
+        "the tunable parameters read from losses/*.py differ from losses.all_tunables(): declare `tunable` as a "
+        "literal dict on the loss class (or a base class in losses/), e.g. tunable = {\"name\": Tunable(low=0.1, "
+        "high=10.0, label=\"...\")}, with literal arguments")
+    assert declared_tunables() == found  # the registry is imported here: the parser uses it
+
+
+def test_the_tunable_reader_follows_bases_and_refuses_what_it_cannot_read(tmp_path):
+    (tmp_path / "a.py").write_text(
+        'class _Base(nn.Module):\n    tunable = {"gain": Tunable(0.5, 4.0, label="gain")}\n\n'
+        '@register_loss("b_child")\nclass Child(_Base):\n    pass\n\n'
+        '@register_loss("a_none")\nclass NoTunables(_Base):\n    tunable, shown = {}, ()\n\n'
+        '@register_loss("c_computed")\nclass Computed(nn.Module):\n    tunable = {"x": Tunable(low=LOW, high=1.0)}\n')
+    assert tunables_in_source(tmp_path) == {"gain": (0.5, 4.0, "gain")}
 
 
 def test_the_old_style_weight_range_flag_still_works():
