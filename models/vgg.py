@@ -274,36 +274,9 @@ class VGG16Taps(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """``x``: normalised ``B×3×H×W`` → the activations at the taps, in order."""
-        stack = self.features
-        packed = self._packed() if x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled() \
-            else None
-        if packed is not None:  # oneDNN convolutions without re-laying out the weights per call (same up to rounding)
-            stack, x = packed, x.to_mkldnn()
         out, start = [], 0
         for stop in self.stops:
-            x = stack[start : stop + 1](x)
-            out.append(x.to_dense() if packed is not None else x)
+            x = self.features[start : stop + 1](x)
+            out.append(x)
             start = stop + 1
         return out
-
-    def _packed(self) -> nn.Sequential | None:
-        """A copy of the stack with its weights prepacked for oneDNN on the CPU, made on first use (None where
-        oneDNN or ``torch.utils.mkldnn`` is unavailable). Scoring a test set spends most of its time in this VGG:
-        prepacked, its forward is about 18 % faster on the 2-core CPU (results/evaluate-speed-cpu.md)."""
-        cache = self.__dict__.setdefault("_packed_cache", {})  # not a registered submodule: no state_dict entry
-        weights = tuple((p.data_ptr(), p._version) for p in self.features.parameters())  # repacked if they change
-        if cache.get("weights") != weights:
-            cache["weights"], cache["stack"] = weights, None
-            if torch.backends.mkldnn.is_available():
-                import copy
-                import warnings
-
-                try:
-                    from torch.utils import mkldnn
-
-                    with warnings.catch_warnings():  # its modules are TorchScript ones, which warn of deprecation
-                        warnings.simplefilter("ignore")
-                        cache["stack"] = mkldnn.to_mkldnn(copy.deepcopy(self.features).cpu().float())
-                except (ImportError, RuntimeError, AttributeError):
-                    cache["stack"] = None
-        return cache["stack"]

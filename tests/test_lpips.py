@@ -76,25 +76,6 @@ def test_lpips_metric_equals_torchmetrics_and_is_zero_for_identical_images(crops
     assert net(rgb, rgb).abs().max() < 1e-6
 
 
-def test_scoring_without_gradients_agrees_and_follows_weight_changes(crops, reference):
-    """Without gradients on the CPU the VGG-16 runs from a prepacked oneDNN copy (faster scoring): the same LPIPS
-    as the plain stack up to float rounding (oneDNN may pick another algorithm, e.g. for a batch of one), and a
-    change of the weights (here: the reference's loaded) is followed."""
-    rgb, L, _, pred = crops
-    out = lab_to_rgb(torch.cat([L, pred], 1), clamp=True)
-    net = LPIPS("random")
-    for step in ("random weights", "reference weights"):
-        for n in (1, 4):
-            with torch.no_grad():
-                fast = net(out[:n], rgb[:n])
-            with torch.enable_grad():
-                plain = net(out[:n], rgb[:n]).detach()
-            torch.testing.assert_close(fast, plain, rtol=1e-6, atol=1e-9, msg=f"{step}, batch {n}")
-        _copy_backbone(reference, net.vgg)
-    torch.testing.assert_close(fast, reference(out, rgb, normalize=True).flatten(), rtol=1e-4, atol=1e-6)
-    assert "_packed_cache" not in str(list(net.state_dict()))  # the packed copy is no part of the module's state
-
-
 def test_lpips_with_imagenet_backbone_loads_the_checkpoint(torch_home, crops, reference):
     """``backbone="imagenet"`` reads torchvision's file from $TORCH_HOME/hub/checkpoints (here a fake one holding the
     reference's random VGG-16) and then agrees with torchmetrics."""

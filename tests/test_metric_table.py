@@ -128,10 +128,9 @@ def test_truth_features_are_computed_once_per_set_and_change_nothing(real_batch,
     second = score_set(grey_colorizer, imgs, "cpu", 2, nets).per_image["lpips"]
     assert n_first == 6 and len(calls) - n_first == 3  # truth and prediction, then the prediction only
     uncached = []
-    with torch.no_grad():  # as score_set runs it (without gradients the VGG-16 runs prepacked: models.vgg.VGG16Taps)
-        for s in range(0, 5, 2):
-            pred, target = grey_colorizer(imgs[s : s + 2]).float(), imgs[s : s + 2].float() / 255.0
-            uncached += net.distance(real(pred), real(target)).float().tolist()
+    for s in range(0, 5, 2):
+        pred, target = grey_colorizer(imgs[s : s + 2]).float(), imgs[s : s + 2].float() / 255.0
+        uncached += net.distance(real(pred), real(target)).float().tolist()
     assert first == second == pytest.approx(uncached, abs=0)
 
 
