@@ -507,8 +507,9 @@ def evaluate_grey(images: torch.Tensor, device="cpu", batch_size: int = 16, nets
 
 def mean_scores(parts: list[Scores]) -> Scores:
     """Several colorizers' scores on the same images as one: each image's value and each per-set value is the mean
-    over the parts (e.g. every fold's mean colour scoring a whole other test set). Features are kept only for one
-    part (no paired bootstrap for a mean of several colorizers)."""
+    over the parts (e.g. every fold's mean colour scoring a whole other test set). No features are kept: a set-level
+    metric's paired bootstrap resamples one colorizer's features, and a mean of several colorizers has none, so
+    such a row's FID/KID/ΔCF have no interval against it."""
     if len(parts) == 1:
         return parts[0]
     per_image = {k: [sum(p.per_image[k][i] for p in parts) / len(parts) for i in range(parts[0].n)]
