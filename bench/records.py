@@ -198,6 +198,33 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_signature() -> str:
+    """What of the CPU decides a CPU run's floating-point results beyond its model name: the x86 family and model
+    (``/proc/cpuinfo``; two "AMD EPYC" of different generations differ there) and the vector kernels torch picked
+    (``AVX512``, ``AVX2``, ...). The same code, data and threads trained different networks on two such machines
+    (results/default-job-cpu.md, runs 5–7 against 8–9)."""
+    import torch
+
+    info = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip().lower()
+            if key in ("cpu family", "model", "stepping") and key not in info:
+                info[key] = value.strip()
+            if not line.strip() and info:
+                break  # the first processor's block is enough
+    except OSError:
+        pass
+    where = (f"family {info['cpu family']} model {info['model']}" + (f" stepping {info['stepping']}"
+             if "stepping" in info else "")) if "cpu family" in info and "model" in info else platform.machine()
+    try:
+        kernels = torch.backends.cpu.get_cpu_capability()
+    except (AttributeError, RuntimeError):
+        kernels = "unknown"
+    return f"{where}; torch kernels {kernels}"
+
+
 def device_name(device) -> str:
     """The GPU's name, or the CPU's model with architecture, cores and threads (runs on different CPU models
     must not share a throughput file)."""
@@ -261,6 +288,8 @@ def environment(device) -> dict:
         git_commit=git_commit(),
         # the CPU thread count changes results (float reduction order) and speed: runs that differ are not pooled
         torch_threads=torch.get_num_threads(),
+        # so does the CPU itself on a CPU run (its generation and the kernels torch picks); a GPU run leaves it empty
+        cpu=cpu_signature() if torch.device(device).type == "cpu" else "",
     )
     return env
 

@@ -491,6 +491,12 @@ def test_9_rows_record_the_thread_count_and_mixed_environments_are_shown(finishe
     assert board[board["cell"] == "kl"].iloc[0]["mixed_env"] == ""
     md = leaderboard.to_markdown(board, failed)
     assert "Warning:" in md and "mixed environment" in md
+    # the same thread count on another CPU generation (or kernel set) is another environment too
+    assert {r["cpu"] for r in rows} == {environment("cpu")["cpu"]} and "torch kernels" in rows[0]["cpu"]
+    elsewhere = trained.copy()
+    elsewhere["seed"], elsewhere["cpu"] = 1, "family 23 model 49; torch kernels AVX2"
+    board, _ = leaderboard.build(pd.concat([df, elsewhere.to_frame().T], ignore_index=True))
+    assert board[board["cell"] == "mse"].iloc[0]["mixed_env"].startswith("cpu: ")
 
 
 def test_9_a_test_image_identical_to_a_validation_image_is_refused(tmp_path, data_root):
