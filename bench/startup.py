@@ -1,8 +1,9 @@
 """Checks made when ``bench`` is imported, before anything heavy: that ``models`` and ``losses`` are colorbench's
 own packages (not another project's folder of the same name, e.g. under the current folder with ``python -m``),
 and that an installed torchvision matches torch (colorbench itself does not import torchvision, but torchmetrics'
-image metrics import an installed one, and so does torch-fidelity for FID: a broken one fails there). Each problem is one line; started as a
-program (``colorbench ...``, ``python -m bench...``) it is printed as ``error: ...`` with exit code 2.
+image metrics import an installed one, and so does torch-fidelity for FID: a broken one fails there). Each problem
+is one line; started as a program (``colorbench ...``, ``python -m bench...``) it is printed as ``error: ...``
+with exit code 2.
 
 Imports nothing but the standard library (this runs on every ``--help``).
 """
