@@ -46,18 +46,6 @@ STRIP_PIXELS = 1 << 20
 MARK = ("Software", "colorbench colorize")
 
 
-def __getattr__(name: str):
-    """``split_lab`` and ``merge_lab`` (``bench.colour``), imported when first asked for (PEP 562) and kept as
-    attributes of this module: :func:`colorize_photo` calls them from here, so a replaced one (a test's spy) is
-    the one called."""
-    if name not in ("split_lab", "merge_lab"):
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from . import colour
-
-    globals()[name] = value = getattr(colour, name)
-    return value
-
-
 def parse_args(argv=None):
     p = cli.parser("colorize", __doc__)
     p.add_argument("--run", required=True, help="run folder with saved models (python -m bench.ablate --out ...)")
@@ -128,10 +116,10 @@ def colorize_photo(net, rgb: np.ndarray, size: int, device, amp: torch.dtype | N
     import torch
     import torch.nn.functional as F
 
+    from . import colour
     from .metrics import colorize
 
-    here = sys.modules[__name__]
-    split_lab, merge_lab = here.split_lab, here.merge_lab  # looked up on the module: see __getattr__
+    split_lab, merge_lab = colour.split_lab, colour.merge_lab  # looked up when called (a test's spy replaces them)
     h, w = rgb.shape[:2]
     wh, ww = working_size(h, w, size)
     small = np.array(Image.fromarray(rgb).resize((ww, wh), Image.BILINEAR))

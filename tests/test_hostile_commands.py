@@ -166,8 +166,10 @@ def test_colorize_works_in_strips_with_the_result_of_the_whole_photo(finished, m
         return wrapped
 
     monkeypatch.setattr(colorize, "STRIP_PIXELS", 1000, raising=False)
-    monkeypatch.setattr(colorize, "split_lab", spy(split_lab))
-    monkeypatch.setattr(colorize, "merge_lab", spy(merge_lab))
+    from bench import colour
+
+    monkeypatch.setattr(colour, "split_lab", spy(split_lab))
+    monkeypatch.setattr(colour, "merge_lab", spy(merge_lab))
     got = colorize.colorize_photo(net, rgb, cfg.size, "cpu")
     assert max(seen[1:]) <= 1000 and len(seen) > 10  # seen[0]: the small working-size copy
     # the reference: the whole photo at once
