@@ -185,17 +185,25 @@ def _commit_of(root: str) -> str | None:
         return None
 
 
-def cpu_model() -> str:
-    """The CPU's model name ("Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz"): ``/proc/cpuinfo`` on Linux, else what
-    ``platform`` knows (at worst the architecture)."""
+def _cpuinfo() -> dict[str, str]:
+    """``/proc/cpuinfo``'s fields (lower-case keys, in file order), each with its first non-empty value; empty
+    where there is no such file."""
+    info: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
             key, _, value = line.partition(":")
-            if key.strip().lower() in ("model name", "cpu model", "hardware") and value.strip():
-                return value.strip()
+            if value.strip():
+                info.setdefault(key.strip().lower(), value.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return info
+
+
+def cpu_model() -> str:
+    """The CPU's model name ("Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz"): ``/proc/cpuinfo`` on Linux, else what
+    ``platform`` knows (at worst the architecture)."""
+    return next((v for k, v in _cpuinfo().items() if k in ("model name", "cpu model", "hardware")),
+                platform.processor() or platform.machine())
 
 
 def cpu_signature() -> str:
@@ -205,17 +213,7 @@ def cpu_signature() -> str:
     (results/default-job-cpu.md, runs 5–7 against 8–9)."""
     import torch
 
-    info = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip().lower()
-            if key in ("cpu family", "model", "stepping") and key not in info:
-                info[key] = value.strip()
-            if not line.strip() and info:
-                break  # the first processor's block is enough
-    except OSError:
-        pass
+    info = _cpuinfo()
     where = (f"family {info['cpu family']} model {info['model']}" + (f" stepping {info['stepping']}"
              if "stepping" in info else "")) if "cpu family" in info and "model" in info else platform.machine()
     try:
