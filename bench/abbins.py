@@ -17,6 +17,8 @@ from .colour import rgb_to_lab
 
 GRID_STEP = 10.0
 ANNEAL_T = 0.38
+#: σ (ab units) of the Gaussian that smooths the empirical prior before rebalancing (Zhang et al. 2016: 5).
+PRIOR_SIGMA = 5.0
 
 
 @lru_cache(maxsize=4)
@@ -113,8 +115,10 @@ class ABBins:
     def decode(self, logits: torch.Tensor, temperature: float = ANNEAL_T) -> torch.Tensor:
         """Annealed mean: ab = Σ_q softmax(logits / T)_q · centre_q, ``B×Q×H×W`` → ``B×2×H×W``.
 
-        ``temperature=1`` gives the plain mean, ``→0`` the mode.
+        ``temperature=1`` gives the plain mean, ``0`` the mode (the centre of the most probable bin).
         """
+        if temperature == 0:
+            return self.centres.to(logits.device)[logits.argmax(1)].permute(0, 3, 1, 2)
         p = torch.softmax(logits.float() / temperature, dim=1)
         return torch.einsum("bqhw,qc->bchw", p, self.centres.to(logits.device))
 
@@ -145,6 +149,18 @@ class ABBins:
         if counts.sum() == 0:
             raise ValueError("cannot estimate a colour prior from no pixels")
         return (counts / counts.sum()).float()
+
+    def smooth(self, prior: torch.Tensor, sigma: float = PRIOR_SIGMA) -> torch.Tensor:
+        """The prior smoothed over the ab plane with a Gaussian of ``sigma`` (ab units), as Zhang et al. 2016 smooth
+        the empirical distribution before rebalancing (σ = 5): p̃_q ∝ Σ_r p_r exp(−|c_q − c_r|² / 2σ²)."""
+        c = self.centres.double()
+        kernel = torch.exp(-torch.cdist(c, c).square() / (2 * sigma**2))
+        out = kernel @ prior.double()
+        return (out / out.sum()).float()
+
+    def class_weights(self, prior: torch.Tensor, lam: float = 0.5) -> torch.Tensor:
+        """The KL loss's rebalancing weights of each bin: :meth:`rebalance_weights` of the smoothed prior."""
+        return self.rebalance_weights(self.smooth(torch.as_tensor(prior)), lam)
 
     @staticmethod
     def rebalance_weights(prior: torch.Tensor, lam: float = 0.5) -> torch.Tensor:

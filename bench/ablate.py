@@ -31,7 +31,8 @@ def parse_args(argv=None):
     p.add_argument("--grid", default="losses", help="named grid (see --list-grids); default: losses")
     p.add_argument("--list-grids", action="store_true", help="list the named grids and their cells, then exit")
     cli.add(p, "models")
-    p.add_argument("--seeds", type=int, default=2, help="training seeds per cell (default 2)")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="training seeds per cell (default 2; the controls grid: 3)")
     p.add_argument("--test", default=None, help="held-out test set (named or folder); default: the data set's own")
     p.add_argument("--folds", type=int, default=None, metavar="K",
                    help="k-fold rotation of a data set without a separate test set: K runs per cell and seed, each "
@@ -51,7 +52,19 @@ def parse_args(argv=None):
     g.add_argument("--tuned", action="store_true",
                    help="train each cell with the best lr (and style weight) of its bench.tune study")
     cli.add_training_arguments(p)
-    return p.parse_args(argv)
+    return grid_defaults(p.parse_args(argv))
+
+
+def grid_defaults(args):
+    """Fill the options the command line left out from the named grid's defaults (``bench.grids.Grid.defaults``:
+    the controls grid brings its data, preset and seeds), then from the command's (2 seeds)."""
+    grid = grids.GRIDS.get(args.grid)
+    for key, value in (grid.defaults if grid else {}).items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    if args.seeds is None:
+        args.seeds = 2
+    return args
 
 
 def folds_of(args) -> int:

@@ -255,6 +255,10 @@ PRESETS: dict[str, dict] = {
     # cores with two one-thread workers; chosen by the learning curves of results/study-preset-cpu.md
     "study": dict(width=0.25, encoder_weights="none", lpips_backbone="random", size=64, crop=64, eval_size=64,
                   batch_size=16, lr=1e-3, steps=800, val_every=100, lr_schedule="cosine", warmup_steps=50),
+    # controls: the known-answer grid on the generated control images (bench.controls), 64 px, sized so that every
+    # cell converges (learning curves in results/controls-cpu.md)
+    "controls": dict(width=0.25, encoder_weights="none", lpips_backbone="random", size=32, crop=32, eval_size=32,
+                     batch_size=16, lr=3e-3, steps=400, val_every=50, lr_schedule="cosine", warmup_steps=20),
     "paper": dict(width=1.0, encoder_weights="imagenet", lpips_backbone="imagenet", size=256, crop=256, eval_size=256,
                   batch_size=16, lr=2e-5, steps=20000, val_every=1000, checkpoint_every=1000),
 }

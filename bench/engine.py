@@ -35,7 +35,7 @@ from . import stats as pstats
 from . import study as gs
 from .config import CellConfig
 from .data import data_root, resolve
-from .jobrun import JobTrainer, mean_abs, split_sizes
+from .jobrun import JobTrainer, mean_abs, split_sizes, untrained_rows
 from .metrics import inception_metric, lpips_metric
 from .paths import check_writable
 from .plan import DATA_COLUMNS, Job, config_columns, config_differences, describe, key_str
@@ -249,12 +249,20 @@ class GridRun:
 
     @property
     def baselines_done(self) -> bool:
-        """Whether this folder has the row of every baseline (grey, mean colour)."""
+        """Whether this folder has every untrained row (grey, mean colour, oracle tint; Bayes rows on controls)."""
         return not self.missing_baselines()
 
     def missing_baselines(self) -> list[str]:
+        """The untrained rows (``bench.jobrun.untrained_rows``) this folder does not have yet."""
         have = {r.get("cell") for r in self.local_rows if r.get("model") == "(none)"}
-        return [b for b in BASELINES if b not in have]
+        return [b for b in untrained_rows(self.test_folder()) if b not in have]
+
+    def test_folder(self):
+        """The folder of the test images: ``--test``, else the data set's default test set, else the data set."""
+        from .data import DEFAULT_TEST
+
+        test = self.test or DEFAULT_TEST.get(self.data) or self.data
+        return resolve(test, data_root(self.data_root))[1]
 
     @property
     def needs_training(self) -> bool:

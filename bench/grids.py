@@ -16,17 +16,20 @@ class Grid:
     name: str
     description: str
     cells: tuple[Cell, ...]
+    #: command-line defaults of the grid (``data``, ``preset``, ``seeds``): what ``ablate --grid NAME`` uses when
+    #: the option is not given
+    defaults: dict = field(default_factory=dict)
 
 
 GRIDS: dict[str, Grid] = {}
 
 
-def add_grid(name: str, description: str, cells: list[Cell]) -> Grid:
-    """Register a named grid (cell names must be unique within it)."""
+def add_grid(name: str, description: str, cells: list[Cell], defaults: dict | None = None) -> Grid:
+    """Register a named grid (cell names must be unique within it); ``defaults``: see :attr:`Grid.defaults`."""
     names = [c.name for c in cells]
     if len(set(names)) != len(names):
         raise ValueError(f"grid {name!r} has duplicate cell names")
-    GRIDS[name] = Grid(name, description, tuple(cells))
+    GRIDS[name] = Grid(name, description, tuple(cells), dict(defaults or {}))
     return GRIDS[name]
 
 
@@ -44,6 +47,33 @@ add_grid(
         # One AdaIN cell fits the CPU budget: MSE plus the AdaIN style term (λ = 1, see ADAIN_STYLE_WEIGHTS below).
         Cell("mse+adain_style", {"loss": "mse+adain_style", "loss_params": {"style_weight": 1.0}}),
     ],
+)
+
+# Known answers (bench.controls): on the control images each loss has a Bayes-optimal prediction computed from the
+# generator, so the harness must recover MSE > KL (T 0.38) > L1 in PSNR, the reverse in colourfulness, every cell near
+# its own Bayes row, and no difference between two MSE cells that differ only in name (the negative control).
+add_grid(
+    "controls",
+    "Known-answer controls on the generated control images (--data controls): mse, l1, huber, kl, kl_rebal and a "
+    "second mse cell under another name (mse_again, the negative control); each is compared with its loss's "
+    "Bayes-optimal reference row.",
+    [
+        Cell("mse", {"loss": "mse"}),
+        Cell("mse_again", {"loss": "mse"}),
+        Cell("l1", {"loss": "l1"}),
+        Cell("huber", {"loss": "huber"}),
+        Cell("kl", {"loss": "kl"}),
+        Cell("kl_rebal", {"loss": "kl", "loss_params": {"rebalance": True}}),
+    ],
+    defaults={"data": "controls", "preset": "controls", "seeds": 3},
+)
+
+add_grid(
+    "controls-pooled",
+    "Pooled PSNR against the mean of per-image PSNRs on controls-varying, where the share of the minority colour "
+    "varies between images: mse and l1 (rank with --rank-by psnr_pooled to see the order turn).",
+    [Cell("mse", {"loss": "mse"}), Cell("l1", {"loss": "l1"})],
+    defaults={"data": "controls-varying", "preset": "controls", "seeds": 3},
 )
 
 add_grid(

@@ -11,10 +11,11 @@ from typing import Callable, NamedTuple
 import torch
 
 from .checkpoint import CHECKPOINT, model_dir, remove_checkpoint, save_weights
-from .metrics import evaluate_grey, features_file, networks, save_features, whole_set
+from .metrics import (ab_colorizer, constant_colorizer, features_file, networks, oracle_tint_colorizer, save_features,
+                      score_set, whole_set)
 from .params import shown_values
 from .plan import Job
-from .records import BASELINES, GREY, MEAN_COLOUR, utc_now
+from .records import BASELINES, BAYES_PREFIX, GREY, MEAN_COLOUR, ORACLE_TINT, utc_now
 from .samples import save_samples
 from .train import DivergenceError, Prepared, autocast_dtype, train_cell
 
@@ -32,6 +33,33 @@ class JobResult(NamedTuple):
 def split_sizes(p: Prepared) -> dict:
     """The ``n_train``, ``n_val``, ``n_test`` columns of a run row (with folds: of the run's fold)."""
     return {"n_train": len(p.train), "n_val": len(p.val_images), "n_test": len(p.test_images)}
+
+
+def untrained_rows(test_folder) -> tuple[str, ...]:
+    """The rows a run scores without training: the baselines (grey, the mean colour), the oracle per-image tint and,
+    on a control test set (``bench.controls``), every loss's Bayes-optimal row."""
+    from . import controls
+
+    bayes = tuple(controls.BAYES_ROWS) if test_folder is not None and controls.spec(test_folder) else ()
+    return (*BASELINES, ORACLE_TINT, *bayes)
+
+
+def untrained_colorizer(cell: str, p: Prepared, mean_colour):
+    """The ``colorize_batch`` of an untrained row on one fold's test images (``mean_colour``: the fold's constant)."""
+    if cell == GREY:
+        return constant_colorizer((0.0, 0.0))
+    if cell == MEAN_COLOUR:
+        return constant_colorizer(tuple(mean_colour))
+    if cell == ORACLE_TINT:
+        return oracle_tint_colorizer
+    if cell.startswith(BAYES_PREFIX):
+        from . import controls
+        from .abbins import ABBins
+
+        bins = ABBins()
+        bayes = controls.Bayes(controls.spec(p.splits.roots["test"]), bins.class_weights(p.prior(bins)))
+        return ab_colorizer(lambda u8: bayes.predict_ab(cell, u8))
+    raise ValueError(f"no untrained row called {cell!r}")
 
 
 def mean_abs(preps: list[Prepared]) -> list[list[float]]:
@@ -112,18 +140,17 @@ class JobTrainer:
         return JobResult(row, per_image, history, samples)
 
     def baselines(self, preps: list[Prepared], lpips_backbone: str, which=BASELINES) -> list[tuple[dict, list[dict]]]:
-        """(run row, per-image rows) of each baseline in ``which``: grey (ab = 0) and the mean colour (each fold's
-        training mean ab, ``mean_ab`` in the row as JSON, one [a, b] per fold). One run row for the whole test set,
-        with folds too: they need no training, so every fold's test images (``preps``, one per fold) are scored at
-        once."""
+        """(run row, per-image rows) of each untrained row in ``which`` (:func:`untrained_rows`): grey (ab = 0),
+        the mean colour (each fold's training mean ab, ``mean_ab`` in the row as JSON, one [a, b] per fold), the
+        oracle tint and the Bayes rows. One run row for the whole test set, with folds too: they need no training,
+        so every fold's test images (``preps``, one per fold) are scored at once."""
         out = []
         nets = networks(self.device, lpips_backbone)
         consts = mean_abs(preps)
         for cell in which:
             shared, per_image, parts = self.shared, [], []
             for f, p in enumerate(preps):
-                ab = (0.0, 0.0) if cell == GREY else tuple(consts[f])
-                scores = evaluate_grey(p.test_images, self.device, nets=nets, ab=ab)
+                scores = score_set(untrained_colorizer(cell, p, consts[f]), p.test_images, self.device, nets=nets)
                 parts.append(scores)
                 per_image += [{"run": shared["run"], "model": "(none)", "cell": cell, "seed": 0,
                                **({"fold": f} if self.folds > 1 else {}), "test_set": shared["data_test"],

@@ -18,17 +18,19 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import knownanswers
 from . import stats as pstats
 from .folds import combine_folds, combine_per_image
 from .params import numeric_columns, shown_columns
 from .plots import psnr_per_cell
-from .records import BASELINES, GREY, MEAN_COLOUR, TERMINAL_WIDTH, atomic_write_text, read_rows
+from .records import (BASELINES, BAYES_PREFIX, GREY, MEAN_COLOUR, ORACLE_TINT, TERMINAL_WIDTH, atomic_write_text,
+                      is_untrained, read_rows, untrained_mask)
 from .stats import ci95
 
 AUTOMATIC, REFERENCE = "automatic", "reference"
 #: column prefix and short name of each baseline (a row no network trained) in the comparisons and verdicts
-BASELINE_PREFIX = {GREY: "grey", MEAN_COLOUR: "mean_colour"}
-BASELINE_WORD = {GREY: "grey", MEAN_COLOUR: "mean"}
+BASELINE_PREFIX = {GREY: "grey", MEAN_COLOUR: "mean_colour", ORACLE_TINT: "oracle_tint"}
+BASELINE_WORD = {GREY: "grey", MEAN_COLOUR: "mean", ORACLE_TINT: "oracle"}
 #: the fewest seeds per cell for the two-level sentence ("a claim about the losses"): below 3 its interval covered
 #: 48 % (1 seed) to 89 % (2 seeds) of the time in the README's simulations
 MIN_SEEDS_TWO_LEVEL = 3
@@ -135,6 +137,9 @@ def build(df: pd.DataFrame, per_image: pd.DataFrame | None = None, n_boot: int =
         for s in summary + ([f"{m.name}_ref_other"] if rank_by != m.name else []):
             if s in g:
                 row[f"{s}_mean"] = pd.to_numeric(g[s], errors="coerce").mean()
+        for s in ("psnr_t1", "psnr_mode"):  # a bins head's logits decoded at T = 1 and at the mode
+            if s in g and pd.to_numeric(g[s], errors="coerce").notna().any():
+                row[f"{s}_mean"] = pd.to_numeric(g[s], errors="coerce").mean()
         row[f"{m.name}_ci95"] = ci95(g[m.name])
         if "kid_std" in g:  # KID's spread over subsets (mean over seeds)
             row["kid_std_mean"] = pd.to_numeric(g["kid_std"], errors="coerce").mean()
@@ -146,8 +151,10 @@ def build(df: pd.DataFrame, per_image: pd.DataFrame | None = None, n_boot: int =
         row["score"] = pd.to_numeric(g[rank_by], errors="coerce").mean()
         row["score_ci95"] = ci95(g[rank_by])
         row["encoder_pretrained"] = g["encoder_pretrained"].iloc[0] if "encoder_pretrained" in g else ""
+        if "eval_size" in g:  # the resolution of the test crops, named in every table heading
+            row["eval_size"] = g["eval_size"].iloc[0]
         row["mixed_env"] = mixed_environment(g)
-        if cell in BASELINES and "mean_ab" in g:
+        if is_untrained(cell) and "mean_ab" in g:
             row["mean_ab"] = g["mean_ab"].iloc[0] if isinstance(g["mean_ab"].iloc[0], str) else ""
         # the networks behind the values: e.g. lpips_backbone imagenet, random (not a perceptual metric) or missing
         for col in pstats.status_columns():
@@ -163,14 +170,17 @@ def build(df: pd.DataFrame, per_image: pd.DataFrame | None = None, n_boot: int =
     board["_g"] = (board["group"] == REFERENCE).astype(int)
     board = board.sort_values(["_g", "score"], ascending=[True, not m.higher_is_better], kind="stable")
     board = board.drop(columns="_g").reset_index(drop=True)
-    # baselines keep their place in the order but get no rank: they are not trained cells
-    trained = ~board["cell"].isin(BASELINES)
+    # baselines and reference rows keep their place in the order but get no rank: they are not trained cells
+    trained = ~untrained_mask(board["cell"])
     board.insert(1, "rank", (board[trained].groupby("group").cumcount() + 1).reindex(board.index).astype("Int64"))
     if m.per == "set":
         if features_dir is not None:
             board = _add_set_comparisons(board, ok, m, Path(features_dir))
     elif per_image is not None and not per_image.empty:
         board = _add_comparisons(board, ok, per_image, m, n_boot, n_perm)
+        board = knownanswers.spatial_tests(board, per_image)
+        # the control data's Bayes rows: kept with the board for the verdict and the 'Known answers' section
+        board.attrs["known_answers"] = knownanswers.known_answers(board, ok, per_image)
     return board, failed
 
 
@@ -243,7 +253,7 @@ def _add_set_comparisons(board, ok, m: pstats.Metric, folder: Path) -> pd.DataFr
         best = best_cell(board, r["group"])
         for fam, other in (("grey", base_keys.get(GREY)), ("mean_colour", base_keys.get(MEAN_COLOUR)),
                            ("best", best)):
-            if k in boots and other in boots and other != k and k[1] not in BASELINES:
+            if k in boots and other in boots and other != k and not is_untrained(k[1]):
                 ci = pstats.set_interval(boots[k], boots[other])
                 row.update({f"{fam}_diff": ci["diff"], f"{fam}_lo": ci["lo"], f"{fam}_hi": ci["hi"]})
         rows.append(row)
@@ -261,8 +271,8 @@ def _add_set_comparisons(board, ok, m: pstats.Metric, folder: Path) -> pd.DataFr
 
 def _set_verdict_word(r) -> str:
     """Per-cell words of a per-set ranking: whether the bootstrap intervals to grey and to the best exclude 0."""
-    if r["cell"] in BASELINES:
-        return "baseline"
+    if is_untrained(r["cell"]):
+        return "reference" if r["cell"] not in BASELINES else "baseline"
     parts = []
     for prefix, word in (("grey", "grey"), ("mean_colour", "mean colour")):
         if not pd.isna(r.get(f"{prefix}_lo", math.nan)):
@@ -278,7 +288,7 @@ def best_cell(board: pd.DataFrame, group: str = AUTOMATIC) -> tuple[str, str] | 
     """(model, cell) of the top-ranked trained cell of a group (the baselines excluded)."""
     if board.empty:
         return None
-    trained = board[~board["cell"].isin(BASELINES) & (board["group"] == group)]
+    trained = board[~untrained_mask(board["cell"]) & (board["group"] == group)]
     if trained.empty:
         return None
     top = trained.iloc[0]
@@ -297,24 +307,24 @@ def _add_comparisons(board, ok, per_image, m: pstats.Metric, n_boot: int, n_perm
     grey_key = base_keys.pop("grey", None)
     parts = []
     for group in (AUTOMATIC, REFERENCE):
-        cells = board[board["group"] == group]
+        cells = board[(board["group"] == group) & ~board["cell"].astype(str).str.startswith(BAYES_PREFIX)]
         best = best_cell(board, group)
         if cells.empty or best is None:
             continue
         keys = set(zip(cells["model"], cells["cell"])) | {k for k in (grey_key, *base_keys.values()) if k}
         sub = pi[[k in keys for k in zip(pi["model"], pi["cell"])]].copy()
-        rank_by = cells.loc[~cells["cell"].isin(BASELINES), "rank_by"].iloc[0]
+        rank_by = cells.loc[~untrained_mask(cells["cell"]), "rank_by"].iloc[0]
         if rank_by != m.name:  # reference models: their other-photo score against the baselines' (reference-free)
             if rank_by not in sub:
                 continue
-            is_ref = ~sub["cell"].isin(BASELINES)
+            is_ref = ~untrained_mask(sub["cell"])
             sub.loc[is_ref, m.name] = pd.to_numeric(sub.loc[is_ref, rank_by], errors="coerce")
         cmp = pstats.compare_cells(sub, best, grey_key, metric=m, n_boot=n_boot, n_perm=n_perm, baselines=base_keys)
         if cmp.empty:
             continue
         cmp["group"] = group
         if group == REFERENCE:
-            cmp = cmp[~cmp["cell"].isin(BASELINES)]  # the baselines' rows belong to the automatic table
+            cmp = cmp[~untrained_mask(cmp["cell"])]  # the baselines' rows belong to the automatic table
         parts.append(cmp)
     if not parts:
         return board
@@ -336,8 +346,8 @@ def _flag(r, col) -> bool:
 def _verdict_word(r) -> str:
     """Short per-cell verdict: significance against each baseline and against the best (Holm, α = 0.05), grouped
     by outcome: ``> grey, mean; n.s. vs best`` (``mean``: the mean-colour baseline)."""
-    if r["cell"] in BASELINES:
-        return "baseline"
+    if is_untrained(r["cell"]):
+        return "reference" if r["cell"] not in BASELINES else "baseline"
     groups: dict[str, list[str]] = {}
     for base, prefix in BASELINE_PREFIX.items():
         if not pd.isna(r.get(f"p_{prefix}", math.nan)):
@@ -404,7 +414,7 @@ def verdict(board: pd.DataFrame, metric: str | pstats.Metric = "psnr", alpha: fl
         return {}
 
     def trained_of(g):
-        return board[(board["group"] == g) & ~board["cell"].isin(BASELINES)]
+        return board[(board["group"] == g) & ~untrained_mask(board["cell"])]
 
     group = group or (AUTOMATIC if not trained_of(AUTOMATIC).empty else REFERENCE)
     trained = trained_of(group)
@@ -450,17 +460,12 @@ def verdict(board: pd.DataFrame, metric: str | pstats.Metric = "psnr", alpha: fl
         if pick[f"worse_than_{pre}"]:
             lines.append(f"Significantly worse than {_baseline_name(board, base, False)}: "
                          + ", ".join(pick[f"worse_than_{pre}"]) + ".")
-    beyond = pick.get(f"better_than_{sp}", []) if stronger else []
+    above = pick.get(f"better_than_{sp}", []) if stronger else []
+    beyond = _beyond_tint(trained, label)
     if len(bases) > 1:
         score = board.loc[board["cell"] == stronger, "score"].iloc[0]
-        sname = _baseline_name(board, stronger, False)
-        if beyond:
-            lines.append(f"Learned colour beyond a global tint (significantly better than the stronger baseline, "
-                         f"{sname}, {m.fmt(score)}{unit}): {', '.join(beyond)}.")
-        else:
-            lines.append(f"No trained cell is significantly better than the stronger baseline ({sname}, "
-                         f"{m.fmt(score)}{unit}): this run does not show that any network learned colour beyond a "
-                         f"global tint.")
+        lines += _tint_lines(board, trained, above, beyond, _baseline_name(board, stronger, False),
+                             f"{m.fmt(score)}{unit}", m)
     if len(trained) > 1:
         ns = [label(r) for _, r in trained.iloc[1:].iterrows() if not _flag(r, "worse_than_best")]
         lines.append(f"Significantly worse than the best ({best_label}; Holm over all pairs of cells): "
@@ -490,6 +495,7 @@ def verdict(board: pd.DataFrame, metric: str | pstats.Metric = "psnr", alpha: fl
         lines.append(f"Nothing can be concluded from this run: with {n_images} test images and {seeds_txt} seed(s), "
                      f"differences below {mde_txt or 'an unknown size'} cannot be detected.")
     return {"group": group, "best": best, "stronger": stronger, "beyond_tint": beyond,
+            "better_than_stronger": above,
             **{k: pick[k] for k in ("better_than_grey", "worse_than_grey", "better_than_mean_colour",
                                     "worse_than_mean_colour", "worse_than_best")},
             "two_level": two_level_ok, "above_baseline_two_level": two_level, "n_images": n_images,
@@ -497,10 +503,46 @@ def verdict(board: pd.DataFrame, metric: str | pstats.Metric = "psnr", alpha: fl
             "warning": warning, "nothing": nothing, "lines": lines}
 
 
+def _beyond_tint(trained: pd.DataFrame, label) -> list[str]:
+    """The cells that learned colours beyond a global tint: spatial colour r significantly above 0
+    (``bench.knownanswers.spatial_tests``) or significantly better than the oracle per-image tint."""
+    return [label(r) for _, r in trained.iterrows()
+            if _flag(r, "spatial_above_zero") or _flag(r, "better_than_oracle_tint")]
+
+
+def _tint_lines(board, trained, above, beyond, sname: str, score: str, m: pstats.Metric) -> list[str]:
+    """The verdict's sentences on what was learned: beating the stronger baseline (the mean colour) shows a
+    network learned a tint; only a spatial colour r above 0 or a win over the oracle per-image tint shows colours."""
+    label = _labeler(board)
+    spatial = [label(r) for _, r in trained.iterrows() if _flag(r, "spatial_above_zero")]
+    oracle = [label(r) for _, r in trained.iterrows() if _flag(r, "better_than_oracle_tint")]
+    known = ("p_spatial" in trained and trained["p_spatial"].notna().any()) or \
+        ("p_oracle_tint" in trained and trained["p_oracle_tint"].notna().any())
+    out = []
+    if above:
+        out.append(f"Significantly better than the stronger baseline ({sname}, {score}): {', '.join(above)}.")
+    if beyond:
+        out.append(f"Learned colours beyond a global tint: {', '.join(beyond)} (spatial colour r significantly "
+                   f"above 0: {', '.join(spatial) or 'none'}; significantly better than the oracle per-image tint: "
+                   f"{', '.join(oracle) or 'none'}).")
+    elif above and known:
+        out.append("None of them shows colours beyond a tint: no spatial colour r is significantly above 0 and no "
+                   "cell beats the oracle per-image tint (each test image's own mean colour), so they may have "
+                   "learned a tint per image.")
+    elif above:
+        out.append("Whether they learned colours or a tint per image is not known: these records have no spatial "
+                   "colour figure and no oracle-tint row (re-score with bench.evaluate).")
+    else:
+        out.append(f"No trained cell is significantly better than the stronger baseline ({sname}, {score})"
+                   + ("" if not known else " and none has a spatial colour r significantly above 0")
+                   + ": this run does not show that any network learned colour beyond a global tint.")
+    return out
+
+
 def set_verdict_lines(board: pd.DataFrame, metric: str | pstats.Metric) -> list[str]:
     """The verdict of a ranking by a per-set metric (FID, KID, ΔCF): bootstrap intervals, no tests."""
     m = pstats.metric(metric)
-    trained = board[(board["cell"] != GREY)] if not board.empty else board
+    trained = board[~untrained_mask(board["cell"])] if not board.empty else board
     if trained.empty:
         return []
     label = _labeler(board)
@@ -535,6 +577,7 @@ def verdict_lines(board: pd.DataFrame, metric: str | pstats.Metric = "psnr") -> 
     if pstats.metric(metric).per == "set":
         return set_verdict_lines(board, metric)
     out = []
+    known = board.attrs.get("known_answers", {}).get("lines", [])
     for group in (AUTOMATIC, REFERENCE):
         v = verdict(board, metric, group=group)
         if not v:
@@ -544,6 +587,8 @@ def verdict_lines(board: pd.DataFrame, metric: str | pstats.Metric = "psnr") -> 
             lines = [s for s in lines if s != v["warning"] or not out]
             lines = ["Reference-based colorizers, scored with another photo as colour reference:"] + lines
         out += lines
+        if group == AUTOMATIC:
+            out += known
     return out
 
 
@@ -553,10 +598,10 @@ def _fmt_mde(v: float, m: pstats.Metric) -> str:
 
 def _labeler(board: pd.DataFrame):
     """Cell label: ``cell``, or ``model / cell`` when trained cells use several models."""
-    multi = board.loc[~board["cell"].isin(BASELINES), "model"].nunique() > 1
+    multi = board.loc[~untrained_mask(board["cell"]), "model"].nunique() > 1
 
     def label(r) -> str:
-        return f"{r['model']} / {r['cell']}" if multi and r["cell"] not in BASELINES else str(r["cell"])
+        return f"{r['model']} / {r['cell']}" if multi and not is_untrained(r["cell"]) else str(r["cell"])
 
     return label
 
@@ -641,9 +686,14 @@ def details_table(board: pd.DataFrame) -> pd.DataFrame:
             out[c] = ["" if pd.isna(v) else v for v in board[c]]  # cells without the parameter: blank, not nan
     for mm in pstats.shown_metrics():  # every metric of the table
         if f"{mm.name}_mean" in board:
-            out[mm.title] = [mm.fmt(v) for v in board[f"{mm.name}_mean"]]
+            out[mm.title] = [mm.fmt(v) if not _random_network(mm, r) else "(random backbone)"
+                             for (_, r), v in zip(board.iterrows(), board[f"{mm.name}_mean"])]
             if mm.name == "kid" and "kid_std_mean" in board:
                 out["KID spread over subsets (SD)"] = [mm.fmt(v) for v in board["kid_std_mean"]]
+    for name in ("psnr_t1", "psnr_mode"):  # bins-head cells: the same logits at T = 1 and at the mode
+        if f"{name}_mean" in board and board[f"{name}_mean"].notna().any():
+            mm = pstats.metric(name)
+            out[mm.title] = [mm.fmt(v) for v in board[f"{name}_mean"]]
     out["seeds"] = board["n"].astype(int).astype(str)
     if "n_images" in board:
         out["test images"] = ["" if pd.isna(v) else str(int(v)) for v in board["n_images"]]
@@ -655,6 +705,13 @@ def details_table(board: pd.DataFrame) -> pd.DataFrame:
             out[col.replace("_", " ").replace("lpips", "LPIPS").replace("inception", "Inception")] = \
                 board[col].fillna("").astype(str)
     return out
+
+
+def _random_network(m: pstats.Metric, row) -> bool:
+    """Whether a row's value of a network metric came from a random backbone (LPIPS on a random VGG-16 is no
+    perceptual metric: never shown in its column; the value stays in leaderboard.csv and --rank-by lpips names it)."""
+    col = m.status_column
+    return bool(col) and "random" in str(row.get(col, "") or "").split(",")
 
 
 def stats_note(metric: str | pstats.Metric = "psnr", n_boot: int = pstats.N_BOOT) -> str:
@@ -683,9 +740,12 @@ def ranked_title(board: pd.DataFrame, metric: str | pstats.Metric) -> str:
     a perceptual metric")."""
     m = pstats.metric(metric)
     col = m.status_column
+    sizes = sorted({int(v) for v in pd.to_numeric(board.get("eval_size", pd.Series(dtype=float)), errors="coerce")
+                    .dropna()}) if not board.empty else []
+    at = f", {'/'.join(str(v) for v in sizes)} px test crops" if sizes else ""
     if not col or col not in board:
-        return m.title
-    return m.backbone_title(v for s in board[col].dropna().astype(str) for v in s.split(","))
+        return m.title + at
+    return m.backbone_title(v for s in board[col].dropna().astype(str) for v in s.split(",")) + at
 
 
 def to_markdown(board: pd.DataFrame, failed: pd.DataFrame, title: str = "Leaderboard",
@@ -713,6 +773,7 @@ def to_markdown(board: pd.DataFrame, failed: pd.DataFrame, title: str = "Leaderb
                       ranking_table(board, REFERENCE, m).to_markdown(index=False, disable_numparse=True), ""]
         if m.per == "image" and ("p_best" in board or "p_grey" in board):
             lines += [stats_note(m, n_boot), ""]
+        lines += knownanswers.markdown(board.attrs.get("known_answers", {}), f"{h}#")
         lines += [f"{h}# Details", "", details_table(board).to_markdown(index=False, disable_numparse=True), ""]
     if not failed.empty:
         lines += [f"{h}# Failed runs", ""]

@@ -88,6 +88,49 @@ def delta_cf(pred: torch.Tensor, truth: torch.Tensor) -> float:
     return abs(float(pred.double().mean()) - float(truth.double().mean()))
 
 
+def colourfulness_ddcolor(pred: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+    """The colourfulness variant of DDColor's evaluation code: σ and μ of the *absolute* opponent channels
+    |R − G| and |½(R + G) − B| (0–255 RGB), M = √(σ_rg² + σ_yb²) + 0.3 √(μ_rg² + μ_yb²); for comparing ΔCF with
+    tables that used it (it is lower than Hasler & Süsstrunk's, see results/controls-cpu.md)."""
+    x = pred.float() * 255.0
+    r, g, b = x[:, 0], x[:, 1], x[:, 2]
+    rg = (r - g).abs().flatten(1)
+    yb = (0.5 * (r + g) - b).abs().flatten(1)
+    std = torch.sqrt(rg.std(dim=1, unbiased=False) ** 2 + yb.std(dim=1, unbiased=False) ** 2)
+    mean = torch.sqrt(rg.mean(dim=1) ** 2 + yb.mean(dim=1) ** 2)
+    return std + 0.3 * mean
+
+
+#: Below this RMS deviation from its own mean ab (Lab units) a prediction counts as one constant colour (r = 0).
+SPATIAL_MIN_AB = 0.05
+
+
+def spatial_colour(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """How much of the colour a prediction gets right beyond a tint: the correlation of predicted and true ab over
+    the pixels of each image after each image's own mean ab is removed (both channels together). 0 for any
+    constant colour (grey, the mean colour, a per-image tint); 1 for the truth."""
+    pa, ta = rgb_to_lab(pred)[:, 1:].double().flatten(2), rgb_to_lab(target)[:, 1:].double().flatten(2)
+    pa, ta = pa - pa.mean(-1, keepdim=True), ta - ta.mean(-1, keepdim=True)
+    num = (pa * ta).sum(dim=(1, 2))
+    den = torch.sqrt(pa.square().sum(dim=(1, 2)) * ta.square().sum(dim=(1, 2)))
+    # a constant colour comes back from RGB with float noise of ~1e-4 ab; a correlation of that noise is no colour
+    flat = pa.square().mean(dim=(1, 2)).sqrt() < SPATIAL_MIN_AB
+    return torch.where(flat | (den <= 1e-9), torch.zeros_like(num), num / den.clamp_min(1e-12)).float()
+
+
+def squared_error_features(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-image features of ``psnr_pooled``: each image's mean squared RGB error (``B×1``, float64)."""
+    return (pred.double() - target.double()).square().flatten(1).mean(1, keepdim=True)
+
+
+def pooled_psnr(pred: torch.Tensor, truth: torch.Tensor | None = None) -> float:
+    """Pooled PSNR (dB): −10 log10 of the mean squared error over every pixel of the set (the images are crops of
+    one size, so the mean of their per-image MSEs). Beside the mean of per-image PSNRs: the two rank colorizers
+    differently when errors are spread unevenly over the images."""
+    mse = float(pred.double().mean())
+    return math.inf if mse <= 0 else -10.0 * math.log10(mse)
+
+
 def inception_features(rgb: torch.Tensor, net) -> torch.Tensor:
     """2048-d pool features of each image (``net``: the network of :func:`inception_metric`)."""
     return net(rgb).double()
@@ -337,11 +380,15 @@ def score_set(colorize_batch, images: torch.Tensor, device, batch_size: int = 16
             net, status = nets.get(fkey[1], (None, ""))
             if fkey[1] is not None and net is None:
                 continue
-            fn = resolve(next(m.features for m in set_ms if (str(m.features), m.network) == fkey))
-            feats.setdefault(fkey, []).append(fn(pred, net).cpu())
+            first = next(m for m in set_ms if (str(m.features), m.network) == fkey)
+            fn = resolve(first.features)
+            # a paired metric's features compare the colorization with the truth (pooled PSNR: squared errors);
+            # the truth's own are then zeros (no error), kept only so that every per-set metric has the same form
+            feats.setdefault(fkey, []).append((fn(pred, target) if first.paired else fn(pred, net)).cpu())
             tkey = (*fkey, status, str(device), batch_size)
             if tkey not in truth.sets:
-                true_feats.setdefault(tkey, []).append(fn(target, net).cpu())
+                true_feats.setdefault(tkey, []).append(torch.zeros(len(u8), 1, dtype=torch.float64) if first.paired
+                                                       else fn(target, net).cpu())
     for tkey, parts in true_feats.items():
         truth.sets[tkey] = torch.cat(parts)
     out = Scores(per_image, status={stats.NETWORKS[n][0]: st for n, (_, st) in nets.items()})
@@ -497,6 +544,23 @@ def constant_colorizer(ab: tuple[float, float] = (0.0, 0.0)):
     return run
 
 
+def oracle_tint_colorizer(u8, start=0):
+    """``colorize_batch`` of the oracle per-image tint: each image's own mean ab at every pixel. It sees the
+    answer, so it is a reference row (never ranked): a cell above it learned more than one tint per image."""
+    L, ab = split_lab(u8)
+    return merge_lab(L, ab.mean(dim=(2, 3), keepdim=True).expand_as(ab))
+
+
+def ab_colorizer(predict_ab):
+    """``colorize_batch`` of a colorizer given as ``uint8 batch -> ab`` (the control data's Bayes rows)."""
+
+    def run(u8, start=0):
+        L, _ = split_lab(u8)
+        return merge_lab(L, predict_ab(u8))
+
+    return run
+
+
 @torch.no_grad()
 def evaluate_grey(images: torch.Tensor, device="cpu", batch_size: int = 16, nets: dict | None = None,
                   ab: tuple[float, float] = (0.0, 0.0)) -> Scores:
@@ -523,7 +587,8 @@ def score_test(model, images: torch.Tensor, device, batch_size: int = 16,
                autocast_dtype: torch.dtype | None = None, nets: dict | None = None) -> Scores:
     """Test scores of a trained model, scored the one way every result is: a reference-based model gets each
     image as its own colour reference, then is scored again with the next photo's (``psnr_ref_other``: how much
-    colour the reference carries).
+    colour the reference carries); a bins head's logits are also decoded at T = 1 and at the mode (``psnr_t1``,
+    ``psnr_mode``).
 
     Args:
         model: a registered colorization model.
@@ -538,4 +603,15 @@ def score_test(model, images: torch.Tensor, device, batch_size: int = 16,
     if needs_ref:
         other = evaluate(model, images, device, batch_size, images.roll(1, 0), autocast_dtype, only=["psnr"])
         out.per_image["psnr_ref_other"] = other.per_image["psnr"]
+    head = getattr(model, "color", None)
+    if getattr(head, "head", None) == "bins":  # the same logits decoded at T = 1 (the mean) and at the mode
+        annealed = head.temperature
+        try:
+            for name, t in (("psnr_t1", 1.0), ("psnr_mode", 0.0)):
+                head.temperature = t
+                again = evaluate(model, images, device, batch_size, images if needs_ref else None, autocast_dtype,
+                                 only=["psnr"])
+                out.per_image[name] = again.per_image["psnr"]
+        finally:
+            head.temperature = annealed
     return out

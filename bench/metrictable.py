@@ -49,6 +49,8 @@ class Metric:
         features: per set only: ``(rgb, net) -> B×k`` features of each image (truth features are computed once
             per test set and network).
         shown: a column of every leaderboard, report and dashboard (False for derived columns).
+        paired: per set only: ``features`` is ``(pred_rgb, target_rgb) -> B×k`` (e.g. each image's squared error)
+            and the truth's features are zeros.
     """
 
     name: str
@@ -61,6 +63,7 @@ class Metric:
     compute: object = None
     features: object = None
     shown: bool = True
+    paired: bool = False
 
     @property
     def title(self) -> str:
@@ -116,7 +119,15 @@ for _m in (
     Metric("colourfulness", True, "", "colourfulness", 1, compute="bench.metrics:colourfulness_of_pred"),
     Metric("delta_e2000", False, "", "ΔE2000", 2, compute="bench.metrics:delta_e2000_per_image"),
     Metric("lpips", False, "", "LPIPS", 4, network="lpips", compute="bench.metrics:lpips_per_image"),
+    Metric("spatial_colour", True, "", "spatial colour r", 3, compute="bench.metrics:spatial_colour"),
     Metric("psnr_ref_other", True, "dB", "PSNR, other-photo reference", shown=False),
+    # a bins head's logits decoded at T = 1 (the mean) and at the mode, beside the annealed mean (T = 0.38) of psnr
+    Metric("psnr_t1", True, "dB", "PSNR, bins at T = 1", shown=False),
+    Metric("psnr_mode", True, "dB", "PSNR, bins at the mode", shown=False),
+    Metric("colourfulness_ddcolor", True, "", "colourfulness (DDColor's variant)", 1, shown=False,
+           compute="bench.metrics:colourfulness_ddcolor"),
+    Metric("psnr_pooled", True, "dB", "pooled PSNR", per="set", compute="bench.metrics:pooled_psnr",
+           features="bench.metrics:squared_error_features", paired=True),
     Metric("delta_cf", False, "", "ΔCF", 2, per="set", compute="bench.metrics:delta_cf",
            features="bench.metrics:colourfulness_features"),
     Metric("fid", False, "", "FID", 2, per="set", network="inception", compute="bench.metrics:fid",

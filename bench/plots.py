@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .records import BASELINES, GREY, MEAN_COLOUR, atomic_write_bytes
+from .records import GREY, MEAN_COLOUR, atomic_write_bytes, is_untrained, untrained_mask
 from .stats import ci95
 
 
@@ -48,7 +48,7 @@ def palette(labels) -> dict[str, str]:
     import matplotlib.colors as mcolors
     import seaborn as sns
 
-    names = sorted({str(x) for x in labels if str(x) not in BASELINES})
+    names = sorted({str(x) for x in labels if not is_untrained(x)})
     base = [c for i, c in enumerate(sns.color_palette("tab10")) if i != 7]  # tab10's 8th colour is grey
     if len(names) > len(base):
         base = [c for i, c in enumerate(sns.color_palette("tab20")) if i not in (14, 15)]
@@ -67,7 +67,7 @@ def run_palette(runs: pd.DataFrame) -> dict[str, str]:
 
 def _label(df: pd.DataFrame) -> pd.Series:
     """Cell label: ``cell``, or ``model / cell`` when the run has several models."""
-    single = df.loc[~df["cell"].isin(BASELINES), "model"].nunique() <= 1  # the baselines have model "(none)"
+    single = df.loc[~untrained_mask(df["cell"]), "model"].nunique() <= 1  # the baselines have model "(none)"
     return df["cell"] if single else df["model"].astype(str) + " / " + df["cell"].astype(str)
 
 
@@ -89,7 +89,7 @@ def psnr_per_cell(runs: pd.DataFrame, path: Path, colours: dict | None = None) -
     ok["psnr"] = pd.to_numeric(ok["psnr"], errors="coerce")
     grey = ok[ok["cell"] == GREY]
     tint = ok[ok["cell"] == MEAN_COLOUR]
-    cells = ok[~ok["cell"].isin(BASELINES)].copy()
+    cells = ok[~untrained_mask(ok["cell"])].copy()
     cells["label"] = _label(cells)
     summary = cells.groupby("label")["psnr"].agg(["mean", ci95]).sort_values("mean", ascending=False)
     order = summary.index.tolist()
@@ -187,7 +187,7 @@ def throughput(runs: pd.DataFrame, path: Path, bench_rows: pd.DataFrame | None =
         bench_rows: optional rows of ``results/throughput-<device>.csv`` (``bench.throughput``); when given, a
             second panel shows its training and inference rates per model.
     """
-    ok = runs[(runs["status"] == "ok") & ~runs["cell"].isin(BASELINES)].copy()
+    ok = runs[(runs["status"] == "ok") & ~untrained_mask(runs["cell"])].copy()
     if ok.empty or "train_img_per_s" not in ok:
         return False
     plt, sns = _plt()

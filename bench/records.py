@@ -33,6 +33,22 @@ GREY = "grey"
 MEAN_COLOUR = "mean_colour"
 #: Rows that no network trained: never ranked as cells, never "the best".
 BASELINES = (GREY, MEAN_COLOUR)
+#: The oracle per-image tint: each test image's own mean ab at every pixel. It sees the answer (the test image's
+#: mean colour), so it is a reference row, never ranked; a cell above it learned more than a tint per image.
+ORACLE_TINT = "oracle_tint"
+#: Prefix of the known-answer rows of the control data (``bench.controls``): each loss's Bayes-optimal prediction.
+BAYES_PREFIX = "bayes:"
+
+
+def is_untrained(cell) -> bool:
+    """Whether a row's cell is a baseline or a reference row (oracle tint, Bayes rows): no network, never ranked."""
+    cell = str(cell)
+    return cell in BASELINES or cell == ORACLE_TINT or cell.startswith(BAYES_PREFIX)
+
+
+def untrained_mask(cells):
+    """:func:`is_untrained` of every entry of a pandas Series of cell names (a boolean Series)."""
+    return cells.map(is_untrained).astype(bool)
 
 #: Columns that a results file must have (by file name); a file without them (e.g. its header line deleted, so that
 #: the first data row reads as the header) is reported as damaged instead of being read or rewritten.

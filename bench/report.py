@@ -28,8 +28,8 @@ from . import cli
 from .document import (Code, Contents, Details, Document, Gallery, GalleryCard, Heading, Image, Link, List, Paragraph,
                        Table, to_html, to_markdown)
 from .paths import results_root
-from .records import (BASELINES, CONFIG_COPY, CorruptRecordError, atomic_write_text, device_slug, read_json,
-                      read_rows, redact, write_error_message)
+from .records import (CONFIG_COPY, atomic_write_text, CorruptRecordError, device_slug, is_untrained, read_json,
+                      read_rows, redact, untrained_mask, write_error_message)
 from .metrictable import METRICS, N_BOOT, metric as get_metric
 
 # pandas and the modules that use it (the leaderboard, statistics, plots, samples) are imported where they are
@@ -94,9 +94,9 @@ def per_image_table(per_image: pd.DataFrame, order: list[tuple[str, str]]) -> pd
         return pd.DataFrame()
     piv = per_image.pivot_table(index="image", columns=["model", "cell"], values="psnr", aggfunc="mean")
     cols = [c for c in order if c in piv.columns]
-    multi = len({m for m, c in cols if c not in BASELINES}) > 1
+    multi = len({m for m, c in cols if not is_untrained(c)}) > 1
     piv = piv[cols]
-    piv.columns = [f"{m} / {c}" if multi and c not in BASELINES else c for m, c in cols]
+    piv.columns = [f"{m} / {c}" if multi and not is_untrained(c) else c for m, c in cols]
     return piv.reset_index()
 
 
@@ -124,7 +124,7 @@ def config_tables(meta: dict, runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.Data
     base = pd.DataFrame([{"key": k, "value": str(v)} for k, v in meta.get("base_config", {}).items()])
     losses = {}
     if "loss" in runs:
-        losses = {str(r["cell"]): str(r["loss"]) for _, r in runs[~runs["cell"].isin(BASELINES)].iterrows()}
+        losses = {str(r["cell"]): str(r["loss"]) for _, r in runs[~untrained_mask(runs["cell"])].iterrows()}
     recorded = meta.get("cells")
     if isinstance(recorded, dict) and recorded:
         cells = [{"cell": name, "changes": json.dumps(changes), "loss (as trained)": losses.get(name, "")}
@@ -236,7 +236,7 @@ def make_figures(data: dict, board: pd.DataFrame, fig_dir: Path, throughput_rows
                                      "Accuracy against vivid colour: higher PSNR usually means duller colours.")
     if plots.throughput(runs, fig_dir / "throughput.png", throughput_rows):
         out["throughput"] = (fig_dir / "throughput.png", "Training throughput per model (images/s).")
-    order = [(m, c) for m, c in zip(board["model"], board["cell"]) if c not in BASELINES] if not board.empty else []
+    order = [(m, c) for m, c in zip(board["model"], board["cell"]) if not is_untrained(c)] if not board.empty else []
     scores = {}
     if not per_image.empty:
         for _, r in per_image.iterrows():
@@ -530,7 +530,7 @@ def document(run_dir: Path, data: dict, board: pd.DataFrame, failed: pd.DataFram
         if key in figures:
             path, cap = figures[key]
             sections.append((f"fig-{key}", heading, [Image(path, path.relative_to(run_dir).as_posix(), heading, cap)]))
-    order = [(m_, c) for m_, c in zip(board["model"], board["cell"]) if c not in BASELINES] if not board.empty else []
+    order = [(m_, c) for m_, c in zip(board["model"], board["cell"]) if not is_untrained(c)] if not board.empty else []
     scores = {}
     if not data["per_image"].empty:
         for _, r in data["per_image"].iterrows():

@@ -19,7 +19,7 @@ from scipy import stats
 
 from . import leaderboard
 from . import stats as pstats
-from .records import BASELINES, atomic_write_text
+from .records import atomic_write_text, untrained_mask
 
 
 def evaluation_dirs(run_dir) -> dict[str, Path]:
@@ -82,7 +82,7 @@ def cross_set(tables: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFra
     ranks = ranks.sort_values(f"{first} rank", kind="stable", na_position="last").reset_index(drop=True)
     pairs = []
     for a, b in itertools.combinations([n for n in tables if f"{n} score" in ranks], 2):
-        both = ranks.loc[~ranks["cell"].isin(BASELINES), [f"{a} score", f"{b} score"]].dropna()
+        both = ranks.loc[~untrained_mask(ranks["cell"]), [f"{a} score", f"{b} score"]].dropna()
         rho, p = spearman(both.iloc[:, 0], both.iloc[:, 1]) if len(both) >= 3 else (math.nan, math.nan)
         pairs.append({"set A": a, "set B": b, "n_cells": len(both), "rho": float(rho), "p": float(p)})
     return ranks, pd.DataFrame(pairs)

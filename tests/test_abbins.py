@@ -207,12 +207,34 @@ def test_kl_rebalancing_weights_each_pixel_by_its_nearest_bin(bins, real_ab):
     logits = torch.randn(2, bins.n_bins, 8, 8, generator=torch.Generator().manual_seed(2))
     plain = losses.build("kl", reduction="none")(logits, ab)
     rebal = losses.build("kl", reduction="none", rebalance=True, prior=prior)(logits, ab)
-    w = ABBins.rebalance_weights(prior, 0.5)[bins.hard_index(ab)]
+    # the prior is smoothed with a Gaussian of σ = 5 over the ab plane first (Zhang et al. 2016), here in numpy
+    c = bins.centres.double().numpy()
+    kern = np.exp(-((c[:, None, :] - c[None, :, :]) ** 2).sum(-1) / (2 * 5.0**2))
+    smooth = kern @ prior.double().numpy()
+    w = ABBins.rebalance_weights(torch.from_numpy(smooth / smooth.sum()).float(), 0.5)[bins.hard_index(ab)]
     torch.testing.assert_close(rebal, plain * w, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="prior"):
         losses.build("kl", rebalance=True)
     with pytest.raises(ValueError, match="261 bin logits"):
         losses.build("kl")(torch.zeros(1, 5, 4, 4), ab[:1, :, :4, :4])
+
+
+def test_smoothing_keeps_a_distribution_and_spreads_a_spike(bins):
+    spike = torch.zeros(bins.n_bins)
+    spike[100] = 1.0
+    out = bins.smooth(spike)
+    assert abs(float(out.sum()) - 1) < 1e-5 and (out >= 0).all()
+    d = (bins.centres - bins.centres[100]).norm(dim=1)
+    assert int(out.argmax()) == 100 and float(out[d == 10].sum()) > 0.3  # the 4 neighbours at 10: e^-2 each
+    assert float(out[d > 30].sum()) < 1e-6
+
+
+def test_decode_at_temperature_zero_is_the_mode(bins):
+    logits = torch.randn(2, bins.n_bins, 3, 3, generator=torch.Generator().manual_seed(3))
+    got = bins.decode(logits, 0)
+    want = bins.centres[logits.argmax(1)].permute(0, 3, 1, 2)
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(bins.decode(logits, 1e-4), want, atol=1e-3, rtol=0)
 
 
 # ------------------------------------------------------------------------------------------- property-based

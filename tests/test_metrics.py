@@ -140,8 +140,55 @@ def test_score_and_evaluate_use_true_lightness(real_batch):
     np.testing.assert_allclose(grey["psnr"], evaluate_grey(images).per_image["psnr"], atol=1e-4)
     s = score_set(grey_colorizer, images, "cpu", batch_size=3)
     # without networks: the table's per-image metrics that need none, and ΔCF (lpips, fid, kid need a network)
-    assert set(s.per_image) == {"psnr", "ssim", "colourfulness", "delta_e2000"}
+    assert set(s.per_image) == {"psnr", "ssim", "colourfulness", "delta_e2000", "spatial_colour",
+                                "colourfulness_ddcolor"}
     assert s.per_set["delta_cf"] > 0 and np.isnan(s.per_set["fid"])
+    assert s.per_image["spatial_colour"] == [0.0] * 4  # grey is a constant colour: no spatial colour
+    # pooled PSNR: -10 log10 of the MSE over every pixel of the set (numpy), not the mean of per-image PSNRs
+    target = images.double().numpy() / 255.0
+    from bench.colour import merge_lab
+
+    L = split_lab(images.float() / 255.0)[0]
+    pred = merge_lab(L, torch.zeros_like(ab_true)).double().numpy()
+    assert s.per_set["psnr_pooled"] == pytest.approx(-10 * np.log10(np.mean((pred - target) ** 2)), abs=1e-3)
+
+
+def test_spatial_colour_is_zero_for_any_tint_and_one_for_the_truth(real_batch):
+    from bench.colour import merge_lab, split_lab
+    from bench.metrics import oracle_tint_colorizer, spatial_colour
+
+    images = real_batch[:3]
+    target = images.float() / 255.0
+    L, ab = split_lab(target)
+    assert torch.allclose(spatial_colour(target, target), torch.ones(3), atol=1e-4)
+    tint = oracle_tint_colorizer(images)
+    assert torch.allclose(spatial_colour(tint, target), torch.zeros(3), atol=2e-2)  # tint: 0 up to gamut clipping
+    # numpy reference on a prediction with structure: half the true ab deviations, plus noise
+    g = torch.Generator().manual_seed(0)
+    pab = ab.mean(dim=(2, 3), keepdim=True) + 0.5 * (ab - ab.mean(dim=(2, 3), keepdim=True)) \
+        + 5 * torch.randn(ab.shape, generator=g)
+    pred = merge_lab(L, pab)
+    from bench.colour import rgb_to_lab
+
+    p = rgb_to_lab(pred)[:, 1:].double().numpy().reshape(3, -1)
+    t = rgb_to_lab(target)[:, 1:].double().numpy().reshape(3, -1)
+    pa = rgb_to_lab(pred)[:, 1:].double().numpy().reshape(3, 2, -1)
+    ta = rgb_to_lab(target)[:, 1:].double().numpy().reshape(3, 2, -1)
+    pa, ta = pa - pa.mean(-1, keepdims=True), ta - ta.mean(-1, keepdims=True)
+    want = (pa * ta).sum((1, 2)) / np.sqrt((pa**2).sum((1, 2)) * (ta**2).sum((1, 2)))
+    assert p.shape == t.shape
+    np.testing.assert_allclose(spatial_colour(pred, target).numpy(), want, atol=1e-5)
+    assert (want > 0.3).all()
+
+
+def test_ddcolor_colourfulness_uses_absolute_opponent_channels(real_batch):
+    from bench.metrics import colourfulness_ddcolor
+
+    x = real_batch[:2].double().numpy()
+    r, g, b = x[:, 0], x[:, 1], x[:, 2]
+    rg, yb = np.abs(r - g).reshape(2, -1), np.abs(0.5 * (r + g) - b).reshape(2, -1)
+    want = np.sqrt(rg.std(1) ** 2 + yb.std(1) ** 2) + 0.3 * np.sqrt(rg.mean(1) ** 2 + yb.mean(1) ** 2)
+    np.testing.assert_allclose(colourfulness_ddcolor(real_batch[:2].float() / 255.0).numpy(), want, rtol=1e-4)
 
 
 # ------------------------------------------------------------------------------------------------------------ CIEDE2000

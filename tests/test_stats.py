@@ -367,10 +367,15 @@ def test_verdict_names_the_cells_beyond_the_mean_colour_and_never_ranks_the_base
     runs, per_image = _tables(_tint_truth())
     board, failed = leaderboard.build(runs, per_image, n_boot=500)
     v = leaderboard.verdict(board)
-    assert v["stronger"] == leaderboard.MEAN_COLOUR and v["beyond_tint"] == ["beyond"]
+    assert v["stronger"] == leaderboard.MEAN_COLOUR and v["better_than_stronger"] == ["beyond"]
     assert sorted(v["better_than_grey"]) == ["beyond", "tint"]
     assert v["better_than_mean_colour"] == ["beyond"] and v["worse_than_mean_colour"] == ["grey_net"]
-    assert any(s.startswith("Learned colour beyond a global tint") and s.endswith(": beyond.") for s in v["lines"])
+    # beating the mean colour shows a tint at least, not colours: without the spatial figure or the oracle tint the
+    # verdict does not say "colours beyond a global tint"
+    assert v["beyond_tint"] == []
+    assert any(s.startswith("Significantly better than the stronger baseline") and s.endswith(": beyond.")
+               for s in v["lines"])
+    assert any(s.startswith("Whether they learned colours or a tint per image is not known") for s in v["lines"])
     by = board.set_index("cell")
     assert v["best"] == ("m", "beyond") and by.loc["beyond", "rank"] == 1
     assert by[["rank"]].loc[list(leaderboard.BASELINES)].isna().all().all()  # baselines: shown, never ranked
@@ -383,6 +388,44 @@ def test_verdict_names_the_cells_beyond_the_mean_colour_and_never_ranks_the_base
     # each cell's own minimum detectable difference is a column
     assert by.loc["tint", "mde_mean_colour"] == pytest.approx(
         stats.min_detectable_difference(by.loc["tint", "mean_colour_sd"], 30))
+
+
+def _with_spatial(per_image, r_of: dict, seed=0):
+    """The per-image rows with a ``spatial_colour`` column: values around ``r_of[cell]`` (0 for the others)."""
+    rng = np.random.default_rng(seed)
+    per_image = per_image.copy()
+    per_image["spatial_colour"] = [r_of.get(c, 0.0) + rng.normal(0, 0.05) for c in per_image["cell"]]
+    return per_image
+
+
+@pytest.mark.parametrize("r_beyond, says_colours", [(0.2, True), (0.0, False)])
+def test_colours_beyond_a_tint_need_a_spatial_colour_above_zero(r_beyond, says_colours):
+    runs, per_image = _tables(_tint_truth())
+    board, _ = leaderboard.build(runs, _with_spatial(per_image, {"beyond": r_beyond}), n_boot=300)
+    v = leaderboard.verdict(board)
+    assert v["better_than_stronger"] == ["beyond"]  # above the mean colour either way
+    by = board.set_index("cell")
+    assert bool(by.loc["beyond", "spatial_above_zero"]) is says_colours
+    assert not by.loc["tint", "spatial_above_zero"] and pd.isna(by.loc[leaderboard.GREY, "p_spatial"])
+    assert v["beyond_tint"] == (["beyond"] if says_colours else [])
+    if says_colours:
+        assert any(s.startswith("Learned colours beyond a global tint: beyond") for s in v["lines"])
+    else:
+        assert any(s.startswith("None of them shows colours beyond a tint") for s in v["lines"])
+
+
+def test_a_cell_above_the_oracle_tint_learned_colours():
+    truth = _tint_truth(seed=13)
+    truth[leaderboard.ORACLE_TINT] = truth[leaderboard.MEAN_COLOUR] + 0.5  # a tint per image beats the global one
+    runs, per_image = _tables(truth)
+    runs.loc[runs["cell"] == leaderboard.ORACLE_TINT, "model"] = "(none)"
+    per_image.loc[per_image["cell"] == leaderboard.ORACLE_TINT, "model"] = "(none)"
+    board, _ = leaderboard.build(runs, _with_spatial(per_image, {}), n_boot=300)
+    by = board.set_index("cell")
+    assert pd.isna(by.loc[leaderboard.ORACLE_TINT, "rank"])  # a reference row: shown, never ranked
+    assert by.loc[leaderboard.ORACLE_TINT, "verdict"] == "reference"
+    assert bool(by.loc["beyond", "better_than_oracle_tint"]) and not by.loc["tint", "better_than_oracle_tint"]
+    assert leaderboard.verdict(board)["beyond_tint"] == ["beyond"]
 
 
 def test_verdict_says_plainly_when_no_cell_beats_the_mean_colour():

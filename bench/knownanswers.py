@@ -1,0 +1,195 @@
+"""What the networks learned: colour beyond a tint on any data, and the known answers of the control data.
+
+Two kinds of evidence that the leaderboard's verdict rests on (``bench.leaderboard``):
+
+- ``spatial_tests``: is a cell's *spatial colour* (``bench.metrics.spatial_colour``: the correlation of predicted and
+  true ab after each image's mean is removed; 0 for any tint) significantly above 0? A two-sided sign-flip test of
+  the per-image values (averaged over seeds) against 0, Holm-adjusted over the trained cells.
+- ``known_answers``: on control data (``bench.controls``) every loss has a Bayes-optimal reference row. Each trained
+  cell is compared with its own row (difference and 95 % t-interval over images), and every pair of cells whose
+  Bayes rows are far apart must show the same order, significantly (sign-flip test, Holm over the pairs of a
+  metric); a pair whose rows agree (the negative control: two MSE cells) must show no significant difference.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+
+from . import stats as pstats
+from .records import BAYES_PREFIX, is_untrained
+
+#: A trained cell is "at its Bayes row" when its mean PSNR is within this of the row's (dB).
+NEAR_BAYES_DB = 0.5
+#: Pairs whose Bayes rows differ by at least this must be ordered as the rows are (per metric, its units) ...
+EXPECT_ORDER = {"psnr": 0.3, "colourfulness": 3.0}
+#: ... and pairs whose rows differ by less than this must show no significant difference; between the two, no
+#: expectation (too close for networks that are only near their rows).
+EXPECT_EQUAL = {"psnr": 0.05, "colourfulness": 0.3}
+#: A bins-head cell's other decodings and the Bayes rows they are compared with.
+KL_DECODINGS = {"psnr": "", "psnr_t1": "_T1", "psnr_mode": "_mode"}
+
+
+def _trained(board: pd.DataFrame) -> pd.DataFrame:
+    return board[[not is_untrained(c) for c in board["cell"]]]
+
+
+def spatial_tests(board: pd.DataFrame, per_image: pd.DataFrame, alpha: float = pstats.ALPHA) -> pd.DataFrame:
+    """``p_spatial`` (Holm over the trained cells) and ``spatial_above_zero`` for every trained cell of the board;
+    the board unchanged when the per-image rows have no ``spatial_colour``."""
+    if per_image is None or per_image.empty or "spatial_colour" not in per_image:
+        return board
+    means = pstats.image_means(per_image, "spatial_colour")
+    cells = [(m, c) for m, c in zip(_trained(board)["model"], _trained(board)["cell"]) if (m, c) in means.columns]
+    tests = [pstats.sign_flip_test(means[k].to_numpy(), np.zeros(len(means))) for k in cells]
+    adj = pstats.holm([t["p_conservative"] for t in tests]) if tests else []
+    out = {k: (p, bool(p < alpha and t["diff"] > 0)) for k, t, p in zip(cells, tests, adj)}
+    board = board.copy()
+    keys = list(zip(board["model"], board["cell"]))
+    board["p_spatial"] = [out.get(k, (math.nan, False))[0] for k in keys]
+    board["spatial_above_zero"] = [out.get(k, (math.nan, False))[1] for k in keys]
+    return board
+
+
+def bayes_row_of(loss: str, loss_params) -> str | None:
+    """The Bayes row of a cell's loss (``bench.controls.bayes_row``), its ``loss_params`` given as JSON or a dict."""
+    from .controls import bayes_row
+
+    if isinstance(loss_params, str):
+        try:
+            loss_params = json.loads(loss_params or "{}")
+        except ValueError:
+            return None
+    return bayes_row(str(loss), loss_params if isinstance(loss_params, dict) else {})
+
+
+def _cell_rows(board: pd.DataFrame, runs: pd.DataFrame) -> dict:
+    """(model, cell) of every trained cell → its Bayes row (only the cells that have one on this board)."""
+    have = set(board["cell"])
+    out = {}
+    for _, r in _trained(board).iterrows():
+        g = runs[(runs["model"] == r["model"]) & (runs["cell"] == r["cell"])]
+        row = bayes_row_of(r["loss"], g["loss_params"].iloc[0] if "loss_params" in g and len(g) else "{}")
+        if row in have:
+            out[(r["model"], r["cell"])] = row
+    return out
+
+
+def _bayes_key(board: pd.DataFrame, row: str):
+    hit = board[board["cell"] == row]
+    return (hit["model"].iloc[0], row) if len(hit) else None
+
+
+def near_bayes(board: pd.DataFrame, runs: pd.DataFrame, per_image: pd.DataFrame) -> pd.DataFrame:
+    """One row per (trained cell, decoding) with a Bayes row: the cell's and the row's mean PSNR, their paired
+    difference over images with its 95 % t-interval, and whether it is within :data:`NEAR_BAYES_DB`."""
+    rows = []
+    for key, brow in _cell_rows(board, runs).items():
+        for col, suffix in KL_DECODINGS.items() if brow.startswith(f"{BAYES_PREFIX}kl") else [("psnr", "")]:
+            target = _bayes_key(board, brow if brow != f"{BAYES_PREFIX}kl" else brow + suffix)
+            if target is None or col not in per_image:
+                continue
+            mine = pstats.image_means(per_image[(per_image["model"] == key[0]) & (per_image["cell"] == key[1])], col)
+            ref = pstats.image_means(per_image[(per_image["model"] == target[0]) & (per_image["cell"] == target[1])],
+                                     "psnr")
+            if key not in mine.columns or target not in ref.columns:
+                continue
+            d = (mine[key] - ref[target]).dropna().to_numpy()
+            if not len(d):
+                continue
+            diff, half = float(d.mean()), pstats.ci95(d)
+            rows.append({"model": key[0], "cell": key[1], "decoding": col, "bayes_row": target[1],
+                         "cell_psnr": float(mine[key].mean()), "bayes_psnr": float(ref[target].mean()),
+                         "diff": diff, "lo": diff - half, "hi": diff + half,
+                         "near": bool(abs(diff) <= NEAR_BAYES_DB)})
+    return pd.DataFrame(rows)
+
+
+def orderings(board: pd.DataFrame, runs: pd.DataFrame, per_image: pd.DataFrame, metric: str,
+              alpha: float = pstats.ALPHA) -> pd.DataFrame:
+    """Every pair of trained cells with Bayes rows, on one per-image metric: the Bayes rows' difference, what it
+    predicts (``>``, ``=`` or ``?`` when too close to call), the cells' paired difference, the Holm-adjusted p
+    (over the pairs) and whether the known answer was recovered."""
+    if metric not in per_image:
+        return pd.DataFrame()
+    cells = _cell_rows(board, runs)
+    means = pstats.image_means(per_image, metric)
+    score = {c: float(means[_bayes_key(board, b)].mean()) for c, b in cells.items()
+             if _bayes_key(board, b) in means.columns}
+    keys = [c for c in cells if c in score and c in means.columns]
+    rows = []
+    for i, a in enumerate(keys):
+        for b in keys[i + 1:]:
+            if score[a] < score[b]:
+                a, b = b, a
+            t = pstats.sign_flip_test(means[a].to_numpy(), means[b].to_numpy())
+            gap = score[a] - score[b]
+            expect = ">" if gap >= EXPECT_ORDER[metric] else "=" if gap < EXPECT_EQUAL[metric] else "?"
+            rows.append({"metric": metric, "a": a[1], "b": b[1], "bayes_diff": gap, "expect": expect,
+                         "diff": t["diff"], "p_raw": t["p_conservative"]})
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    out["p"] = pstats.holm(out["p_raw"].to_numpy())
+    out["recovered"] = [bool(p < alpha and d > 0) if e == ">" else bool(p >= alpha) if e == "=" else None
+                        for e, p, d in zip(out["expect"], out["p"], out["diff"])]
+    return out
+
+
+def known_answers(board: pd.DataFrame, runs: pd.DataFrame, per_image: pd.DataFrame) -> dict:
+    """The known-answer checks of a board with Bayes rows: ``near`` (:func:`near_bayes`), ``orderings`` (PSNR and
+    colourfulness, :func:`orderings`) and ``lines`` (verdict sentences). Empty when the board has no Bayes row."""
+    if board.empty or per_image is None or per_image.empty or \
+            not board["cell"].astype(str).str.startswith(BAYES_PREFIX).any():
+        return {}
+    near = near_bayes(board, runs, per_image)
+    orders = pd.concat([orderings(board, runs, per_image, m) for m in EXPECT_ORDER], ignore_index=True)
+    lines = []
+    if not near.empty:
+        main = near[near["decoding"] == "psnr"]
+        far = [f"{r['cell']} ({r['diff']:+.2f} dB)" for _, r in main.iterrows() if not r["near"]]
+        lines.append(f"Known answers (control data): {int(main['near'].sum())} of {len(main)} trained cells are "
+                     f"within {NEAR_BAYES_DB:g} dB of their loss's Bayes-optimal row"
+                     + (f"; not: {', '.join(far)}" if far else "") + " (table 'Known answers').")
+    if not orders.empty:
+        checked = orders[orders["expect"] != "?"]
+        missed = [f"{r['a']} {'>' if r['expect'] == '>' else '='} {r['b']} ({r['metric']})"
+                  for _, r in checked.iterrows() if not r["recovered"]]
+        lines.append(f"Known orderings: {sum(bool(r) for r in checked['recovered'])} of {len(checked)} recovered "
+                     "(pairs whose Bayes rows differ must differ in the same direction, significantly, Holm over "
+                     "the pairs; pairs whose rows agree must not differ significantly)"
+                     + (f"; missed: {', '.join(missed)}." if missed else "."))
+    return {"near": near, "orderings": orders, "lines": lines}
+
+
+def markdown(answers: dict, heading: str = "##") -> list[str]:
+    """The 'Known answers' section of ``leaderboard.md`` (empty without Bayes rows)."""
+    if not answers:
+        return []
+    out = [f"{heading} Known answers (control data)", "",
+           "Each trained cell against the Bayes-optimal prediction of its own loss, computed from the control "
+           "generator's parameters (not trained; bins-head cells also decoded at T = 1 and at the mode, against "
+           f"the matching rows). *near*: |Δ| ≤ {NEAR_BAYES_DB:g} dB. Δ: mean per-image difference, 95 % t-interval "
+           "over the test images.", ""]
+    near = answers["near"]
+    if not near.empty:
+        t = pd.DataFrame({"cell": near["cell"], "decoding": near["decoding"], "Bayes row": near["bayes_row"],
+                          "cell PSNR": near["cell_psnr"].map("{:.2f}".format),
+                          "Bayes PSNR": near["bayes_psnr"].map("{:.2f}".format),
+                          "Δ [95 % CI]": [f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]" for d, lo, hi in
+                                          zip(near["diff"], near["lo"], near["hi"])],
+                          "near": near["near"].map({True: "yes", False: "no"})})
+        out += [t.to_markdown(index=False, disable_numparse=True), ""]
+    orders = answers["orderings"]
+    if not orders.empty:
+        word = {">": "a > b", "=": "a = b", "?": "too close"}
+        t = pd.DataFrame({"metric": orders["metric"], "a": orders["a"], "b": orders["b"],
+                          "Bayes a − b": orders["bayes_diff"].map("{:+.2f}".format),
+                          "expected": orders["expect"].map(word),
+                          "observed a − b": orders["diff"].map("{:+.2f}".format),
+                          "p (Holm)": orders["p"].map(lambda p: "<0.001" if p < 0.001 else f"{p:.3f}"),
+                          "recovered": ["" if r is None else "yes" if r else "**no**" for r in orders["recovered"]]})
+        out += [t.to_markdown(index=False, disable_numparse=True), ""]
+    return out
