@@ -19,7 +19,8 @@ class KLLoss(nn.Module):
         neighbours: number of nearest bins that share each pixel's mass.
         rebalance: weight each pixel by the rarity of its colour (needs ``prior``).
         rebalance_lambda: mixing weight of the uniform distribution in the rebalancing prior.
-        prior: empirical bin frequencies from the training set (``Q`` values summing to 1).
+        prior: empirical bin frequencies from the training set (``Q`` values summing to 1); smoothed over the ab
+            plane (σ = 5, ``ABBins.smooth``) before the weights are computed.
         loss_weight: factor applied to the reduced loss.
         reduction: ``"mean"`` over pixels (default), ``"sum"`` or ``"none"`` (``B×H×W``).
     """
@@ -52,7 +53,8 @@ class KLLoss(nn.Module):
         if rebalance:
             if prior is None:
                 raise ValueError("kl with rebalance=True needs the training set's colour prior")
-            self.register_buffer("class_weights", ABBins.rebalance_weights(torch.as_tensor(prior), rebalance_lambda))
+            # the prior smoothed with σ = 5 (Zhang et al. 2016), then w ∝ ((1-λ) p̃ + λ/Q)^-1
+            self.register_buffer("class_weights", self.bins.class_weights(prior, rebalance_lambda))
         else:
             self.class_weights = None
 
