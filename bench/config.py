@@ -116,8 +116,10 @@ class CellConfig:
             raise ValueError(f"precision must be auto, fp32 or bf16, not {self.precision!r}")
         # the registries refuse parameters a model or loss does not take (e.g. the adain grid's skips on unet_vgg16)
         models.check_params(self.model, ["head", "width", "encoder_weights", *self.model_params])
+        models.check_values(self.model, self.model_params)  # the values too, by the registries: nothing is built
         if loss_takes_params:
             losses.check_params(self.loss, list(self.loss_params))
+        losses.check_values(self.loss, self.loss_params)
 
 
 #: Learning-rate schedules (``CellConfig.lr_schedule``).

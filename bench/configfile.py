@@ -75,6 +75,8 @@ def load(path: str | Path) -> ConfigFile:
         _mapping(data["set"], path, "set")
         out.changes = dict(data["set"])
         _check(out.changes, path, "set")
+    if data.get("grids") is not None:
+        _mapping(data["grids"], path, "grids")  # grids: [1, 2] is a list where grid name → grid belongs
     for name, g in (data.get("grids") or {}).items():
         where = f"grids.{name}"
         _mapping(g, path, where)
