@@ -31,9 +31,10 @@ def parse_args(argv=None):
     p.add_argument("--grid", default="losses", help="named grid (see --list-grids); default: losses")
     p.add_argument("--list-grids", action="store_true", help="list the named grids and their cells, then exit")
     cli.add(p, "models")
-    p.add_argument("--seeds", type=int, default=2, help="training seeds per cell (default 2)")
+    p.add_argument("--seeds", type=cli.bounded_int(1, cli.MAX_SEEDS), default=2,
+                   help=f"training seeds per cell (default 2, at most {cli.MAX_SEEDS})")
     p.add_argument("--test", default=None, help="held-out test set (named or folder); default: the data set's own")
-    p.add_argument("--folds", type=int, default=None, metavar="K",
+    p.add_argument("--folds", type=cli.bounded_int(1, cli.MAX_FOLDS), default=None, metavar="K",
                    help="k-fold rotation of a data set without a separate test set: K runs per cell and seed, each "
                         "testing on its own 1/K of the images, so that every image is a test image once "
                         "(default: the bundled Kodak24 is rotated in folds, see the README's Data section; other sets: "

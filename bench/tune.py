@@ -98,7 +98,7 @@ def parse_args(argv=None):
     cli.add(p, "models", help="the model to tune (one; default: the preset's)")
     p.add_argument("--model", dest="model_alias", default=None, help="deprecated spelling of --models")
     p.add_argument("--loss", default="mse", help="loss spec, e.g. mse, kl, 'mse+10*adain_style' (default mse)")
-    p.add_argument("--trials", type=int, default=20, help="finished trials the study should have (default 20)")
+    p.add_argument("--trials", type=cli.bounded_int(1, cli.MAX_TRIALS), default=20, help="finished trials the study should have (default 20)")
     p.add_argument("--timeout", type=finite_float, default=None, metavar="SECONDS",
                    help="stop starting new trials after this many seconds")
     p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
