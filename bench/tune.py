@@ -134,6 +134,10 @@ def base_config(args, device) -> tuple[CellConfig, str]:
     cfg, name = cli.config_from_args(args, device, **fixed)
     with cli.usage_errors():
         cfg.validate()
+        from .models_check import check_backbones, check_encoder_weights
+
+        check_encoder_weights(cfg, [cfg.model], [cfg.loss])  # weights files: missing or damaged, before any folder
+        check_backbones([cfg])
     args.lr_range, args.tuned_ranges = tuned_ranges(args, cfg.loss)
     if args.trials < 1:
         raise cli.UsageError(f"--trials must be at least 1, got {args.trials}")
