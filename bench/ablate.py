@@ -153,6 +153,10 @@ def main(argv=None) -> int:
         run_dir = cli.out_dir(args.out) or default_run_dir(args.grid, preset_name, args.data, args.data_root, jobs,
                                                            args.test)
     if args.dry_run:
+        from .records import check_writable
+
+        with cli.usage_errors():
+            check_writable(run_dir)  # a dry run names a folder the real run could write (creates nothing)
         print(dry_run(args, jobs, run_dir))
         return 0
     with cli.usage_errors():

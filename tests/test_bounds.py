@@ -49,3 +49,11 @@ def test_tune_trials_and_heartbeat_are_bounded(tmp_path, capsys):
         rc = tune.main(["--loss", "mse", "--out", str(tmp_path / "t"), *argv])
         helpers.one_error(rc, capsys.readouterr().err, needle)
     assert not (tmp_path / "t").exists()
+
+
+def test_a_dry_run_refuses_a_run_folder_it_could_not_write(capsys, monkeypatch):
+    """Cosmetic case of issue 31: ``COLORBENCH_RESULTS=/proc/1`` used to print a run folder there, with rc 0."""
+    monkeypatch.setenv("COLORBENCH_RESULTS", "/proc/1")
+    rc, out, err = helpers.run(["--grid", "tiny", "--dry-run"], capsys)
+    helpers.one_error(rc, err, "/proc/1")
+    assert "dry run" not in out
