@@ -31,10 +31,10 @@ def parse_args(argv=None):
     p.add_argument("--grid", default="losses", help="named grid (see --list-grids); default: losses")
     p.add_argument("--list-grids", action="store_true", help="list the named grids and their cells, then exit")
     cli.add(p, "models")
-    p.add_argument("--seeds", type=int, default=None,
-                   help="training seeds per cell (default 2; the controls grid: 3)")
+    p.add_argument("--seeds", type=cli.bounded_int(1, cli.MAX_SEEDS), default=None,
+                   help=f"training seeds per cell (default 2, the controls grids 3; at most {cli.MAX_SEEDS})")
     p.add_argument("--test", default=None, help="held-out test set (named or folder); default: the data set's own")
-    p.add_argument("--folds", type=int, default=None, metavar="K",
+    p.add_argument("--folds", type=cli.bounded_int(1, cli.MAX_FOLDS), default=None, metavar="K",
                    help="k-fold rotation of a data set without a separate test set: K runs per cell and seed, each "
                         "testing on its own 1/K of the images, so that every image is a test image once "
                         "(default: the bundled Kodak24 is rotated in folds, see the README's Data section; other sets: "
@@ -165,6 +165,10 @@ def main(argv=None) -> int:
         run_dir = cli.out_dir(args.out) or default_run_dir(args.grid, preset_name, args.data, args.data_root, jobs,
                                                            args.test)
     if args.dry_run:
+        from .records import check_writable
+
+        with cli.usage_errors():
+            check_writable(run_dir)  # a dry run names a folder the real run could write (creates nothing)
         print(dry_run(args, jobs, run_dir))
         return 0
     with cli.usage_errors():

@@ -203,6 +203,31 @@ def finite_float(text: str) -> float:
     return check(text)
 
 
+#: Upper bounds of the numeric options that are no configuration field (those are bounded by
+#: ``bench.config.CellConfig.validate``): each is named in its error, so that no value can hang a command.
+MAX_SEEDS, MAX_FOLDS, MAX_HEARTBEAT, MAX_TRIALS = 1000, 1000, 3600, 100_000
+
+
+def bounded_int(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``low`` to ``high``, else an error that names both bounds.
+
+    Args:
+        low, high: the smallest and the largest value allowed.
+    """
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high} (the bound), got {value}")
+        return value
+
+    parse.__name__ = "whole number"
+    return parse
+
+
 def rank_by_metric(name: str) -> str:
     """A ``--rank-by`` value: any metric of the metric table (``bench.metrictable``)."""
     from .metrictable import METRICS
@@ -252,7 +277,7 @@ ARGUMENTS: dict[str, tuple[tuple[str, ...], dict]] = {
                                           "postgresql+psycopg://USER@HOST/DB ... (default: <out>/study.journal)")),
     "study_name": (("--study-name",), dict(default=None, help="study name (default: derived from the "
                                                               "configuration)")),
-    "heartbeat": (("--heartbeat",), dict(type=int, default=30, metavar="SECONDS",
+    "heartbeat": (("--heartbeat",), dict(type=bounded_int(1, MAX_HEARTBEAT), default=30, metavar="SECONDS",
                                          help="heartbeat interval of a running trial; after 3× this without one it "
                                               "is retried (default 30)")),
     "rank_by": (("--rank-by",), dict(default="psnr", metavar="METRIC", type=rank_by_metric,

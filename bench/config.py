@@ -11,6 +11,9 @@ import losses
 import models
 
 MAX_CROP = 1024
+#: Bounds of the fields that could hang a run or exhaust memory (each is named in its error): steps, images per step
+#: (B×3×crop² per batch, twice for reference-based models), and the seeds, which numpy takes as unsigned 32-bit.
+MAX_STEPS, MAX_BATCH_SIZE, MAX_SEED = 10_000_000, 1024, 2**32 - 1
 
 
 @dataclass
@@ -94,6 +97,10 @@ class CellConfig:
                 raise ValueError(f"loss_params.{key} must be positive, got {v!r}")
         if self.steps < 1 or self.batch_size < 1 or self.val_every < 1:
             raise ValueError("steps, batch_size and val_every must be at least 1")
+        for key, low, high in (("steps", 1, MAX_STEPS), ("batch_size", 1, MAX_BATCH_SIZE), ("seed", 0, MAX_SEED),
+                               ("crop_seed", 0, MAX_SEED)):
+            if not low <= getattr(self, key) <= high:
+                raise ValueError(f"{key} must be from {low} to {high} (the bound), got {getattr(self, key)}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, not {self.lr_schedule!r}")
         if not 0 <= self.warmup_steps < self.steps:
@@ -116,8 +123,10 @@ class CellConfig:
             raise ValueError(f"precision must be auto, fp32 or bf16, not {self.precision!r}")
         # the registries refuse parameters a model or loss does not take (e.g. the adain grid's skips on unet_vgg16)
         models.check_params(self.model, ["head", "width", "encoder_weights", *self.model_params])
+        models.check_values(self.model, self.model_params)  # the values too, by the registries: nothing is built
         if loss_takes_params:
             losses.check_params(self.loss, list(self.loss_params))
+        losses.check_values(self.loss, self.loss_params)
 
 
 #: Learning-rate schedules (``CellConfig.lr_schedule``).

@@ -75,6 +75,8 @@ def load(path: str | Path) -> ConfigFile:
         _mapping(data["set"], path, "set")
         out.changes = dict(data["set"])
         _check(out.changes, path, "set")
+    if data.get("grids") is not None:
+        _mapping(data["grids"], path, "grids")  # grids: [1, 2] is a list where grid name → grid belongs
     for name, g in (data.get("grids") or {}).items():
         where = f"grids.{name}"
         _mapping(g, path, where)
@@ -118,8 +120,9 @@ def read_yaml(path: Path):
         line = raw[: err.start].count(b"\n") + 1
         raise ValueError(f"{path}: line {line}: not UTF-8 text (byte 0x{raw[err.start]:02x}); save the file as "
                          f"UTF-8") from None
-    loader = _loader_class()(text)
+    loader = None
     try:
+        loader = _loader_class()(text)  # the reader refuses control characters here already
         node = loader.get_single_node()
         if node is None:
             return None
@@ -135,7 +138,8 @@ def read_yaml(path: Path):
     except RecursionError:
         raise ValueError(f"{path}: nested more than {MAX_DEPTH} levels deep") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _expanded_size(node, memo: dict, open_: set, depth: int, path: Path) -> int:

@@ -210,21 +210,39 @@ class Splits:
     roots: dict[str, Path] = field(default_factory=dict)  # split → the folder its files are keyed relative to
     #: path → (decoded tensor or None, why unusable or None), when make_splits was given a size (see decode_files)
     decoded: dict = field(default_factory=dict, repr=False)
+    #: path → content fingerprint, filled by :meth:`check_disjoint` (the folds of one data set share one)
+    content: dict = field(default_factory=dict, repr=False)
 
     def key(self, split: str, path) -> str:
         """The key of one of a split's images in result files (see :func:`image_key`)."""
         return image_key(path, self.roots.get(split))
 
     def check_disjoint(self) -> None:
-        """Raise if two of train, validation and test share an image, by content (SHA-256 of the file's bytes, so a
-        copy under another name is caught)."""
-        hashes = {split: {sha256(p): p for p in getattr(self, split)} for split in ("train", "val", "test")}
+        """Raise if two of train, validation and test show the same photo, by content (:func:`fingerprint`, any
+        size or encoding: a copy under another name, in another format or at another size is caught). The pixels
+        of ``decoded`` are used where there are some; other files are decoded once, small, and only their
+        fingerprints are kept."""
+        fps = {split: self._fingerprints(getattr(self, split)) for split in ("train", "val", "test")}
         label = {"train": "training", "val": "validation", "test": "test"}
         for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
-            clash = [(p, hashes[a][h]) for h, p in hashes[b].items() if h in hashes[a]]
+            clash = same_content([fp for _, fp in fps[b]], [fp for _, fp in fps[a]])
             if clash:
-                raise DataError(f"{len(clash)} {b} image(s) also in the {label[a]} set (same bytes), e.g. "
-                                f"{clash[0][0]} = {clash[0][1]}: the splits must be disjoint")
+                i, j = clash[0]
+                raise DataError(f"{len(clash)} {b} image(s) also in the {label[a]} set (same content at any size or "
+                                f"encoding), e.g. {fps[b][i][0]} = {fps[a][j][0]}: the splits must be disjoint")
+
+    def _fingerprints(self, files: list[Path]) -> list[tuple[Path, str]]:
+        """(file, fingerprint) of every file that decodes (from ``decoded`` when it holds the file), cached in
+        ``content``."""
+
+        def one(p):
+            img = self.decoded[p][0] if p in self.decoded else _decode(p, FINGERPRINT_DECODE)[0]
+            return None if img is None else fingerprint(img)
+
+        todo = [p for p in files if p not in self.content]
+        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+            self.content.update(zip(todo, pool.map(one, todo)))
+        return [(p, self.content[p]) for p in files if self.content[p] is not None]
 
 
 def split_files(files: list[Path], val_every: int, test_every: int | None) -> tuple[list, list, list]:
@@ -293,10 +311,10 @@ def make_splits(data: str | None = None, test: str | None = None, root: str | Pa
     for split in ("train", "val", "test"):
         if not getattr(splits, split):
             raise DataError(f"the {split} split of {splits.names[split]} is empty ({len(files)} usable images in all)")
+    splits.decoded = decoded or {}
     splits.check_disjoint()
     splits.train += bad
     splits.test += tbad
-    splits.decoded = decoded or {}
     return splits
 
 
@@ -315,7 +333,7 @@ def default_folds(data: str | None, test: str | None, root: str | Path | None = 
 
 
 def fold_splits(data: str | None = None, folds: int = BUNDLED_FOLDS, root: str | Path | None = None,
-                verify: bool = True) -> list[Splits]:
+                verify: bool = True, size: int | None = None) -> list[Splits]:
     """k-fold rotation of one data set that has no separate test set: every usable image is a test image once.
 
     Fold f tests on the usable files at sorted positions i with ``i % folds == f``; the others are split into
@@ -327,6 +345,8 @@ def fold_splits(data: str | None = None, folds: int = BUNDLED_FOLDS, root: str |
         folds: number of folds (2 ≤ folds ≤ number of usable images).
         root: the folder holding the named sets (default: ``BENCH_DATA``).
         verify: check named sets against their SHA256 manifests.
+        size: decode every file once at this shorter side (shared by every fold's ``Splits.decoded``, for
+            :class:`ImageStore` and the content check); without it, files are probed by :func:`probe_image`.
 
     Returns:
         One :class:`Splits` per fold. Unusable files are appended to fold 0's training list only, so that decoding
@@ -336,11 +356,12 @@ def fold_splits(data: str | None = None, folds: int = BUNDLED_FOLDS, root: str |
     files = list_images(dfolder)
     if verify and dnamed:
         verify_manifest(dfolder)
-    files, bad = partition_usable(files)
+    decoded = decode_files(files, size) if size else None
+    files, bad = partition_usable(files, decoded)
     if not 2 <= folds <= len(files):
         raise DataError(f"--folds must be between 2 and the number of usable images ({len(files)}), got {folds}")
     val_every = 10 if len(files) >= 40 else 8
-    out = []
+    out, content = [], {}
     for f in range(folds):
         test = [p for i, p in enumerate(files) if i % folds == f]
         train, val, _ = split_files([p for i, p in enumerate(files) if i % folds != f], val_every, None)
@@ -349,7 +370,8 @@ def fold_splits(data: str | None = None, folds: int = BUNDLED_FOLDS, root: str |
                             f"images, {folds} folds)")
         splits = Splits(train, val, test, {"train": dname, "val": dname, "test": dname},
                         {"train": dfolder, "val": dfolder, "test": dfolder})
-        splits.check_disjoint()
+        splits.decoded, splits.content = (decoded if decoded is not None else {}), content
+        splits.check_disjoint()  # a copy of a photo in the same folder would be a test image of another fold
         out.append(splits)
     out[0].train += bad
     return out
@@ -531,6 +553,8 @@ class CropSchedule:
 
 #: Side of the greyscale thumbnail behind :func:`fingerprint`.
 FINGERPRINT_SIDE = 16
+#: Shorter side at which :meth:`Splits.check_disjoint` decodes a file whose pixels it was not given.
+FINGERPRINT_DECODE = 64
 #: Two fingerprints whose correlation reaches this are the same photo. Measured: a bundled Kodak photo against its
 #: 768×512 original, PNG or re-encoded as JPEG (quality 60), ≥ 0.9999; distinct photos of kodak24, cbsd68 and
 #: imagenet-sample (1,066 images, all pairs) at most 0.911.

@@ -39,7 +39,7 @@ def check_backbones(cfgs: list[CellConfig]) -> None:
     import inspect
 
     import losses
-    from models.vgg import EncoderWeightsError, VGG16Taps, imagenet_checkpoint_path
+    from models.vgg import REFETCH, EncoderWeightsError, VGG16Taps, imagenet_checkpoint_path, read_weights
 
     def uses_backbone(spec: str) -> bool:
         return any("backbone" in inspect.signature(losses.get_class(name).__init__).parameters
@@ -47,6 +47,12 @@ def check_backbones(cfgs: list[CellConfig]) -> None:
 
     needy = [c.loss for c in cfgs if uses_backbone(c.loss)
              and c.loss_params.get("backbone", c.lpips_backbone) == "imagenet"]
+    cached = imagenet_checkpoint_path("vgg16")
+    if (needy or any(c.lpips_backbone == "imagenet" for c in cfgs)) and cached.is_file():
+        try:  # a damaged file is refused, also for the lpips metric (which would record a missing one as such)
+            read_weights(cached, REFETCH, mmap=True)
+        except EncoderWeightsError as err:
+            raise ValueError(str(err)) from None
     if not needy:
         return
     try:

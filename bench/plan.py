@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from .config import CellConfig
 
 
+#: The most training seeds per cell (``bench.cli.MAX_SEEDS``, repeated here for callers of ``plan_jobs``).
+MAX_SEEDS = 1000
+
+
 class Job(NamedTuple):
     """One training run of the plan: a model, a cell of the grid, its full configuration (seed included) and, with
     k-fold rotation, the fold whose training images it learns from and whose test images it is scored on."""
@@ -64,6 +68,8 @@ def plan_jobs(grid: Grid, base: CellConfig, model_names: list[str], seeds: int,
 
     if seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {seeds}")
+    if seeds > MAX_SEEDS:
+        raise ValueError(f"--seeds must be at most {MAX_SEEDS} (the bound), got {seeds}")
     if folds < 1:
         raise ValueError(f"--folds must be at least 1, got {folds}")
     for m in model_names:

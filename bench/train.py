@@ -105,8 +105,10 @@ def prepare_folds(cfg: CellConfig, data: str | None = None, folds: int = BUNDLED
         verify: check named sets against their SHA256 manifests.
     """
     out = []
-    for splits in fold_splits(data, folds, root, verify=verify):
-        train, val, tst = (ImageStore(getattr(splits, k), cfg.size) for k in ("train", "val", "test"))
+    for splits in fold_splits(data, folds, root, verify=verify, size=cfg.size):  # each file decoded once for all folds
+        train, val, tst = (ImageStore(getattr(splits, k), cfg.size, decoded=splits.decoded)
+                           for k in ("train", "val", "test"))
+        splits.decoded = splits.content = {}  # the stores hold what they keep
         out.append(Prepared(splits, train, val.centre_crops(cfg.eval_size), tst.centre_crops(cfg.eval_size),
                             tst.files, train.skipped + val.skipped + tst.skipped,
                             fingerprints=_fingerprints(train, val)))

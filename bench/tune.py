@@ -98,7 +98,7 @@ def parse_args(argv=None):
     cli.add(p, "models", help="the model to tune (one; default: the preset's)")
     p.add_argument("--model", dest="model_alias", default=None, help="deprecated spelling of --models")
     p.add_argument("--loss", default="mse", help="loss spec, e.g. mse, kl, 'mse+10*adain_style' (default mse)")
-    p.add_argument("--trials", type=int, default=20, help="finished trials the study should have (default 20)")
+    p.add_argument("--trials", type=cli.bounded_int(1, cli.MAX_TRIALS), default=20, help="finished trials the study should have (default 20)")
     p.add_argument("--timeout", type=finite_float, default=None, metavar="SECONDS",
                    help="stop starting new trials after this many seconds")
     p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
@@ -134,6 +134,10 @@ def base_config(args, device) -> tuple[CellConfig, str]:
     cfg, name = cli.config_from_args(args, device, **fixed)
     with cli.usage_errors():
         cfg.validate()
+        from .models_check import check_backbones, check_encoder_weights
+
+        check_encoder_weights(cfg, [cfg.model], [cfg.loss])  # weights files: missing or damaged, before any folder
+        check_backbones([cfg])
     args.lr_range, args.tuned_ranges = tuned_ranges(args, cfg.loss)
     if args.trials < 1:
         raise cli.UsageError(f"--trials must be at least 1, got {args.trials}")

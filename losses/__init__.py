@@ -3,7 +3,7 @@
 import importlib
 import pkgutil
 
-from .registry import (CompositeLoss, Tunable, all_tunables, available, build, check_params, get_class, head_of,
+from .registry import (CompositeLoss, Tunable, all_tunables, available, build, check_params, check_values, get_class, head_of,
                        parameters, parse_spec, positive, prior_bins, register_loss, shown, takes, tunables)
 
 for _m in pkgutil.iter_modules(__path__):
@@ -11,5 +11,5 @@ for _m in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{_m.name}")
 
 __all__ = ["register_loss", "build", "available", "get_class", "head_of", "parse_spec", "CompositeLoss",
-           "parameters", "check_params", "takes", "Tunable", "tunables", "all_tunables", "shown", "positive",
+           "parameters", "check_params", "check_values", "takes", "Tunable", "tunables", "all_tunables", "shown", "positive",
            "prior_bins"]

@@ -25,7 +25,7 @@ from bench.colour import lab_to_rgb
 from models.adain import adain, channel_stats
 from models.vgg import VGG19Features
 
-from .base import reduce, rgb_images
+from .base import check_reduction, reduce, rgb_images
 from .registry import Tunable, register_loss
 
 TARGETS = ("true", "grey")
@@ -65,13 +65,23 @@ class _AdaINColourLoss(nn.Module):
     tunable = {"style_weight": Tunable(low=1e-2, high=1e3, log=True, symbol="λ", label="style weight λ")}
     shown = ("style_weight",)
 
+    @classmethod
+    def check_args(cls, style_weight: float = 1.0, reduction: str = "mean", vgg_width: float = 1.0, **_) -> None:
+        """Registry metadata: refuse a ``style_weight``, ``reduction`` or ``vgg_width`` before the loss is built.
+
+        Args:
+            style_weight, reduction, vgg_width: as for the class; other parameters are ignored.
+        """
+        check_reduction(reduction)
+        if not style_weight > 0:
+            raise ValueError(f"style_weight must be positive, got {style_weight}")
+        if not 0 < vgg_width <= 4:
+            raise ValueError(f"vgg_width must be in (0, 4], got {vgg_width}")
+
     def __init__(self, style_weight: float = 1.0, loss_weight: float = 1.0, reduction: str = "mean",
                  encoder_weights: str | None = "none", vgg_width: float = 1.0):
         super().__init__()
-        if reduction not in ("mean", "sum", "none"):
-            raise ValueError(f"reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
-        if not style_weight > 0:
-            raise ValueError(f"style_weight must be positive, got {style_weight}")
+        _AdaINColourLoss.check_args(style_weight=style_weight, reduction=reduction, vgg_width=vgg_width)
         self.style_weight = float(style_weight)
         self.loss_weight = loss_weight
         self.reduction = reduction
@@ -104,9 +114,19 @@ class AdaINLoss(_AdaINColourLoss):
     def __init__(self, style_weight: float = 10.0, target: str = "true", loss_weight: float = 1.0,
                  reduction: str = "mean", encoder_weights: str | None = "none", vgg_width: float = 1.0):
         super().__init__(style_weight, loss_weight, reduction, encoder_weights, vgg_width)
+        self.check_args(target=target)
+        self.target = target
+
+    @classmethod
+    def check_args(cls, target: str = "true", **params) -> None:
+        """Registry metadata: the checks of :class:`_AdaINColourLoss`, and ``target`` one of ``TARGETS``.
+
+        Args:
+            target: as for the class; params: the other parameters.
+        """
+        super().check_args(**params)
         if target not in TARGETS:
             raise ValueError(f"target must be one of {', '.join(TARGETS)}, not {target!r}")
-        self.target = target
 
     def terms(self, pred, target_ab, L=None, rgb=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-sample (L_content, L_style), each ``B``, before λ and the reduction."""

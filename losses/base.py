@@ -72,10 +72,20 @@ class PixelLoss(nn.Module):
 
     head = "ab"
 
-    def __init__(self, space: str = "ab", loss_weight: float = 1.0, reduction: str = "mean"):
-        super().__init__()
+    @classmethod
+    def check_args(cls, space: str = "ab", reduction: str = "mean", **_) -> None:
+        """Registry metadata: refuse a ``space`` or ``reduction`` this loss does not know, before it is built.
+
+        Args:
+            space, reduction: as for the class; other parameters are ignored.
+        """
         if space not in SPACES:
             raise ValueError(f"space must be one of {', '.join(SPACES)}, not {space!r}")
+        check_reduction(reduction)
+
+    def __init__(self, space: str = "ab", loss_weight: float = 1.0, reduction: str = "mean"):
+        super().__init__()
+        self.check_args(space=space, reduction=reduction)
         self.space = space
         self.loss_weight = loss_weight
         self.reduction = check_reduction(reduction)

@@ -6,7 +6,7 @@ from torch import nn
 
 from bench.abbins import ABBins
 
-from .base import reduce
+from .base import check_reduction, reduce
 from .registry import register_loss
 
 
@@ -35,6 +35,22 @@ class KLLoss(nn.Module):
             return None
         return ABBins(sigma=params.get("sigma", 5.0), neighbours=params.get("neighbours", 5))
 
+    @classmethod
+    def check_args(cls, sigma: float = 5.0, neighbours: int = 5, rebalance_lambda: float = 0.5,
+                   reduction: str = "mean", **_) -> None:
+        """Registry metadata: refuse a soft-encoding, rebalancing or reduction setting before the loss is built.
+
+        Args:
+            sigma, neighbours, rebalance_lambda, reduction: as for the class; other parameters are ignored.
+        """
+        if not sigma > 0:
+            raise ValueError(f"sigma must be positive, got {sigma}")
+        if not neighbours >= 1:
+            raise ValueError(f"neighbours must be at least 1, got {neighbours}")
+        if not 0 <= rebalance_lambda <= 1:
+            raise ValueError(f"rebalance_lambda must be in [0, 1], got {rebalance_lambda}")
+        check_reduction(reduction)
+
     def __init__(
         self,
         sigma: float = 5.0,
@@ -46,6 +62,7 @@ class KLLoss(nn.Module):
         reduction: str = "mean",
     ):
         super().__init__()
+        self.check_args(sigma=sigma, neighbours=neighbours, rebalance_lambda=rebalance_lambda, reduction=reduction)
         self.bins = ABBins(sigma=sigma, neighbours=neighbours)
         self.loss_weight = loss_weight
         self.reduction = reduction

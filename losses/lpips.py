@@ -29,6 +29,16 @@ class LPIPSLoss(nn.Module):
 
     head = "ab"
 
+    @classmethod
+    def check_args(cls, backbone: str = "imagenet", reduction: str = "mean", **_) -> None:
+        """Registry metadata: refuse a ``backbone`` or ``reduction`` before the loss is built.
+
+        Args:
+            backbone, reduction: as for the class; other parameters are ignored.
+        """
+        check_backbone(backbone)
+        check_reduction(reduction)
+
     def __init__(self, backbone: str = "imagenet", loss_weight: float = 1.0, reduction: str = "mean"):
         super().__init__()
         self.reduction = check_reduction(reduction)

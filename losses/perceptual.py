@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.vgg import RGBNorm, VGG16Taps, check_backbone
+from models.vgg import VGG16_TAPS, RGBNorm, VGG16Taps, check_backbone
 
 from .base import check_reduction, reduce, rgb_images
 from .registry import register_loss
@@ -26,6 +26,20 @@ class PerceptualLoss(nn.Module):
     """
 
     head = "ab"
+
+    @classmethod
+    def check_args(cls, layers=("relu2_2", "relu3_3"), backbone: str = "imagenet", reduction: str = "mean",
+                   **_) -> None:
+        """Registry metadata: refuse ``layers``, ``backbone`` or ``reduction`` before the loss is built.
+
+        Args:
+            layers, backbone, reduction: as for the class; other parameters are ignored.
+        """
+        unknown = [t for t in layers if t not in VGG16_TAPS]
+        if unknown or not layers:
+            raise ValueError(f"layers must be VGG-16 taps ({', '.join(VGG16_TAPS)}), got {list(layers)!r:.60}")
+        check_backbone(backbone)
+        check_reduction(reduction)
 
     def __init__(self, layers=("relu2_2", "relu3_3"), backbone: str = "imagenet", loss_weight: float = 1.0,
                  reduction: str = "mean"):

@@ -10,6 +10,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from models.registry import check_kinds
+
 _LOSSES: dict[str, type] = {}
 
 
@@ -171,6 +173,27 @@ def check_params(spec: str, params) -> None:
         valid = sorted({k for n in names for k in (parameters(n) or [])})
         raise ValueError(f"loss {spec} does not take parameter(s) {', '.join(unknown)}; it takes: "
                          f"{', '.join(valid) or 'none'}")
+
+
+def check_values(spec: str, params: dict) -> None:
+    """Raise a one-line ValueError for a parameter value that a term of ``spec`` would refuse when built; nothing is
+    built.
+
+    Args:
+        spec: a loss spec.
+        params: the run's ``loss_params``; each term is checked with those it takes: their kinds against the
+            defaults of its ``__init__`` (``models.registry.check_kinds``), then by its ``check_args`` classmethod
+            when it has one.
+    """
+    for _, name in parse_spec(spec):
+        cls = get_class(name)
+        given = {k: v for k, v in params.items() if _takes(name, k)}
+        check_kinds(f"loss {name}: loss_params", cls.__init__, given)
+        if hasattr(cls, "check_args"):
+            try:
+                cls.check_args(**given)
+            except (ValueError, TypeError) as err:
+                raise ValueError(f"loss {name}: loss_params.{err}") from None
 
 
 def build(spec: str, context: dict | None = None, **params) -> nn.Module:

@@ -81,6 +81,11 @@ def gradient_penalty(critic: nn.Module, L: torch.Tensor, real_ab: torch.Tensor, 
     return (grad.flatten(1).norm(dim=1) - 1).pow(2)
 
 
+#: Bounds of the critic's settings: each step trains it ``critic_steps`` times, its convolutions are
+#: ``critic_width`` … ``4 × critic_width`` channels wide.
+MAX_CRITIC_STEPS, MAX_CRITIC_WIDTH = 100, 1024
+
+
 @register_loss("wgan_gp")
 class WGANGPLoss(nn.Module):
     """Adversarial WGAN-GP term with its own critic; add it to a pixel loss (``"mse+0.01*wgan_gp"``).
@@ -100,15 +105,28 @@ class WGANGPLoss(nn.Module):
     #: the value is a Wasserstein estimate: it can be negative (tests skip the "loss ≥ 0" check for such losses)
     signed = True
 
+    @classmethod
+    def check_args(cls, gp_weight: float = 10.0, critic_steps: int = 1, critic_lr: float = 1e-4, critic_width: int = 64,
+                   reduction: str = "mean", **_) -> None:
+        """Registry metadata: refuse a parameter value of the critic or the reduction before the loss is built.
+
+        Args:
+            gp_weight, critic_steps, critic_lr, critic_width, reduction: as for the class; others are ignored.
+        """
+        if not gp_weight >= 0:
+            raise ValueError(f"gp_weight must be non-negative, got {gp_weight}")
+        if int(critic_steps) != critic_steps or not 1 <= critic_steps <= MAX_CRITIC_STEPS:
+            raise ValueError(f"critic_steps must be a whole number from 1 to {MAX_CRITIC_STEPS}, got {critic_steps}")
+        if not critic_lr > 0:
+            raise ValueError(f"critic_lr must be positive, got {critic_lr}")
+        if not 1 <= critic_width <= MAX_CRITIC_WIDTH:
+            raise ValueError(f"critic_width must be from 1 to {MAX_CRITIC_WIDTH}, got {critic_width}")
+        check_reduction(reduction)
+
     def __init__(self, gp_weight: float = 10.0, critic_steps: int = 1, critic_lr: float = 1e-4,
                  critic_width: int = 64, critic_seed: int = 0, loss_weight: float = 1.0, reduction: str = "mean"):
         super().__init__()
-        if not gp_weight >= 0:
-            raise ValueError(f"gp_weight must be non-negative, got {gp_weight}")
-        if int(critic_steps) != critic_steps or critic_steps < 1:
-            raise ValueError(f"critic_steps must be a positive integer, got {critic_steps}")
-        if not critic_lr > 0:
-            raise ValueError(f"critic_lr must be positive, got {critic_lr}")
+        self.check_args(gp_weight=gp_weight, critic_steps=critic_steps, critic_lr=critic_lr, critic_width=critic_width)
         self.reduction = check_reduction(reduction)
         self.gp_weight = float(gp_weight)
         self.critic_steps = int(critic_steps)

@@ -9,10 +9,12 @@ crop/flip of the same photo) or ``"other"`` (a view of another photo); the train
 import importlib
 import pkgutil
 
-from .registry import available, build, check_params, get_factory, parameters, register_model, shown
+from .registry import (available, build, check_kinds, check_params, check_values, get_factory, parameters,
+                       register_model, shown)
 
 for _m in pkgutil.iter_modules(__path__):
     if _m.name not in ("registry",):
         importlib.import_module(f"{__name__}.{_m.name}")
 
-__all__ = ["register_model", "build", "available", "get_factory", "parameters", "check_params", "shown"]
+__all__ = ["register_model", "build", "available", "get_factory", "parameters", "check_params", "check_kinds",
+           "check_values", "shown"]

@@ -14,7 +14,7 @@ from torch import nn
 from .adain import adain
 from .registry import register_model
 from .unet_vgg import UNetVGG, conv_block
-from .vgg import RGBNorm, vgg_stack
+from .vgg import CFGS, RGBNorm, vgg_stack
 
 SKIPS = ("concat", "adain", "none")
 TRAIN_REFERENCES = ("same", "other")
@@ -41,10 +41,7 @@ class AdaINUNet(UNetVGG):
 
     def __init__(self, arch="vgg16", head="ab", width=1.0, encoder_weights="none", freeze_encoder=False,
                  skips="concat", train_reference="same"):
-        if skips not in SKIPS:
-            raise ValueError(f"skips must be one of {', '.join(SKIPS)}, not {skips!r}")
-        if train_reference not in TRAIN_REFERENCES:
-            raise ValueError(f"train_reference must be one of {', '.join(TRAIN_REFERENCES)}, not {train_reference!r}")
+        check_args(skips=skips, train_reference=train_reference)
         super().__init__(arch, head, width, encoder_weights, freeze_encoder)
         self.skips = skips
         self.reference_view = train_reference  # what the trainer reads (models/__init__.py)
@@ -92,7 +89,22 @@ class AdaINUNet(UNetVGG):
         return self.color(x)
 
 
-@register_model("adain_unet", shown=("skips",))
+def check_args(skips="concat", train_reference="same", arch="vgg16", **_) -> None:
+    """Refuse (one-line ``ValueError``) a ``skips``, ``train_reference`` or ``arch`` that :class:`AdaINUNet` does
+    not know.
+
+    Args:
+        skips, train_reference, arch: as for :class:`AdaINUNet`; other parameters are ignored.
+    """
+    if arch not in CFGS:
+        raise ValueError(f"arch must be one of {', '.join(CFGS)}, not {arch!r}")
+    if skips not in SKIPS:
+        raise ValueError(f"skips must be one of {', '.join(SKIPS)}, not {skips!r}")
+    if train_reference not in TRAIN_REFERENCES:
+        raise ValueError(f"train_reference must be one of {', '.join(TRAIN_REFERENCES)}, not {train_reference!r}")
+
+
+@register_model("adain_unet", shown=("skips",), check=check_args)
 def adain_unet(head="ab", width=1.0, encoder_weights="none", freeze_encoder=False, skips="concat",
                train_reference="same", arch="vgg16") -> AdaINUNet:
     """Reference-based colorizer: U-Net on L, VGG on the reference, AdaIN at the bottleneck (``skips`` selectable)."""

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .vgg import VGG16_TAPS, EncoderWeightsError, VGG16Taps
+from .vgg import VGG16_TAPS, EncoderWeightsError, VGG16Taps, read_weights
 
 # LPIPS' input scaling (on images in [−1, 1]), from the reference implementation.
 _SHIFT = (-0.030, -0.088, -0.188)
@@ -44,11 +44,11 @@ class LPIPS(nn.Module):
         chans = [self.vgg.features[i - 1].out_channels for i in VGG16_TAPS.values()]
         self.lins = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in chans)
         path = lin_weights_path()
+        state = read_weights(path, "reinstall torchmetrics, which ships it (pip install --force-reinstall torchmetrics)")
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
             for k, lin in enumerate(self.lins):
                 lin.weight.data.copy_(state[f"lin{k}.model.1.weight"])
-        except (OSError, KeyError, RuntimeError) as err:
+        except (KeyError, RuntimeError) as err:
             raise EncoderWeightsError(f"cannot read the LPIPS linear weights from {path} (shipped with torchmetrics): "
                                       f"{err}") from None
         self.backbone = backbone

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Callable
 
 from torch import nn
@@ -9,13 +10,15 @@ from torch import nn
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 
-def register_model(name: str, shown: tuple[str, ...] = ()) -> Callable:
+def register_model(name: str, shown: tuple[str, ...] = (), check: Callable | None = None) -> Callable:
     """Function decorator that makes a model factory buildable as ``models.build(name, **params)``.
 
     Args:
         name: the name used in grids and on the command line.
         shown: registry metadata: factory parameters recorded as columns of ``runs.csv`` and shown by the
             leaderboard (blank for runs whose ``model_params`` do not set them); stored as the factory's ``shown``.
+        check: registry metadata: called with the ``model_params`` of a run before anything is built (a one-line
+            ``ValueError`` for a value the model refuses); stored as the factory's ``check_args``.
     """
 
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -27,6 +30,7 @@ def register_model(name: str, shown: tuple[str, ...] = ()) -> Callable:
             if missing:
                 raise ValueError(f"model {name!r} shows {', '.join(missing)}, which its factory does not take")
         fn.shown = tuple(shown)
+        fn.check_args = check
         _MODELS[name] = fn
         return fn
 
@@ -70,6 +74,51 @@ def check_params(name: str, params) -> None:
     if unknown:
         raise ValueError(f"model {name} does not take parameter(s) {', '.join(unknown)}; it takes: "
                          f"{', '.join(valid) or 'none'}")
+
+
+def check_kinds(what: str, fn: Callable, given: dict) -> None:
+    """Raise a one-line ValueError for a keyword of ``fn`` given a value of another kind than its default.
+
+    Args:
+        what: how the message names the parameters (``loss l1: loss_params``).
+        fn: the function (or ``__init__``) whose defaults say the kinds: a flag takes true/false, a whole number a
+            whole number, a float any finite number, text text, a tuple or list a list; other defaults, None
+            included, take anything.
+        given: the values, by name.
+    """
+    sig = inspect.signature(fn).parameters
+    for k, v in given.items():
+        d = sig[k].default if k in sig else None
+        number = isinstance(v, (int, float)) and not isinstance(v, bool)
+        for kind, ok, want in ((bool, isinstance(v, bool), "true or false"),
+                               (int, number and isinstance(v, int), "a whole number"),
+                               (float, number and math.isfinite(v), "a finite number"), (str, isinstance(v, str), "text"),
+                               ((tuple, list), isinstance(v, (tuple, list)), "a list")):
+            if isinstance(d, kind):
+                if not ok:
+                    raise ValueError(f"{what}.{k} must be {want}, got {v!r:.60}")
+                break
+
+
+def check_values(name: str, params: dict) -> None:
+    """Raise a one-line ValueError for a ``model_params`` value that model ``name`` would refuse when built (of
+    another kind than the factory's default, or refused by its ``check``); nothing is built.
+
+    Args:
+        name: a registered model.
+        params: the run's ``model_params`` (the configuration's own ``head``, ``width`` and ``encoder_weights``
+            are not among them).
+    """
+    fn = get_factory(name)
+    own = [k for k in ("head", "width", "encoder_weights") if k in params]
+    if own:
+        raise ValueError(f"model_params.{own[0]} is set by the configuration itself, not in model_params")
+    check_kinds(f"model {name}: model_params", fn, params)
+    if getattr(fn, "check_args", None) is not None:
+        try:
+            fn.check_args(**params)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"model {name}: model_params.{err}") from None
 
 
 def build(name: str, **params) -> nn.Module:

@@ -30,6 +30,35 @@ class EncoderWeightsError(RuntimeError):
     """Pretrained encoder weights were asked for but cannot be had."""
 
 
+#: What to do about a damaged file in the torch hub cache.
+REFETCH = "delete it, and it is fetched again (downloaded into the same place when online)"
+
+
+def read_weights(path: Path, fix: str, mmap: bool = False) -> dict:
+    """A state dict read with ``torch.load(weights_only=True)``, never anything else: a damaged or foreign file is
+    an ``EncoderWeightsError`` of one line naming it and what to do, without torch's advice to reload it with
+    ``weights_only=False`` (which must never be followed for a file of unknown origin).
+
+    Args:
+        path: the file.
+        fix: what the user should do about a bad file (e.g. ``REFETCH``).
+        mmap: map the file instead of reading it (a cheap check of its structure before a run).
+    """
+    try:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except RuntimeError:
+            if not mmap:
+                raise
+            state = torch.load(path, map_location="cpu", weights_only=True)  # the legacy format cannot be mapped
+    except Exception as err:  # UnpicklingError, a truncated zip, an unreadable file ...
+        raise EncoderWeightsError(f"cannot read weights file {path}, damaged or not a plain state dict "
+                                  f"({type(err).__name__}); {fix}") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise EncoderWeightsError(f"cannot read weights file {path}, it holds no state dict (tensors by name); {fix}")
+    return state
+
+
 def make_features(arch: str, width: float = 1.0, upto: int | None = None) -> tuple[nn.Sequential, list[int]]:
     """Build the VGG conv stack as an ``nn.Sequential`` with torchvision's indices.
 
@@ -69,7 +98,7 @@ def _read_state_dict(arch: str, encoder_weights: str) -> dict[str, torch.Tensor]
     if encoder_weights == "imagenet":
         path = imagenet_checkpoint_path(arch)
         if path.is_file():
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return read_weights(path, REFETCH)
         try:  # downloaded into the same place (as torchvision would) when there is a network
             return torch.hub.load_state_dict_from_url(IMAGENET_URLS[arch], progress=True, map_location="cpu",
                                                       weights_only=True)
@@ -83,10 +112,7 @@ def _read_state_dict(arch: str, encoder_weights: str) -> dict[str, torch.Tensor]
     path = Path(encoder_weights).expanduser()
     if not path.is_file():
         raise EncoderWeightsError(f"encoder weights file {path} does not exist (encoder_weights must be none, imagenet or a path)")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise EncoderWeightsError(f"cannot read encoder weights from {path}: {err}") from None
+    return read_weights(path, "pass a state dict saved by torch.save (tensors only), or encoder_weights=none")
 
 
 def load_encoder_weights(features: nn.Sequential, arch: str, encoder_weights: str | None, width: float = 1.0) -> bool:
