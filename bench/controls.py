@@ -6,11 +6,11 @@ rendered in CIE Lab and written as 8-bit sRGB PNGs (so every target is in gamut)
 - *texture tiles*: stripes or a checker of two lightness levels; the pattern decides the tile's colour (horizontal
   stripes → green, vertical → magenta, checker → yellow). Their colour is a function of the lightness a network
   sees: every loss can learn it to the 8-bit noise floor.
-- *flat tiles*: one constant lightness, coloured A (orange) or B (blue). The lightness is the same for both (the
+- *flat tiles*: one constant lightness, coloured A (orange) or B (grey). The lightness is the same for both (the
   8-bit triples are chosen so that their L agrees to 0.01), so no network can tell them apart; a fixed share of an
   image's flat tiles is B (3 of 10 in ``controls``). The Bayes-optimal prediction there depends on the loss only:
-  MSE → the mean 0.7 A + 0.3 B, L1 → the per-channel median (A), KL → the annealed mean of the soft-encoded
-  mixture. A and B lie on centres of the KL bins (a colour between bins moves the KL mode).
+  MSE → the mean 0.7 A + 0.3 B (a paler orange), L1 → the per-channel median (A), KL → the annealed mean of the
+  soft-encoded mixture, between the two. A and B lie on centres of the KL bins (a colour between bins moves the KL mode).
 
 ``controls-varying`` changes one thing: the share of B varies between images (0 or 6 of 10 flat tiles, in turn;
 0.3 over the set). Pooled PSNR (over all pixels) and the mean of per-image PSNRs then rank MSE and L1 in opposite
@@ -39,8 +39,10 @@ from .colour import rgb_to_lab
 GENERATOR_VERSION = 1
 #: Lightness of the flat tiles and the two lightness levels of the texture tiles.
 L_FLAT, L_LOW, L_HIGH = 60.0, 45.0, 70.0
-#: ab of the flat tiles' two colours (centres of KL bins, in gamut at ``L_FLAT``): A (orange) and B (blue).
-AB_A, AB_B = (30.0, 40.0), (0.0, -40.0)
+#: ab of the flat tiles' two colours (centres of KL bins, in gamut at ``L_FLAT``): A (orange) and B (grey). B is
+#: 50 ab units from A: far enough for the losses' answers to separate (mean, median and annealed mean are 0.75 dB
+#: apart), near enough that the learnable texture tiles keep every trained cell dB above the mean colour.
+AB_A, AB_B = (30.0, 40.0), (0.0, 0.0)
 #: ab of the texture tiles by pattern: horizontal stripes, vertical stripes, checker (in gamut at both levels).
 AB_TEXTURE = ((-40.0, 40.0), (50.0, -20.0), (20.0, 50.0))
 PATTERNS = ("horizontal stripes", "vertical stripes", "checker")

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from . import cli
 from .metrictable import METRICS
-from .records import GREY, IMAGE_KEY, MEAN_COLOUR, RUN_KEY, append_rows, check_writable, command_line, environment, \
+from .records import GREY, IMAGE_KEY, MEAN_COLOUR, ORACLE_TINT, RUN_KEY, append_rows, check_writable, command_line, environment, \
     read_json, read_rows, record_command, slug, utc_now
 
 # torch, the data and the metrics are imported where they are used, after the command line is parsed: --help stays
@@ -130,7 +130,7 @@ def main(argv=None) -> int:
     from .checkpoint import WeightsError, load_weights, saved_models
     from .data import DataError, ImageStore, image_key, verify_manifest
     from .device import pick_device
-    from .metrics import evaluate_grey, mean_scores, networks, score_test
+    from .metrics import evaluate_grey, mean_scores, networks, oracle_tint_colorizer, score_set, score_test
     from .train import autocast_dtype
 
     run_dir = Path(args.run_dir).expanduser()
@@ -188,14 +188,16 @@ def main(argv=None) -> int:
     if consts is None:
         print("warning: the run records no training mean colour (run.json and runs.csv predate it): the mean-colour "
               "baseline is left out", file=sys.stderr)
-    for cell in (GREY, MEAN_COLOUR):
+    for cell in (GREY, MEAN_COLOUR, ORACLE_TINT):
         if ("(none)", cell, "0", "") in done or (cell == MEAN_COLOUR and consts is None):
             continue
         imgs, keys, n_skipped = images(size, eval_size)
         nets = networks(device, backbone)
-        # the mean colour of a k-fold run: each fold's constant scores every image; an image's score is their mean
-        scores = mean_scores([evaluate_grey(imgs, device, nets=nets, ab=tuple(c))
-                              for c in ([(0.0, 0.0)] if cell == GREY else consts)])
+        if cell == ORACLE_TINT:  # each test image's own mean colour: a reference row, never ranked
+            scores = score_set(oracle_tint_colorizer, imgs, device, nets=nets)
+        else:  # the mean colour of a k-fold run: each fold's constant scores every image; an image's score is their mean
+            scores = mean_scores([evaluate_grey(imgs, device, nets=nets, ab=tuple(c))
+                                  for c in ([(0.0, 0.0)] if cell == GREY else consts)])
         _record(out, {**shared, **env, "model": "(none)", "cell": cell, "loss": "(none)", "seed": 0,
                       "size": size, "eval_size": eval_size, "encoder_pretrained": False,
                       **({"mean_ab": json.dumps(consts)} if cell == MEAN_COLOUR else {})}, keys, n_skipped, scores)

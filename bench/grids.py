@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 class Cell:
     name: str
     changes: dict = field(default_factory=dict)
+    #: the cell's training seeds are seed_offset + 0, 1, ...: a duplicate cell with other seeds is a negative
+    #: control (the controls grid's mse_again), not the same networks under another name
+    seed_offset: int = 0
 
 
 @dataclass(frozen=True)
@@ -55,11 +58,11 @@ add_grid(
 add_grid(
     "controls",
     "Known-answer controls on the generated control images (--data controls): mse, l1, huber, kl, kl_rebal and a "
-    "second mse cell under another name (mse_again, the negative control); each is compared with its loss's "
-    "Bayes-optimal reference row.",
+    "second mse cell under another name and with other seeds (mse_again, the negative control); each is compared "
+    "with its loss's Bayes-optimal reference row.",
     [
         Cell("mse", {"loss": "mse"}),
-        Cell("mse_again", {"loss": "mse"}),
+        Cell("mse_again", {"loss": "mse"}, seed_offset=100),  # the negative control: MSE again, other seeds
         Cell("l1", {"loss": "l1"}),
         Cell("huber", {"loss": "huber"}),
         Cell("kl", {"loss": "kl"}),

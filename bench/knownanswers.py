@@ -7,8 +7,9 @@ Two kinds of evidence that the leaderboard's verdict rests on (``bench.leaderboa
   the per-image values (averaged over seeds) against 0, Holm-adjusted over the trained cells.
 - ``known_answers``: on control data (``bench.controls``) every loss has a Bayes-optimal reference row. Each trained
   cell is compared with its own row (difference and 95 % t-interval over images), and every pair of cells whose
-  Bayes rows are far apart must show the same order, significantly (sign-flip test, Holm over the pairs of a
-  metric); a pair whose rows agree (the negative control: two MSE cells) must show no significant difference.
+  Bayes rows are far apart must show the same order: the two-level interval over images × seeds (a claim about the
+  losses) above 0, Bonferroni over the pairs of a metric; a pair whose rows agree (the negative control: two MSE
+  cells with other seeds) must have an interval that covers 0.
 """
 from __future__ import annotations
 
@@ -108,10 +109,13 @@ def near_bayes(board: pd.DataFrame, runs: pd.DataFrame, per_image: pd.DataFrame)
 
 
 def orderings(board: pd.DataFrame, runs: pd.DataFrame, per_image: pd.DataFrame, metric: str,
-              alpha: float = pstats.ALPHA) -> pd.DataFrame:
+              alpha: float = pstats.ALPHA, n_boot: int = pstats.N_BOOT) -> pd.DataFrame:
     """Every pair of trained cells with Bayes rows, on one per-image metric: the Bayes rows' difference, what it
-    predicts (``>``, ``=`` or ``?`` when too close to call), the cells' paired difference, the Holm-adjusted p
-    (over the pairs) and whether the known answer was recovered."""
+    predicts (``>``, ``=`` or ``?`` when too close to call), the cells' paired difference and its two-level
+    interval over images × seeds (a claim about the losses: two cells of one loss with other seeds are different
+    networks), and whether the known answer was recovered: for ``>`` the interval lies above 0 (at level
+    1 − α/k for the k ordered pairs of the metric, Bonferroni), for ``=`` the 95 % interval covers 0. The
+    sign-flip p of the seed-averaged per-image values (about these networks) is kept beside it."""
     if metric not in per_image:
         return pd.DataFrame()
     cells = _cell_rows(board, runs)
@@ -119,23 +123,26 @@ def orderings(board: pd.DataFrame, runs: pd.DataFrame, per_image: pd.DataFrame, 
     score = {c: float(means[_bayes_key(board, b)].mean()) for c, b in cells.items()
              if _bayes_key(board, b) in means.columns}
     keys = [c for c in cells if c in score and c in means.columns]
-    rows = []
+    pairs = []
     for i, a in enumerate(keys):
         for b in keys[i + 1:]:
-            if score[a] < score[b]:
-                a, b = b, a
-            t = pstats.sign_flip_test(means[a].to_numpy(), means[b].to_numpy())
-            gap = score[a] - score[b]
-            expect = ">" if gap >= EXPECT_ORDER[metric] else "=" if gap < EXPECT_EQUAL[metric] else "?"
-            rows.append({"metric": metric, "a": a[1], "b": b[1], "bayes_diff": gap, "expect": expect,
-                         "diff": t["diff"], "p_raw": t["p_conservative"]})
-    out = pd.DataFrame(rows)
-    if out.empty:
-        return out
-    out["p"] = pstats.holm(out["p_raw"].to_numpy())
-    out["recovered"] = [bool(p < alpha and d > 0) if e == ">" else bool(p >= alpha) if e == "=" else None
-                        for e, p, d in zip(out["expect"], out["p"], out["diff"])]
-    return out
+            pairs.append((a, b) if score[a] >= score[b] else (b, a))
+    expect = {p: ">" if score[p[0]] - score[p[1]] >= EXPECT_ORDER[metric] else
+              "=" if score[p[0]] - score[p[1]] < EXPECT_EQUAL[metric] else "?" for p in pairs}
+    k = max(1, sum(e == ">" for e in expect.values()))
+    rows = []
+    for a, b in pairs:
+        level = 1 - alpha / k if expect[(a, b)] == ">" else 1 - alpha
+        ci = pstats.hierarchical_ci(pstats.seed_image_table(per_image, a, metric, means.index),
+                                    pstats.seed_image_table(per_image, b, metric, means.index), n_boot=n_boot,
+                                    level=level)
+        t = pstats.sign_flip_test(means[a].to_numpy(), means[b].to_numpy())
+        e = expect[(a, b)]
+        ok = (ci["lo"] > 0) if e == ">" else (ci["lo"] <= 0 <= ci["hi"]) if e == "=" else None
+        rows.append({"metric": metric, "a": a[1], "b": b[1], "bayes_diff": score[a] - score[b], "expect": e,
+                     "diff": ci["diff"], "lo": ci["lo"], "hi": ci["hi"], "level": level,
+                     "p_networks": t["p_conservative"], "recovered": None if ok is None else bool(ok)})
+    return pd.DataFrame(rows)
 
 
 def known_answers(board: pd.DataFrame, runs: pd.DataFrame, per_image: pd.DataFrame) -> dict:
@@ -158,9 +165,9 @@ def known_answers(board: pd.DataFrame, runs: pd.DataFrame, per_image: pd.DataFra
         missed = [f"{r['a']} {'>' if r['expect'] == '>' else '='} {r['b']} ({r['metric']})"
                   for _, r in checked.iterrows() if not r["recovered"]]
         lines.append(f"Known orderings: {sum(bool(r) for r in checked['recovered'])} of {len(checked)} recovered "
-                     "(pairs whose Bayes rows differ must differ in the same direction, significantly, Holm over "
-                     "the pairs; pairs whose rows agree must not differ significantly)"
-                     + (f"; missed: {', '.join(missed)}." if missed else "."))
+                     "(pairs whose Bayes rows differ must differ in the same direction: the two-level interval over "
+                     "images × seeds above 0, Bonferroni over the pairs; pairs whose rows agree must have an "
+                     "interval that covers 0)" + (f"; missed: {', '.join(missed)}." if missed else "."))
     return {"near": near, "orderings": orders, "lines": lines}
 
 
@@ -188,8 +195,11 @@ def markdown(answers: dict, heading: str = "##") -> list[str]:
         t = pd.DataFrame({"metric": orders["metric"], "a": orders["a"], "b": orders["b"],
                           "Bayes a − b": orders["bayes_diff"].map("{:+.2f}".format),
                           "expected": orders["expect"].map(word),
-                          "observed a − b": orders["diff"].map("{:+.2f}".format),
-                          "p (Holm)": orders["p"].map(lambda p: "<0.001" if p < 0.001 else f"{p:.3f}"),
+                          "observed a − b [two-level CI]": [f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]" for d, lo, hi in
+                                                            zip(orders["diff"], orders["lo"], orders["hi"])],
+                          "CI level": orders["level"].map("{:.4f}".format),
+                          "p, these networks": orders["p_networks"].map(
+                              lambda p: "<0.001" if p < 0.001 else f"{p:.3f}"),
                           "recovered": ["" if r is None else "yes" if r else "**no**" for r in orders["recovered"]]})
         out += [t.to_markdown(index=False, disable_numparse=True), ""]
     return out

@@ -52,7 +52,7 @@ def plan_jobs(grid: Grid, base: CellConfig, model_names: list[str], seeds: int,
         grid: the cells; each cell's changes are merged into ``base`` (``bench.config.merge``).
         base: the preset with the command line's overrides.
         model_names: the models crossed with the grid.
-        seeds: training seeds per cell (0 .. seeds-1).
+        seeds: training seeds per cell (0 .. seeds-1, after the cell's ``seed_offset``).
         best_params: ``(model, loss) → tuned parameters`` (``--tuned``); they replace the preset's values but never
             what the cell itself sets.
         folds: 1 for one train/validation/test split; k ≥ 2 for k-fold rotation (one job per fold).
@@ -103,7 +103,7 @@ def plan_jobs(grid: Grid, base: CellConfig, model_names: list[str], seeds: int,
                 own = set(cell.changes) | set(cell.changes.get("loss_params", {}))
                 cfg = apply_params(cfg, {k: v for k, v in best.items() if k not in own})
                 cfg.validate()
-            jobs += [Job(m, cell.name, cfg.replace(seed=seed), fold if folds > 1 else None)
+            jobs += [Job(m, cell.name, cfg.replace(seed=cell.seed_offset + seed), fold if folds > 1 else None)
                      for seed in range(seeds) for fold in range(folds)]
     check_encoder_weights(base, model_names, [j.cfg.loss for j in jobs])
     check_backbones([j.cfg for j in jobs])
