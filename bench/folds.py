@@ -11,6 +11,8 @@ the number of test images is that of the set, not the sum over the folds.
 """
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 KEY = ["model", "cell", "seed"]
@@ -18,6 +20,9 @@ KEY = ["model", "cell", "seed"]
 ALL = "all"
 #: columns added up over the folds (the rest: equal in every fold, or averaged weighted by ``n_test``)
 SUMMED = ("n_test", "train_time_s", "eval_time_s")
+#: decibels of a pooled mean squared error: combined as −10 log10 of the folds' MSEs averaged by ``n_test`` (all the
+#: test pixels of the set), not as the mean of the folds' decibels
+POOLED_DB = ("psnr_pooled",)
 
 
 def has_folds(runs: pd.DataFrame) -> bool:
@@ -64,6 +69,9 @@ def _combine(g: pd.DataFrame) -> dict:
             row[col] = vals.astype(str).min()
         elif col == "finished_at":
             row[col] = vals.astype(str).max()
+        elif col in POOLED_DB and num.notna().all() and weights.sum() > 0:
+            mse = float((10 ** (-num / 10) * weights).sum() / weights.sum())
+            row[col] = -10 * math.log10(mse) if mse > 0 else math.inf
         elif num.notna().all() and weights.sum() > 0:
             row[col] = float((num * weights).sum() / weights.sum())
         else:

@@ -8,8 +8,8 @@ Two kinds of evidence that the leaderboard's verdict rests on (``bench.leaderboa
 - ``known_answers``: on control data (``bench.controls``) every loss has a Bayes-optimal reference row. Each trained
   cell is compared with its own row (difference and 95 % t-interval over images), and every pair of cells whose
   Bayes rows are far apart must show the same order: the two-level interval over images × seeds (a claim about the
-  losses) above 0, Bonferroni over the pairs of a metric; a pair whose rows agree (the negative control: two MSE
-  cells with other seeds) must have an interval that covers 0.
+  losses) above 0, Bonferroni over the pairs of a metric; a pair of one loss (the negative control: two MSE cells
+  with other seeds) must have an interval that covers 0.
 """
 from __future__ import annotations
 
@@ -24,11 +24,10 @@ from .records import BAYES_PREFIX, is_untrained
 
 #: A trained cell is "at its Bayes row" when its mean PSNR is within this of the row's (dB).
 NEAR_BAYES_DB = 0.5
-#: Pairs whose Bayes rows differ by at least this must be ordered as the rows are (per metric, its units) ...
+#: Pairs of cells whose Bayes rows differ by at least this must be ordered as the rows are (per metric, its units);
+#: pairs of one loss (the same Bayes row: the negative control) must not differ; other pairs are too close to call
+#: for networks that are only near their rows.
 EXPECT_ORDER = {"psnr": 0.3, "colourfulness": 3.0}
-#: ... and pairs whose rows differ by less than this must show no significant difference; between the two, no
-#: expectation (too close for networks that are only near their rows).
-EXPECT_EQUAL = {"psnr": 0.05, "colourfulness": 0.3}
 #: A bins-head cell's other decodings and the Bayes rows they are compared with.
 KL_DECODINGS = {"psnr": "", "psnr_t1": "_T1", "psnr_mode": "_mode"}
 
@@ -127,8 +126,8 @@ def orderings(board: pd.DataFrame, runs: pd.DataFrame, per_image: pd.DataFrame, 
     for i, a in enumerate(keys):
         for b in keys[i + 1:]:
             pairs.append((a, b) if score[a] >= score[b] else (b, a))
-    expect = {p: ">" if score[p[0]] - score[p[1]] >= EXPECT_ORDER[metric] else
-              "=" if score[p[0]] - score[p[1]] < EXPECT_EQUAL[metric] else "?" for p in pairs}
+    expect = {p: "=" if cells[p[0]] == cells[p[1]] else ">" if score[p[0]] - score[p[1]] >= EXPECT_ORDER[metric]
+              else "?" for p in pairs}
     k = max(1, sum(e == ">" for e in expect.values()))
     rows = []
     for a, b in pairs:
@@ -166,40 +165,47 @@ def known_answers(board: pd.DataFrame, runs: pd.DataFrame, per_image: pd.DataFra
                   for _, r in checked.iterrows() if not r["recovered"]]
         lines.append(f"Known orderings: {sum(bool(r) for r in checked['recovered'])} of {len(checked)} recovered "
                      "(pairs whose Bayes rows differ must differ in the same direction: the two-level interval over "
-                     "images × seeds above 0, Bonferroni over the pairs; pairs whose rows agree must have an "
+                     "images × seeds above 0, Bonferroni over the pairs; two cells of one loss must have an "
                      "interval that covers 0)" + (f"; missed: {', '.join(missed)}." if missed else "."))
     return {"near": near, "orderings": orders, "lines": lines}
+
+
+NOTE = ("Each trained cell against the Bayes-optimal prediction of its own loss, computed from the control "
+        "generator's parameters (not trained; bins-head cells also decoded at T = 1 and at the mode, against the "
+        f"matching rows). *near*: |Δ| ≤ {NEAR_BAYES_DB:g} dB. Δ: mean per-image difference, 95 % t-interval over "
+        "the test images. Orderings: the pairs the Bayes rows order (or make equal), with the two-level interval "
+        "over images × seeds of the observed difference.")
+
+
+def tables(answers: dict) -> list[pd.DataFrame]:
+    """The known-answer tables as display strings: each cell against its Bayes row, and the orderings."""
+    out = []
+    near = answers.get("near", pd.DataFrame())
+    if not near.empty:
+        out.append(pd.DataFrame({
+            "cell": near["cell"], "decoding": near["decoding"], "Bayes row": near["bayes_row"],
+            "cell PSNR": near["cell_psnr"].map("{:.2f}".format), "Bayes PSNR": near["bayes_psnr"].map("{:.2f}".format),
+            "Δ [95 % CI]": [f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]" for d, lo, hi in zip(near["diff"], near["lo"], near["hi"])],
+            "near": near["near"].map({True: "yes", False: "no"})}))
+    orders = answers.get("orderings", pd.DataFrame())
+    if not orders.empty:
+        word = {">": "a > b", "=": "a = b", "?": "too close"}
+        out.append(pd.DataFrame({
+            "metric": orders["metric"], "a": orders["a"], "b": orders["b"],
+            "Bayes a − b": orders["bayes_diff"].map("{:+.2f}".format), "expected": orders["expect"].map(word),
+            "observed a − b [two-level CI]": [f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]" for d, lo, hi in
+                                              zip(orders["diff"], orders["lo"], orders["hi"])],
+            "CI level": orders["level"].map("{:.4f}".format),
+            "p, these networks": orders["p_networks"].map(lambda p: "<0.001" if p < 0.001 else f"{p:.3f}"),
+            "recovered": ["" if r is None else "yes" if r else "no" for r in orders["recovered"]]}))
+    return out
 
 
 def markdown(answers: dict, heading: str = "##") -> list[str]:
     """The 'Known answers' section of ``leaderboard.md`` (empty without Bayes rows)."""
     if not answers:
         return []
-    out = [f"{heading} Known answers (control data)", "",
-           "Each trained cell against the Bayes-optimal prediction of its own loss, computed from the control "
-           "generator's parameters (not trained; bins-head cells also decoded at T = 1 and at the mode, against "
-           f"the matching rows). *near*: |Δ| ≤ {NEAR_BAYES_DB:g} dB. Δ: mean per-image difference, 95 % t-interval "
-           "over the test images.", ""]
-    near = answers["near"]
-    if not near.empty:
-        t = pd.DataFrame({"cell": near["cell"], "decoding": near["decoding"], "Bayes row": near["bayes_row"],
-                          "cell PSNR": near["cell_psnr"].map("{:.2f}".format),
-                          "Bayes PSNR": near["bayes_psnr"].map("{:.2f}".format),
-                          "Δ [95 % CI]": [f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]" for d, lo, hi in
-                                          zip(near["diff"], near["lo"], near["hi"])],
-                          "near": near["near"].map({True: "yes", False: "no"})})
-        out += [t.to_markdown(index=False, disable_numparse=True), ""]
-    orders = answers["orderings"]
-    if not orders.empty:
-        word = {">": "a > b", "=": "a = b", "?": "too close"}
-        t = pd.DataFrame({"metric": orders["metric"], "a": orders["a"], "b": orders["b"],
-                          "Bayes a − b": orders["bayes_diff"].map("{:+.2f}".format),
-                          "expected": orders["expect"].map(word),
-                          "observed a − b [two-level CI]": [f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]" for d, lo, hi in
-                                                            zip(orders["diff"], orders["lo"], orders["hi"])],
-                          "CI level": orders["level"].map("{:.4f}".format),
-                          "p, these networks": orders["p_networks"].map(
-                              lambda p: "<0.001" if p < 0.001 else f"{p:.3f}"),
-                          "recovered": ["" if r is None else "yes" if r else "**no**" for r in orders["recovered"]]})
+    out = [f"{heading} Known answers (control data)", "", NOTE, ""]
+    for t in tables(answers):
         out += [t.to_markdown(index=False, disable_numparse=True), ""]
     return out

@@ -349,7 +349,8 @@ def _verdict_word(r) -> str:
     if is_untrained(r["cell"]):
         return "reference" if r["cell"] not in BASELINES else "baseline"
     groups: dict[str, list[str]] = {}
-    for base, prefix in BASELINE_PREFIX.items():
+    for base in BASELINES:  # the oracle tint is a reference: its test is in the verdict sentences and the CSV
+        prefix = BASELINE_PREFIX[base]
         if not pd.isna(r.get(f"p_{prefix}", math.nan)):
             out = (">" if _flag(r, f"better_than_{prefix}") else "<" if _flag(r, f"worse_than_{prefix}")
                    else "n.s. vs")
@@ -797,8 +798,9 @@ def to_terminal(board: pd.DataFrame, failed: pd.DataFrame | None = None, metric:
         return "(no successful runs yet)\n"
     label = _labeler(board)
     out = []
+    bayes = board[board["cell"].astype(str).str.startswith(BAYES_PREFIX)]
     for group in (AUTOMATIC, REFERENCE):
-        b = board[board["group"] == group]
+        b = board[(board["group"] == group) & ~board.index.isin(bayes.index)]  # the Bayes rows: one line below
         if b.empty:
             continue
         head = ["#", "cell", m.label or m.name, "±seeds", "Δgrey", "p", "Δmean", "p", "Δbest", "p", "verdict"]
@@ -831,6 +833,9 @@ def to_terminal(board: pd.DataFrame, failed: pd.DataFrame | None = None, metric:
             return "  ".join(parts).rstrip()
 
         out += [fmt(head), "-" * min(width, len(fmt(head)))] + [fmt(r) for r in rows] + [""]
+        if group == AUTOMATIC and len(bayes):
+            out += textwrap.wrap("Bayes-optimal rows (known answers, not trained; table in leaderboard.md): " + ", ".join(
+                f"{r['cell']} {m.fmt(r['score'])}" for _, r in bayes.iterrows()), width) + [""]
     if failed is not None and not failed.empty:
         out += [f"{len(failed)} failed run(s): " + ", ".join(f"{r['cell']} seed {r['seed']}"
                                                              for _, r in failed.iterrows()), ""]

@@ -442,6 +442,12 @@ def _leaderboard_blocks(data: dict, board: pd.DataFrame, m) -> list:
             [Table.from_frame(leaderboard.ranking_table(board, group, m), sortable=True, style="board")]
     if "p_grey" in board or "p_best" in board:
         blocks.append(Paragraph(leaderboard.stats_note(m, data.get("n_boot", N_BOOT)), "note"))
+    answers = board.attrs.get("known_answers", {})
+    if answers:  # control data: each cell against its loss's Bayes row, and the known orderings
+        from .knownanswers import NOTE, tables
+
+        blocks += [Heading(3, "Known answers (control data)"), Paragraph(NOTE, "note")]
+        blocks += [Table.from_frame(t, sortable=True, style="board") for t in tables(answers)]
     details = leaderboard.details_table(board)
     if not details.empty:
         blocks += [Heading(3, "Details"), Table.from_frame(details, sortable=True, style="board")]

@@ -1,6 +1,7 @@
 """k-fold rotation of a data set without a separate test set (the bundled Kodak24 by default)."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from bench.data import BUNDLED, BUNDLED_FOLDS, DataError, default_folds, fold_splits, list_images
@@ -144,9 +145,9 @@ def test_combine_folds_weights_by_test_images_and_fails_incomplete_seeds():
 
     rows = pd.DataFrame([
         {"model": "m", "cell": "a", "seed": "0", "fold": "0", "folds": "2", "status": "ok", "psnr": "20", "n_test": "3",
-         "steps": "10", "batch_size": "4", "train_time_s": "1.0"},
+         "steps": "10", "batch_size": "4", "train_time_s": "1.0", "psnr_pooled": "20"},
         {"model": "m", "cell": "a", "seed": "0", "fold": "1", "folds": "2", "status": "ok", "psnr": "24", "n_test": "1",
-         "steps": "10", "batch_size": "4", "train_time_s": "3.0"},
+         "steps": "10", "batch_size": "4", "train_time_s": "3.0", "psnr_pooled": "30"},
         {"model": "m", "cell": "b", "seed": "0", "fold": "0", "folds": "2", "status": "ok", "psnr": "20", "n_test": "3",
          "steps": "10", "batch_size": "4", "train_time_s": "1.0"},
         {"model": "m", "cell": "c", "seed": "0", "fold": "0", "folds": "2", "status": "ok", "psnr": "20", "n_test": "2",
@@ -158,6 +159,8 @@ def test_combine_folds_weights_by_test_images_and_fails_incomplete_seeds():
     out = combine_folds(rows).set_index("cell")
     assert len(out) == 4
     assert out.loc["a", "psnr"] == pytest.approx((3 * 20 + 1 * 24) / 4)  # the mean over the 4 test images
+    # pooled PSNR: the MSE over every pixel of the 4 images (3 at MSE 0.01, 1 at 0.001), not the mean of decibels
+    assert out.loc["a", "psnr_pooled"] == pytest.approx(-10 * np.log10((3 * 0.01 + 1 * 0.001) / 4))
     assert out.loc["a", "n_test"] == 4 and out.loc["a", "train_time_s"] == pytest.approx(4.0)
     assert out.loc["a", "train_img_per_s"] == pytest.approx(80 / 4.0) and out.loc["a", "status"] == "ok"
     assert out.loc["b", "status"] == "failed" and "fold 1: not finished" in out.loc["b", "error"]

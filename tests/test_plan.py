@@ -27,6 +27,24 @@ def test_importing_the_plan_imports_no_torch_or_optuna():
     assert out.stdout.strip() == "[]"
 
 
+def test_a_cell_with_a_seed_offset_trains_other_seeds():
+    grid = grids.get("controls")
+    jobs = plan_jobs(grid, preset("controls"), ["unet_vgg16"], seeds=3)
+    seeds = {c: sorted(j.cfg.seed for j in jobs if j.cell == c) for c in ("mse", "mse_again")}
+    assert seeds == {"mse": [0, 1, 2], "mse_again": [100, 101, 102]}  # the negative control: other networks
+    assert len({j.key for j in jobs}) == len(jobs)
+
+
+def test_the_controls_grid_brings_its_data_preset_and_seeds():
+    from bench.ablate import parse_args
+
+    args = parse_args(["--grid", "controls"])
+    assert (args.data, args.preset, args.seeds) == ("controls", "controls", 3)
+    args = parse_args(["--grid", "controls", "--seeds", "2", "--data", "kodak24"])  # the command line wins
+    assert (args.data, args.preset, args.seeds) == ("kodak24", "controls", 2)
+    assert parse_args(["--grid", "losses"]).seeds == 2 and parse_args([]).data is None
+
+
 def test_jobs_are_model_by_cell_by_seed_by_fold():
     base = preset("quick")
     jobs = plan_jobs(TINY, base, ["unet_vgg16", "unet_vgg19"], seeds=2, folds=3)
