@@ -173,3 +173,62 @@ def test_the_controls_grid_recovers_the_known_answers(tmp_path, monkeypatch, cap
     text = capsys.readouterr().out
     assert "Known answers (control data): 4 of 4 trained cells are within 0.5 dB" in text
     assert "Known orderings:" in text and "missed" not in text
+
+
+def _known_tables(l1_offset: float = 0.05, n: int = 30, seed: int = 0):
+    """runs and per-image rows of a known-answer board: Bayes rows for mse and l1, cells near them (l1 shifted by
+    ``l1_offset`` dB), mse twice with other seeds."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(19, 23, n)
+    bayes = {"bayes:mse": (base, 80.0), "bayes:l1": (base - 1.4, 95.0)}
+    cells = {"mse": ("mse", 0, base - 0.1, 80.5), "mse_again": ("mse", 100, base - 0.1, 80.5),
+             "l1": ("l1", 0, base - 1.4 + l1_offset, 94.0)}
+    runs, per_image = [], []
+
+    def add(model, cell, loss, seed_, psnr, cf):
+        runs.append({"model": model, "cell": cell, "loss": loss, "loss_params": "{}", "seed": seed_, "status": "ok",
+                     "psnr": float(psnr.mean()), "colourfulness": cf, "encoder_pretrained": False})
+        per_image.extend({"model": model, "cell": cell, "seed": seed_, "image": f"im{i:02d}.png", "psnr": v,
+                          "colourfulness": cf + rng.normal(0, 0.3)} for i, v in enumerate(psnr))
+
+    for cell, (psnr, cf) in bayes.items():
+        add("(none)", cell, "(none)", 0, psnr, cf)
+    for cell, (loss, first, psnr, cf) in cells.items():
+        for s in range(3):
+            add("m", cell, loss, first + s, psnr + rng.normal(0, 0.03, n) + rng.normal(0, 0.01), cf)
+    return pd.DataFrame(runs), pd.DataFrame(per_image)
+
+
+def test_known_answers_are_checked_against_the_bayes_rows():
+    from bench import leaderboard
+
+    board, _ = leaderboard.build(*_known_tables(), n_boot=500)
+    answers = board.attrs["known_answers"]
+    near = answers["near"].set_index("cell")
+    assert near["near"].all() and near.loc["mse", "bayes_row"] == "bayes:mse"
+    assert near.loc["mse", "diff"] == pytest.approx(-0.1, abs=0.05)
+    orders = answers["orderings"].set_index(["metric", "a", "b"])
+    assert orders.loc[("psnr", "mse", "l1"), "expect"] == ">" and orders.loc[("psnr", "mse", "l1"), "recovered"]
+    assert orders.loc[("colourfulness", "l1", "mse"), "recovered"]
+    same = [k for k in orders.index if k[0] == "psnr" and {k[1], k[2]} == {"mse", "mse_again"}]
+    assert orders.loc[same[0], "expect"] == "=" and orders.loc[same[0], "recovered"]
+    assert pd_isna_rank(board, "bayes:mse")  # reference rows are never ranked
+    lines = leaderboard.verdict_lines(board)
+    assert any(s.startswith("Known answers (control data): 3 of 3") for s in lines)
+    assert "## Known answers (control data)" in leaderboard.to_markdown(board, _)
+
+
+def test_a_cell_far_from_its_bayes_row_is_named():
+    from bench import leaderboard
+
+    board, _ = leaderboard.build(*_known_tables(l1_offset=-2.0), n_boot=300)
+    lines = leaderboard.verdict_lines(board)
+    assert any(s.startswith("Known answers (control data): 2 of 3") and "not: l1 (-2.0" in s for s in lines)
+
+
+def pd_isna_rank(board, cell) -> bool:
+    import pandas as pd
+
+    return bool(pd.isna(board.set_index("cell").loc[cell, "rank"]))
