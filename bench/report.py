@@ -725,6 +725,10 @@ def main(argv=None) -> int:
         out = write_report(args.run_dir, Path(args.throughput) if args.throughput else None, args.n_boot, rank_by)
     except (ReportError, CorruptRecordError, OSError) as err:
         full = isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
+        if isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EPERM, errno.EROFS) and not (
+                err.filename and Path(err.filename).exists()):  # an existing file that cannot be read says so itself
+            # the report is written into the run folder: name it, not the temporary file of an atomic write
+            raise cli.UsageError(redact(f"cannot write the report into {args.run_dir}: {err.strerror}")) from None
         raise cli.UsageError(redact(write_error_message(err) if full else str(err))) from None
     print(f"wrote {out['html']} and {out['md']}")
     return 0

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import base64
+import errno
+import os
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -429,3 +431,23 @@ def test_report_files_show_every_heading_and_table_of_its_document(run_dir, monk
     doc = made[0]
     assert len(document.tables(doc.blocks)) >= 6 and len(document.headings(doc.blocks)) >= 10
     same_in_both(doc, (run_dir / "report.md").read_text(), (run_dir / "report.html").read_text())
+
+
+@pytest.mark.parametrize("code", [errno.EACCES, errno.EROFS])
+def test_report_on_a_read_only_folder_is_one_line_naming_it(run_dir, tmp_path, capsys, monkeypatch, code):
+    """A folder the report cannot write into (no permission, read-only file system: simulated, the tests may run as
+    root) is one line naming the folder, exit code 2; not a raw errno with a temporary file's name (issue 31)."""
+    import tempfile
+
+    from helpers import one_error
+
+    folder = tmp_path / "ro"
+    shutil.copytree(run_dir, folder)
+
+    def refuse(*args, dir=None, **kwargs):
+        raise OSError(code, os.strerror(code), str(Path(dir) / ".report.html.x1y2.tmp"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    rc = report.main([str(folder), "--n-boot", "20"])
+    line = one_error(rc, capsys.readouterr().err, str(folder), os.strerror(code))
+    assert ".tmp" not in line and "Errno" not in line, line
