@@ -264,15 +264,6 @@ BAYES_ROWS = {
 }
 
 
-def bayes_row(loss: str, loss_params: dict | None = None) -> str | None:
-    """The reference row a trained cell of ``loss`` is compared with on control data (None: no known answer)."""
-    params = loss_params or {}
-    if loss == "kl":
-        return "bayes:kl_rebal" if params.get("rebalance") else "bayes:kl"
-    row = f"bayes:{loss}"
-    return row if row in BAYES_ROWS and not params else None
-
-
 def _huber_minimiser(a: float, b: float, share_b: float, delta: float = 0.1, scale: float = 110.0) -> float:
     """argmin_x (1 − s)·h((x − a)/scale) + s·h((x − b)/scale) for the Huber function h (by a fine grid)."""
     x = np.linspace(min(a, b), max(a, b), 200_001)

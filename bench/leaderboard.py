@@ -524,18 +524,22 @@ def _tint_lines(board, trained, above, beyond, sname: str, score: str, m: pstats
         out.append(f"Significantly better than the stronger baseline ({sname}, {score}): {', '.join(above)}.")
     if beyond:
         out.append(f"Learned colours beyond a global tint: {', '.join(beyond)} (spatial colour r significantly "
-                   f"above 0: {', '.join(spatial) or 'none'}; significantly better than the oracle per-image tint: "
-                   f"{', '.join(oracle) or 'none'}).")
+                   f"above the oracle per-image tint's: {', '.join(spatial) or 'none'}; significantly better than "
+                   f"the oracle per-image tint in {m.label or m.name}: {', '.join(oracle) or 'none'}).")
+        if not above:
+            out.append(f"None of them is significantly better than the stronger baseline ({sname}, {score}): "
+                       "their colours follow the true ones within each image, but do not yet make the error "
+                       "smaller than a tint's.")
     elif above and known:
-        out.append("None of them shows colours beyond a tint: no spatial colour r is significantly above 0 and no "
-                   "cell beats the oracle per-image tint (each test image's own mean colour), so they may have "
-                   "learned a tint per image.")
+        out.append("None of them shows colours beyond a tint: no spatial colour r is significantly above the "
+                   "oracle per-image tint's and no cell beats that tint (each test image's own mean colour), so "
+                   "they may have learned a tint per image.")
     elif above:
         out.append("Whether they learned colours or a tint per image is not known: these records have no spatial "
                    "colour figure and no oracle-tint row (re-score with bench.evaluate).")
     else:
         out.append(f"No trained cell is significantly better than the stronger baseline ({sname}, {score})"
-                   + ("" if not known else " and none has a spatial colour r significantly above 0")
+                   + ("" if not known else " and none has a spatial colour r significantly above a tint's")
                    + ": this run does not show that any network learned colour beyond a global tint.")
     return out
 
