@@ -76,7 +76,8 @@ def test_e2e_runs_csv_has_one_row_per_cell_and_seed_plus_the_baselines(e2e):
     runs = rows(e2e["out"] / "runs.csv")
     grey = [r for r in runs if r["cell"] == "grey"]
     trained = [r for r in runs if r["model"] != "(none)"]
-    assert len(grey) == 1 and sorted(r["cell"] for r in runs if r["model"] == "(none)") == ["grey", "mean_colour"]
+    assert len(grey) == 1 and sorted(r["cell"] for r in runs if r["model"] == "(none)") == ["grey", "mean_colour",
+                                                                                             "oracle_tint"]
     assert sorted((r["cell"], r["seed"]) for r in trained) == sorted((c, s) for c in LOSSES_GRID for s in ("0", "1"))
     assert all(r["status"] == "ok" for r in runs)
     assert all(r["n_skipped"] == "0" for r in runs)
@@ -142,19 +143,21 @@ def test_e2e_mean_colour_row_matches_an_independent_computation(e2e):
 
 def test_e2e_leaderboard_lists_grey_and_every_cell(e2e):
     board = rows(e2e["out"] / "leaderboard.csv")
-    assert sorted(r["cell"] for r in board) == sorted(LOSSES_GRID + ["grey", "mean_colour"])
-    ranks = [r["rank"] for r in board if r["cell"] not in ("grey", "mean_colour")]
-    assert [int(float(r)) for r in ranks] == list(range(1, len(LOSSES_GRID) + 1))  # the baselines: no rank
-    assert all(not r["rank"] for r in board if r["cell"] in ("grey", "mean_colour"))
+    assert sorted(r["cell"] for r in board) == sorted(LOSSES_GRID + ["grey", "mean_colour", "oracle_tint"])
+    from bench.records import is_untrained
+
+    ranks = [r["rank"] for r in board if not is_untrained(r["cell"])]
+    assert [int(float(r)) for r in ranks] == list(range(1, len(LOSSES_GRID) + 1))  # the untrained rows: no rank
+    assert all(not r["rank"] for r in board if is_untrained(r["cell"]))
     psnr = [float(r["psnr_mean"]) for r in board]
     assert psnr == sorted(psnr, reverse=True)
     runs = rows(e2e["out"] / "runs.csv")
     for r in board:
         mine = [float(x["psnr"]) for x in runs if x["cell"] == r["cell"]]
         assert float(r["psnr_mean"]) == pytest.approx(np.mean(mine), abs=1e-6)
-        assert int(r["n"]) == (1 if r["cell"] in ("grey", "mean_colour") else 2)
+        assert int(r["n"]) == (1 if is_untrained(r["cell"]) else 2)
     md = (e2e["out"] / "leaderboard.md").read_text()
-    for cell in LOSSES_GRID + ["grey", "mean_colour"]:
+    for cell in LOSSES_GRID + ["grey", "mean_colour", "oracle_tint"]:
         assert f"| {cell} " in md
 
 
@@ -283,7 +286,7 @@ def test_a_diverging_cell_is_recorded_as_failed_and_the_grid_goes_on(tiny_run, c
     assert runs["kl"]["failed_step"] == "2"
     assert "nan" in runs["kl"]["error"].lower()
     board = rows(out / "leaderboard.csv")
-    assert sorted(r["cell"] for r in board) == ["grey", "mean_colour", "mse"]
+    assert sorted(r["cell"] for r in board) == ["grey", "mean_colour", "mse", "oracle_tint"]
     md = (out / "leaderboard.md").read_text()
     ranked, failed = md.split("## Failed runs")
     assert "| kl " not in ranked and "| mse " in ranked
@@ -332,7 +335,7 @@ def test_lpips_metric_without_its_backbone_says_missing(torch_home, tiny_run, ca
     assert rc == 0, err
     assert sum("lpips metric" in line and "missing" in line for line in err.splitlines()) == 1
     runs = rows(out / "runs.csv")
-    assert len(runs) == 4 and all(r["status"] == "ok" for r in runs)
+    assert len(runs) == 5 and all(r["status"] == "ok" for r in runs)  # 2 cells, grey, the mean colour, the oracle
     for r in runs:
         assert r["lpips_backbone"] == "missing"
         assert r["lpips"] in ("", "nan")
@@ -351,7 +354,7 @@ def test_ballester22_grid_quick_every_cell_ok_with_lpips_and_delta_e2000(tmp_pat
     cells = [c.name for c in grids.get("ballester22").cells]
     assert {"l1", "mse", "lpips", "mse+wgan_gp", "kl", "huber", "l1_rgb", "mse_rgb"} <= set(cells)
     runs = rows(out / "runs.csv")
-    assert sorted(r["cell"] for r in runs) == sorted(cells + ["grey", "mean_colour"])
+    assert sorted(r["cell"] for r in runs) == sorted(cells + ["grey", "mean_colour", "oracle_tint"])
     per_image = rows(out / "per_image.csv")
     for r in runs:
         assert r["status"] == "ok", r
@@ -362,7 +365,7 @@ def test_ballester22_grid_quick_every_cell_ok_with_lpips_and_delta_e2000(tmp_pat
             assert float(r[m]) == pytest.approx(np.mean(mine), rel=1e-6)
     assert json.loads([r for r in runs if r["cell"] == "mse_rgb"][0]["loss_params"]) == {"space": "rgb"}
     board = rows(out / "leaderboard.csv")
-    assert sorted(r["cell"] for r in board) == sorted(cells + ["grey", "mean_colour"])
+    assert sorted(r["cell"] for r in board) == sorted(cells + ["grey", "mean_colour", "oracle_tint"])
     assert {"lpips_mean", "delta_e2000_mean"} <= set(board[0])
     assert {r["lpips_backbone"] for r in board} == {"random"}
     assert "ΔE2000" in (out / "leaderboard.md").read_text()

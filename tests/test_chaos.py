@@ -105,30 +105,51 @@ class Chaos:
         return any(int(t.user_attrs.get("attempt", 1)) >= gs.MAX_ATTEMPTS
                    and t.user_attrs.get("worker", f":{pid}").endswith(f":{pid}") for t in running)
 
-    def kill_one(self, now: float) -> None:
-        """SIGKILL the worker in a random slot, unless its run is on its last attempt; start the slot again. The
-        slot is drawn among those whose worker is past its start-up (``FIRST_KILL`` s old), when there is one: most
-        kills then hit a worker that trains, checkpoints or records."""
-        grown = [i for i in range(WORKERS) if time.monotonic() - self.born[i] >= FIRST_KILL]
-        slot = self.rng.choice(grown or range(WORKERS))
-        proc = self.procs[slot]
-        if proc.poll() is not None:
-            return
-        os.kill(proc.pid, signal.SIGSTOP)  # frozen while the storage is read: it cannot claim another run meanwhile
+    def holds_run(self, pid: int) -> bool:
+        """Whether the (stopped) worker ``pid`` holds a running trial."""
         try:
-            spare = self.on_last_attempt(proc.pid)
-        except BaseException:
+            running = self.study().get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        except KeyError:
+            return False
+        return any(str(t.user_attrs.get("worker", "")).endswith(f":{pid}") for t in running)
+
+    def kill_one(self, now: float) -> None:
+        """SIGKILL a worker and start its slot again. The slots past their start-up (``FIRST_KILL`` s old) are tried
+        in a random order: the first whose worker holds a running trial is killed (so that kills hit training,
+        checkpointing or recording, not only start-ups), else the first of them; a worker whose run is on its last
+        attempt is spared. Each candidate is frozen (SIGSTOP) while the storage is read, so it cannot claim another
+        run meanwhile."""
+        grown = [i for i in range(WORKERS) if time.monotonic() - self.born[i] >= FIRST_KILL] or list(range(WORKERS))
+        order = self.rng.sample(grown, len(grown))
+        chosen = None
+        for slot in order:
+            proc = self.procs[slot]
+            if proc.poll() is not None:
+                continue
+            os.kill(proc.pid, signal.SIGSTOP)
+            try:
+                spare, busy = self.on_last_attempt(proc.pid), self.holds_run(proc.pid)
+            except BaseException:
+                os.kill(proc.pid, signal.SIGCONT)
+                raise
+            if spare:
+                self.events.append(f"{now:6.1f} s: spared slot {slot} (pid {proc.pid}: a run on its last attempt)")
+            elif busy or chosen is None:
+                if chosen is not None:
+                    os.kill(self.procs[chosen].pid, signal.SIGCONT)
+                chosen = slot
+                if busy:
+                    break
+                continue
             os.kill(proc.pid, signal.SIGCONT)
-            raise
-        if spare:
-            os.kill(proc.pid, signal.SIGCONT)
-            self.events.append(f"{now:6.1f} s: spared slot {slot} (pid {proc.pid}: a run on its last attempt)")
+        if chosen is None:
             return
+        proc = self.procs[chosen]
         proc.kill()
         proc.wait()
         self.kills += 1
-        self.events.append(f"{now:6.1f} s: killed slot {slot} (pid {proc.pid})")
-        self.spawn(slot)
+        self.events.append(f"{now:6.1f} s: killed slot {chosen} (pid {proc.pid})")
+        self.spawn(chosen)
 
     def run(self) -> float:
         """Run until every worker has exited; returns the wall time. Fails on a worker's error or the time bound."""

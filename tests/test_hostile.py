@@ -201,7 +201,7 @@ def test_3_full_disk_is_one_line_and_the_same_command_resumes_after_space_is_fre
     rc, _, err = run(argv, capsys)
     assert rc == 0, err
     rows = read_rows(mnt / "run" / "runs.csv")
-    assert sorted(r["cell"] for r in rows) == ["grey", "kl", "mean_colour", "mse"]
+    assert sorted(r["cell"] for r in rows) == ["grey", "kl", "mean_colour", "mse", "oracle_tint"]
     assert all(r["status"] == "ok" for r in rows)
     assert not [p for p in (mnt / "run").rglob(".*.tmp")]
 
@@ -222,7 +222,7 @@ def test_3_full_disk_injected_while_saving_samples(tmp_path, capsys, argv_for, m
     rc, _, err = run(argv, capsys)
     assert rc == 0, err
     rows = read_rows(tmp_path / "run" / "runs.csv")
-    assert sorted(r["cell"] for r in rows) == ["grey", "kl", "mean_colour", "mse"]
+    assert sorted(r["cell"] for r in rows) == ["grey", "kl", "mean_colour", "mse", "oracle_tint"]
     assert all(r["status"] == "ok" for r in rows)
 
 

@@ -211,7 +211,8 @@ def test_the_toy_loss_column_reaches_runs_csv_and_the_leaderboard(toy_loss, tmp_
         reader = csv.DictReader(fh)
         header, rows = reader.fieldnames, list(reader)
     assert header.index("style_weight") < header.index("toy_gain") < header.index("skips")
-    assert {r["cell"]: r["toy_gain"] for r in rows} == {"mse": "", "toy": "2.5", "grey": "", "mean_colour": ""}
+    assert {r["cell"]: r["toy_gain"] for r in rows} == {"mse": "", "toy": "2.5", "grey": "", "mean_colour": "",
+                                                             "oracle_tint": ""}
     runs = leaderboard.load_runs(out)
     assert numeric_columns(runs, ["toy_gain", "cell"]) == ["toy_gain"]
     board, _ = leaderboard.build(runs)

@@ -80,7 +80,7 @@ def test_killed_run_resumes_from_its_checkpoint_with_the_same_result(tmp_path):
 
     killed = {(r["cell"], r["seed"]): r for r in read_rows(victim_dir / "runs.csv")}
     uninterrupted = {(r["cell"], r["seed"]): r for r in read_rows(tmp_path / "uninterrupted" / "runs.csv")}
-    assert len(read_rows(victim_dir / "runs.csv")) == len(killed) == 4  # mse, kl, grey, mean colour: each once
+    assert len(read_rows(victim_dir / "runs.csv")) == len(killed) == 5  # mse, kl, grey, mean colour, oracle tint: each once
     assert killed.keys() == uninterrupted.keys()
     for k in killed:
         assert abs(float(killed[k]["psnr"]) - float(uninterrupted[k]["psnr"])) <= 0.01, k

@@ -56,7 +56,7 @@ def test_added_images_are_not_pooled_into_the_same_folder(tmp_path, photos, caps
     rc, _, err = run(argv(out, folder, "--seeds", "2"), capsys)
     one_error(rc, err, "other data", "added", str(out))
     rows = read_rows(out / "runs.csv")
-    assert sorted(r["cell"] for r in rows) == ["grey", "kl", "mean_colour", "mse"]  # nothing trained on the other images
+    assert sorted(r["cell"] for r in rows) == ["grey", "kl", "mean_colour", "mse", "oracle_tint"]  # nothing trained on the other images
     # an edited photo (same names, other content) is another data set too
     for f in spare.iterdir():
         (folder / f.name).unlink()
@@ -123,7 +123,7 @@ def test_full_disk_while_saving_weights_is_one_line_and_the_rerun_trains_what_is
     rc, _, err = run(args, capsys)
     assert rc == 0, err
     rows = read_rows(out / "runs.csv")
-    assert sorted(r["cell"] for r in rows) == ["grey", "kl", "mean_colour", "mse"] and all(r["status"] == "ok" for r in rows)
+    assert sorted(r["cell"] for r in rows) == ["grey", "kl", "mean_colour", "mse", "oracle_tint"] and all(r["status"] == "ok" for r in rows)
     assert len(list((out / "models").rglob("model.safetensors"))) == 2
 
 

@@ -94,7 +94,7 @@ def test_no_models_saved_with_save_models_none(tmp_path, test_folder):
     out = tmp_path / "R"
     assert ablate.main([*TINY, "--test", str(test_folder), "--out", str(out), "--save-models", "none"]) == 0
     assert saved_models(out) == [] and not (out / "models").exists()
-    assert len(read_rows(out / "runs.csv")) == 4  # 2 cells, grey and the mean colour
+    assert len(read_rows(out / "runs.csv")) == 5  # 2 cells, grey, the mean colour and the oracle tint
 
 
 def test_same_named_images_in_subfolders_are_kept_apart(run_dir):
@@ -130,21 +130,22 @@ def test_fresh_process_reproduces_recorded_psnr_exactly(run_dir, test_folder, ca
         assert r["lpips_backbone"] == "random"  # the quick preset's, flagged
         assert r["test_set"] == "testset0"
     per_image = read_rows(run_dir / "evaluations" / "testset0" / "per_image.csv")
-    assert len(per_image) == 4 * 5 and {r["test_set"] for r in per_image} == {"testset0"}
+    # 5 images × (2 models, grey, the mean colour, the oracle tint)
+    assert len(per_image) == 5 * 5 and {r["test_set"] for r in per_image} == {"testset0"}
     # scoring again adds nothing
     rc, err = cli(evaluate, [run_dir, "--test", test_folder, "--no-progress"], capsys)
     assert rc == 0 and "2 saved models, 2 already scored" in err
-    assert len(read_rows(run_dir / "evaluations" / "testset0" / "runs.csv")) == 4
+    assert len(read_rows(run_dir / "evaluations" / "testset0" / "runs.csv")) == 5
 
 
 def test_evaluate_on_another_named_set(run_dir, data_root, capsys):
     rc, err = cli(evaluate, [run_dir, "--test", "cbsd68", "--data-root", data_root, "--no-progress"], capsys)
     assert rc == 0, err
     rows = read_rows(run_dir / "evaluations" / "cbsd68" / "runs.csv")
-    assert {r["cell"] for r in rows} == {"grey", "mean_colour", "mse", "kl"}
+    assert {r["cell"] for r in rows} == {"grey", "mean_colour", "oracle_tint", "mse", "kl"}
     assert all(r["test_set"] == "cbsd68" and r["n_test"] == "68" for r in rows)
     per_image = read_rows(run_dir / "evaluations" / "cbsd68" / "per_image.csv")
-    assert len(per_image) == 4 * 68 and {r["test_set"] for r in per_image} == {"cbsd68"}
+    assert len(per_image) == 5 * 68 and {r["test_set"] for r in per_image} == {"cbsd68"}
     # the leaderboard and the report have a table per test set and the cross-set summary
     from bench.report import write_report
 
@@ -270,9 +271,10 @@ def test_fold_runs_are_saved_scored_on_another_set_and_colorize(fold_run, test_f
     ev = fold_run / "evaluations" / "testset0"
     rows = read_rows(ev / "runs.csv")
     assert sorted((r["cell"], r["fold"]) for r in rows) == [("grey", ""), ("kl", "0"), ("kl", "1"),
-                                                             ("mean_colour", ""), ("mse", "0"), ("mse", "1")]
+                                                             ("mean_colour", ""), ("mse", "0"), ("mse", "1"),
+                                                             ("oracle_tint", "")]
     per = read_rows(ev / "per_image.csv")
-    assert len(per) == 5 + 5 + 4 * 5
+    assert len(per) == 5 + 5 + 5 + 4 * 5  # grey, the mean colour, the oracle tint, 4 fold networks
     combined = load_per_image(ev)
     mse = combined[combined["cell"] == "mse"]
     assert len(mse) == 5

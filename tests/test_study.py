@@ -63,7 +63,7 @@ def check_grid(study: optuna.Study, run_dir: Path, keys: set[str]) -> None:
     assert sum(r["cell"] == "grey" for r in rows) == sum(r["cell"] == "mean_colour" for r in rows) == 1
     per_image = read_rows(run_dir / "per_image.csv")
     assert len(per_image) == len({(r["model"], r["cell"], r["seed"], r["image"]) for r in per_image})
-    assert len(per_image) == 6 * (len(keys) + 2)  # 6 bundled test photos per run, and the two baselines
+    assert len(per_image) == 6 * (len(keys) + 3)  # 6 bundled test photos per run, and the three untrained rows
     history = read_rows(run_dir / "history.csv")
     assert len(history) == 2 * len(keys)  # validations at steps 1 and 2, each run once
     board = (run_dir / "leaderboard.md").read_text()
