@@ -32,7 +32,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .colour import rgb_to_lab
+from .abbins import ANNEAL_T, ABBins
+from .colour import lab_to_rgb, rgb_to_lab, split_lab
 
 #: Version of the generator: with the variant's parameters part of the cache folder's name (``ensure``), so a
 #: changed generator never reuses old images.
@@ -94,8 +95,6 @@ def _lab_of(rgb_u8: np.ndarray) -> np.ndarray:
 
 def _candidates(L: float, ab) -> tuple[np.ndarray, np.ndarray]:
     """The 8-bit triples within ±2 of the rounded sRGB of (L, ab), and their Lab, nearest first."""
-    from .colour import lab_to_rgb
-
     lab = torch.tensor([L, *ab], dtype=torch.float64).view(1, 3, 1, 1)
     rgb = lab_to_rgb(lab, clamp=False)[0, :, 0, 0].numpy() * 255.0
     if (rgb < 0).any() or (rgb > 255).any():
@@ -285,8 +284,6 @@ class Bayes:
     """
 
     def __init__(self, meta: dict, class_weights: torch.Tensor | None = None):
-        from .abbins import ABBins
-
         self.meta = meta
         self.bins = ABBins()
         self.a, self.b = (torch.tensor(meta["palette"][k], dtype=torch.uint8) for k in ("a", "b"))
@@ -326,14 +323,8 @@ class Bayes:
         p = self._mixture(weights)
         if row == "bayes:kl_mode":
             return self.bins.centres[int(p.argmax())]
-        T = 1.0 if row == "bayes:kl_T1" else self._T()
+        T = 1.0 if row == "bayes:kl_T1" else ANNEAL_T
         return self.bins.decode(torch.log(p.clamp_min(1e-30)).view(1, -1, 1, 1), T)[0, :, 0, 0]
-
-    @staticmethod
-    def _T() -> float:
-        from .abbins import ANNEAL_T
-
-        return ANNEAL_T
 
     def texture_ab(self, row: str, ab: torch.Tensor) -> torch.Tensor:
         """What a row predicts where the colour is learnable: the true ab, decoded as the loss's head decodes it."""
@@ -342,13 +333,11 @@ class Bayes:
         p = self.bins.encode(ab.float())
         if row == "bayes:kl_mode":
             return self.bins.centres.to(ab.device)[p.argmax(1)].permute(0, 3, 1, 2)
-        T = 1.0 if row == "bayes:kl_T1" else self._T()
+        T = 1.0 if row == "bayes:kl_T1" else ANNEAL_T
         return self.bins.decode(torch.log(p.clamp_min(1e-30)), T)
 
     def predict_ab(self, row: str, u8: torch.Tensor) -> torch.Tensor:
         """``B×2×H×W`` ab of a row's colorization of uint8 images ``u8``."""
-        from .colour import split_lab
-
         _, ab = split_lab(u8)  # uint8 in: the exact conversion the metrics use for the truth
         const = self.flat_ab(row).to(ab).view(1, 2, 1, 1).expand_as(ab)
         return torch.where(self.flat_mask(u8), const, self.texture_ab(row, ab).to(ab))
