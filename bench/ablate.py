@@ -144,6 +144,16 @@ def dry_run(args, jobs, run_dir) -> str:
     return "\n".join(lines)
 
 
+def resumed_note(steps_here: list[tuple[int, int, bool]]) -> str:
+    """What the closing line says of runs that went on from a checkpoint: this worker trained only their rest."""
+    resumed = [(here, total) for here, total, was in steps_here if was]
+    if not resumed:
+        return ""
+    here, total = sum(h for h, _ in resumed), sum(t for _, t in resumed)
+    return (f" ({len(resumed)} of them resumed from a checkpoint: {here} of their {total} steps trained here, the "
+            f"rest by an earlier worker)")
+
+
 @cli.command
 def main(argv=None) -> int:
     args = parse_args(argv)
@@ -212,8 +222,8 @@ def main(argv=None) -> int:
                                   f"resume.") from None
     print(run.finish())
     if trained:
-        print(f"{trained} runs trained by this worker in {time.perf_counter() - t0:.0f} s; results in {run.run_dir}",
-              file=sys.stderr)
+        print(f"{trained} run{'s' if trained != 1 else ''} trained by this worker in {time.perf_counter() - t0:.0f} s"
+              f"{resumed_note(run.steps_here)}; results in {run.run_dir}", file=sys.stderr)
     return 0
 
 

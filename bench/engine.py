@@ -344,6 +344,7 @@ class GridRun:
         bar = tqdm(total=len(self.keys), initial=self.counts["finished"], desc=f"grid {self.grid}",
                    disable=not self.progress, dynamic_ncols=True)
         trained, waited_since, said_at = 0, None, None
+        self.steps_here = []  # (steps trained here, steps of the run, resumed) of every run recorded by this worker
         grace = self.watch.grace
         try:
             while True:
@@ -434,6 +435,8 @@ class GridRun:
         if not told:  # another worker failed it as stale and will train it again: keep no record of this one
             return "taken over"
         append_run(self.run_dir, [row], per_image, history)  # runs.csv last: then the run counts as done
+        resumed = int(row.get("resumed_from_step") or 0)  # the steps this worker trained, for the closing line
+        self.steps_here.append((job.cfg.steps - resumed, job.cfg.steps, resumed > 0))
         if row["status"] != "ok":
             tqdm.write(f"{job.key} failed at step {row['failed_step']}: {row['error']}")
             return "diverged"

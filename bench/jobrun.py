@@ -116,7 +116,8 @@ class JobTrainer:
             remove_checkpoint(folder / CHECKPOINT)
             return JobResult(row, [], [], [])
         row.update(res["metrics"], status="ok", encoder_pretrained=res["encoder_pretrained"],
-                   lpips_backbone=res["lpips_backbone"], finished_at=utc_now())
+                   lpips_backbone=res["lpips_backbone"], resumed_from_step=res["resumed_from_step"],
+                   finished_at=utc_now())
         if not math.isfinite(row["val_psnr"]):  # a finite loss but colours beyond any range: diverged all the same
             row.update(status="failed", failed_step=cfg.steps, error=f"validation PSNR is {row['val_psnr']}")
             remove_checkpoint(folder / CHECKPOINT)

@@ -324,7 +324,8 @@ def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: 
         dict with ``metrics`` (every metric of the table, the backbone of each network behind them, e.g.
         ``lpips_backbone``: imagenet, random, or missing — then those values are NaN; and timings), ``per_image``
         (per-image test metrics), ``scores`` (``bench.metrics.Scores``), ``history`` (validation PSNR and training
-        loss over steps), ``encoder_pretrained`` and ``lpips_backbone``.
+        loss over steps), ``encoder_pretrained``, ``lpips_backbone`` and ``resumed_from_step`` (the checkpoint's
+        step it went on from; 0 for a run trained from the start).
 
     Raises:
         DivergenceError: the loss became NaN or infinite.
@@ -334,7 +335,7 @@ def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: 
     schedule = CropSchedule(prep.train, cfg.crop, cfg.crop_seed)
     ref_other = getattr(model, "reference_view", "same") == "other"  # the model's own word (models/__init__.py)
 
-    history, done_s = [], 0.0
+    history, done_s, resumed = [], 0.0, 0
     if checkpoint is not None:
         state, why = load_checkpoint(checkpoint, cfg)
         if state is not None:  # the model, loss, optimiser, RNGs and loop state of step k: go on from step k + 1
@@ -343,13 +344,14 @@ def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: 
                 set_rng_state(state["rng"])
                 history, done_s = list(state["extra"]["history"]), float(state["extra"]["elapsed_s"])
                 step.last_loss = float(state["extra"]["last_loss"])
+                resumed = step.step
                 tqdm.write(f"{desc or cfg.loss}: resuming from the checkpoint of step {step.step}", file=sys.stderr)
             except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as err:  # e.g. another code version's
                 tqdm.write(f"{desc or cfg.loss}: checkpoint {checkpoint} cannot be restored ({type(err).__name__}); "
                            f"training from step 0", file=sys.stderr)
                 step = make_step(cfg, device, prep)  # a fresh start, as without a checkpoint (nothing half-restored)
                 model, amp, needs_ref = step.model, step.amp, step.needs_ref
-                history, done_s = [], 0.0
+                history, done_s, resumed = [], 0.0, 0
         elif expect_checkpoint or "no checkpoint" not in why:
             tqdm.write(f"{desc or cfg.loss}: {why}; training from step 0", file=sys.stderr)
     bar = tqdm(total=cfg.steps, initial=step.step, desc=desc or cfg.loss, leave=False, disable=not progress,
@@ -395,6 +397,7 @@ def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: 
         "eval_time_s": eval_time,
     }
     return {"metrics": metrics, "per_image": scores.per_image, "scores": scores, "history": history,
+            "resumed_from_step": resumed,
             "encoder_pretrained": bool(getattr(model, "encoder_pretrained", False)),
             "lpips_backbone": scores.status.get("lpips_backbone", ""), "model": model}
 

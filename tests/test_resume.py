@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -75,6 +76,9 @@ def test_killed_run_resumes_from_its_checkpoint_with_the_same_result(tmp_path):
 
     log = finish(worker(victim_dir))  # the same command again
     assert f"{cell} seed {seed}: resuming from the checkpoint of step 20" in log, log
+    # the closing line says what this worker trained: the resumed run's last 10 of 30 steps (issue 31)
+    assert re.search(r"\d+ runs? trained by this worker in \d+ s \(1 of them resumed from a checkpoint: 10 of their "
+                     r"30 steps trained here", log), log
     ref_log = finish(reference)
     assert "resuming" not in ref_log
 

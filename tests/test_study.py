@@ -83,7 +83,7 @@ def test_two_workers_split_grid_on_embedded_storage(tmp_path):
     study = journal_study(out)
     check_grid(study, out, TINY_KEYS)
     # between them, the workers trained 8 runs (which worker trains how many depends on their start-up times)
-    trained = [re.search(r"(\d+) runs trained by this worker", log) for log in logs]
+    trained = [re.search(r"(\d+) runs? trained by this worker", log) for log in logs]
     assert sum(int(m.group(1)) for m in trained if m) == 8, logs
     # a finished grid: re-running trains nothing and prints the leaderboard again
     again = finish(worker(out, "--seeds", "2"))
