@@ -205,7 +205,8 @@ def finite_float(text: str) -> float:
 
 #: Upper bounds of the numeric options that are no configuration field (those are bounded by
 #: ``bench.config.CellConfig.validate``): each is named in its error, so that no value can hang a command.
-MAX_SEEDS, MAX_FOLDS, MAX_HEARTBEAT, MAX_TRIALS = 1000, 1000, 3600, 100_000
+from .limits import (MAX_BATCH_SIZE, MAX_BOOT, MAX_FOLDS, MAX_HEARTBEAT, MAX_IMAGES, MAX_SEED,  # noqa: E402,F401
+                     MAX_SEEDS, MAX_STEPS, MAX_TIMINGS, MAX_TRIALS)
 
 
 def bounded_int(low: int, high: int) -> Callable[[str], int]:

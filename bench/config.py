@@ -10,10 +10,9 @@ from dataclasses import dataclass, field
 import losses
 import models
 
-MAX_CROP = 1024
-#: Bounds of the fields that could hang a run or exhaust memory (each is named in its error): steps, images per step
-#: (B×3×crop² per batch, twice for reference-based models), and the seeds, which numpy takes as unsigned 32-bit.
-MAX_STEPS, MAX_BATCH_SIZE, MAX_SEED = 10_000_000, 1024, 2**32 - 1
+# Bounds of the fields that could hang a run or exhaust memory (each is named in its error): sizes, steps, images per
+# step (B×3×crop² per batch, twice for reference-based models), and the seeds, which numpy takes as unsigned 32-bit.
+from .limits import MAX_BATCH_SIZE, MAX_CROP, MAX_SEED, MAX_STEPS
 
 
 @dataclass

@@ -712,7 +712,8 @@ def main(argv=None) -> int:
     p.add_argument("run_dir", help="a run folder written by python -m bench.ablate")
     p.add_argument("--throughput", default=None, help="a bench.throughput CSV to include (default: "
                    "results/throughput-<device>.csv of the run's device, if present)")
-    p.add_argument("--n-boot", type=int, default=N_BOOT, help=f"bootstrap resamples (default {N_BOOT})")
+    p.add_argument("--n-boot", type=cli.bounded_int(1, cli.MAX_BOOT), default=N_BOOT,
+                   help=f"bootstrap resamples (default {N_BOOT}, at most {cli.MAX_BOOT})")
     p.add_argument("--rank-by", default=None, metavar="METRIC",
                    help=f"ranking metric: one of {', '.join(METRICS)} (default: the run's, else psnr)")
     args = p.parse_args(argv)

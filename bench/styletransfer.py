@@ -68,8 +68,9 @@ def parse_args(argv=None):
     p.add_argument("--width", type=float, default=None, help="channel multiplier (pretrained weights need 1.0)")
     cli.add(p, "encoder_weights", help="none | imagenet | PATH (VGG-19 weights of the encoder)")
     cli.add(p, "crop_seed", default=0, help="seed of the fixed crop streams (default 0)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the decoder's initialisation (default 0)")
-    p.add_argument("--eval-images", type=int, default=16, help="content images to evaluate on at most (default 16)")
+    p.add_argument("--seed", type=cli.bounded_int(0, cli.MAX_SEED), default=0,
+                   help="seed of the decoder's initialisation (default 0)")
+    p.add_argument("--eval-images", type=cli.bounded_int(1, cli.MAX_IMAGES), default=16, help="content images to evaluate on at most (default 16)")
     cli.add(p, "device", "no_progress")
     return p.parse_args(argv)
 

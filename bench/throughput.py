@@ -378,17 +378,17 @@ def parse_args(argv=None):
     p.add_argument("--compile", action="store_true", help="wrap the model in torch.compile")
     p.add_argument("--loss", default="mse", help="training loss, decides the model head (default mse)")
     cli.add(p, "device")
-    p.add_argument("--warmup", type=int, default=None, help="untimed calls first (default 10 on CUDA, 3 on the CPU; "
+    p.add_argument("--warmup", type=cli.bounded_int(0, cli.MAX_TIMINGS), default=None, help="untimed calls first (default 10 on CUDA, 3 on the CPU; "
                    "more with --compile)")
-    p.add_argument("--repeats", type=int, default=5, help="timings; the median is reported (default 5)")
-    p.add_argument("--iters", type=int, default=None, help="calls per timing (default 20 on CUDA, 3 on the CPU)")
+    p.add_argument("--repeats", type=cli.bounded_int(1, cli.MAX_TIMINGS), default=5, help="timings; the median is reported (default 5)")
+    p.add_argument("--iters", type=cli.bounded_int(1, cli.MAX_TIMINGS), default=None, help="calls per timing (default 20 on CUDA, 3 on the CPU)")
     p.add_argument("--end-to-end", action="store_true",
                    help="training img/s fed from decoded images (--data) vs. synthetic on-device data, and fp32 b16")
     cli.add(p, "data", help="images for --end-to-end/--pipeline: named set or folder (default: the bundled Kodak24)")
     cli.add(p, "data_root")
-    p.add_argument("--fp32-batch", type=int, default=16, help="batch of --end-to-end's fp32 reference from images "
+    p.add_argument("--fp32-batch", type=cli.bounded_int(0, cli.MAX_BATCH_SIZE), default=16, help="batch of --end-to-end's fp32 reference from images "
                    "(default 16, the paper's; 0: none)")
-    p.add_argument("--n-images", type=int, default=512, help="at most this many images of --data (default 512)")
+    p.add_argument("--n-images", type=cli.bounded_int(1, cli.MAX_IMAGES), default=512, help="at most this many images of --data (default 512)")
     p.add_argument("--pipeline", action="store_true", help="also compare the CPU data pipelines (bench.pipeline: the "
                    "naive per-image loop vs. the batched one)")
     cli.add(p, "out", help="folder of the CSV (default: ./results or $COLORBENCH_RESULTS)")

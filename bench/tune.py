@@ -101,10 +101,11 @@ def parse_args(argv=None):
     p.add_argument("--trials", type=cli.bounded_int(1, cli.MAX_TRIALS), default=20, help="finished trials the study should have (default 20)")
     p.add_argument("--timeout", type=finite_float, default=None, metavar="SECONDS",
                    help="stop starting new trials after this many seconds")
-    p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
-    p.add_argument("--startup-trials", type=int, default=5,
+    p.add_argument("--seed", type=cli.bounded_int(0, cli.MAX_SEED), default=0, help="sampler seed (default 0)")
+    p.add_argument("--startup-trials", type=cli.bounded_int(0, cli.MAX_TRIALS), default=5,
                    help="random trials before TPE, and trials before the pruner acts (default 5)")
-    p.add_argument("--warmup-steps", type=int, default=0, help="no pruning before this training step (default 0)")
+    p.add_argument("--warmup-steps", type=cli.bounded_int(0, cli.MAX_STEPS), default=0,
+                   help="no pruning before this training step (default 0)")
     p.add_argument("--lr-range", type=finite_float, nargs=2, default=LR_RANGE, metavar=("LOW", "HIGH"))
     p.add_argument("--range", dest="ranges", type=_range_item, action="append", default=[], metavar="NAME=LOW,HIGH",
                    help="search range of a tunable parameter of the loss (repeatable; default: the range the loss "

@@ -57,3 +57,35 @@ def test_a_dry_run_refuses_a_run_folder_it_could_not_write(capsys, monkeypatch):
     rc, out, err = helpers.run(["--grid", "tiny", "--dry-run"], capsys)
     helpers.one_error(rc, err, "/proc/1")
     assert "dry run" not in out
+
+
+OTHER_COMMANDS = {
+    "tune --startup-trials": ("tune", ["--loss", "mse", "--startup-trials", str(10**12)], "--startup-trials"),
+    "tune --warmup-steps": ("tune", ["--loss", "mse", "--warmup-steps", str(10**12)], "--warmup-steps"),
+    "tune --seed": ("tune", ["--loss", "mse", "--seed", "-1"], "--seed"),
+    "report --n-boot": ("report", ["some-folder", "--n-boot", str(10**12)], "--n-boot"),
+    "throughput --n-images": ("throughput", ["--n-images", str(10**12)], "--n-images"),
+    "throughput --repeats": ("throughput", ["--repeats", "0"], "--repeats"),
+    "throughput --iters": ("throughput", ["--iters", str(10**12)], "--iters"),
+    "throughput --fp32-batch": ("throughput", ["--fp32-batch", str(10**9)], "--fp32-batch"),
+    "styletransfer --eval-images": ("styletransfer", ["--eval-images", str(10**12)], "--eval-images"),
+}
+
+
+@pytest.mark.parametrize("command,argv,needle", OTHER_COMMANDS.values(), ids=list(OTHER_COMMANDS))
+def test_the_other_commands_bound_their_numbers_too(tmp_path, monkeypatch, capsys, command, argv, needle):
+    import importlib
+
+    from bench import limits
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLORBENCH_RESULTS", str(tmp_path / "results"))
+    t0 = time.perf_counter()
+    rc = importlib.import_module(f"bench.{command}").main(argv)
+    err = capsys.readouterr().err
+    bound = {"--startup-trials": limits.MAX_TRIALS, "--warmup-steps": limits.MAX_STEPS, "--seed": limits.MAX_SEED,
+             "--n-boot": limits.MAX_BOOT, "--n-images": limits.MAX_IMAGES, "--repeats": limits.MAX_TIMINGS,
+             "--iters": limits.MAX_TIMINGS, "--fp32-batch": limits.MAX_BATCH_SIZE,
+             "--eval-images": limits.MAX_IMAGES}[needle]
+    helpers.one_error(rc, err, needle, str(bound))
+    assert time.perf_counter() - t0 < 10 and not (tmp_path / "results").exists()

@@ -26,7 +26,7 @@ PACKAGES = ("bench", "models", "losses")
 
 #: The low layer: the modules everything else stands on. They may import each other, never anything else of ours.
 LOW = {"bench.colour", "bench.abbins", "bench.data", "bench.records", "bench.stats", "bench.device",
-       "bench.metrictable", "bench.controls"}
+       "bench.metrictable", "bench.controls", "bench.limits"}
 
 
 def _module_name(path: Path) -> str:
