@@ -462,10 +462,11 @@ def verdict(board: pd.DataFrame, metric: str | pstats.Metric = "psnr", alpha: fl
             lines.append(f"Significantly worse than {_baseline_name(board, base, False)}: "
                          + ", ".join(pick[f"worse_than_{pre}"]) + ".")
     above = pick.get(f"better_than_{sp}", []) if stronger else []
-    beyond = _beyond_tint(trained, label)
+    spatial, oracle = _colour_evidence(trained, label)
+    beyond = [x for x in (label(r) for _, r in trained.iterrows()) if x in spatial or x in oracle]
     if len(bases) > 1:
         score = board.loc[board["cell"] == stronger, "score"].iloc[0]
-        lines += _tint_lines(board, trained, above, beyond, _baseline_name(board, stronger, False),
+        lines += _tint_lines(trained, above, spatial, oracle, _baseline_name(board, stronger, False),
                              f"{m.fmt(score)}{unit}", m)
     if len(trained) > 1:
         ns = [label(r) for _, r in trained.iloc[1:].iterrows() if not _flag(r, "worse_than_best")]
@@ -504,19 +505,19 @@ def verdict(board: pd.DataFrame, metric: str | pstats.Metric = "psnr", alpha: fl
             "warning": warning, "nothing": nothing, "lines": lines}
 
 
-def _beyond_tint(trained: pd.DataFrame, label) -> list[str]:
-    """The cells that learned colours beyond a global tint: spatial colour r significantly above 0
-    (``bench.knownanswers.spatial_tests``) or significantly better than the oracle per-image tint."""
-    return [label(r) for _, r in trained.iterrows()
-            if _flag(r, "spatial_above_zero") or _flag(r, "better_than_oracle_tint")]
+def _colour_evidence(trained: pd.DataFrame, label) -> tuple[list[str], list[str]]:
+    """The cells that learned colours beyond a global tint, by the two kinds of evidence: spatial colour r
+    significantly above the oracle tint's (``bench.knownanswers.spatial_tests``), and significantly better than the
+    oracle per-image tint on the ranking metric."""
+    return ([label(r) for _, r in trained.iterrows() if _flag(r, "spatial_above_zero")],
+            [label(r) for _, r in trained.iterrows() if _flag(r, "better_than_oracle_tint")])
 
 
-def _tint_lines(board, trained, above, beyond, sname: str, score: str, m: pstats.Metric) -> list[str]:
+def _tint_lines(trained, above, spatial, oracle, sname: str, score: str, m: pstats.Metric) -> list[str]:
     """The verdict's sentences on what was learned: beating the stronger baseline (the mean colour) shows a
-    network learned a tint; only a spatial colour r above 0 or a win over the oracle per-image tint shows colours."""
-    label = _labeler(board)
-    spatial = [label(r) for _, r in trained.iterrows() if _flag(r, "spatial_above_zero")]
-    oracle = [label(r) for _, r in trained.iterrows() if _flag(r, "better_than_oracle_tint")]
+    network learned a tint; only a spatial colour r above a tint's or a win over the oracle per-image tint shows
+    colours (``spatial``, ``oracle``: :func:`_colour_evidence`)."""
+    beyond = list(dict.fromkeys(spatial + oracle))
     known = ("p_spatial" in trained and trained["p_spatial"].notna().any()) or \
         ("p_oracle_tint" in trained and trained["p_oracle_tint"].notna().any())
     out = []

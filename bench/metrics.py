@@ -52,12 +52,15 @@ def ssim_per_image(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return structural_similarity_index_measure(pred, target, data_range=1.0, reduction="none")
 
 
-def colourfulness(rgb: torch.Tensor) -> torch.Tensor:
-    """Hasler & Süsstrunk's colourfulness M = σ_rgyb + 0.3 μ_rgyb of each image (``B×3×H×W`` in [0, 1])."""
+def colourfulness(rgb: torch.Tensor, absolute: bool = False) -> torch.Tensor:
+    """Hasler & Süsstrunk's colourfulness M = σ_rgyb + 0.3 μ_rgyb of each image (``B×3×H×W`` in [0, 1]);
+    ``absolute``: of the absolute opponent channels, as DDColor's evaluation code computes it."""
     x = rgb.float() * 255.0
     r, g, b = x[:, 0], x[:, 1], x[:, 2]
     rg = (r - g).flatten(1)
     yb = (0.5 * (r + g) - b).flatten(1)
+    if absolute:
+        rg, yb = rg.abs(), yb.abs()
     std = torch.sqrt(rg.std(dim=1, unbiased=False) ** 2 + yb.std(dim=1, unbiased=False) ** 2)
     mean = torch.sqrt(rg.mean(dim=1) ** 2 + yb.mean(dim=1) ** 2)
     return std + 0.3 * mean
@@ -92,13 +95,7 @@ def colourfulness_ddcolor(pred: torch.Tensor, target: torch.Tensor | None = None
     """The colourfulness variant of DDColor's evaluation code: σ and μ of the *absolute* opponent channels
     |R − G| and |½(R + G) − B| (0–255 RGB), M = √(σ_rg² + σ_yb²) + 0.3 √(μ_rg² + μ_yb²); for comparing ΔCF with
     tables that used it (it is lower than Hasler & Süsstrunk's, see results/controls-cpu.md)."""
-    x = pred.float() * 255.0
-    r, g, b = x[:, 0], x[:, 1], x[:, 2]
-    rg = (r - g).abs().flatten(1)
-    yb = (0.5 * (r + g) - b).abs().flatten(1)
-    std = torch.sqrt(rg.std(dim=1, unbiased=False) ** 2 + yb.std(dim=1, unbiased=False) ** 2)
-    mean = torch.sqrt(rg.mean(dim=1) ** 2 + yb.mean(dim=1) ** 2)
-    return std + 0.3 * mean
+    return colourfulness(pred, absolute=True)
 
 
 #: Below this RMS deviation from its own mean ab (Lab units) a prediction counts as one constant colour (r = 0).
