@@ -25,6 +25,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -218,8 +220,24 @@ def ensure(name: str, seed: int = DEFAULT_SEED) -> Path:
         raise ValueError(f"unknown control data set {name!r}; available: {', '.join(VARIANTS)}")
     what = json.dumps([asdict(VARIANTS[name]), GENERATOR_VERSION, L_FLAT, L_LOW, L_HIGH, AB_A, AB_B, AB_TEXTURE])
     folder = cache_root() / f"{name}-seed{seed}-{hashlib.sha1(what.encode()).hexdigest()[:8]}"
-    if not (folder / "controls.json").is_file():
-        write(folder, name, seed)
+    if (folder / "controls.json").is_file():
+        return folder
+    # Generated into a folder of its own and renamed into place, so that workers started together never read
+    # images that another one is still writing; the first rename wins, the others drop their copy.
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        write(tmp, name, seed)
+        for _ in range(3):
+            try:
+                os.rename(tmp, folder)
+                break
+            except OSError:
+                if (folder / "controls.json").is_file():
+                    break  # another worker finished first
+                shutil.rmtree(folder, ignore_errors=True)  # an unfinished folder (a killed run): replace it
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 

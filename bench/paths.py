@@ -3,6 +3,7 @@ otherwise. Never a path inside the installed package."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 #: Environment variable that moves the default results folder.
@@ -18,8 +19,9 @@ def check_writable(path: Path) -> None:
     """Create ``path`` and write a probe file into it; ValueError with the reason if that fails."""
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("")
-        probe.unlink()
+        # A probe of its own: workers that start together on one folder must not delete each other's probe.
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
     except OSError as err:
         raise ValueError(f"output folder {path} is not writable ({err.strerror or err})") from None

@@ -3,6 +3,10 @@ registered losses themselves, and (slow) the controls grid recovering the known 
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -135,6 +139,20 @@ def test_data_controls_is_generated_into_the_cache(tmp_path, monkeypatch):
     assert controls.spec(splits.roots["test"])["variant"]["name"] == "controls"
     assert controls.split_of("controls-varying-test") == ("controls-varying", "test")
     assert controls.split_of("kodak24") is None
+
+
+def test_processes_that_generate_the_controls_together_get_one_complete_folder(tmp_path):
+    """Workers started at once on --data controls: each returns a complete folder, none sees a half-written one."""
+    code = ("import sys, hashlib; from pathlib import Path; from bench import controls; f = controls.ensure('controls');"
+            "print(f, hashlib.sha256(b''.join(p.read_bytes() for p in sorted(Path(f).rglob('*.png')))).hexdigest())")
+    env = {**os.environ, "COLORBENCH_CACHE": str(tmp_path)}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    outs = {p.communicate(timeout=120)[0] for p in procs}
+    assert all(p.returncode == 0 for p in procs) and len(outs) == 1
+    folder = Path(outs.pop().split()[0])
+    assert [p.name for p in tmp_path.iterdir()] == [folder.name]  # the losers' copies are gone
+    assert controls.spec(folder)["variant"]["name"] == "controls"
 
 
 @pytest.mark.slow

@@ -159,3 +159,16 @@ def test_storage_errors_leave_no_empty_out_folder(tmp_path, capsys, data_root):
         rc, _, err = run([*args, "--storage", url], capsys)
         one_error(rc, err, "cannot open")
         assert not (tmp_path / "new").exists()
+
+
+def test_workers_that_check_one_new_folder_together_do_not_trip_each_other(tmp_path):
+    """Two workers started at once on one new --out both pass the writability probe (CI saw one lose the race)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bench.paths import check_writable
+
+    for attempt in range(20):
+        folder = tmp_path / f"run{attempt}"
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda _: check_writable(folder), range(32)))
+        assert list(folder.iterdir()) == []
