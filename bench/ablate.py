@@ -186,7 +186,7 @@ def main(argv=None) -> int:
                       device, data=args.data, test=args.test, data_root=args.data_root, storage=args.storage,
                       study_name=args.study_name, heartbeat=args.heartbeat, progress=not args.no_progress,
                       verify=not args.no_verify, save_models=args.save_models == "all", folds=args.folds,
-                      rank_by=args.rank_by,
+                      rank_by=args.rank_by, cache_mb=args.cache_mb, loader_workers=args.loader_workers,
                       info={"command": command_line(cli.prog("ablate"), sys.argv[1:] if argv is None else list(argv)),
                             "seeds": args.seeds, "tuned": args.tuned,
                             "cells": {c.name: c.changes for c in find_grid(args).cells},

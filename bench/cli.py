@@ -205,8 +205,8 @@ def finite_float(text: str) -> float:
 
 #: Upper bounds of the numeric options that are no configuration field (those are bounded by
 #: ``bench.config.CellConfig.validate``): each is named in its error, so that no value can hang a command.
-from .limits import (MAX_BATCH_SIZE, MAX_BOOT, MAX_FOLDS, MAX_HEARTBEAT, MAX_IMAGES, MAX_SEED,  # noqa: E402,F401
-                     MAX_SEEDS, MAX_STEPS, MAX_TIMINGS, MAX_TRIALS)
+from .limits import (MAX_BATCH_SIZE, MAX_BOOT, MAX_CACHE_MB, MAX_FOLDS, MAX_HEARTBEAT,  # noqa: E402,F401
+                     MAX_IMAGES, MAX_LOADER_WORKERS, MAX_SEED, MAX_SEEDS, MAX_STEPS, MAX_TIMINGS, MAX_TRIALS)
 
 
 def bounded_int(low: int, high: int) -> Callable[[str], int]:
@@ -283,6 +283,12 @@ ARGUMENTS: dict[str, tuple[tuple[str, ...], dict]] = {
                                               "is retried (default 30)")),
     "rank_by": (("--rank-by",), dict(default="psnr", metavar="METRIC", type=rank_by_metric,
                                      help=_rank_by_help)),
+    "cache_mb": (("--cache-mb",), dict(type=bounded_int(0, MAX_CACHE_MB), default=None, metavar="MIB",
+                                       help="RAM budget of the decoded training set: a larger set is streamed from "
+                                            "disk by DataLoader workers (default: a quarter of the available memory)")),
+    "loader_workers": (("--loader-workers",), dict(type=bounded_int(0, MAX_LOADER_WORKERS), default=None,
+                                                   metavar="N", help="DataLoader workers that decode a streamed "
+                                                                     "training set (default: cores − 1, at most 8)")),
     "no_verify": (("--no-verify",), dict(action="store_true", help="skip the SHA256 check of named data sets")),
     "no_progress": (("--no-progress",), dict(action="store_true", help="no progress bars")),
 }
@@ -313,7 +319,7 @@ def add_training_arguments(p: argparse.ArgumentParser, *extra: str) -> None:
     """The options of the programs that train cells (``bench.ablate``, ``bench.tune``): preset, config file,
     overrides, data, device, manifest check and progress bars, plus ``extra`` shared options."""
     add(p, "preset", "config", "data", "data_root", "device", "steps", "batch_size", "size", "crop",
-        "encoder_weights", "crop_seed", *extra, "set", "no_verify", "no_progress")
+        "encoder_weights", "crop_seed", *extra, "set", "cache_mb", "loader_workers", "no_verify", "no_progress")
 
 
 def config_file(args: argparse.Namespace):

@@ -35,6 +35,9 @@ MIN_SIDE = 16  # images whose shorter side is below this are skipped: upscaling 
 #: Images with more pixels than this (read from the file's header, before anything is decoded) are skipped: a
 #: 20000×20000 PNG of one colour is a few MB on disk and 1.2 GB decoded (a "decompression bomb").
 MAX_PIXELS = 100_000_000
+#: Validation images of a streamed training set (evenly spaced over its validation split): validation runs often
+#: and in RAM, so it must not grow with the set (ImageNet's every-10th rule would give 128k).
+VAL_LIMIT = 500
 
 # Our own check (open_image) replaces PIL's, whose warning does not name the file and which would fire before ours.
 Image.MAX_IMAGE_PIXELS = None
@@ -47,9 +50,50 @@ class DataError(ValueError):
 # ----------------------------------------------------------------------------------------------------- files
 
 
+#: Suffixes of a file list given where a data folder is expected (``--data train.txt``).
+LIST_EXTS = {".txt", ".csv", ".lst"}
+
+
+def read_file_list(path: Path) -> list[Path]:
+    """The images of a file list: one path per line (``.txt``, ``.lst``) or the first column of a CSV file (a
+    header whose first field is ``path``/``file``/``filename`` is skipped), relative to the list's folder unless
+    absolute; blank lines and ``#`` comments are ignored. The order is the list's: the splits follow it."""
+    import csv
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"file list {path} cannot be read ({type(err).__name__}: {err})") from None
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    if path.suffix.lower() == ".csv":
+        rows = [r for r in csv.reader(lines) if r]
+        if rows and rows[0][0].strip().lower() in ("path", "file", "filename", "image"):
+            rows = rows[1:]
+        names = [r[0].strip() for r in rows]
+    else:
+        names = [ln.strip() for ln in lines]
+    files = [p if p.is_absolute() else path.parent / p for p in map(Path, names)]
+    if not files:
+        raise DataError(f"file list {path} lists no images")
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise DataError(f"{len(missing)} of the {len(files)} files of {path} do not exist (first: {missing[0]})")
+    return files
+
+
+def key_root(source: Path) -> Path:
+    """The folder a data source's image keys are relative to: the folder itself, or a file list's folder."""
+    source = Path(source)
+    return source.parent if source.is_file() else source
+
+
 def list_images(folder: Path) -> list[Path]:
-    """Image files below ``folder`` (recursive, by extension), sorted by relative path."""
+    """Image files below ``folder`` (recursive, by extension, sorted by relative path: an ImageFolder tree of class
+    subfolders at any depth), or the files of a file list (:func:`read_file_list`, in its order)."""
     folder = Path(folder)
+    if folder.is_file() and folder.suffix.lower() in LIST_EXTS:
+        return read_file_list(folder)
     if not folder.is_dir():
         raise DataError(f"data folder {folder} does not exist or is not a folder")
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
@@ -117,9 +161,12 @@ def resolve(name_or_path: str | None, root: Path | None) -> tuple[str, Path, boo
             raise DataError(f"data set {name_or_path!r} not found: {folder} does not exist")
         return name_or_path, folder, True
     folder = Path(name_or_path).expanduser()
+    if folder.is_file() and folder.suffix.lower() in LIST_EXTS:  # a file list: named after the list
+        return folder.stem, folder, False
     if not folder.is_dir():
         raise DataError(
-            f"unknown data set {name_or_path!r}: not a named set ({', '.join(NAMED)}) and not an existing folder"
+            f"unknown data set {name_or_path!r}: not a named set ({', '.join(NAMED)}), not an existing folder and "
+            f"not a file list ({', '.join(sorted(LIST_EXTS))})"
         )
     return folder.name, folder, False
 
@@ -217,14 +264,15 @@ class Splits:
         """The key of one of a split's images in result files (see :func:`image_key`)."""
         return image_key(path, self.roots.get(split))
 
-    def check_disjoint(self) -> None:
+    def check_disjoint(self, train: bool = True) -> None:
         """Raise if two of train, validation and test show the same photo, by content (:func:`fingerprint`, any
         size or encoding: a copy under another name, in another format or at another size is caught). The pixels
         of ``decoded`` are used where there are some; other files are decoded once, small, and only their
-        fingerprints are kept."""
-        fps = {split: self._fingerprints(getattr(self, split)) for split in ("train", "val", "test")}
+        fingerprints are kept. ``train=False``: validation against test only (a streamed training set)."""
+        names = ("train", "val", "test") if train else ("val", "test")
+        fps = {split: self._fingerprints(getattr(self, split)) for split in names}
         label = {"train": "training", "val": "validation", "test": "test"}
-        for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        for a, b in (("train", "val"), ("train", "test"), ("val", "test"))[0 if train else 2:]:
             clash = same_content([fp for _, fp in fps[b]], [fp for _, fp in fps[a]])
             if clash:
                 i, j = clash[0]
@@ -260,7 +308,7 @@ def split_files(files: list[Path], val_every: int, test_every: int | None) -> tu
 
 
 def make_splits(data: str | None = None, test: str | None = None, root: str | Path | None = None, verify: bool = True,
-                size: int | None = None) -> Splits:
+                size: int | None = None, stream: bool = False) -> Splits:
     """Build the train/val/test file lists.
 
     Args:
@@ -271,6 +319,10 @@ def make_splits(data: str | None = None, test: str | None = None, root: str | Pa
         verify: check named sets against their SHA256 manifests.
         size: decode every file once at this shorter side while probing it (kept in ``Splits.decoded`` for
             :class:`ImageStore`); without it, files are probed by :func:`probe_image`.
+        stream: a training set too large to decode before step 1 (``bench.loader``): its files are neither probed
+            nor decoded here (the loader replaces and counts an unusable one when it meets it), the validation
+            split is cut to ``VAL_LIMIT`` evenly spaced images, and the content check covers validation against
+            test only (``bench.evaluate`` checks a test set against every training image).
 
     Rules: with a separate test set, every 10th file (sorted) goes to validation (imagenet-sample: 876/98).
     Without one, a folder of ≥ 40 images gives 80/10/10; a smaller one (the bundled Kodak24) every 4th to test and
@@ -285,8 +337,8 @@ def make_splits(data: str | None = None, test: str | None = None, root: str | Pa
     files = list_images(dfolder)
     if verify and dnamed:
         verify_manifest(dfolder)
-    decoded = decode_files(files, size) if size else None
-    files, bad = partition_usable(files, decoded)
+    decoded = decode_files(files, size) if size and not stream else None
+    files, bad = (files, []) if stream else partition_usable(files, decoded)
     if not files:
         raise DataError(f"none of the {len(bad)} image files under {dfolder} can be read (first: {bad[0]})")
     if test is None and data in DEFAULT_TEST:
@@ -298,21 +350,24 @@ def make_splits(data: str | None = None, test: str | None = None, root: str | Pa
             verify_manifest(tfolder)
         tdecoded = decode_files(tfiles, size) if size else None
         tfiles, tbad = partition_usable(tfiles, tdecoded)
-        decoded = {**decoded, **tdecoded} if size else None
+        decoded = {**(decoded or {}), **tdecoded} if size else None
         train, val, _ = split_files(files, 10, None)
         splits = Splits(train, val, tfiles, {"train": dname, "val": dname, "test": tname},
-                        {"train": dfolder, "val": dfolder, "test": tfolder})
+                        {"train": key_root(dfolder), "val": key_root(dfolder), "test": key_root(tfolder)})
     else:
         tbad = []
         every = (10, 10) if len(files) >= 40 else (8, 4)
         train, val, tst = split_files(files, *every)
         splits = Splits(train, val, tst, {"train": dname, "val": dname, "test": dname},
-                        {"train": dfolder, "val": dfolder, "test": dfolder})
+                        {k: key_root(dfolder) for k in ("train", "val", "test")})
     for split in ("train", "val", "test"):
         if not getattr(splits, split):
             raise DataError(f"the {split} split of {splits.names[split]} is empty ({len(files)} usable images in all)")
     splits.decoded = decoded or {}
-    splits.check_disjoint()
+    if stream:
+        splits.val = [splits.val[i] for i in np.unique(np.linspace(0, len(splits.val) - 1,
+                                                                   min(VAL_LIMIT, len(splits.val))).round().astype(int))]
+    splits.check_disjoint(train=not stream)
     splits.train += bad
     splits.test += tbad
     return splits
@@ -369,7 +424,7 @@ def fold_splits(data: str | None = None, folds: int = BUNDLED_FOLDS, root: str |
             raise DataError(f"fold {f} of {dname} leaves no training or validation image ({len(files)} usable "
                             f"images, {folds} folds)")
         splits = Splits(train, val, test, {"train": dname, "val": dname, "test": dname},
-                        {"train": dfolder, "val": dfolder, "test": dfolder})
+                        {k: key_root(dfolder) for k in ("train", "val", "test")})
         splits.decoded, splits.content = (decoded if decoded is not None else {}), content
         splits.check_disjoint()  # a copy of a photo in the same folder would be a test image of another fold
         out.append(splits)
@@ -461,6 +516,15 @@ class ImageStore:
     def __len__(self) -> int:
         return len(self.images)
 
+    def image(self, i: int) -> torch.Tensor:
+        """Image i (decoded at construction)."""
+        return self.images[i]
+
+    def sample(self, limit: int | None = None) -> list[torch.Tensor]:
+        """The images behind the training set's statistics (mean colour, bin prior): all of them, for a set in
+        RAM (``limit`` is for streamed sets, ``bench.loader.FileStore``)."""
+        return self.images
+
     def centre_crops(self, crop: int | None = None) -> torch.Tensor:
         """Evaluation preprocessing: every image's centre ``crop×crop`` (default ``size``), as ``N×3×c×c`` uint8."""
         c = crop or self.size
@@ -494,8 +558,13 @@ class CropSchedule:
     Epoch e visits the images in the order ``permutation(crop_seed, e)``; image i in epoch e is cropped at an
     offset drawn from a generator seeded with ``(crop_seed, e, i)``. Batches are consecutive runs of the stream.
 
+    A streamed store (``bench.loader.FileStore``) decodes image i when it is cropped and gives the same pixels as
+    :class:`ImageStore`, so both feed byte-identical batches. A file that turns out unusable there is replaced by
+    the next usable photo of the epoch's order (and reported by the loader).
+
     Args:
-        store: the decoded training images.
+        store: the training images: an :class:`ImageStore` or anything with ``size``, ``len`` and ``image(i)``
+            (None for an unusable file).
         crop: side of the square crops (≤ the store's ``size``).
         crop_seed: the seed shared by every cell of a grid.
     """
@@ -513,7 +582,7 @@ class CropSchedule:
 
     def offset(self, i: int, epoch: int, view: int = 0) -> tuple[int, int, bool]:
         """(top, left, flip) of image i's crop in an epoch (see :func:`crop_offset`)."""
-        h, w = self.store.images[i].shape[-2:]
+        h, w = self.store.image(i).shape[-2:]
         return crop_offset(h, w, self.crop, self.crop_seed, epoch, i, view)
 
     def positions(self, k: int, batch_size: int) -> list[tuple[int, int]]:
@@ -525,28 +594,49 @@ class CropSchedule:
             out.append((int(self.order(e)[p % n]), e))
         return out
 
-    def _crop(self, i: int, e: int, view: int) -> torch.Tensor:
-        top, left, flip = self.offset(i, e, view)
+    def usable(self, i: int, e: int) -> tuple[int, torch.Tensor]:
+        """(index, pixels) of image i, or of the next usable image in epoch e's order when i cannot be decoded."""
+        img = self.store.image(i)
+        if img is not None:
+            return i, img
+        order = self.order(e)
+        start = int(np.nonzero(order == i)[0][0])
+        for step in range(1, len(order)):
+            j = int(order[(start + step) % len(order)])
+            img = self.store.image(j)
+            if img is not None:
+                return j, img
+        raise DataError("none of the training images can be decoded")
+
+    def crop_of(self, i: int, e: int, view: int) -> torch.Tensor:
+        """The crop of image i in epoch e (``view`` 1: the independent second view), ``3×crop×crop`` uint8."""
+        i, img = self.usable(i, e)
+        top, left, flip = crop_offset(*img.shape[-2:], self.crop, self.crop_seed, e, i, view)
         c = self.crop
-        img = self.store.images[i][:, top : top + c, left : left + c]
+        img = img[:, top : top + c, left : left + c]
         return img.flip(-1) if flip else img
+
+    def reference_of(self, i: int, e: int, other_photo: bool) -> torch.Tensor:
+        """The colour reference of image i in epoch e: its second view, or (``other_photo``) a view of the photo
+        that comes next in the epoch's order."""
+        if not other_photo:
+            return self.crop_of(i, e, 1)
+        order, n = self.order(e), len(self.store)
+        j = int(order[(int(np.nonzero(order == i)[0][0]) + 1) % n]) if n > 1 else i
+        return self.crop_of(j, e, 1)
 
     def batch(self, k: int, batch_size: int, view: int = 0) -> torch.Tensor:
         """Batch k as a ``B×3×crop×crop`` uint8 tensor (on the CPU)."""
-        return torch.stack([self._crop(i, e, view) for i, e in self.positions(k, batch_size)])
+        return torch.stack([self.crop_of(i, e, view) for i, e in self.positions(k, batch_size)])
 
     def reference_batch(self, k: int, batch_size: int, other_photo: bool = False) -> torch.Tensor:
-        """Colour references for batch k: a second view of the same photo, or (``other_photo``) a view of the
-        photo that comes next in the epoch's order."""
-        if not other_photo:
-            return self.batch(k, batch_size, view=1)
+        """Colour references for batch k (see :meth:`reference_of`)."""
+        return torch.stack([self.reference_of(i, e, other_photo) for i, e in self.positions(k, batch_size)])
+
+    def position(self, p: int) -> tuple[int, int]:
+        """(image index, epoch) of sample p of the stream (batch k holds samples k·B … k·B + B − 1)."""
         n = len(self.store)
-        refs = []
-        for i, e in self.positions(k, batch_size):
-            order = self.order(e)
-            j = int(order[(int(np.nonzero(order == i)[0][0]) + 1) % n]) if n > 1 else i
-            refs.append(self._crop(j, e, 1))
-        return torch.stack(refs)
+        return int(self.order(p // n)[p % n]), p // n
 
 
 # ----------------------------------------------------------------------------------------------- content checks

@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -92,6 +93,8 @@ class GridRun:
     info: dict = field(default_factory=dict)
     folds: int = 1
     rank_by: str = "psnr"
+    cache_mb: int | None = None  # RAM budget of the decoded training set (None: bench.loader's default)
+    loader_workers: int | None = None  # DataLoader workers of a streamed training set
     # set by open() and prepare()
     study: optuna.Study | None = field(default=None, init=False, repr=False)
     counts: dict = field(default_factory=dict, init=False)
@@ -293,9 +296,14 @@ class GridRun:
             if self.folds > 1:
                 self.preps = prepare_folds(self.base, self.data, self.folds, self.data_root, verify=self.verify)
             else:
-                self.preps = [prepare(self.base, self.data, self.test, self.data_root, verify=self.verify)]
+                self.preps = [prepare(self.base, self.data, self.test, self.data_root, verify=self.verify,
+                                      cache_mb=self.cache_mb, loader_workers=self.loader_workers)]
         env = environment(self.device)
         p = self.prep
+        if p.streamed:
+            print(f"training data: {len(p.train)} images streamed from disk by {p.loader_workers} DataLoader "
+                  f"worker(s) (decoded, they would exceed --cache-mb); {len(p.splits.val)} validation images",
+                  file=sys.stderr)
         self.shared = {
             "run": self.run_dir.name, "grid": self.grid,
             "data_train": p.splits.names["train"], "data_test": p.splits.names["test"],

@@ -18,3 +18,5 @@ MAX_BOOT = 1_000_000
 MAX_IMAGES = 10_000_000
 #: untimed and timed calls of a throughput measurement (``--warmup``, ``--repeats``, ``--iters``)
 MAX_TIMINGS = 100_000
+#: RAM budget of a decoded training set (``--cache-mb``, MiB) and DataLoader workers (``--loader-workers``)
+MAX_CACHE_MB, MAX_LOADER_WORKERS = 10**8, 256

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import json
 import math
 from pathlib import Path
@@ -98,6 +99,9 @@ def data_fingerprint(preps: list[Prepared]) -> dict:
     for f, p in enumerate(preps):
         out[str(f)] = {}
         for split in ("train", "val", "test"):
+            if split == "train" and p.streamed:  # too many to read before step 1: the listing stands for them
+                out[str(f)][split] = {"listing (path, bytes, mtime)": listing_hash(p.splits.train, p.splits.key)}
+                continue
             files = {}
             for path in getattr(p.splits, split):
                 if path not in hashes:
@@ -108,6 +112,19 @@ def data_fingerprint(preps: list[Prepared]) -> dict:
                 files[p.splits.key(split, path)] = hashes[path]
             out[str(f)][split] = dict(sorted(files.items()))
     return out
+
+
+def listing_hash(files: list[Path], key) -> str:
+    """SHA-1 of a streamed training set's listing: every file's key, size and modification time, in order (a
+    changed, added or removed file changes it; nothing is read)."""
+    h = hashlib.sha1()
+    for path in files:
+        try:
+            st = os.stat(path)
+            h.update(f"{key('train', path)}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{key('train', path)}\tmissing\n".encode())
+    return h.hexdigest()
 
 
 def fingerprints(preps: list[Prepared]) -> dict:

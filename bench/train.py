@@ -21,7 +21,9 @@ from .abbins import ABBins
 from .colour import rgb_to_lab, split_lab
 from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from .config import CellConfig
-from .data import BUNDLED_FOLDS, CropSchedule, ImageStore, Splits, fingerprint, fold_splits, make_splits, mean_ab
+from .data import BUNDLED_FOLDS, CropSchedule, ImageStore, Splits, data_root, fingerprint, fold_splits, list_images, \
+    make_splits, mean_ab, resolve
+from .loader import FileStore, batches, default_cache_mb, default_workers, estimate_mb
 from .device import amp_dtype, autocast, keep_freed_memory, pick_device
 from .metrics import evaluate, networks, score_test
 
@@ -48,7 +50,7 @@ class Prepared:
     """A run's data, decoded once and shared by all its cells."""
 
     splits: Splits
-    train: ImageStore
+    train: ImageStore | FileStore  # FileStore: streamed from disk (bench.loader), the set exceeds --cache-mb
     val_images: torch.Tensor
     test_images: torch.Tensor
     test_files: list
@@ -57,11 +59,19 @@ class Prepared:
     #: split ("train", "val") → {file: content fingerprint} (``bench.data.fingerprint``), for ``bench.evaluate``
     fingerprints: dict = field(default_factory=dict)
     _mean_ab: tuple | None = None
+    #: DataLoader worker processes that decode a streamed training set (unused for one in RAM)
+    loader_workers: int = 0
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the training images stay on disk (``bench.loader.FileStore``)."""
+        return isinstance(self.train, FileStore)
 
     def mean_ab(self) -> tuple[float, float]:
-        """The mean ab of the training images' pixels (the mean-colour baseline's constant), cached."""
+        """The mean ab of the training images' pixels (the mean-colour baseline's constant; a streamed set's
+        from ``bench.loader.STAT_SAMPLE`` evenly spaced images), cached."""
         if self._mean_ab is None:
-            self._mean_ab = mean_ab(self.train.images)
+            self._mean_ab = mean_ab(self.train.sample())
         return self._mean_ab
 
     @property
@@ -73,18 +83,33 @@ class Prepared:
         """Empirical ab-bin frequencies of the training images (every 4th pixel of each), cached."""
         key = (bins.n_bins, bins.sigma)
         if key not in self._priors:
-            abs_ = (rgb_to_lab(img[None, :, ::4, ::4].float() / 255.0)[:, 1:] for img in self.train.images)
+            abs_ = (rgb_to_lab(img[None, :, ::4, ::4].float() / 255.0)[:, 1:] for img in self.train.sample())
             self._priors[key] = bins.empirical_prior(abs_)
         return self._priors[key]
 
 
-def prepare(cfg: CellConfig, data: str | None = None, test: str | None = None, root=None, verify: bool = True) -> Prepared:
-    """Resolve and split the data, then decode every image once at the configuration's size."""
-    splits = make_splits(data, test, root, verify=verify, size=cfg.size)  # probing decodes each file, once
-    train, val, tst = (ImageStore(getattr(splits, k), cfg.size, decoded=splits.decoded) for k in ("train", "val", "test"))
+def prepare(cfg: CellConfig, data: str | None = None, test: str | None = None, root=None, verify: bool = True,
+            cache_mb: float | None = None, loader_workers: int | None = None) -> Prepared:
+    """Resolve and split the data; decode every image once at the configuration's size, or, for a training set
+    whose decoded size exceeds ``cache_mb``, leave it on disk for the loader (``bench.loader``).
+
+    Args:
+        cfg: the base configuration (``size``, ``eval_size``).
+        data, test, root, verify: as in ``bench.data.make_splits``.
+        cache_mb: RAM budget of the decoded training set in MiB (default: ``bench.loader.default_cache_mb``).
+        loader_workers: DataLoader workers of a streamed set (default: ``bench.loader.default_workers``).
+    """
+    budget = default_cache_mb() if cache_mb is None else cache_mb
+    stream = estimate_mb(list_images(resolve(data, data_root(root))[1]), cfg.size) > budget
+    splits = make_splits(data, test, root, verify=verify, size=cfg.size, stream=stream)  # probing decodes, once
+    train = FileStore(splits.train, cfg.size) if stream else ImageStore(splits.train, cfg.size, decoded=splits.decoded)
+    val, tst = (ImageStore(getattr(splits, k), cfg.size, decoded=splits.decoded) for k in ("val", "test"))
     splits.decoded = {}  # the stores hold what they keep
+    # a streamed set's fingerprints are taken by bench.evaluate, once, from the file lists of run.json
+    fps = _fingerprints(train, val) if not stream else {}
     return Prepared(splits, train, val.centre_crops(cfg.eval_size), tst.centre_crops(cfg.eval_size), tst.files,
-                    train.skipped + val.skipped + tst.skipped, fingerprints=_fingerprints(train, val))
+                    train.skipped + val.skipped + tst.skipped, fingerprints=fps,
+                    loader_workers=(default_workers() if loader_workers is None else loader_workers) if stream else 0)
 
 
 def _fingerprints(train: ImageStore, val: ImageStore) -> dict:
@@ -333,7 +358,7 @@ def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: 
     step = make_step(cfg, device, prep)
     model, amp, needs_ref = step.model, step.amp, step.needs_ref
     schedule = CropSchedule(prep.train, cfg.crop, cfg.crop_seed)
-    ref_other = getattr(model, "reference_view", "same") == "other"  # the model's own word (models/__init__.py)
+    reference = getattr(model, "reference_view", "same") if needs_ref else None  # the model's word (models/__init__)
 
     history, done_s, resumed = [], 0.0, 0
     if checkpoint is not None:
@@ -358,9 +383,10 @@ def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: 
                dynamic_ncols=True)
     t0 = time.perf_counter() - done_s  # a resumed run's training time includes the time before its checkpoint
     try:
-        for k in range(step.step, cfg.steps):  # the crops of step k depend on k alone: resuming needs no data state
-            u8 = schedule.batch(k, cfg.batch_size)
-            ref = schedule.reference_batch(k, cfg.batch_size, ref_other) if needs_ref else None
+        # the crops of step k depend on k alone: resuming needs no data state
+        feed = batches(schedule, step.step, cfg.steps, cfg.batch_size, reference, prep.loader_workers,
+                       pin=device.type == "cuda")
+        for u8, ref in feed:
             step(u8, ref)
             n = step.step
             validate = n % cfg.val_every == 0 or n == cfg.steps
@@ -383,6 +409,10 @@ def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: 
             torch.cuda.synchronize()
     finally:
         bar.close()
+    if prep.streamed and prep.train.skipped:
+        tqdm.write(f"{desc or cfg.loss}: {len(prep.train.skipped)} unusable training file(s) met while streaming were "
+                   f"replaced by the next photo of the epoch (first: {prep.train.skipped[0][0]}: "
+                   f"{prep.train.skipped[0][1]})", file=sys.stderr)
     train_time = time.perf_counter() - t0
 
     t1 = time.perf_counter()

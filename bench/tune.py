@@ -267,7 +267,8 @@ def main(argv=None) -> int:
         # the data are checked (and decoded) before the folder or the study exist: a refused run leaves nothing
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            prep = prepare(cfg, args.data, None, args.data_root, verify=not args.no_verify)
+            prep = prepare(cfg, args.data, None, args.data_root, verify=not args.no_verify, cache_mb=args.cache_mb,
+                           loader_workers=args.loader_workers)
         for w in (w for w in caught if issubclass(w.category, UserWarning)):
             print(f"warning: {w.message}", file=sys.stderr)
         check_writable(out)

@@ -1,0 +1,178 @@
+"""Training batches from disk in bounded memory: a streamed store, a ``DataLoader`` over the fixed crop stream, and
+the RAM budget that chooses between streaming and decoding the set once into RAM.
+
+Flow: a training set whose decoded pixels fit ``--cache-mb`` is decoded once into RAM (``bench.data.ImageStore``:
+the fast path of the CPU job). A larger one stays on disk (:class:`FileStore`): ``DataLoader`` workers decode,
+resize and crop each sample (:class:`CropStream`), with pinned memory and prefetching on a GPU. Both paths cut the
+same crops from the same pixels (``bench.data.CropSchedule``), so for one crop seed they feed byte-identical
+batches, for any number of workers and from any step a resumed run starts at.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .data import UNREADABLE, CropSchedule, DataError, ImageStore, _decode, open_image, shorter_side_size
+
+#: Decoded images that ``FileStore.sample`` reads for the training set's statistics (mean colour, bin prior).
+STAT_SAMPLE = 1000
+#: Share of the available memory that the default ``--cache-mb`` lets a decoded training set take.
+CACHE_SHARE = 0.25
+#: Files whose headers :func:`estimate_mb` reads to estimate a set's decoded size.
+ESTIMATE_SAMPLE = 64
+
+
+def available_mb() -> float:
+    """Memory available to new allocations, in MiB (``MemAvailable`` of /proc/meminfo; physical pages elsewhere)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (ValueError, OSError, AttributeError):
+        return 4096.0
+
+
+def default_cache_mb() -> int:
+    """The default ``--cache-mb``: a quarter of the available memory (every worker of a machine holds its own)."""
+    return int(available_mb() * CACHE_SHARE)
+
+
+def estimate_mb(files: list[Path], size: int, sample: int = ESTIMATE_SAMPLE) -> float:
+    """The decoded size in MiB of ``files`` at shorter side ``size``, from the headers of up to ``sample`` evenly
+    spaced files (nothing is decoded)."""
+    if not files:
+        return 0.0
+    picks = [files[i] for i in np.linspace(0, len(files) - 1, min(sample, len(files))).round().astype(int)]
+    pixels = []
+    for p in picks:
+        try:
+            with open_image(p) as im:
+                w, h = im.size
+        except UNREADABLE:
+            continue
+        nh, nw = shorter_side_size(h, w, size)
+        pixels.append(nh * nw)
+    per_image = float(np.mean(pixels)) if pixels else float(size * size)
+    return len(files) * per_image * 3 / 2**20
+
+
+class FileStore:
+    """Training images left on disk: image i is decoded (and resized) when it is cropped.
+
+    It gives the pixels of :class:`bench.data.ImageStore` for the same files, and keeps nothing but the file list.
+
+    Args:
+        files: image paths.
+        size: shorter side after resizing.
+    """
+
+    def __init__(self, files: list[Path], size: int):
+        if not files:
+            raise DataError("no training images")
+        self.files, self.size = list(files), size
+        self.skipped: list[tuple[str, str]] = []  # filled by the loader as unusable files are met
+        self._bad: set[int] = set()  # warned about in this process
+        self._counted: set[int] = set()  # in ``skipped``
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def image(self, i: int) -> torch.Tensor | None:
+        """Image i decoded at shorter side ``size``; None (warned once per process) when it cannot be used."""
+        img, why = _decode(self.files[i], self.size)
+        if img is None and i not in self._bad:
+            self._bad.add(i)
+            warnings.warn(f"skipping {self.files[i]}: {why}", stacklevel=2)
+        return img
+
+    def why(self, i: int) -> str:
+        """Why file i cannot be used ('' if it can)."""
+        return _decode(self.files[i], self.size)[1] or ""
+
+    def sample(self, limit: int | None = STAT_SAMPLE) -> list[torch.Tensor]:
+        """Up to ``limit`` usable images, evenly spaced over the file list (the same ones on every run): the sample
+        behind the training set's mean colour and bin prior."""
+        n = len(self.files)
+        picks = np.unique(np.linspace(0, n - 1, min(limit or n, n)).round().astype(int))
+        out = [img for img in (self.image(int(i)) for i in picks) if img is not None]
+        if not out:
+            raise DataError(f"none of {len(picks)} sampled training images can be decoded")
+        return out
+
+
+class CropStream(torch.utils.data.Dataset):
+    """Sample p of the fixed crop stream (``CropSchedule.position``): its crop, its colour reference (an empty
+    tensor when the model takes none) and the index of a file that had to be replaced (−1 if none).
+
+    Args:
+        schedule: the crop schedule of a (streamed or RAM) store.
+        reference: None (no reference), ``"same"`` (a second view of the photo) or ``"other"`` (the next photo).
+    """
+
+    def __init__(self, schedule: CropSchedule, reference: str | None = None):
+        self.schedule, self.reference = schedule, reference
+
+    def __len__(self) -> int:
+        return 2**62  # an endless stream: the sampler says which positions are read
+
+    def __getitem__(self, p: int):
+        i, e = self.schedule.position(int(p))
+        used, _ = self.schedule.usable(i, e)
+        crop = self.schedule.crop_of(i, e, 0)
+        ref = (self.schedule.reference_of(i, e, self.reference == "other") if self.reference
+               else torch.empty(0, dtype=torch.uint8))
+        return crop, ref, (i if used != i else -1)
+
+
+def batches(schedule: CropSchedule, start: int, steps: int, batch_size: int, reference: str | None = None,
+            workers: int = 0, pin: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """The uint8 batches (and colour references, or None) of steps ``start`` … ``steps − 1``.
+
+    A store in RAM is cut in this process (no copies, no worker start-up); a streamed store through a
+    ``DataLoader`` with ``workers`` processes (0: in this process), pinned memory when ``pin``, and prefetching.
+    Either way batch k holds samples k·B … k·B + B − 1 of the stream, so a resumed run (``start`` > 0) sees what
+    it would have seen.
+
+    Args:
+        schedule: the crop schedule.
+        start: the first step.
+        steps: one past the last step.
+        batch_size: images per step.
+        reference: as in :class:`CropStream`.
+        workers: ``DataLoader`` worker processes for a streamed store.
+        pin: pin the batches' memory (for a CUDA device).
+    """
+    if isinstance(schedule.store, ImageStore):
+        for k in range(start, steps):
+            yield (schedule.batch(k, batch_size),
+                   schedule.reference_batch(k, batch_size, reference == "other") if reference else None)
+        return
+    loader = torch.utils.data.DataLoader(
+        CropStream(schedule, reference), batch_size=batch_size, sampler=range(start * batch_size, steps * batch_size),
+        num_workers=workers, pin_memory=pin, prefetch_factor=4 if workers else None, drop_last=False)
+    store = schedule.store
+    for crop, ref, replaced in loader:
+        for i in sorted({int(i) for i in replaced.tolist() if i >= 0} - store._counted):
+            store._counted.add(i)  # met in this process or a worker: counted here, once
+            store.skipped.append((str(store.files[i]), store.why(i)))
+        yield crop, (ref if reference else None)
+
+
+def default_workers() -> int:
+    """``DataLoader`` workers of a streamed set when ``--loader-workers`` is not given: one per core but one
+    (the training process keeps a core), at most 8."""
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+# Pillow is the decoder of both paths (``bench.data.load_image``); say so where the loader's speed is reported.
+DECODER = f"Pillow {Image.__version__}"
