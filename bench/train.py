@@ -100,8 +100,9 @@ def prepare(cfg: CellConfig, data: str | None = None, test: str | None = None, r
         loader_workers: DataLoader workers of a streamed set (default: ``bench.loader.default_workers``).
     """
     budget = default_cache_mb() if cache_mb is None else cache_mb
-    stream = estimate_mb(list_images(resolve(data, data_root(root))[1]), cfg.size) > budget
-    splits = make_splits(data, test, root, verify=verify, size=cfg.size, stream=stream)  # probing decodes, once
+    files = list_images(resolve(data, data_root(root))[1])
+    stream = estimate_mb(files, cfg.size) > budget
+    splits = make_splits(data, test, root, verify=verify, size=cfg.size, stream=stream, files=files)  # decodes once
     train = FileStore(splits.train, cfg.size) if stream else ImageStore(splits.train, cfg.size, decoded=splits.decoded)
     val, tst = (ImageStore(getattr(splits, k), cfg.size, decoded=splits.decoded) for k in ("val", "test"))
     splits.decoded = {}  # the stores hold what they keep
