@@ -209,6 +209,8 @@ def main(argv=None) -> int:
           f" → {run.run_dir}\nstudy {run.study_name} in {gs.redact(run.url)}", file=sys.stderr)
     if counts["stale"]:
         print(f"{counts['stale']} stale trial(s) of a lost worker failed; their runs are queued again", file=sys.stderr)
+    from .data import DataError
+
     t0, trained = time.perf_counter(), 0
     if run.needs_training:
         if run.prep is None:  # this folder's records were complete, but the study wants more (another worker's)
@@ -216,7 +218,8 @@ def main(argv=None) -> int:
                 for w in run.prepare():
                     print(f"warning: {w}", file=sys.stderr)
         try:
-            trained = run.train()
+            with cli.usage_errors(DataError):  # a streamed set's content check ends its first run (bench.train)
+                trained = run.train()
         except KeyboardInterrupt:
             raise cli.Interrupted(f"finished runs are saved in {run.run_dir}; run the same command again to "
                                   f"resume.") from None

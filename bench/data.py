@@ -669,19 +669,60 @@ def fingerprint(img: torch.Tensor) -> str:
     return base64.b64encode((v * 127).round().to(torch.int8).numpy().tobytes()).decode()
 
 
-def _fingerprint_matrix(fps: list[str]) -> np.ndarray:
-    m = np.stack([np.frombuffer(base64.b64decode(f), dtype=np.int8).astype(float) for f in fps])
+def fingerprint_rows(fps: list[str]) -> np.ndarray:
+    """Fingerprints (:func:`fingerprint`) as the rows of an ``N×256`` int8 matrix: their compact form on disk."""
+    if not fps:
+        return np.zeros((0, FINGERPRINT_SIDE**2), dtype=np.int8)
+    return np.stack([np.frombuffer(base64.b64decode(f), dtype=np.int8) for f in fps])
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    m = rows.astype(np.float32)
     return m / (np.linalg.norm(m, axis=1, keepdims=True) + 1e-12)
+
+
+def content_matches(fps: list[str], known: np.ndarray, threshold: float = SAME_CONTENT,
+                    chunk: int = 65_536) -> list[tuple[int, int]]:
+    """(i, j) for every ``fps[i]`` that shows the same photo as row j of ``known`` (:func:`fingerprint_rows`; the
+    best match, correlation ≥ ``threshold``), in chunks of ``chunk`` rows so that a million known images take
+    little memory."""
+    if not fps or not len(known):
+        return []
+    query = _unit(fingerprint_rows(fps))
+    best_corr, best = np.full(len(fps), -np.inf, dtype=np.float32), np.zeros(len(fps), dtype=np.int64)
+    for start in range(0, len(known), chunk):
+        corr = query @ _unit(known[start : start + chunk]).T
+        j = corr.argmax(axis=1)
+        c = corr[np.arange(len(fps)), j]
+        better = c > best_corr
+        best_corr[better], best[better] = c[better], j[better] + start
+    return [(i, int(best[i])) for i in range(len(fps)) if best_corr[i] >= threshold - 1e-6]
 
 
 def same_content(fps: list[str], known: list[str], threshold: float = SAME_CONTENT) -> list[tuple[int, int]]:
     """(i, j) for every ``fps[i]`` that shows the same photo as ``known[j]`` (the best match; correlation of the
     fingerprints ≥ ``threshold``)."""
-    if not fps or not known:
-        return []
-    corr = _fingerprint_matrix(fps) @ _fingerprint_matrix(known).T
-    best = corr.argmax(axis=1)
-    return [(i, int(j)) for i, j in enumerate(best) if corr[i, j] >= threshold]
+    return content_matches(fps, fingerprint_rows(known), threshold)
+
+
+def fingerprint_files(files: list[Path], progress: bool = True) -> tuple[np.ndarray, list[bool]]:
+    """The fingerprints of image files as :func:`fingerprint_rows` (a zero row for a file that cannot be read)
+    and which files could be read; each decoded small (``FINGERPRINT_DECODE``), with a progress bar."""
+    from tqdm.auto import tqdm
+
+    rows = np.zeros((len(files), FINGERPRINT_SIDE**2), dtype=np.int8)
+    ok = [False] * len(files)
+
+    def one(p):
+        img = _decode(p, FINGERPRINT_DECODE)[0]
+        return None if img is None else fingerprint_rows([fingerprint(img)])[0]
+
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        for i, row in enumerate(tqdm(pool.map(one, files), total=len(files), desc="fingerprints", leave=False,
+                                     disable=not progress or len(files) < 1000)):
+            if row is not None:
+                rows[i], ok[i] = row, True
+    return rows, ok
 
 
 def mean_ab(images) -> tuple[float, float]:

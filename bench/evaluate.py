@@ -31,6 +31,7 @@ from .records import GREY, IMAGE_KEY, MEAN_COLOUR, ORACLE_TINT, RUN_KEY, append_
 # torch, the data and the metrics are imported where they are used, after the command line is parsed: --help stays
 # fast
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
     from .data import ImageStore
@@ -62,56 +63,60 @@ def run_meta(run_dir: Path) -> dict:
     return read_json(meta_file) if meta_file.is_file() else {}
 
 
-def known_fingerprints(meta: dict, run_dir: Path, size: int) -> tuple[dict[str, str], list[str]]:
-    """(file → fingerprint of every training and validation image of the run, files listed but not found).
+def known_fingerprints(meta: dict, run_dir: Path, progress: bool = True) -> tuple[list[str], np.ndarray, list[str]]:
+    """(names, fingerprint rows, files listed but not found) of every training and validation image of the run.
 
-    ``run.json`` holds the fingerprints since they are taken at training time; an older one only lists the files,
-    which are then read (relative paths resolved against the current folder and every folder above the run's)."""
-    from .data import UNREADABLE, fingerprint, load_image, resize_shorter
+    ``run.json`` holds the fingerprints of a set that was decoded into RAM. A streamed set's (or an older run's)
+    are those of the listed files (relative paths resolved against the current folder and every folder above the
+    run's): taken once, with a progress bar, and kept in a compact file of their own
+    (``bench.loader.fingerprints_of``; the training run of a streamed set has taken them already)."""
+    import numpy as np
+
+    from .data import fingerprint_rows
+    from .loader import fingerprints_of
 
     if meta.get("fingerprints"):
-        return {f: fp for split in meta["fingerprints"].values() for f, fp in split.items()}, []
-    listed = [p for split in [meta.get("splits", {}), *meta.get("fold_splits", [])]
-              for k in ("train", "val") for p in split.get(k, [])]
-    found, missing = {}, []
-    for name in dict.fromkeys(listed):
-        path = Path(name)
-        candidates = [path] if path.is_absolute() else [path, *(d / path for d in [run_dir, *run_dir.parents])]
-        hit = next((c for c in candidates if c.is_file()), None)
-        try:
-            found[name] = fingerprint(_tensor(resize_shorter(load_image(hit), size))) if hit else None
-        except UNREADABLE:
-            found[name] = None
-        if found[name] is None:
-            missing.append(name)
-            del found[name]
-    return found, missing
+        known = {f: fp for split in meta["fingerprints"].values() for f, fp in split.items()}
+        return list(known), fingerprint_rows(list(known.values())), []
+    names, rows, missing, seen = [], [], [], set()
+    for split in [meta.get("splits", {}), *meta.get("fold_splits", [])]:
+        for k in ("train", "val"):
+            listed = [n for n in dict.fromkeys(split.get(k, [])) if n not in seen]
+            seen.update(listed)
+            found = [(n, _find(n, Path(run_dir))) for n in listed]
+            missing += [n for n, p in found if p is None]
+            found = [(n, p) for n, p in found if p is not None]
+            if found:
+                r, ok = fingerprints_of([p for _, p in found], progress)
+                names += [n for (n, _), good in zip(found, ok) if good]
+                missing += [n for (n, _), good in zip(found, ok) if not good]
+                rows.append(r[ok])
+    return names, (np.concatenate(rows) if rows else fingerprint_rows([])), missing
 
 
-def _tensor(arr):
-    import torch
-
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+def _find(name: str, run_dir: Path) -> Path | None:
+    path = Path(name)
+    candidates = [path] if path.is_absolute() else [path, *(d / path for d in [run_dir, *run_dir.parents])]
+    return next((c for c in candidates if c.is_file()), None)
 
 
 def check_not_trained_on(meta: dict, run_dir: Path, store: ImageStore) -> str | None:
     """Refuse (``DataError``) a test set with an image that shows one of the run's training or validation photos,
-    by content (``bench.data.same_content``: any size, any encoding). Returns a one-line warning when some or all of
-    them could not be checked, else None."""
-    from .data import DataError, fingerprint, same_content
+    by content (``bench.data.content_matches``: any size, any encoding). Returns a one-line warning when some or
+    all of them could not be checked, else None."""
+    from .data import DataError, content_matches, fingerprint
 
-    known, missing = known_fingerprints(meta, Path(run_dir), store.size)
-    names = list(known)
-    clash = same_content([fingerprint(img) for img in store.images], [known[n] for n in names])
+    names, rows, missing = known_fingerprints(meta, Path(run_dir))
+    clash = content_matches([fingerprint(img) for img in store.images], rows)
     if clash:
         i, j = clash[0]
         raise DataError(f"{len(clash)} test image(s) show training or validation images of this run (same content "
                         f"at any size or encoding), e.g. {store.files[i]} = {names[j]}: the test set must be held out")
     if missing:
-        return (f"warning: {len(missing)} of {len(missing) + len(known)} training/validation files listed in "
+        return (f"warning: {len(missing)} of {len(missing) + len(names)} training/validation files listed in "
                 f"run.json cannot be found (e.g. {missing[0]}) and run.json holds no fingerprints: the test set was "
                 f"not checked against them")
-    if not known:
+    if not names:
         return "warning: run.json lists no training images: the test set could not be checked against them"
     return None
 

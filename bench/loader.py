@@ -9,16 +9,22 @@ batches, for any number of workers and from any step a resumed run starts at.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
+import tempfile
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from .data import UNREADABLE, CropSchedule, DataError, ImageStore, _decode, open_image, shorter_side_size
+from .controls import cache_root
+from .data import UNREADABLE, CropSchedule, DataError, ImageStore, _decode, fingerprint_files, open_image, \
+    shorter_side_size
 
 #: Decoded images that ``FileStore.sample`` reads for the training set's statistics (mean colour, bin prior).
 STAT_SAMPLE = 1000
@@ -166,6 +172,62 @@ def batches(schedule: CropSchedule, start: int, steps: int, batch_size: int, ref
             store._counted.add(i)  # met in this process or a worker: counted here, once
             store.skipped.append((str(store.files[i]), store.why(i)))
         yield crop, (ref if reference else None)
+
+
+def listing_hash(files: list[Path]) -> str:
+    """SHA-1 of a listing: every file's absolute path, size and modification time, in order (a changed, added or
+    removed file changes it; no file is read)."""
+    h = hashlib.sha1()
+    for path in files:
+        try:
+            st = os.stat(path)
+            h.update(f"{os.path.abspath(path)}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{os.path.abspath(path)}\tmissing\n".encode())
+    return h.hexdigest()
+
+
+def fingerprints_of(files: list[Path], progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(fingerprint rows, readable) of ``files`` (``bench.data.fingerprint_files``), computed once per listing
+    and kept in ``<cache>/fingerprints/<listing_hash>.npz`` (``COLORBENCH_CACHE``, else ~/.cache/colorbench): a
+    million files take 256 MB there, and their next run or evaluation reads them back in a second."""
+    path = cache_root() / "fingerprints" / f"{listing_hash(files)}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if len(z["ok"]) == len(files):
+                return z["rows"], z["ok"]
+    except (OSError, KeyError, ValueError):
+        pass  # not computed yet (or damaged): computed again
+    rows, ok = fingerprint_files(files, progress)
+    ok = np.array(ok, dtype=bool)
+    with contextlib.suppress(OSError):  # a read-only cache: computed again next time
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".fp-", suffix=".npz")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, rows=rows, ok=ok)
+        os.replace(tmp, path)
+    return rows, ok
+
+
+class TrainFingerprints:
+    """The fingerprints of a streamed training set, taken in a background thread while training starts (step 1
+    waits for no full pass over the files); :meth:`result` waits for them.
+
+    Args:
+        files: the training files.
+    """
+
+    def __init__(self, files: list[Path]):
+        self.files = list(files)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="fingerprints")
+        self._future = self._pool.submit(fingerprints_of, self.files, False)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, readable) of the training files (see :func:`fingerprints_of`)."""
+        try:
+            return self._future.result()
+        finally:
+            self._pool.shutdown(wait=False)
 
 
 def default_workers() -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import json
 import math
 from pathlib import Path
@@ -15,6 +14,7 @@ from optuna.trial import TrialState
 
 from . import stats as pstats
 from . import study as gs
+from .loader import listing_hash
 from .plan import identity_differences, key_str
 from .records import IMAGE_KEY, RUN_KEY, STEP_KEY, append_rows, atomic_write_text, locked, read_json, read_rows, \
     utc_now
@@ -100,7 +100,7 @@ def data_fingerprint(preps: list[Prepared]) -> dict:
         out[str(f)] = {}
         for split in ("train", "val", "test"):
             if split == "train" and p.streamed:  # too many to read before step 1: the listing stands for them
-                out[str(f)][split] = {"listing (path, bytes, mtime)": listing_hash(p.splits.train, p.splits.key)}
+                out[str(f)][split] = {"listing (path, bytes, mtime)": listing_hash(p.splits.train)}
                 continue
             files = {}
             for path in getattr(p.splits, split):
@@ -112,19 +112,6 @@ def data_fingerprint(preps: list[Prepared]) -> dict:
                 files[p.splits.key(split, path)] = hashes[path]
             out[str(f)][split] = dict(sorted(files.items()))
     return out
-
-
-def listing_hash(files: list[Path], key) -> str:
-    """SHA-1 of a streamed training set's listing: every file's key, size and modification time, in order (a
-    changed, added or removed file changes it; nothing is read)."""
-    h = hashlib.sha1()
-    for path in files:
-        try:
-            st = os.stat(path)
-            h.update(f"{key('train', path)}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
-        except OSError:
-            h.update(f"{key('train', path)}\tmissing\n".encode())
-    return h.hexdigest()
 
 
 def fingerprints(preps: list[Prepared]) -> dict:

@@ -21,9 +21,9 @@ from .abbins import ABBins
 from .colour import rgb_to_lab, split_lab
 from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from .config import CellConfig
-from .data import BUNDLED_FOLDS, CropSchedule, ImageStore, Splits, data_root, fingerprint, fold_splits, list_images, \
-    make_splits, mean_ab, resolve
-from .loader import FileStore, batches, default_cache_mb, default_workers, estimate_mb
+from .data import BUNDLED_FOLDS, CropSchedule, DataError, ImageStore, Splits, content_matches, data_root, fingerprint, \
+    fold_splits, list_images, make_splits, mean_ab, resolve
+from .loader import FileStore, TrainFingerprints, batches, default_cache_mb, default_workers, estimate_mb
 from .device import amp_dtype, autocast, keep_freed_memory, pick_device
 from .metrics import evaluate, networks, score_test
 
@@ -61,6 +61,27 @@ class Prepared:
     _mean_ab: tuple | None = None
     #: DataLoader worker processes that decode a streamed training set (unused for one in RAM)
     loader_workers: int = 0
+    #: a streamed set's training fingerprints, taken in the background (``bench.loader.TrainFingerprints``), and
+    #: split ("val", "test") → (files, fingerprints) to check against them (:meth:`check_held_out`)
+    train_fps: TrainFingerprints | None = None
+    held_out: dict = field(default_factory=dict)
+
+    def check_held_out(self) -> None:
+        """Raise ``DataError`` if a validation or test image shows a photo of the streamed training set (content,
+        any size or encoding); waits for the background fingerprints the first time, a no-op after (and for a set
+        in RAM, checked by ``bench.data.make_splits`` before training)."""
+        if self.train_fps is None:
+            return
+        rows, ok = self.train_fps.result()
+        self.train_fps = None
+        names = [f for f, good in zip(self.splits.train, ok) if good]
+        for split, (files, fps) in self.held_out.items():
+            clash = content_matches(fps, rows[ok])
+            if clash:
+                i, j = clash[0]
+                raise DataError(f"{len(clash)} {split} image(s) also in the training set (same content at any size "
+                                f"or encoding), e.g. {files[i]} = {names[j]}: the splits must be disjoint (a streamed "
+                                f"training set is checked while its first run trains; nothing was scored)")
 
     @property
     def streamed(self) -> bool:
@@ -106,11 +127,15 @@ def prepare(cfg: CellConfig, data: str | None = None, test: str | None = None, r
     train = FileStore(splits.train, cfg.size) if stream else ImageStore(splits.train, cfg.size, decoded=splits.decoded)
     val, tst = (ImageStore(getattr(splits, k), cfg.size, decoded=splits.decoded) for k in ("val", "test"))
     splits.decoded = {}  # the stores hold what they keep
-    # a streamed set's fingerprints are taken by bench.evaluate, once, from the file lists of run.json
-    fps = _fingerprints(train, val) if not stream else {}
-    return Prepared(splits, train, val.centre_crops(cfg.eval_size), tst.centre_crops(cfg.eval_size), tst.files,
-                    train.skipped + val.skipped + tst.skipped, fingerprints=fps,
-                    loader_workers=(default_workers() if loader_workers is None else loader_workers) if stream else 0)
+    prep = Prepared(splits, train, val.centre_crops(cfg.eval_size), tst.centre_crops(cfg.eval_size), tst.files,
+                    train.skipped + val.skipped + tst.skipped)
+    if not stream:
+        prep.fingerprints = _fingerprints(train, val)
+    else:  # fingerprints in a compact file of their own (bench.loader.fingerprints_of), not in run.json
+        prep.loader_workers = default_workers() if loader_workers is None else loader_workers
+        prep.train_fps = TrainFingerprints(splits.train)
+        prep.held_out = {k: (s.files, [fingerprint(img) for img in s.images]) for k, s in (("val", val), ("test", tst))}
+    return prep
 
 
 def _fingerprints(train: ImageStore, val: ImageStore) -> dict:
@@ -416,6 +441,7 @@ def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: 
                    f"{prep.train.skipped[0][1]})", file=sys.stderr)
     train_time = time.perf_counter() - t0
 
+    prep.check_held_out()  # a streamed training set's content check: before any test image is scored
     t1 = time.perf_counter()
     scores = score_test(model, prep.test_images, device, cfg.batch_size, amp, networks(device, cfg.lpips_backbone))
     eval_time = time.perf_counter() - t1

@@ -269,6 +269,7 @@ def main(argv=None) -> int:
             warnings.simplefilter("always")
             prep = prepare(cfg, args.data, None, args.data_root, verify=not args.no_verify, cache_mb=args.cache_mb,
                            loader_workers=args.loader_workers)
+            prep.check_held_out()  # a streamed set: waits for its fingerprints (tuning scores every trial's test)
         for w in (w for w in caught if issubclass(w.category, UserWarning)):
             print(f"warning: {w.message}", file=sys.stderr)
         check_writable(out)

@@ -113,3 +113,40 @@ def test_photos_that_differ_pass_every_check(tmp_path, capsys):
     test = folder_of(tmp_path / "t3", PHOTOS[20:23])
     splits = make_splits(str(train), test=str(test), size=32)
     assert len(splits.test) == 3 and len(splits.train) + len(splits.val) == 12
+
+
+def test_a_streamed_training_set_refuses_a_leaked_test_photo_before_scoring_it(tmp_path, capsys, monkeypatch):
+    """Issue 30 item 3: ``--cache-mb 0`` streams the 12 photos; their fingerprints are taken in the background and
+    checked before the first test score, then kept in the cache for bench.evaluate."""
+    monkeypatch.setenv("COLORBENCH_CACHE", str(tmp_path / "cache"))
+    train = folder_of(tmp_path / "d12", PHOTOS[:12])
+    test = folder_of(tmp_path / "leak", PHOTOS[20:23])
+    leaked_copy(PHOTOS[1], test, "jpeg")
+    out = tmp_path / "run"
+    rc, _, err = helpers.run(["--grid", "smoke", "--seeds", "1", "--models", "unet_vgg16", "--data", train, "--test",
+                              test, "--out", out, "--cache-mb", "0", "--loader-workers", "0", *TINY], capsys)
+    helpers.one_error(rc, err, "also in the training set", "zz_copy", PHOTOS[1].name, "nothing was scored")
+    assert not any(r.get("model") == "unet_vgg16" for r in read_rows_if(out / "results.csv"))
+    assert len(list((tmp_path / "cache" / "fingerprints").glob("*.npz"))) == 1
+
+
+def test_evaluate_checks_a_streamed_run_against_its_cached_fingerprints(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLORBENCH_CACHE", str(tmp_path / "cache"))
+    train = folder_of(tmp_path / "d12", PHOTOS[:12])
+    out = tmp_path / "run"
+    assert helpers.run(["--grid", "smoke", "--seeds", "1", "--models", "unet_vgg16", "--data", train, "--test",
+                        folder_of(tmp_path / "t3", PHOTOS[20:23]), "--out", out, "--cache-mb", "0",
+                        "--loader-workers", "0", *TINY], capsys)[0] == 0
+    cached = list((tmp_path / "cache" / "fingerprints").glob("*.npz"))
+    assert len(cached) == 1
+    test = folder_of(tmp_path / "other", PHOTOS[16:19])
+    leaked_copy(PHOTOS[2], test, "resized")
+    rc = evaluate.main([str(out), "--test", str(test), "--no-progress"])
+    helpers.one_error(rc, capsys.readouterr().err, "show training or validation images", "zz_copy")
+    assert (tmp_path / "cache" / "fingerprints").glob("*.npz") and cached[0].is_file()
+
+
+def read_rows_if(path):
+    from bench.records import read_rows
+
+    return read_rows(path) if path.is_file() else []
