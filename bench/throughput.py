@@ -4,6 +4,7 @@
     python -m bench.throughput --models unet_vgg16 unet_vgg19 --batch-size 32 --precision bf16 --compile
     python -m bench.throughput --end-to-end --data imagenet-sample --data-root ../shared/data
     python -m bench.throughput --end-to-end --pipeline --data imagenet-sample --data-root ../shared/data
+    python -m bench.throughput --loader 0 1 2 --size 256 --crop 256 --data imagenet-sample --data-root ../shared/data
 
 Default mode (synthetic data already on the device): the *training step* is ``bench.train``'s (uint8 batch →
 Lab on the device → model → loss → backward → Adam, bf16 autocast and channels_last on CUDA), the *inference*
@@ -344,6 +345,42 @@ def end_to_end(setup: Setup, files: list[Path], warmup: int = 3, repeats: int = 
     return rows
 
 
+def measure_loader(files: list[Path], size: int, crop: int, batch: int, workers: list[int], batches: int = 20,
+                   crop_seed: int = 0) -> list[dict]:
+    """Images per second that the streaming loader (``bench.loader``: decode, resize, crop in DataLoader workers)
+    delivers from ``files``, for each worker count; the first batch (worker start-up) is not timed.
+
+    Args:
+        files: image files (JPEG for the paper's figure).
+        size: shorter side after resizing.
+        crop: side of the crops.
+        batch: images per batch.
+        workers: the worker counts to measure (0: decoding in this process).
+        batches: timed batches per worker count.
+        crop_seed: the crop stream's seed.
+    """
+    from .data import CropSchedule
+    from .loader import DECODER, FileStore, batches as stream
+
+    rows = []
+    for w in workers:
+        feed = stream(CropSchedule(FileStore(files, size), crop, crop_seed), 0, batches + 1, batch, None, workers=w)
+        next(feed)  # workers started, their first prefetch under way
+        t0 = time.perf_counter()
+        n = sum(len(u8) for u8, _ in feed)
+        seconds = time.perf_counter() - t0
+        rate = n / seconds
+        rows.append({"mode": "loader", "loader_workers": w, "size": size, "crop": crop, "batch": batch,
+                     "n_images": len(files), "loader_img_per_s": rate,
+                     "per_worker_img_per_s": rate / max(w, 1), "decoder": DECODER})
+    return rows
+
+
+def workers_needed(step_img_per_s: float, per_worker_img_per_s: float) -> int:
+    """DataLoader workers that keep a training step of ``step_img_per_s`` fed, at a per-worker rate (rounded up)."""
+    return max(1, math.ceil(step_img_per_s / per_worker_img_per_s))
+
+
 def colorizers() -> list[str]:
     """Registered models whose ``task`` is colorization (``--models all``; AdaIN style transfer is left out)."""
     import models
@@ -389,6 +426,9 @@ def parse_args(argv=None):
     p.add_argument("--fp32-batch", type=cli.bounded_int(0, cli.MAX_BATCH_SIZE), default=16, help="batch of --end-to-end's fp32 reference from images "
                    "(default 16, the paper's; 0: none)")
     p.add_argument("--n-images", type=cli.bounded_int(1, cli.MAX_IMAGES), default=512, help="at most this many images of --data (default 512)")
+    p.add_argument("--loader", type=cli.bounded_int(0, cli.MAX_LOADER_WORKERS), nargs="*", default=None,
+                   metavar="WORKERS", help="also time the streaming loader (bench.loader) on --data with these worker "
+                                           "counts (default 0 1 2) and say how many workers the step needs")
     p.add_argument("--pipeline", action="store_true", help="also compare the CPU data pipelines (bench.pipeline: the "
                    "naive per-image loop vs. the batched one)")
     cli.add(p, "out", help="folder of the CSV (default: ./results or $COLORBENCH_RESULTS)")
@@ -432,7 +472,7 @@ def main(argv=None) -> int:
             raise cli.UsageError("--fp32-batch must be ≥ 0")
         if args.repeats < 1 or (args.iters is not None and args.iters < 1):
             raise cli.UsageError("--repeats and --iters must be at least 1")
-        files = _files(args) if (args.end_to_end or args.pipeline) else []
+        files = _files(args) if (args.end_to_end or args.pipeline or args.loader is not None) else []
         out_dir = cli.out_dir(args.out) or results_root()
         check_writable(out_dir)  # before measuring: an unwritable folder would lose the measurement
     warmup = args.warmup if args.warmup is not None else (10 if cuda else 3) + (5 if args.compile else 0)
@@ -452,6 +492,18 @@ def main(argv=None) -> int:
                   f"synthetic on {dev.type} → ratio {e2e[0]['ratio']:.2f}{ref}")
         else:
             rows.append(measure(s, warmup, args.repeats, iters))
+    if args.loader is not None:
+        size, crop = args.size or base.size, args.crop or base.crop
+        loaded = measure_loader(files, size, crop, setups[0].batch, args.loader or [0, 1, 2])
+        per_worker = max(r["per_worker_img_per_s"] for r in loaded if r["loader_workers"] > 0) if any(
+            r["loader_workers"] for r in loaded) else loaded[0]["per_worker_img_per_s"]
+        for r in rows:
+            if r.get("train_img_per_s"):
+                r["loader_workers_needed"] = workers_needed(r["train_img_per_s"], per_worker)
+                print(f"{r.get('model')} trains {r['train_img_per_s']:.1f} img/s; one loader worker gives "
+                      f"{per_worker:.1f} img/s at {size} px ({len(files)} files): "
+                      f"{r['loader_workers_needed']} worker(s) keep it fed")
+        rows += loaded
     if args.pipeline:
         crop = args.crop or base.crop
         size = args.size or max(base.size, crop)
@@ -477,7 +529,8 @@ def table(rows: list[dict]) -> str:
     df = pd.DataFrame(rows)
     cols = [c for c in ("mode", "model", "precision", "batch", "size", "compile", "train_img_per_s",
                         "infer_img_per_s", "ratio", "train_peak_mib", "infer_peak_mib", "train_gflop_per_img",
-                        "train_tflop_per_s", "naive_img_per_s", "fast_img_per_s", "speedup") if c in df]
+                        "train_tflop_per_s", "loader_workers_needed", "loader_workers", "loader_img_per_s",
+                        "per_worker_img_per_s", "naive_img_per_s", "fast_img_per_s", "speedup") if c in df]
     df = df[cols].astype(object)
     return df.where(df.notna(), None).to_markdown(index=False, floatfmt=".3g", missingval="")
 

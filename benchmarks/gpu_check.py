@@ -111,6 +111,9 @@ def stages(args, work: Path, data: Path) -> list[dict]:
              skip="tiny mode: torch.compile is used on CUDA only" if args.tiny else None),
         dict(name="tp_fp32", what=f"throughput, fp32 batch {nf} (the paper's 16), images vs synthetic",
              cmd=[*tp, *fp32], cap=50),
+        dict(name="loader", what=f"the streaming loader (DataLoader workers decoding JPEGs) against the bf16 batch-{nb} "
+                                 f"step: how many workers keep the GPU fed", cmd=[*[a if a != str(work / "tp") else str(work / "loader") for a in tp], *big, "--loader"]
+             + (["0", "1"] if args.tiny else ["0", "2", "4", "8", "12"]), cap=90),
         dict(name="profile", what=f"torch.profiler table of bf16 batch-{nb} steps from images", cmd=profile, cap=40),
         dict(name="ablate", what=f"paper preset, cells mse and kl, {steps} steps, random encoder", cmd=ablate,
              cap=150),
@@ -250,8 +253,19 @@ def verdict(configs: list[dict], env: dict, tiny: bool) -> str:
     return " ".join(msg)
 
 
+def loader_table(rows: list[dict]) -> str:
+    """Markdown table of the loader stage: images/s per worker count, and the workers each timed step needs."""
+    lines = ["| loader workers | img/s | img/s per worker |", "|---|---|---|"]
+    lines += [f"| {r['loader_workers']} | {_f(r, 'loader_img_per_s')} | {_f(r, 'per_worker_img_per_s')} |"
+              for r in rows if r.get("mode") == "loader"]
+    lines += ["", "| step | precision | batch | step img/s | workers needed |", "|---|---|---|---|---|"]
+    lines += [f"| {r['mode']} | {r.get('precision')} | {r.get('batch')} | {_f(r, 'train_img_per_s')} | "
+              f"{r.get('loader_workers_needed')} |" for r in rows if r.get("loader_workers_needed")]
+    return "\n".join(lines)
+
+
 def summarise(env: dict, results: list[dict], tp_rows: list[dict], board: str, tiny: bool,
-              total: float) -> str:
+              total: float, loader_rows: list[dict] | None = None) -> str:
     table, configs = throughput_table(tp_rows)
     lines = [f"# GPU check: {env['card']}", "", header(env), "",
              f"Mode: {env['mode']}; wall time {total:.0f} s.", "", "## Stages", "",
@@ -259,7 +273,9 @@ def summarise(env: dict, results: list[dict], tp_rows: list[dict], board: str, t
     for r in results:
         lines.append(f"| {r['name']} | {r['what']} | {r['status']} | {r['seconds']:.0f} | {r.get('why', '')} |")
     lines += ["", "## Training throughput (bench.throughput --end-to-end, unet_vgg16)", "", table, "",
-              verdict(configs, env, tiny), "", "## Paper preset, short (bench.ablate --grid smoke)", "",
+              verdict(configs, env, tiny), "", "## Does the GPU starve? (bench.throughput --loader)", "",
+              loader_table(loader_rows) if loader_rows else "(no loader rows: see the loader stage in logs.txt)", "",
+              "## Paper preset, short (bench.ablate --grid smoke)", "",
               board or "(no leaderboard: see the ablate stage in logs.txt)", ""]
     failed = [r for r in results if r["status"] in ("failed", "timeout")]
     if failed:
@@ -325,6 +341,7 @@ def main(argv=None) -> int:
 
         tp_rows = [r for f in sorted((work / "tp").glob("throughput-*.csv")) for r in read_csv(f)]
         write_csv(out / "throughput.csv", tp_rows, env)
+        loader_rows = [r for f in sorted((work / "loader").glob("throughput-*.csv")) for r in read_csv(f)]
         prof = work / "profile.txt"
         if prof.is_file():
             (out / "profile.txt").write_text(header(env) + "\n\n" + prof.read_text())
@@ -340,7 +357,7 @@ def main(argv=None) -> int:
                 tar.add(run_dir, arcname=run_dir.name)
     total = time.monotonic() - t_start
     (out / "logs.txt").write_text(header(env) + "\n" + log.getvalue())
-    summary = summarise(env, results, tp_rows, board, args.tiny, total)
+    summary = summarise(env, results, tp_rows, board, args.tiny, total, loader_rows)
     (out / "summary.md").write_text(summary)
     print(summary)
     bad = [r["name"] for r in results if r["status"] in ("failed", "timeout")]

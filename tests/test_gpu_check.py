@@ -34,7 +34,7 @@ def test_every_stage_finishes(check):
     proc, out = check
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = (out / "summary.md").read_text()
-    for stage in ("tp_bf16", "tp_fp32", "profile", "ablate"):
+    for stage in ("tp_bf16", "tp_fp32", "loader", "profile", "ablate"):
         assert f"| {stage} |" in summary and [ln for ln in summary.splitlines()
                                               if ln.startswith(f"| {stage} |")][0].split("|")[3].strip() == "ok"
     assert "| tp_bf16_compile |" in summary and "skipped" in summary  # no torch.compile on the CPU
@@ -69,6 +69,8 @@ def test_throughput_rows(check):
             assert float(r["ratio"]) > 0
     summary = (out / "summary.md").read_text()
     assert "| bf16 | 4 | False |" in summary and "| fp32 | 2 | False |" in summary
+    starve = summary.split("## Does the GPU starve?")[1].split("##")[0]
+    assert "| 0 |" in starve and "| 1 |" in starve and "| e2e-images | bf16 | 4 |" in starve
 
 
 def test_profile_and_training(check):
