@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -233,12 +234,68 @@ def probe_image(path: Path) -> str | None:
     return None
 
 
+#: Set (to anything) by ``--workers`` for its workers: decoded sets go through :func:`shared_decode`.
+SHARED_CACHE_ENV = "COLORBENCH_SHARED_CACHE"
+
+
 def decode_files(files: list[Path], size: int) -> dict[Path, tuple[torch.Tensor | None, str | None]]:
     """Decode every file once at shorter side ``size``: path → (uint8 ``3×H×W`` tensor, None) or (None, why it
     cannot be used). The result serves both as the probe of :func:`make_splits` and as the pixels of
-    :class:`ImageStore`, so no file is decoded twice."""
+    :class:`ImageStore`, so no file is decoded twice. With ``COLORBENCH_SHARED_CACHE`` set, the workers of one
+    machine share one decoded copy (:func:`shared_decode`)."""
+    if os.environ.get(SHARED_CACHE_ENV):
+        return shared_decode(files, size)
     with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
         return dict(zip(files, pool.map(lambda p: _decode(p, size), files)))
+
+
+def listing_hash(files: list[Path]) -> str:
+    """SHA-1 of a listing: every file's absolute path, size and modification time, in order (a changed, added or
+    removed file changes it; no file is read)."""
+    h = hashlib.sha1()
+    for path in files:
+        try:
+            st = os.stat(path)
+            h.update(f"{os.path.abspath(path)}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{os.path.abspath(path)}\tmissing\n".encode())
+    return h.hexdigest()
+
+
+def shared_decode(files: list[Path], size: int) -> dict[Path, tuple[torch.Tensor | None, str | None]]:
+    """:func:`decode_files` through one uint8 file per (listing, size) in ``<cache>/decoded/``, written once by
+    the first worker (the others wait on its lock) and memory-mapped by every worker: the pages are the page
+    cache's, shared by the workers of a machine, and nothing is decoded twice. Copy-on-write: a worker that wrote
+    to its images would change only its own copy."""
+    from .records import atomic_write_text, locked
+
+    base = controls.cache_root() / "decoded" / f"{listing_hash(files)}-{size}"
+    index, pixels = base.with_suffix(".json"), base.with_suffix(".u8")
+    with locked(base):
+        if not index.is_file():
+            with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+                out = dict(zip(files, pool.map(lambda p: _decode(p, size), files)))
+            entries, offset, tmp = [], 0, pixels.with_name(pixels.name + ".tmp")
+            with open(tmp, "wb") as fh:
+                for p in files:
+                    img, why = out[p]
+                    entries.append({"why": why} if img is None else {"shape": list(img.shape), "offset": offset})
+                    if img is not None:
+                        fh.write(img.numpy().tobytes())
+                        offset += img.numel()
+            os.replace(tmp, pixels)
+            atomic_write_text(index, json.dumps({"files": [str(p) for p in files], "entries": entries}))
+            return out
+    entries = json.loads(index.read_text())["entries"]
+    mm = np.memmap(pixels, dtype=np.uint8, mode="c") if pixels.stat().st_size else np.zeros(0, np.uint8)
+    out = {}
+    for p, e in zip(files, entries):
+        if "shape" in e:
+            n = int(np.prod(e["shape"]))
+            out[p] = (torch.from_numpy(mm[e["offset"] : e["offset"] + n].reshape(e["shape"])), None)
+        else:
+            out[p] = (None, e["why"])
+    return out
 
 
 def partition_usable(files: list[Path], decoded: dict | None = None) -> tuple[list[Path], list[Path]]:

@@ -10,7 +10,6 @@ batches, for any number of workers and from any step a resumed run starts at.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import tempfile
 import warnings
@@ -23,8 +22,8 @@ import torch
 from PIL import Image
 
 from .controls import cache_root
-from .data import UNREADABLE, CropSchedule, DataError, ImageStore, _decode, fingerprint_files, open_image, \
-    shorter_side_size
+from .data import UNREADABLE, CropSchedule, DataError, ImageStore, _decode, fingerprint_files, listing_hash, \
+    open_image, shorter_side_size
 
 #: Decoded images that ``FileStore.sample`` reads for the training set's statistics (mean colour, bin prior).
 STAT_SAMPLE = 1000
@@ -172,19 +171,6 @@ def batches(schedule: CropSchedule, start: int, steps: int, batch_size: int, ref
             store._counted.add(i)  # met in this process or a worker: counted here, once
             store.skipped.append((str(store.files[i]), store.why(i)))
         yield crop, (ref if reference else None)
-
-
-def listing_hash(files: list[Path]) -> str:
-    """SHA-1 of a listing: every file's absolute path, size and modification time, in order (a changed, added or
-    removed file changes it; no file is read)."""
-    h = hashlib.sha1()
-    for path in files:
-        try:
-            st = os.stat(path)
-            h.update(f"{os.path.abspath(path)}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
-        except OSError:
-            h.update(f"{os.path.abspath(path)}\tmissing\n".encode())
-    return h.hexdigest()
 
 
 def fingerprints_of(files: list[Path], progress: bool = True) -> tuple[np.ndarray, np.ndarray]:

@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 from . import stats as pstats
 from . import study as gs
-from .loader import listing_hash
+from .data import listing_hash
 from .plan import identity_differences, key_str
 from .records import IMAGE_KEY, RUN_KEY, STEP_KEY, append_rows, atomic_write_text, locked, read_json, read_rows, \
     utc_now

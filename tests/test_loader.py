@@ -140,3 +140,29 @@ def test_bad_cache_and_worker_counts_are_one_line(tmp_path, capsys):
     for argv, needle in ((["--cache-mb", "-1"], "--cache-mb"), (["--loader-workers", "100000"], "--loader-workers")):
         rc, _, err = run(["--grid", "tiny", "--out", tmp_path / "r", *argv], capsys)
         one_error(rc, err, needle)
+
+
+def test_workers_of_one_machine_share_one_decoded_copy(tmp_path, monkeypatch):
+    """``COLORBENCH_SHARED_CACHE`` (set by ``--workers``): the first decode writes one uint8 file; the next reads
+    it memory-mapped, decodes nothing, and gets the same pixels and the same reasons for unusable files."""
+    import bench.data as data
+
+    files = photos(tmp_path / "d", 6)
+    files[2].write_bytes(b"broken")
+    monkeypatch.setenv("COLORBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv(data.SHARED_CACHE_ENV, "1")
+    first = data.decode_files(files, 40)
+    assert len(list((tmp_path / "cache" / "decoded").glob("*.u8"))) == 1
+
+    def no_decoding(*args):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(data, "_decode", no_decoding)
+    second = data.decode_files(files, 40)
+    for p in files:
+        (a, why_a), (b, why_b) = first[p], second[p]
+        assert why_a == why_b and (a is None) == (b is None) and (a is None or torch.equal(a, b))
+    with pytest.warns(UserWarning, match="skipping"):
+        store = ImageStore(files, 40, decoded=second)
+    assert len(store) == 5 and torch.equal(store.centre_crops(32), ImageStore([f for f in files if f != files[2]],
+                                                                              40, decoded=first).centre_crops(32))
