@@ -104,15 +104,21 @@ class FileStore:
         """Why file i cannot be used ('' if it can)."""
         return _decode(self.files[i], self.size)[1] or ""
 
-    def sample(self, limit: int | None = STAT_SAMPLE) -> list[torch.Tensor]:
-        """Up to ``limit`` usable images, evenly spaced over the file list (the same ones on every run): the sample
-        behind the training set's mean colour and bin prior."""
+    def sample(self, limit: int | None = STAT_SAMPLE) -> Iterator[torch.Tensor]:
+        """Up to ``limit`` usable images, evenly spaced over the file list (the same ones on every run), decoded by
+        threads a chunk at a time (memory stays bounded): the sample behind the training set's mean colour and bin
+        prior."""
         n = len(self.files)
-        picks = np.unique(np.linspace(0, n - 1, min(limit or n, n)).round().astype(int))
-        out = [img for img in (self.image(int(i)) for i in picks) if img is not None]
-        if not out:
+        picks = [int(i) for i in np.unique(np.linspace(0, n - 1, min(limit or n, n)).round().astype(int))]
+        found = 0
+        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+            for start in range(0, len(picks), 32):
+                for img in pool.map(self.image, picks[start : start + 32]):
+                    if img is not None:
+                        found += 1
+                        yield img
+        if not found:
             raise DataError(f"none of {len(picks)} sampled training images can be decoded")
-        return out
 
 
 class CropStream(torch.utils.data.Dataset):

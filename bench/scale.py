@@ -6,8 +6,9 @@
 
 For each size, synthetic JPEG photos (smooth random colour fields with noise, 64–120 px; ``--links``: hard links to 1,000
 distinct ones, which is enough to test listing and memory) are written once into ``--work`` with a file list, and a
-fresh process prepares the data and trains one step exactly as ``bench.ablate`` does (``bench.train.prepare``, the
-loader, one ``TrainStep``). It reports the seconds from the start of ``prepare`` to the end of step 1, the peak
+fresh process prepares the data and trains one step with ``bench.ablate``'s code (``bench.train.prepare``, the
+loader, one ``TrainStep``; not the run folder's bookkeeping, nor the baseline rows that ``bench.ablate`` scores
+before its first run). It reports the seconds from the start of ``prepare`` to the end of step 1, the peak
 resident set size of that process and of its DataLoader workers, and whether the set was cached in RAM or streamed.
 Held-out test images: 4 more synthetic photos. What this cannot say: how fast a real disk or a network file system
 serves files (the files here sit in the page cache).
