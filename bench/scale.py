@@ -120,8 +120,7 @@ def cache_mb(text: str) -> int | None:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog=cli.prog("scale"), description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser("scale", __doc__)
     p.add_argument("--images", type=cli.bounded_int(1, cli.MAX_IMAGES), nargs="+", default=[300, 20_000],
                    help="training-set sizes to measure (default: 300 20000)")
     p.add_argument("--preset", default="quick", help="training preset (default quick)")
