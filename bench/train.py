@@ -378,7 +378,8 @@ def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: 
         ``lpips_backbone``: imagenet, random, or missing — then those values are NaN; and timings), ``per_image``
         (per-image test metrics), ``scores`` (``bench.metrics.Scores``), ``history`` (validation PSNR and training
         loss over steps), ``encoder_pretrained``, ``lpips_backbone`` and ``resumed_from_step`` (the checkpoint's
-        step it went on from; 0 for a run trained from the start).
+        step it went on from; 0 for a run trained from the start). Under torchrun (``bench.distributed``) only rank 0
+        validates and scores: the other ranks return ``history`` (empty), ``resumed_from_step`` and ``model``.
 
     Raises:
         DivergenceError: the loss became NaN or infinite.
