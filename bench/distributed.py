@@ -56,10 +56,16 @@ def init(device: torch.device) -> torch.device:
     """
     global _control
     device = torch.device(device)
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return device
+    if dist.is_initialized():  # joined already (e.g. by a script that then runs a command's main)
+        return torch.device("cuda", torch.cuda.current_device()) if device.type == "cuda" else device
     if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if local >= torch.cuda.device_count():  # NCCL cannot put two ranks on one GPU
+            raise ValueError(f"torchrun started local rank {local} but this machine has {torch.cuda.device_count()} "
+                             f"CUDA device(s): --nproc_per_node must be at most that")
+        device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=int(os.environ["RANK"]),
                             world_size=int(os.environ["WORLD_SIZE"]))
