@@ -13,6 +13,11 @@ cell × seed: config, metrics, timings, environment), ``per_image.csv``, ``histo
 and ``figures/psnr.png``; the leaderboard is built from every worker's results in the storage. Re-running the same command
 resumes: finished (cell, seed) pairs are not trained again, and runs of a worker that died (no heartbeat for
 ``3 × --heartbeat`` seconds) are trained again. The engine itself is ``bench.engine.GridRun``.
+
+    torchrun --nproc_per_node 2 -m bench.ablate --grid losses    # each run data-parallel on 2 GPUs (or CPU ranks)
+
+Under torchrun the processes of one group train each run together (``bench.distributed``): ``batch_size`` is the
+global batch, split evenly between them; rank 0 claims the runs and writes every file.
 """
 from __future__ import annotations
 
@@ -102,7 +107,29 @@ def plan(args, device):
             dname = resolve(args.data, data_root(args.data_root))[0]
             best = lambda m, loss: load_best(m, loss, preset_name, dname, args.storage)["params"]  # noqa: E731
         jobs = plan_jobs(grid, base, cli.pick_models(args) or [base.model], args.seeds, best, args.folds)
+        check_distributed(jobs)
     return base, preset_name, jobs
+
+
+def check_distributed(jobs) -> None:
+    """Under torchrun, refuse what data-parallel training cannot reproduce (``bench.distributed``): a global batch
+    that does not split evenly, and a loss that trains a network of its own (``extra_step``, e.g. a GAN critic)."""
+    import losses
+
+    from .distributed import world_size
+
+    n = world_size()
+    if n == 1:
+        return
+    for j in jobs:
+        if j.cfg.batch_size % n:
+            raise ValueError(f"batch_size {j.cfg.batch_size} (the global batch of {j.cell}) is not a multiple of the "
+                             f"{n} torchrun processes that split it: pass --set batch_size=<a multiple of {n}>")
+        own = [name for _, name in losses.parse_spec(j.cfg.loss) if hasattr(losses.get_class(name), "extra_step")]
+        if own:
+            raise ValueError(f"cell {j.cell}: loss {j.cfg.loss} trains its own network ({own[0]}'s critic) on each "
+                             f"process's shard, which DistributedDataParallel does not average: run it without "
+                             f"torchrun")
 
 
 def find_grid(args) -> grids.Grid:
@@ -162,6 +189,7 @@ def main(argv=None) -> int:
         return 0
     import optuna
 
+    from . import distributed
     from . import study as gs
     from .device import pick_device
     from .engine import GridRun
@@ -170,7 +198,7 @@ def main(argv=None) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with cli.usage_errors():
-        device = pick_device(args.device)
+        device = distributed.init(pick_device(args.device))  # under torchrun: join its group (this rank's GPU)
         base, preset_name, jobs = plan(args, device)
         run_dir = cli.out_dir(args.out) or default_run_dir(args.grid, preset_name, args.data, args.data_root, jobs,
                                                            args.test)
@@ -179,7 +207,8 @@ def main(argv=None) -> int:
 
         with cli.usage_errors():
             check_writable(run_dir)  # a dry run names a folder the real run could write (creates nothing)
-        print(dry_run(args, jobs, run_dir))
+        if distributed.is_main():
+            print(dry_run(args, jobs, run_dir))
         return 0
     with cli.usage_errors():
         run = GridRun(args.grid, preset_name, base, jobs, run_dir,
@@ -193,6 +222,10 @@ def main(argv=None) -> int:
                             "models": list(dict.fromkeys(j.model for j in jobs)), "jobs": [j.key for j in jobs],
                             **({"config_file": {"path": str(args.config), "copy": CONFIG_COPY}} if args.config
                                else {})})
+        if not distributed.is_main():  # a torchrun rank > 0: the data, then rank 0's jobs; it writes nothing
+            run.load_data()
+            run.follow()
+            return 0
         # everything that can be refused is checked before the folder, the study or any trial exists
         run.check_folder()
         if run.needs_data:
@@ -223,6 +256,7 @@ def main(argv=None) -> int:
         except KeyboardInterrupt:
             raise cli.Interrupted(f"finished runs are saved in {run.run_dir}; run the same command again to "
                                   f"resume.") from None
+    run.release()  # under torchrun: the other ranks stop following
     print(run.finish())
     if trained:
         print(f"{trained} run{'s' if trained != 1 else ''} trained by this worker in {time.perf_counter() - t0:.0f} s"

@@ -31,7 +31,7 @@ import torch
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
-from . import testsets
+from . import distributed, testsets
 from . import stats as pstats
 from . import study as gs
 from .config import CellConfig
@@ -411,6 +411,7 @@ class GridRun:
                 raise TakenOver() from None
 
         trial.set_user_attr("worker", f"{self.shared['hostname']}:{os.getpid()}")
+        distributed.broadcast(job.key)  # under torchrun the other ranks train it with this one (``follow``)
         try:
             row, per_image, history, samples = self.trainer.train(
                 job, self.prep_of(job), on_validation, retry=int(trial.user_attrs.get("attempt", 1)) > 1)
@@ -449,6 +450,25 @@ class GridRun:
             tqdm.write(f"{job.key} failed at step {row['failed_step']}: {row['error']}")
             return "diverged"
         return "ok"
+
+    def follow(self) -> int:
+        """On a rank other than 0 of a torchrun group (``bench.distributed``): train every job that rank 0 names,
+        together with it, until it names none (``release``); rank 0 alone claims, records and writes. Returns the
+        number of jobs trained."""
+        if not self.preps:
+            raise RuntimeError("GridRun.follow before GridRun.load_data")
+        n = 0
+        while (key := distributed.broadcast()) is not None:
+            job = self.by_key[key]
+            self.trainer.follow(job, self.prep_of(job))
+            n += 1
+        return n
+
+    @staticmethod
+    def release() -> None:
+        """On rank 0 of a torchrun group: tell the other ranks (in ``follow``) that there is no job left."""
+        if distributed.world_size() > 1:
+            distributed.broadcast(None)
 
     def finish(self) -> str:
         """Bring this folder's records up to date with the storage and write the leaderboard files; returns the compact

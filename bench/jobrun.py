@@ -10,6 +10,7 @@ from typing import Callable, NamedTuple
 
 import torch
 
+from . import distributed
 from .checkpoint import CHECKPOINT, model_dir, remove_checkpoint, save_weights
 from .metrics import (ab_colorizer, constant_colorizer, features_file, networks, oracle_tint_colorizer, save_features,
                       score_set, whole_set)
@@ -98,13 +99,11 @@ class JobTrainer:
         finished run's checkpoint is replaced by its final weights (``save_models``) or removed. ``on_validation``
         is called with (step, validation PSNR) after every validation."""
         model_name, cell, cfg, fold = job
-        folder = model_dir(self.run_dir, model_name, cell, cfg.seed)
-        if fold is not None:  # every fold trains its own network
-            folder = folder / f"fold{fold}"
+        folder = self.folder_of(job)
         folded = {} if fold is None else {"fold": fold}
         of_folds = {} if fold is None else {"folds": self.folds}
         row = {**self.shared, **split_sizes(prep), "model": model_name, "cell": cell, **folded, **of_folds,
-               **cfg.to_flat(), "started_at": utc_now()}
+               **cfg.to_flat(), "started_at": utc_now(), "world_size": distributed.world_size()}
         row.update(shown_values(cfg))  # the parameters the loss and model registries show (bench.params)
         key = {"run": self.shared["run"], "model": model_name, "cell": cell, "seed": cfg.seed, **folded}
         desc = f"{cell} seed {cfg.seed}" + ("" if fold is None else f" fold {fold + 1}/{self.folds}")
@@ -140,6 +139,20 @@ class JobTrainer:
                       prep.test_keys)  # per-set metrics' features: their paired bootstrap in the leaderboard
         return JobResult(row, per_image, history, samples)
 
+    def folder_of(self, job: Job) -> Path:
+        """The folder of a job's weights and checkpoint: ``models/<model>/<cell>/seed<s>[/fold<f>]``."""
+        folder = model_dir(self.run_dir, job.model, job.cell, job.cfg.seed)
+        return folder if job.fold is None else folder / f"fold{job.fold}"  # every fold trains its own network
+
+    def follow(self, job: Job, prep: Prepared) -> None:
+        """On a rank other than 0 of a torchrun group: train ``job`` together with rank 0, which names it
+        (``bench.engine.GridRun.follow``), reads its checkpoint, validates, scores and records it; nothing is written
+        here. The same arguments to ``train_cell`` as rank 0's, so that both take the same steps."""
+        try:
+            train_cell(job.cfg, prep, self.device, progress=False, checkpoint=self.folder_of(job) / CHECKPOINT)
+        except (DivergenceError, distributed.Stopped):  # rank 0 saw the same mean loss, or stopped: its next job
+            pass
+
     def baselines(self, preps: list[Prepared], lpips_backbone: str, which=BASELINES) -> list[tuple[dict, list[dict]]]:
         """(run row, per-image rows) of each untrained row in ``which`` (:func:`untrained_rows`): grey (ab = 0),
         the mean colour (each fold's training mean ab, ``mean_ab`` in the row as JSON, one [a, b] per fold), the
@@ -161,7 +174,7 @@ class JobTrainer:
                                                              "image")]
             whole = whole_set(parts)
             row = {**shared, "model": "(none)", "cell": cell, "loss": "(none)", "seed": 0, "status": "ok",
-                   "encoder_pretrained": False, **whole.row(), "started_at": utc_now(), "finished_at": utc_now(),
+                   "encoder_pretrained": False, "world_size": 1,  # scored by one process, whatever trained the rest **whole.row(), "started_at": utc_now(), "finished_at": utc_now(),
                    **({"mean_ab": json.dumps(consts)} if cell == MEAN_COLOUR else {}),
                    **{k: sum(r[k] for r in per_image) / len(per_image) for k in metrics}}
             save_features(features_file(self.run_dir / "features", "(none)", cell, 0), whole,

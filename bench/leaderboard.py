@@ -35,10 +35,11 @@ BASELINE_WORD = {GREY: "grey", MEAN_COLOUR: "mean", ORACLE_TINT: "oracle"}
 #: 48 % (1 seed) to 89 % (2 seeds) of the time in the README's simulations
 MIN_SEEDS_TWO_LEVEL = 3
 #: Environment columns that should agree between the runs pooled into one cell: results change with the CPU thread
-#: count (the order of float reductions), the device, the CPU's generation and kernels on a CPU run, the torch version
-#: and the code. Runs that differ are still pooled (a grid spread over unlike machines stays usable), but the cell's
+#: count (the order of float reductions), the device, the CPU's generation and kernels on a CPU run, the torch version,
+#: the code and the number of torchrun processes that trained the run (``world_size``: its gradients are averaged
+#: over the shards, another order of float sums). Runs that differ are still pooled (a grid spread over unlike machines stays usable), but the cell's
 #: ``mixed_env`` names what differs and the leaderboard warns.
-POOL_ENV = ("torch_threads", "device", "device_name", "cpu", "torch", "git_commit")
+POOL_ENV = ("torch_threads", "device", "device_name", "cpu", "torch", "git_commit", "world_size")
 
 
 def mixed_environment(runs: pd.DataFrame) -> str:

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 import losses
 import models
 
+from . import distributed
 from .abbins import ABBins
 from .colour import rgb_to_lab, split_lab
 from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
@@ -301,7 +302,8 @@ class TrainStep:
             DivergenceError: one of them is NaN or infinite (with the step of the first).
         """
         if self._pending:
-            vals = torch.stack(self._pending).float().cpu()
+            # under torchrun the mean over the ranks: the global batch's loss, and one divergence verdict for all
+            vals = distributed.mean(torch.stack(self._pending).float()).cpu()
             first = self.step - len(self._pending) + 1
             self._pending = []
             bad = (~torch.isfinite(vals)).nonzero()
@@ -376,7 +378,8 @@ def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: 
         ``lpips_backbone``: imagenet, random, or missing — then those values are NaN; and timings), ``per_image``
         (per-image test metrics), ``scores`` (``bench.metrics.Scores``), ``history`` (validation PSNR and training
         loss over steps), ``encoder_pretrained``, ``lpips_backbone`` and ``resumed_from_step`` (the checkpoint's
-        step it went on from; 0 for a run trained from the start).
+        step it went on from; 0 for a run trained from the start). Under torchrun (``bench.distributed``) only rank 0
+        validates and scores: the other ranks return ``history`` (empty), ``resumed_from_step`` and ``model``.
 
     Raises:
         DivergenceError: the loss became NaN or infinite.
@@ -387,8 +390,11 @@ def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: 
     reference = getattr(model, "reference_view", "same") if needs_ref else None  # the model's word (models/__init__)
 
     history, done_s, resumed = [], 0.0, 0
+    main = distributed.is_main()  # under torchrun rank 0 alone reads and writes checkpoints, validates and scores
+    say = tqdm.write if main else (lambda *a, **k: None)
     if checkpoint is not None:
-        state, why = load_checkpoint(checkpoint, cfg)
+        # rank 0 reads the checkpoint and every rank resumes from its copy (another machine may lack the run folder)
+        state, why = distributed.broadcast(load_checkpoint(checkpoint, cfg) if main else None)
         if state is not None:  # the model, loss, optimiser, RNGs and loop state of step k: go on from step k + 1
             try:
                 step.load_state_dict(state["train_step"])
@@ -396,15 +402,16 @@ def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: 
                 history, done_s = list(state["extra"]["history"]), float(state["extra"]["elapsed_s"])
                 step.last_loss = float(state["extra"]["last_loss"])
                 resumed = step.step
-                tqdm.write(f"{desc or cfg.loss}: resuming from the checkpoint of step {step.step}", file=sys.stderr)
+                say(f"{desc or cfg.loss}: resuming from the checkpoint of step {step.step}", file=sys.stderr)
             except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as err:  # e.g. another code version's
-                tqdm.write(f"{desc or cfg.loss}: checkpoint {checkpoint} cannot be restored ({type(err).__name__}); "
-                           f"training from step 0", file=sys.stderr)
+                say(f"{desc or cfg.loss}: checkpoint {checkpoint} cannot be restored ({type(err).__name__}); "
+                    f"training from step 0", file=sys.stderr)
                 step = make_step(cfg, device, prep)  # a fresh start, as without a checkpoint (nothing half-restored)
                 model, amp, needs_ref = step.model, step.amp, step.needs_ref
                 history, done_s, resumed = [], 0.0, 0
         elif expect_checkpoint or "no checkpoint" not in why:
-            tqdm.write(f"{desc or cfg.loss}: {why}; training from step 0", file=sys.stderr)
+            say(f"{desc or cfg.loss}: {why}; training from step 0", file=sys.stderr)
+    step.forward = distributed.wrap(step.model, step.forward)  # DDP under torchrun (after the restore: same weights)
     bar = tqdm(total=cfg.steps, initial=step.step, desc=desc or cfg.loss, leave=False, disable=not progress,
                dynamic_ncols=True)
     t0 = time.perf_counter() - done_s  # a resumed run's training time includes the time before its checkpoint
@@ -413,13 +420,14 @@ def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: 
         feed = batches(schedule, step.step, cfg.steps, cfg.batch_size, reference, prep.loader_workers,
                        pin=device.type == "cuda")
         for u8, ref in feed:
+            u8, ref = distributed.shard(u8), distributed.shard(ref)  # this rank's slice of step k's global batch
             step(u8, ref)
             n = step.step
             validate = n % cfg.val_every == 0 or n == cfg.steps
             if n % step.check_every == 0 or validate:
                 bar.set_postfix(loss=f"{step.check():.4f}")
             bar.update(1)
-            if validate:
+            if validate and main:
                 val = evaluate(model, prep.val_images, device, cfg.batch_size, _refs(prep.val_images, needs_ref), amp,
                                only=["psnr"]).per_image["psnr"]
                 val_psnr = float(sum(val) / len(val))
@@ -427,10 +435,11 @@ def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: 
                                 "elapsed_s": time.perf_counter() - t0})
             if checkpoint is not None and cfg.checkpoint_every and n % cfg.checkpoint_every == 0 and n < cfg.steps:
                 step.check()  # the losses so far are read back (a NaN is never checkpointed)
-                save_checkpoint(checkpoint, cfg, step.state_dict(), {
-                    "history": history, "last_loss": step.last_loss, "elapsed_s": time.perf_counter() - t0})
-            if validate and on_validation is not None:
-                on_validation(n, val_psnr)
+                if main:
+                    save_checkpoint(checkpoint, cfg, step.state_dict(), {
+                        "history": history, "last_loss": step.last_loss, "elapsed_s": time.perf_counter() - t0})
+            if validate:  # the other ranks wait for rank 0's validation here, and stop with it (a pruned trial)
+                distributed.on_main(on_validation, n, val_psnr if main else None)
         if device.type == "cuda":
             torch.cuda.synchronize()
     finally:
@@ -440,6 +449,8 @@ def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: 
                    f"replaced by the next photo of the epoch (first: {prep.train.skipped[0][0]}: "
                    f"{prep.train.skipped[0][1]})", file=sys.stderr)
     train_time = time.perf_counter() - t0
+    if not main:  # the test images are scored on rank 0 alone
+        return {"history": history, "resumed_from_step": resumed, "model": model}
 
     prep.check_held_out()  # a streamed training set's content check: before any test image is scored
     t1 = time.perf_counter()
