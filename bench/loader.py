@@ -145,8 +145,26 @@ class CropStream(torch.utils.data.Dataset):
         return crop, ref, (i if used != i else -1)
 
 
+class _ShardPositions(torch.utils.data.Sampler):
+    """Stream positions of rank r's shard of every batch from ``start`` on: samples k·B + r·B/N … k·B + (r+1)·B/N − 1
+    (``bench.distributed.shard`` of the global batch)."""
+
+    def __init__(self, start: int, steps: int, batch_size: int, part: tuple[int, int]):
+        self.start, self.steps, self.batch_size, (self.r, self.n) = start, steps, batch_size, part
+        self.per = batch_size // self.n
+
+    def __iter__(self):
+        for k in range(self.start, self.steps):
+            first = k * self.batch_size + self.r * self.per
+            yield from range(first, first + self.per)
+
+    def __len__(self) -> int:
+        return (self.steps - self.start) * self.per
+
+
 def batches(schedule: CropSchedule, start: int, steps: int, batch_size: int, reference: str | None = None,
-            workers: int = 0, pin: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+            workers: int = 0, pin: bool = False,
+            part: tuple[int, int] = (0, 1)) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
     """The uint8 batches (and colour references, or None) of steps ``start`` … ``steps − 1``.
 
     A store in RAM is cut in this process (no copies, no worker start-up); a streamed store through a
@@ -162,14 +180,21 @@ def batches(schedule: CropSchedule, start: int, steps: int, batch_size: int, ref
         reference: as in :class:`CropStream`.
         workers: ``DataLoader`` worker processes for a streamed store.
         pin: pin the batches' memory (for a CUDA device).
+        part: (rank, number of ranks) of a data-parallel run: only this rank's contiguous slice of every global
+            batch (``bench.distributed.shard``), decoded by this rank alone when streamed.
     """
+    r, n = part
+    if batch_size % n:
+        raise ValueError(f"a global batch of {batch_size} does not split into {n} equal shards")
+    per = batch_size // n
     if isinstance(schedule.store, ImageStore):
         for k in range(start, steps):
-            yield (schedule.batch(k, batch_size),
-                   schedule.reference_batch(k, batch_size, reference == "other") if reference else None)
+            u8 = schedule.batch(k, batch_size)[r * per : (r + 1) * per]
+            ref = schedule.reference_batch(k, batch_size, reference == "other") if reference else None
+            yield u8, (None if ref is None else ref[r * per : (r + 1) * per])
         return
     loader = torch.utils.data.DataLoader(
-        CropStream(schedule, reference), batch_size=batch_size, sampler=range(start * batch_size, steps * batch_size),
+        CropStream(schedule, reference), batch_size=per, sampler=_ShardPositions(start, steps, batch_size, part),
         num_workers=workers, pin_memory=pin, prefetch_factor=4 if workers else None, drop_last=False)
     store = schedule.store
     for crop, ref, replaced in loader:

@@ -417,10 +417,10 @@ def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: 
     t0 = time.perf_counter() - done_s  # a resumed run's training time includes the time before its checkpoint
     try:
         # the crops of step k depend on k alone: resuming needs no data state
+        # under torchrun each rank reads (and, streamed, decodes) only its slice of step k's global batch
         feed = batches(schedule, step.step, cfg.steps, cfg.batch_size, reference, prep.loader_workers,
-                       pin=device.type == "cuda")
+                       pin=device.type == "cuda", part=(distributed.rank(), distributed.world_size()))
         for u8, ref in feed:
-            u8, ref = distributed.shard(u8), distributed.shard(ref)  # this rank's slice of step k's global batch
             step(u8, ref)
             n = step.step
             validate = n % cfg.val_every == 0 or n == cfg.steps

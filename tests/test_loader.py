@@ -166,3 +166,18 @@ def test_workers_of_one_machine_share_one_decoded_copy(tmp_path, monkeypatch):
         store = ImageStore(files, 40, decoded=second)
     assert len(store) == 5 and torch.equal(store.centre_crops(32), ImageStore([f for f in files if f != files[2]],
                                                                               40, decoded=first).centre_crops(32))
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_ranks_of_a_data_parallel_run_read_their_shards_of_every_global_batch(tree, stream):
+    """``part=(r, N)``: the shards of ranks 0 … N−1, in order, are the one-process batch (``distributed.shard``)."""
+    from bench import distributed
+
+    _, files = tree
+    store = loader.FileStore(files, 40) if stream else ImageStore(files, 40)
+    shards = [list(loader.batches(CropSchedule(store, 32, crop_seed=5), 2, 9, 4, "same", part=(r, 2)))
+              for r in range(2)]
+    for k, (u8, ref) in enumerate(ram_batches(files, "same", start=2, steps=9)):
+        assert torch.equal(torch.cat([shards[0][k][0], shards[1][k][0]]), u8)
+        assert torch.equal(torch.cat([shards[0][k][1], shards[1][k][1]]), ref)
+        assert torch.equal(shards[1][k][0], distributed.shard(u8, 1, 2))
