@@ -174,7 +174,8 @@ class JobTrainer:
                                                              "image")]
             whole = whole_set(parts)
             row = {**shared, "model": "(none)", "cell": cell, "loss": "(none)", "seed": 0, "status": "ok",
-                   "encoder_pretrained": False, "world_size": 1,  # scored by one process, whatever trained the rest **whole.row(), "started_at": utc_now(), "finished_at": utc_now(),
+                   "encoder_pretrained": False, "world_size": 1,  # scored by one process, whatever trained the rest
+                   **whole.row(), "started_at": utc_now(), "finished_at": utc_now(),
                    **({"mean_ab": json.dumps(consts)} if cell == MEAN_COLOUR else {}),
                    **{k: sum(r[k] for r in per_image) / len(per_image) for k in metrics}}
             save_features(features_file(self.run_dir / "features", "(none)", cell, 0), whole,
