@@ -148,11 +148,16 @@ def worker_env(env: Mapping[str, str], index: int, workers: int, cores: int,
 
 
 def follow_launcher() -> None:
-    """In a worker started by a launcher: stop (as on Ctrl-C) when the launcher dies, even by SIGKILL, so that no
-    worker is left behind (Linux's ``PR_SET_PDEATHSIG``; nothing elsewhere). Does nothing in other processes."""
+    """In a worker started by a launcher: answer Ctrl-C (SIGINT) even where the launcher ignored it, and stop (as on
+    Ctrl-C) when the launcher dies, even by SIGKILL, so that no worker is left behind (Linux's
+    ``PR_SET_PDEATHSIG``; nothing elsewhere). Does nothing in other processes."""
     tag = os.environ.get(WORKER_ENV, "")
     m = re.fullmatch(r"\d+/\d+ (\d+)", tag)
-    if not m or not sys.platform.startswith("linux"):
+    if not m:
+        return
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # inherited from a launcher started in the background
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # the launcher stops its workers with SIGINT
+    if not sys.platform.startswith("linux"):
         return
     import ctypes
 

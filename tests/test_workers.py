@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from bench import ablate
 from bench import workers as wk
 from bench.records import read_rows
 from helpers import one_error, run
