@@ -182,3 +182,16 @@ def test_two_workers_train_a_grid_once_and_print_the_leaderboard_once(tmp_path, 
     rc, stdout, err = run(argv, capsys)
     assert rc == 0 and stdout.count("Leaderboard:") == 1 and "starting" not in err, err
     assert len(read_rows(out / "runs.csv")) == len(rows)
+
+
+def test_a_failed_worker_fails_the_command_and_is_reported(tmp_path, capsys, monkeypatch):
+    def failing(argv, gpus=None):
+        return [sys.executable, "-c", "import sys; print('no luck here'); sys.exit(3)"]
+
+    monkeypatch.setattr(wk, "worker_command", failing)
+    out = tmp_path / "run"
+    rc, _, err = run(["--grid", "smoke", "--seeds", "1", "--out", str(out), *TINY, "--workers", "2"], capsys)
+    assert rc == 1, err
+    for n in (1, 2):
+        assert f"worker {n} of 2 failed (exit code 3)" in err and str(wk.log_path(out, n)) in err
+    assert "    no luck here" in err and "error: 2 of 2 workers failed" in err
