@@ -21,6 +21,7 @@ global batch, split evenly between them; rank 0 claims the runs and writes every
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -228,12 +229,13 @@ def open_run(args, argv: list[str], jobs, base, preset_name: str, run_dir: Path,
 
 def launch(args, argv: list[str], run, count: int) -> int:
     """``--workers``/``--gpus``: start ``count`` workers of this command on the open run's study (``bench.workers``),
-    wait for them (Ctrl-C and SIGTERM are forwarded), report the failed ones and print the leaderboard once.
-    Returns the exit code: 1 when a worker failed."""
+    wait for them (Ctrl-C and SIGTERM are forwarded), then ``workers_done``. Returns the exit code: 1 when a worker
+    failed."""
     from tqdm.auto import tqdm
 
     from . import study as gs
     from . import workers as wk
+    from .metrics import release_networks
 
     left = max(1, len(run.keys) - run.counts["finished"])  # 1: only the untrained rows are missing
     if left < count:  # more workers would only wait for the others
@@ -243,17 +245,20 @@ def launch(args, argv: list[str], run, count: int) -> int:
     cores = wk.usable_cores()
     envs = [wk.worker_env(os.environ, i, count, cores, gpus) for i in range(count)]
     logs = [wk.log_path(run.run_dir, i + 1) for i in range(count)]
-    threads = envs[0].get("OMP_NUM_THREADS", "torch's default number of")
+    threads = envs[0]["OMP_NUM_THREADS"]
     print(f"starting {count} worker(s) of {threads} thread(s) each on {cores} core(s)"
           + (f", one per GPU {','.join(gpus)}" if gpus else "")
           + f"; their logs: {logs[0].parent}/worker-<i>.log", file=sys.stderr)
-    run.preps = []  # the launcher trains nothing: its decoded data need not stay in memory while the workers run
+    # the launcher trains nothing: its decoded data and the metric networks it checked need not stay in memory
+    run.preps = []
+    release_networks()
     bar = tqdm(total=len(run.keys), initial=run.counts["finished"], desc=f"grid {run.grid} ({count} workers)",
                disable=args.no_progress, dynamic_ncols=True)
 
     def tick():
-        bar.n = sum(s.finished for k, s in gs.key_states(run.study, run.keys).items() if k in run.keys)
-        bar.refresh()
+        with contextlib.suppress(Exception):  # only a display: a storage hiccup here must not stop the workers
+            bar.n = sum(s.finished for k, s in gs.key_states(run.study, run.keys).items() if k in run.keys)
+            bar.refresh()
 
     t0 = time.perf_counter()
     started = wk.start([wk.worker_command(argv, gpus)] * count, envs, logs)
@@ -265,6 +270,15 @@ def launch(args, argv: list[str], run, count: int) -> int:
     if got is not None:
         raise cli.Interrupted(f"the workers were stopped; finished runs are saved in {run.run_dir}; run the same "
                               f"command again to resume.")
+    return workers_done(run, started, time.perf_counter() - t0)
+
+
+def workers_done(run, started: list, seconds: float) -> int:
+    """After ``launch``'s workers have ended: report the failed ones (exit code, log tail), print the leaderboard
+    once and the closing line. Returns the exit code: 1 when a worker failed."""
+    from . import workers as wk
+
+    count = len(started)
     failed = [w for w in started if w.returncode != 0]
     for w in failed:
         print(wk.failure_report(w, count), file=sys.stderr)
@@ -276,7 +290,7 @@ def launch(args, argv: list[str], run, count: int) -> int:
         print(f"no leaderboard: {err}", file=sys.stderr)
     per_worker = [wk.trained_by(w.log) for w in started]
     print(f"{sum(per_worker)} run(s) trained by {count} workers ({' + '.join(map(str, per_worker))}) in "
-          f"{time.perf_counter() - t0:.0f} s; results in {run.run_dir}", file=sys.stderr)
+          f"{seconds:.0f} s; results in {run.run_dir}", file=sys.stderr)
     if failed:
         print(f"error: {len(failed)} of {count} workers failed (their logs above); run the same command again to "
               f"train what is missing", file=sys.stderr)
