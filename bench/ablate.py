@@ -337,7 +337,11 @@ def main(argv=None) -> int:
             print(dry_run(args, jobs, run_dir))
         return 0
     argv = list(sys.argv[1:] if argv is None else argv)
-    run = open_run(args, argv, jobs, base, preset_name, run_dir, device if count is None else torch.device("cpu"))
+    if count is None:
+        run = open_run(args, argv, jobs, base, preset_name, run_dir, device)
+    else:  # a launcher trains nothing: it checks the data on the CPU, decoding them once for its workers
+        with wk.shared_decoding():
+            run = open_run(args, argv, jobs, base, preset_name, run_dir, torch.device("cpu"))
     if run is None:  # a torchrun rank > 0: it followed rank 0's runs
         return 0
     counts = run.counts

@@ -27,6 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 LAUNCHER_OPTIONS = ("--workers", "--gpus")
 #: set in a worker's environment: ``<index>/<count> <launcher pid>`` (``follow_launcher`` reads it)
 WORKER_ENV = "COLORBENCH_WORKER"
+#: ``bench.data.SHARED_CACHE_ENV`` (not imported: it imports torch): set for the launcher's check of the data and
+#: for its workers, so that the set is decoded once, by the launcher, and memory-mapped by every worker
+SHARED_CACHE_ENV = "COLORBENCH_SHARED_CACHE"
 #: the run folder's subfolder of the workers' log files
 LOG_FOLDER = "workers"
 #: seconds the workers get to stop after a forwarded Ctrl-C (closing their trials) before they are killed
@@ -139,12 +142,26 @@ def worker_env(env: Mapping[str, str], index: int, workers: int, cores: int,
         gpus: the ``--gpus`` list: worker i sees only ``gpus[i]`` (``CUDA_VISIBLE_DEVICES``).
         launcher_pid: the launcher's process id (default: this process's), for ``follow_launcher``.
     """
-    out = {**env, **thread_split(workers, cores, env), "PYTHONUNBUFFERED": "1",  # the log is written as it happens
+    out = {SHARED_CACHE_ENV: "1", **env, **thread_split(workers, cores, env),
+           "PYTHONUNBUFFERED": "1",  # the log is written as it happens
            WORKER_ENV: f"{index + 1}/{workers} {os.getpid() if launcher_pid is None else launcher_pid}"}
     out["PYTHONPATH"] = os.pathsep.join([str(ROOT), *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
     if gpus:
         out["CUDA_VISIBLE_DEVICES"] = gpus[index]
     return out
+
+
+@contextlib.contextmanager
+def shared_decoding():
+    """While the launcher checks the data: decode them into the cache its workers will read (``SHARED_CACHE_ENV``,
+    unless the user set it), then leave this process's environment as it was."""
+    before = os.environ.get(SHARED_CACHE_ENV)
+    os.environ.setdefault(SHARED_CACHE_ENV, "1")
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(SHARED_CACHE_ENV, None)
 
 
 def follow_launcher() -> None:

@@ -49,6 +49,11 @@ def test_worker_environment_and_command_line():
     for e in envs:
         assert e["OMP_NUM_THREADS"] == "4" and "OMP_WAIT_POLICY" not in e and e["PATH"] == "/bin"
         assert e["PYTHONPATH"] == os.pathsep.join([str(ROOT), "/elsewhere"]) and e["PYTHONUNBUFFERED"] == "1"
+    assert all(e[wk.SHARED_CACHE_ENV] == "1" for e in envs)  # the workers map the launcher's decoded set
+    assert wk.worker_env({wk.SHARED_CACHE_ENV: ""}, 0, 2, 2)[wk.SHARED_CACHE_ENV] == ""  # the user's is kept
+    from bench.data import SHARED_CACHE_ENV
+
+    assert wk.SHARED_CACHE_ENV == SHARED_CACHE_ENV
     plain = wk.worker_env({"OMP_NUM_THREADS": "3"}, 0, 4, 2)
     assert "CUDA_VISIBLE_DEVICES" not in plain and plain["OMP_NUM_THREADS"] == "3"
     assert plain["OMP_WAIT_POLICY"] == "PASSIVE" and plain["PYTHONPATH"] == str(ROOT)
@@ -161,7 +166,9 @@ def test_a_failed_worker_is_reported_with_its_exit_code_and_the_tail_of_its_log(
 
 
 @pytest.mark.slow
-def test_two_workers_train_a_grid_once_and_print_the_leaderboard_once(tmp_path, capsys):
+def test_two_workers_train_a_grid_once_and_print_the_leaderboard_once(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLORBENCH_CACHE", str(tmp_path / "cache"))  # the decoded set the workers share
+    monkeypatch.delenv(wk.SHARED_CACHE_ENV, raising=False)
     out = tmp_path / "run"
     argv = ["--grid", "smoke", "--seeds", "2", "--out", str(out), *TINY, "--workers", "2"]
     rc, stdout, err = run(argv, capsys)  # the launcher in this process, its two workers as subprocesses
@@ -178,6 +185,8 @@ def test_two_workers_train_a_grid_once_and_print_the_leaderboard_once(tmp_path, 
         {"grey": 1, "mean_colour": 1, "oracle_tint": 1})
     threads = int(os.environ.get("OMP_NUM_THREADS") or max(1, wk.usable_cores() // 2))
     assert {int(r["torch_threads"]) for r in rows if r["model"] != "(none)"} == {threads}
+    assert len(list((tmp_path / "cache" / "decoded").glob("*.u8"))) == 1  # decoded once, by the launcher
+    assert wk.SHARED_CACHE_ENV not in os.environ  # set for the launcher's check and its workers only
     # the same command again: the grid is complete, so no worker starts and the leaderboard is printed once
     rc, stdout, err = run(argv, capsys)
     assert rc == 0 and stdout.count("Leaderboard:") == 1 and "starting" not in err, err
