@@ -21,7 +21,9 @@ global batch, split evenly between them; rank 0 claims the runs and writes every
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -53,7 +55,7 @@ def parse_args(argv=None):
     p.add_argument("--save-models", choices=("all", "none"), default="all",
                    help="save every finished run's weights and configuration in <run folder>/models/ (default all)")
     g = p.add_argument_group("shared study (several workers, one grid)")
-    cli.add(g, "storage", "study_name", "heartbeat")
+    cli.add(g, "storage", "study_name", "heartbeat", "workers", "gpus")
     g.add_argument("--tuned", action="store_true",
                    help="train each cell with the best lr (and style weight) of its bench.tune study")
     cli.add_training_arguments(p)
@@ -181,24 +183,148 @@ def resumed_note(steps_here: list[tuple[int, int, bool]]) -> str:
             f"rest by an earlier worker)")
 
 
+def open_run(args, argv: list[str], jobs, base, preset_name: str, run_dir: Path, device):
+    """The ``GridRun`` of a command line, its folder and study open: everything that can be refused is checked
+    before the folder, the study or any trial exists (then the data are decoded first, and their warnings
+    printed); the command is recorded in the folder. None in a torchrun rank > 0, once it has followed rank 0.
+
+    Args:
+        args: the parsed command line; ``argv`` its arguments as given (recorded).
+        jobs, base, preset_name: the plan (``plan``).
+        run_dir: the run folder.
+        device: where this process trains (a launcher checks the data on the CPU: it trains nothing).
+    """
+    from . import distributed
+    from .engine import GridRun
+    from .records import command_line, record_command
+
+    with cli.usage_errors():
+        run = GridRun(args.grid, preset_name, base, jobs, run_dir,
+                      device, data=args.data, test=args.test, data_root=args.data_root, storage=args.storage,
+                      study_name=args.study_name, heartbeat=args.heartbeat, progress=not args.no_progress,
+                      verify=not args.no_verify, save_models=args.save_models == "all", folds=args.folds,
+                      rank_by=args.rank_by, cache_mb=args.cache_mb, loader_workers=args.loader_workers,
+                      info={"command": command_line(cli.prog("ablate"), argv),
+                            "seeds": args.seeds, "tuned": args.tuned,
+                            "cells": {c.name: c.changes for c in find_grid(args).cells},
+                            "models": list(dict.fromkeys(j.model for j in jobs)), "jobs": [j.key for j in jobs],
+                            **({"config_file": {"path": str(args.config), "copy": CONFIG_COPY}} if args.config
+                               else {})})
+        if not distributed.is_main():  # a torchrun rank > 0: the data, then rank 0's jobs; it writes nothing
+            run.load_data()
+            run.follow()
+            return None
+        run.check_folder()
+        if run.needs_data:
+            for w in run.load_data():
+                print(f"warning: {w}", file=sys.stderr)
+        run.open()
+        record_command(run.run_dir, run.info["command"])
+        if args.config:  # the YAML file that defined the grid, beside the results it made (shown by the report)
+            from .records import atomic_write_bytes
+
+            atomic_write_bytes(run.run_dir / CONFIG_COPY, Path(args.config).expanduser().read_bytes())
+    return run
+
+
+def launch(args, argv: list[str], run, count: int) -> int:
+    """``--workers``/``--gpus``: start ``count`` workers of this command on the open run's study (``bench.workers``),
+    wait for them (Ctrl-C and SIGTERM are forwarded), then ``workers_done``. Returns the exit code: 1 when a worker
+    failed."""
+    from tqdm.auto import tqdm
+
+    from . import study as gs
+    from . import workers as wk
+    from .metrics import release_networks
+
+    left = max(1, len(run.keys) - run.counts["finished"])  # 1: only the untrained rows are missing
+    if left < count:  # more workers would only wait for the others
+        print(f"{left} run(s) left to train: starting {left} worker(s), not {count}", file=sys.stderr)
+        count = left
+    gpus = args.gpus[:count] if args.gpus else None
+    cores = wk.usable_cores()
+    envs = [wk.worker_env(os.environ, i, count, cores, gpus) for i in range(count)]
+    logs = [wk.log_path(run.run_dir, i + 1) for i in range(count)]
+    threads = envs[0]["OMP_NUM_THREADS"]
+    print(f"starting {count} worker(s) of {threads} thread(s) each on {cores} core(s)"
+          + (f", one per GPU {','.join(gpus)}" if gpus else "")
+          + f"; their logs: {logs[0].parent}/worker-<i>.log", file=sys.stderr)
+    # the launcher trains nothing: its decoded data and the metric networks it checked need not stay in memory
+    run.preps = []
+    release_networks()
+    bar = tqdm(total=len(run.keys), initial=run.counts["finished"], desc=f"grid {run.grid} ({count} workers)",
+               disable=args.no_progress, dynamic_ncols=True)
+
+    def tick():
+        with contextlib.suppress(Exception):  # only a display: a storage hiccup here must not stop the workers
+            bar.n = sum(s.finished for k, s in gs.key_states(run.study, run.keys).items() if k in run.keys)
+            bar.refresh()
+
+    t0 = time.perf_counter()
+    started = wk.start([wk.worker_command(argv, gpus)] * count, envs, logs)
+    try:
+        got = wk.wait(started, tick=tick)
+    finally:
+        wk.stop(started)  # none is left behind, whatever happened here
+        bar.close()
+    if got is not None:
+        raise cli.Interrupted(f"the workers were stopped; finished runs are saved in {run.run_dir}; run the same "
+                              f"command again to resume.")
+    return workers_done(run, started, time.perf_counter() - t0)
+
+
+def workers_done(run, started: list, seconds: float) -> int:
+    """After ``launch``'s workers have ended: report the failed ones (exit code, log tail), print the leaderboard
+    once and the closing line. Returns the exit code: 1 when a worker failed."""
+    from . import workers as wk
+
+    count = len(started)
+    failed = [w for w in started if w.returncode != 0]
+    for w in failed:
+        print(wk.failure_report(w, count), file=sys.stderr)
+    try:
+        print(run.finish())
+    except cli.INPUT_ERRORS as err:  # e.g. no run recorded at all: the failures above are the news
+        if not failed:
+            raise
+        print(f"no leaderboard: {err}", file=sys.stderr)
+    per_worker = [wk.trained_by(w.log) for w in started]
+    print(f"{sum(per_worker)} run(s) trained by {count} workers ({' + '.join(map(str, per_worker))}) in "
+          f"{seconds:.0f} s; results in {run.run_dir}", file=sys.stderr)
+    if failed:
+        print(f"error: {len(failed)} of {count} workers failed (their logs above); run the same command again to "
+              f"train what is missing", file=sys.stderr)
+        return 1
+    return 0
+
+
 @cli.command
 def main(argv=None) -> int:
+    from . import workers as wk
+
+    wk.follow_launcher()  # a worker of --workers stops with its launcher
     args = parse_args(argv)
     if args.list_grids:
         list_grids(args)
         return 0
     import optuna
+    import torch
 
     from . import distributed
     from . import study as gs
     from .device import pick_device
-    from .engine import GridRun
     from .plan import default_run_dir
-    from .records import command_line, record_command
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with cli.usage_errors():
+        count = wk.worker_count(args.workers, args.gpus)
+        wk.check_gpu_device(args.gpus, args.device)
+        if count is not None and distributed.world_size() > 1:
+            raise cli.UsageError("--workers and --gpus start workers of their own: leave them out under torchrun")
         device = distributed.init(pick_device(args.device))  # under torchrun: join its group (this rank's GPU)
+        if args.gpus and device.type != "cuda":
+            raise cli.UsageError(f"--gpus {','.join(args.gpus)} gives each worker a GPU, but this machine has no "
+                                 f"CUDA device; use --workers N")
         base, preset_name, jobs = plan(args, device)
         run_dir = cli.out_dir(args.out) or default_run_dir(args.grid, preset_name, args.data, args.data_root, jobs,
                                                            args.test)
@@ -210,38 +336,27 @@ def main(argv=None) -> int:
         if distributed.is_main():
             print(dry_run(args, jobs, run_dir))
         return 0
-    with cli.usage_errors():
-        run = GridRun(args.grid, preset_name, base, jobs, run_dir,
-                      device, data=args.data, test=args.test, data_root=args.data_root, storage=args.storage,
-                      study_name=args.study_name, heartbeat=args.heartbeat, progress=not args.no_progress,
-                      verify=not args.no_verify, save_models=args.save_models == "all", folds=args.folds,
-                      rank_by=args.rank_by, cache_mb=args.cache_mb, loader_workers=args.loader_workers,
-                      info={"command": command_line(cli.prog("ablate"), sys.argv[1:] if argv is None else list(argv)),
-                            "seeds": args.seeds, "tuned": args.tuned,
-                            "cells": {c.name: c.changes for c in find_grid(args).cells},
-                            "models": list(dict.fromkeys(j.model for j in jobs)), "jobs": [j.key for j in jobs],
-                            **({"config_file": {"path": str(args.config), "copy": CONFIG_COPY}} if args.config
-                               else {})})
-        if not distributed.is_main():  # a torchrun rank > 0: the data, then rank 0's jobs; it writes nothing
-            run.load_data()
-            run.follow()
-            return 0
-        # everything that can be refused is checked before the folder, the study or any trial exists
-        run.check_folder()
-        if run.needs_data:
-            for w in run.load_data():
-                print(f"warning: {w}", file=sys.stderr)
-        counts = run.open()
-        record_command(run.run_dir, run.info["command"])
-        if args.config:  # the YAML file that defined the grid, beside the results it made (shown by the report)
-            from .records import atomic_write_bytes
-
-            atomic_write_bytes(run.run_dir / CONFIG_COPY, Path(args.config).expanduser().read_bytes())
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if count is None:
+        run = open_run(args, argv, jobs, base, preset_name, run_dir, device)
+    else:  # a launcher trains nothing: it checks the data on the CPU, decoding them once for its workers
+        with wk.shared_decoding():
+            run = open_run(args, argv, jobs, base, preset_name, run_dir, torch.device("cpu"))
+    if run is None:  # a torchrun rank > 0: it followed rank 0's runs
+        return 0
+    counts = run.counts
     folds = f", {args.folds} folds" if args.folds > 1 else ""
     print(f"{args.grid}: {len(jobs)} runs ({args.seeds} seed(s){folds}; {counts['finished']} already done, {counts['running']} running elsewhere)"
           f" → {run.run_dir}\nstudy {run.study_name} in {gs.redact(run.url)}", file=sys.stderr)
     if counts["stale"]:
         print(f"{counts['stale']} stale trial(s) of a lost worker failed; their runs are queued again", file=sys.stderr)
+    if count is not None and run.needs_training:
+        return launch(args, argv, run, count)
+    return train_here(args, run)
+
+
+def train_here(args, run) -> int:
+    """Train this worker's share of the open run, then print the leaderboard (of every worker's results)."""
     from .data import DataError
 
     t0, trained = time.perf_counter(), 0

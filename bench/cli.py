@@ -206,7 +206,8 @@ def finite_float(text: str) -> float:
 #: Upper bounds of the numeric options that are no configuration field (those are bounded by
 #: ``bench.config.CellConfig.validate``): each is named in its error, so that no value can hang a command.
 from .limits import (MAX_BATCH_SIZE, MAX_BOOT, MAX_CACHE_MB, MAX_FOLDS, MAX_HEARTBEAT,  # noqa: E402,F401
-                     MAX_IMAGES, MAX_LOADER_WORKERS, MAX_SEED, MAX_SEEDS, MAX_STEPS, MAX_TIMINGS, MAX_TRIALS)
+                     MAX_IMAGES, MAX_LOADER_WORKERS, MAX_SEED, MAX_SEEDS, MAX_STEPS, MAX_TIMINGS, MAX_TRIALS,
+                     MAX_WORKERS)
 
 
 def bounded_int(low: int, high: int) -> Callable[[str], int]:
@@ -227,6 +228,18 @@ def bounded_int(low: int, high: int) -> Callable[[str], int]:
 
     parse.__name__ = "whole number"
     return parse
+
+
+def gpu_list(text: str) -> list[str]:
+    """A ``--gpus`` value: comma-separated GPUs as ``CUDA_VISIBLE_DEVICES`` names them (indexes, ``GPU-<uuid>``,
+    ``MIG-<uuid>``), at most ``MAX_WORKERS``."""
+    gpus = [g.strip() for g in text.split(",")]
+    bad = [g for g in gpus if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9:_/-]*", g)]
+    if bad:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of GPUs (e.g. 0,1): {text!r}")
+    if len(gpus) > MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_WORKERS} GPUs (the bound), got {len(gpus)}")
+    return gpus
 
 
 def rank_by_metric(name: str) -> str:
@@ -281,6 +294,12 @@ ARGUMENTS: dict[str, tuple[tuple[str, ...], dict]] = {
     "heartbeat": (("--heartbeat",), dict(type=bounded_int(1, MAX_HEARTBEAT), default=30, metavar="SECONDS",
                                          help="heartbeat interval of a running trial; after 3× this without one it "
                                               "is retried (default 30)")),
+    "workers": (("--workers",), dict(type=bounded_int(1, MAX_WORKERS), default=None, metavar="N",
+                                     help="start N local worker processes of this command on its study, wait for "
+                                          "them and print the leaderboard (logs in <out>/workers/)")),
+    "gpus": (("--gpus",), dict(type=gpu_list, default=None, metavar="LIST",
+                               help="one worker per listed GPU, e.g. 0,1 (its CUDA_VISIBLE_DEVICES); --workers "
+                                    "defaults to their number")),
     "rank_by": (("--rank-by",), dict(default="psnr", metavar="METRIC", type=rank_by_metric,
                                      help=_rank_by_help)),
     "cache_mb": (("--cache-mb",), dict(type=bounded_int(0, MAX_CACHE_MB), default=None, metavar="MIB",

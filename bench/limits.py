@@ -12,6 +12,8 @@ MAX_BATCH_SIZE = 1024
 MAX_SEED = 2**32 - 1
 #: training seeds per cell, folds, heartbeat seconds, trials of a tuning study (and its random start-up trials)
 MAX_SEEDS, MAX_FOLDS, MAX_HEARTBEAT, MAX_TRIALS = 1000, 1000, 3600, 100_000
+#: local worker processes of one command (``ablate --workers``)
+MAX_WORKERS = 256
 #: bootstrap resamples (``report --n-boot``)
 MAX_BOOT = 1_000_000
 #: images a command reads at most (``throughput --n-images``, ``styletransfer --eval-images``)

@@ -208,6 +208,12 @@ def lpips_metric(backbone: str, device) -> tuple[object | None, str]:
     return _NETS[key]
 
 
+def release_networks() -> None:
+    """Drop the metric networks built so far (``lpips_metric``, ``inception_metric``): a process that scores
+    nothing more, e.g. the launcher of ``ablate --workers`` once it has checked them, frees their memory."""
+    _NETS.clear()
+
+
 class _RandomInception(torch.nn.Module):
     """A seeded, untrained torchvision Inception-v3 on 75×75 inputs (its smallest), unit-length features: tests
     only, labelled ``random`` in every row; never the standard FID network."""

@@ -4,7 +4,9 @@ with LPIPS, samples, saving), in wall and CPU time (user and system), for one ``
     PYTHONPATH=. python benchmarks/run_share.py -- --grid smoke --seeds 1 --folds 1 --out /tmp/share --no-progress
 
 Every call of ``bench.train.TrainStep`` (the one training step) is timed with ``getrusage``; the rest of the
-process, from before ``import torch`` to the end of the command, is "outside". Prints one JSON line.
+process, from before ``import torch`` to the end of the command, is "outside". Prints one JSON line. With
+``--workers N`` the training happens in the worker processes: their CPU time is ``children`` (and the steps
+inside them are not timed); ``benchmarks/workers_share.py`` compares one worker with several this way.
 """
 import resource
 import sys
@@ -37,17 +39,20 @@ def main(argv: list[str]) -> dict:
 
     train.TrainStep.__call__ = timed
     try:
-        ablate.main(argv)
+        rc = ablate.main(argv)
     except SystemExit as e:
         if e.code not in (0, None):
             raise
+        rc = 0
     end = _usage()
     total = [end[0] - T0, end[1], end[2], end[3]]
     names = ("wall_s", "user_s", "sys_s", "minflt")
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # the workers of --workers (waited for by the launcher)
     out = {"argv": argv, "total": dict(zip(names, total)), "in_steps": dict(zip(names, inside)),
+           "children": {"user_s": kids.ru_utime, "sys_s": kids.ru_stime, "minflt": kids.ru_minflt},
            "outside_share_wall": 1 - inside[0] / total[0],
            "outside_share_cpu": 1 - (inside[1] + inside[2]) / (total[1] + total[2]),
-           "sys_share_cpu": total[2] / (total[1] + total[2])}
+           "sys_share_cpu": total[2] / (total[1] + total[2]), "exit_code": rc}
     print(json.dumps(out))
     return out
 
