@@ -1,8 +1,8 @@
 """Time to the first training step and peak memory against the size of the training set (synthetic photos).
 
-    python -m bench.scale                                  # 300 and 20,000 photos, --cache-mb 64
-    python -m bench.scale --images 300 5000 20000 --cache-mb 64 --out results
-    python -m bench.scale --images 100000 --preset paper --links --cache-mb auto   # paper preset, 100k-file list
+    python -m bench.scale --cache-mb 64                    # 300 and 20,000 photos: the first cached, the second streamed
+    python -m bench.scale --images 300 5000 20000 --cache-mb 64
+    python -m bench.scale --images 100000 --preset paper --links --batch-size 2   # paper preset, 100k-file list
 
 For each size, synthetic JPEG photos (smooth random colour fields with noise, 64–120 px; ``--links``: hard links to 1,000
 distinct ones, which is enough to test listing and memory) are written once into ``--work`` with a file list, and a
@@ -96,7 +96,7 @@ def measure(n: int, work: Path, preset_name: str, cache_mb: int | None, workers:
     listing = synthetic_photos(work / f"train-{n}{'-links' if links else ''}", n, links=links)
     test = synthetic_photos(work / "test-4", 4, seed=1).parent / "img"
     argv = [sys.executable, "-m", "bench.scale", "--child", str(listing), "--test", str(test), "--preset",
-            preset_name, "--cache-mb", "auto" if cache_mb is None else str(cache_mb)] + (["--loader-workers", str(workers)] if workers is not None
+            preset_name] + ([] if cache_mb is None else ["--cache-mb", str(cache_mb)]) + (["--loader-workers", str(workers)] if workers is not None
                                                          else []) + (["--batch-size", str(batch_size)]
                                                                      if batch_size else [])
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=1800)
@@ -114,22 +114,15 @@ def table(rows: list[dict]) -> str:
         f"{r['first_step_s']} | {r['peak_rss_mb']} | {r['worker_peak_rss_mb']} |\n" for r in rows)
 
 
-def cache_mb(text: str) -> int | None:
-    """``--cache-mb``: MiB, or ``auto`` (None: ``bench.loader.default_cache_mb``)."""
-    return None if text == "auto" else cli.bounded_int(0, cli.MAX_CACHE_MB)(text)
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     p = cli.parser("scale", __doc__)
     p.add_argument("--images", type=cli.bounded_int(1, cli.MAX_IMAGES), nargs="+", default=[300, 20_000],
                    help="training-set sizes to measure (default: 300 20000)")
-    p.add_argument("--preset", default="quick", help="training preset (default quick)")
-    p.add_argument("--cache-mb", type=cache_mb, default=64,
-                   help="RAM budget of the decoded training set in MiB, or 'auto' for the training commands' default "
-                        "(default 64: small sets cached, large ones streamed)")
-    p.add_argument("--loader-workers", type=cli.bounded_int(0, cli.MAX_LOADER_WORKERS), default=None)
-    p.add_argument("--batch-size", type=cli.bounded_int(1, cli.MAX_BATCH_SIZE), default=None,
-                   help="images per step (default: the preset's)")
+    cli.add(p, "preset", default="quick", help="training preset (default quick)")
+    cli.add(p, "cache_mb", help="RAM budget of the decoded training set in MiB (default: the training commands' "
+                                "default, a quarter of the available memory; 64 caches the 300 and streams the 20,000)")
+    cli.add(p, "loader_workers")
+    cli.add(p, "batch_size")
     p.add_argument("--links", action="store_true", help="hard links to 1,000 distinct photos (fast to write)")
     p.add_argument("--work", default=None, help="where the synthetic photos go (default: a temporary folder)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
