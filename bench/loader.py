@@ -249,8 +249,13 @@ class TrainFingerprints:
 
 def default_workers() -> int:
     """``DataLoader`` workers of a streamed set when ``--loader-workers`` is not given: one per core but one
-    (the training process keeps a core), at most 8."""
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
+    (the training process keeps a core), at most 8; in one of N workers of ``--workers N``
+    (``COLORBENCH_WORKER=<i>/<N> <pid>``, ``bench.workers``), its share of those cores."""
+    try:
+        share = int(os.environ.get("COLORBENCH_WORKER", "").split()[0].split("/")[1])
+    except (IndexError, ValueError):
+        share = 1
+    return max(1, min(8, ((os.cpu_count() or 2) - 1) // max(1, share)))
 
 
 # Pillow is the decoder of both paths (``bench.data.load_image``); say so where the loader's speed is reported.

@@ -181,3 +181,13 @@ def test_the_ranks_of_a_data_parallel_run_read_their_shards_of_every_global_batc
         assert torch.equal(torch.cat([shards[0][k][0], shards[1][k][0]]), u8)
         assert torch.equal(torch.cat([shards[0][k][1], shards[1][k][1]]), ref)
         assert torch.equal(shards[1][k][0], distributed.shard(u8, 1, 2))
+
+
+def test_the_loader_workers_of_a_launched_worker_are_its_share_of_the_cores(monkeypatch):
+    monkeypatch.setattr(loader.os, "cpu_count", lambda: 9)
+    monkeypatch.delenv("COLORBENCH_WORKER", raising=False)
+    assert loader.default_workers() == 8
+    monkeypatch.setenv("COLORBENCH_WORKER", "1/2 4242")  # bench.workers' tag: worker 1 of 2
+    assert loader.default_workers() == 4
+    monkeypatch.setenv("COLORBENCH_WORKER", "3/16 4242")
+    assert loader.default_workers() == 1
