@@ -89,3 +89,17 @@ def _forget_noted_secrets():
     yield
     records._SECRETS.clear()
     records._PIECES.clear()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """colorbench's cache (generated control sets, fingerprints, shared decoded sets) in a folder of this session:
+    the tests leave nothing in ~/.cache, and subprocesses they start inherit the variable."""
+    if "COLORBENCH_CACHE" in os.environ:
+        yield
+        return
+    os.environ["COLORBENCH_CACHE"] = str(tmp_path_factory.mktemp("colorbench-cache"))
+    try:
+        yield
+    finally:
+        os.environ.pop("COLORBENCH_CACHE", None)
