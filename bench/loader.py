@@ -71,6 +71,19 @@ def estimate_mb(files: list[Path], size: int, sample: int = ESTIMATE_SAMPLE) -> 
     return len(files) * per_image * 3 / 2**20
 
 
+#: The widest aspect ratio for which :func:`streams` trusts a set to fit without reading headers.
+SURE_ASPECT = 16
+
+
+def streams(files: list[Path], size: int, budget_mb: float) -> bool:
+    """Whether a training set must be streamed: its decoded size at shorter side ``size`` exceeds ``budget_mb``.
+    A set that fits even if every image were ``SURE_ASPECT``:1 is kept in RAM without a look at any file (so a
+    small set's files are opened once, by the decode); otherwise :func:`estimate_mb` reads a sample of headers."""
+    if len(files) * size * size * 3 * SURE_ASPECT / 2**20 <= budget_mb:
+        return False
+    return estimate_mb(files, size) > budget_mb
+
+
 class FileStore:
     """Training images left on disk: image i is decoded (and resized) when it is cropped.
 

@@ -24,7 +24,7 @@ from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from .config import CellConfig
 from .data import BUNDLED_FOLDS, CropSchedule, DataError, ImageStore, Splits, content_matches, data_root, fingerprint, \
     fold_splits, list_images, make_splits, mean_ab, resolve
-from .loader import FileStore, TrainFingerprints, batches, default_cache_mb, default_workers, estimate_mb
+from .loader import FileStore, TrainFingerprints, batches, default_cache_mb, default_workers, streams
 from .device import amp_dtype, autocast, keep_freed_memory, pick_device
 from .metrics import evaluate, networks, score_test
 
@@ -123,7 +123,7 @@ def prepare(cfg: CellConfig, data: str | None = None, test: str | None = None, r
     """
     budget = default_cache_mb() if cache_mb is None else cache_mb
     files = list_images(resolve(data, data_root(root))[1])
-    stream = estimate_mb(files, cfg.size) > budget
+    stream = streams(files, cfg.size, budget)
     splits = make_splits(data, test, root, verify=verify, size=cfg.size, stream=stream, files=files)  # decodes once
     train = FileStore(splits.train, cfg.size) if stream else ImageStore(splits.train, cfg.size, decoded=splits.decoded)
     val, tst = (ImageStore(getattr(splits, k), cfg.size, decoded=splits.decoded) for k in ("val", "test"))

@@ -191,3 +191,15 @@ def test_the_loader_workers_of_a_launched_worker_are_its_share_of_the_cores(monk
     assert loader.default_workers() == 4
     monkeypatch.setenv("COLORBENCH_WORKER", "3/16 4242")
     assert loader.default_workers() == 1
+
+
+def test_a_set_that_surely_fits_is_kept_in_ram_without_reading_a_header(tree, monkeypatch):
+    _, files = tree
+
+    def no_headers(*args, **kwargs):
+        raise AssertionError("headers read")
+
+    monkeypatch.setattr(loader, "estimate_mb", no_headers)
+    assert not loader.streams(files, 40, budget_mb=30 * 40 * 40 * 3 * loader.SURE_ASPECT / 2**20)
+    monkeypatch.undo()
+    assert loader.streams(files, 40, budget_mb=0.01) and not loader.streams(files, 40, budget_mb=1.0)

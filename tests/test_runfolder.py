@@ -79,7 +79,7 @@ def prepared(tmp_path: Path) -> SimpleNamespace:
     splits = Splits(files[:1], files[1:2], files[2:], names={"train": "mine", "test": "mine"},
                     roots={s: tmp_path for s in ("train", "val", "test")})
     return SimpleNamespace(splits=splits, fingerprints={"train": {"a.png": "fa"}, "val": {"b.png": "fb"}},
-                           skipped=["d.png: unreadable"])
+                           skipped=["d.png: unreadable"], streamed=False)
 
 
 def test_run_json_and_data_fingerprint(tmp_path):
