@@ -113,12 +113,13 @@ class Chaos:
             return False
         return any(str(t.user_attrs.get("worker", "")).endswith(f":{pid}") for t in running)
 
-    def kill_one(self, now: float) -> None:
+    def kill_one(self, now: float) -> bool:
         """SIGKILL a worker and start its slot again. The slots past their start-up (``FIRST_KILL`` s old) are tried
         in a random order: the first whose worker holds a running trial is killed (so that kills hit training,
         checkpointing or recording, not only start-ups), else the first of them; a worker whose run is on its last
         attempt is spared. Each candidate is frozen (SIGSTOP) while the storage is read, so it cannot claim another
-        run meanwhile."""
+        run meanwhile. Only the first kill may hit a worker that holds no run: on a loaded machine start-ups take
+        longer than the kill interval, and kills of start-ups alone would test nothing. Returns whether it killed."""
         grown = [i for i in range(WORKERS) if time.monotonic() - self.born[i] >= FIRST_KILL] or list(range(WORKERS))
         order = self.rng.sample(grown, len(grown))
         chosen = None
@@ -142,14 +143,18 @@ class Chaos:
                     break
                 continue
             os.kill(proc.pid, signal.SIGCONT)
+        if chosen is not None and self.kills and not self.holds_run(self.procs[chosen].pid):
+            os.kill(self.procs[chosen].pid, signal.SIGCONT)  # an idle worker after the first kill: try again soon
+            chosen = None
         if chosen is None:
-            return
+            return False
         proc = self.procs[chosen]
         proc.kill()
         proc.wait()
         self.kills += 1
         self.events.append(f"{now:6.1f} s: killed slot {chosen} (pid {proc.pid})")
         self.spawn(chosen)
+        return True
 
     def run(self) -> float:
         """Run until every worker has exited; returns the wall time. Fails on a worker's error or the time bound."""
@@ -167,8 +172,8 @@ class Chaos:
                         pytest.fail(f"a worker failed (exit code {p.returncode}), not by a kill\n{self.story()}")
                 done = done or any(p.poll() == 0 for p in self.procs)  # a worker stops only once the grid is done
                 if not done and now >= next_kill and self.kills < MAX_KILLS:
-                    self.kill_one(now - t0)
-                    next_kill = now + self.rng.uniform(*KILL_EVERY)
+                    killed = self.kill_one(now - t0)
+                    next_kill = now + (self.rng.uniform(*KILL_EVERY) if killed else 0.5)
                 time.sleep(0.1)
             return time.monotonic() - t0
         finally:
