@@ -41,7 +41,7 @@ from bench.records import read_rows
 ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("COLORBENCH_PG_URL")
 CHAOS_SEED = int(os.environ.get("COLORBENCH_CHAOS_SEED", "31"))
-BOUND_S = 150  # per storage: on timeout every worker is killed and the test fails
+BOUND_S = 300  # per storage, a guard against hangs (idle: about 75 s): on timeout every worker is killed, the test fails
 WORKERS = 3
 KILL_EVERY = (3.0, 6.0)  # seconds between kills, uniform
 FIRST_KILL = 5.0  # seconds before the schedule starts (the first workers start up meanwhile)
