@@ -245,6 +245,10 @@ def decode_files(files: list[Path], size: int) -> dict[Path, tuple[torch.Tensor 
     machine share one decoded copy (:func:`shared_decode`)."""
     if os.environ.get(SHARED_CACHE_ENV):
         return shared_decode(files, size)
+    return _decode_all(files, size)
+
+
+def _decode_all(files: list[Path], size: int) -> dict[Path, tuple[torch.Tensor | None, str | None]]:
     with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
         return dict(zip(files, pool.map(lambda p: _decode(p, size), files)))
 
@@ -273,8 +277,7 @@ def shared_decode(files: list[Path], size: int) -> dict[Path, tuple[torch.Tensor
     index, pixels = base.with_suffix(".json"), base.with_suffix(".u8")
     with locked(base):
         if not index.is_file():
-            with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-                out = dict(zip(files, pool.map(lambda p: _decode(p, size), files)))
+            out = _decode_all(files, size)
             entries, offset, tmp = [], 0, pixels.with_name(pixels.name + ".tmp")
             with open(tmp, "wb") as fh:
                 for p in files:
@@ -651,43 +654,57 @@ class CropSchedule:
 
     def positions(self, k: int, batch_size: int) -> list[tuple[int, int]]:
         """(image index, epoch) of every sample in batch k."""
+        return [self.position(p) for p in range(k * batch_size, (k + 1) * batch_size)]
+
+    def position(self, p: int) -> tuple[int, int]:
+        """(image index, epoch) of sample p of the stream (batch k holds samples k·B … k·B + B − 1)."""
         n = len(self.store)
-        out = []
-        for p in range(k * batch_size, (k + 1) * batch_size):
-            e = p // n
-            out.append((int(self.order(e)[p % n]), e))
-        return out
+        return int(self.order(p // n)[p % n]), p // n
+
+    def _after(self, i: int, e: int, step: int = 1) -> int:
+        """The image ``step`` places after image i in epoch e's order (cyclic)."""
+        order = self.order(e)
+        return int(order[(int(np.nonzero(order == i)[0][0]) + step) % len(order)])
 
     def usable(self, i: int, e: int) -> tuple[int, torch.Tensor]:
         """(index, pixels) of image i, or of the next usable image in epoch e's order when i cannot be decoded."""
         img = self.store.image(i)
         if img is not None:
             return i, img
-        order = self.order(e)
-        start = int(np.nonzero(order == i)[0][0])
-        for step in range(1, len(order)):
-            j = int(order[(start + step) % len(order)])
+        for step in range(1, len(self.store)):
+            j = self._after(i, e, step)
             img = self.store.image(j)
             if img is not None:
                 return j, img
         raise DataError("none of the training images can be decoded")
 
-    def crop_of(self, i: int, e: int, view: int) -> torch.Tensor:
-        """The crop of image i in epoch e (``view`` 1: the independent second view), ``3×crop×crop`` uint8."""
-        i, img = self.usable(i, e)
+    def _cut(self, i: int, img: torch.Tensor, e: int, view: int) -> torch.Tensor:
+        """The crop of image i (pixels ``img``) in epoch e for ``view`` (see :func:`crop_offset`)."""
         top, left, flip = crop_offset(*img.shape[-2:], self.crop, self.crop_seed, e, i, view)
         c = self.crop
         img = img[:, top : top + c, left : left + c]
         return img.flip(-1) if flip else img
 
+    def crop_of(self, i: int, e: int, view: int) -> torch.Tensor:
+        """The crop of image i in epoch e (``view`` 1: the independent second view), ``3×crop×crop`` uint8."""
+        return self._cut(*self.usable(i, e), e, view)
+
     def reference_of(self, i: int, e: int, other_photo: bool) -> torch.Tensor:
         """The colour reference of image i in epoch e: its second view, or (``other_photo``) a view of the photo
         that comes next in the epoch's order."""
-        if not other_photo:
-            return self.crop_of(i, e, 1)
-        order, n = self.order(e), len(self.store)
-        j = int(order[(int(np.nonzero(order == i)[0][0]) + 1) % n]) if n > 1 else i
-        return self.crop_of(j, e, 1)
+        return self.crop_of(self._after(i, e) if other_photo else i, e, 1)
+
+    def sample_of(self, i: int, e: int, reference: str | None) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+        """(crop, colour reference or None, index of the image used) of image i in epoch e, decoding it once:
+        :meth:`crop_of` and :meth:`reference_of` in one (``reference``: None, ``"same"`` or ``"other"``)."""
+        used, img = self.usable(i, e)
+        if reference is None:
+            ref = None
+        elif reference == "other":
+            ref = self.reference_of(i, e, True)
+        else:
+            ref = self._cut(used, img, e, 1)
+        return self._cut(used, img, e, 0), ref, used
 
     def batch(self, k: int, batch_size: int, view: int = 0) -> torch.Tensor:
         """Batch k as a ``B×3×crop×crop`` uint8 tensor (on the CPU)."""
@@ -696,11 +713,6 @@ class CropSchedule:
     def reference_batch(self, k: int, batch_size: int, other_photo: bool = False) -> torch.Tensor:
         """Colour references for batch k (see :meth:`reference_of`)."""
         return torch.stack([self.reference_of(i, e, other_photo) for i, e in self.positions(k, batch_size)])
-
-    def position(self, p: int) -> tuple[int, int]:
-        """(image index, epoch) of sample p of the stream (batch k holds samples k·B … k·B + B − 1)."""
-        n = len(self.store)
-        return int(self.order(p // n)[p % n]), p // n
 
 
 # ----------------------------------------------------------------------------------------------- content checks

@@ -151,11 +151,8 @@ class CropStream(torch.utils.data.Dataset):
 
     def __getitem__(self, p: int):
         i, e = self.schedule.position(int(p))
-        used, _ = self.schedule.usable(i, e)
-        crop = self.schedule.crop_of(i, e, 0)
-        ref = (self.schedule.reference_of(i, e, self.reference == "other") if self.reference
-               else torch.empty(0, dtype=torch.uint8))
-        return crop, ref, (i if used != i else -1)
+        crop, ref, used = self.schedule.sample_of(i, e, self.reference)  # the photo decoded once
+        return crop, (torch.empty(0, dtype=torch.uint8) if ref is None else ref), (i if used != i else -1)
 
 
 class _ShardPositions(torch.utils.data.Sampler):
