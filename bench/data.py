@@ -359,6 +359,27 @@ class Splits:
         return [(p, self.content[p]) for p in files if self.content[p] is not None]
 
 
+def evenly_spaced(n: int, k: int) -> list[int]:
+    """``min(k, n)`` distinct indices spread evenly over ``range(n)``, first and last included (all of them when
+    ``k ≥ n``)."""
+    if k >= n:
+        return list(range(n))
+    return [int(i) for i in np.linspace(0, n - 1, k).round()]  # steps ≥ 1: the rounded values stay distinct
+
+
+def _source(folder: Path, verify: bool, size: int | None, files: list[Path] | None = None,
+            probe: bool = True) -> tuple[list[Path], list[Path], dict | None]:
+    """(usable files, unusable files, :func:`decode_files` at ``size`` or None) of a data folder or file list:
+    listed (unless ``files`` are given), checked against its manifest when ``verify``, decoded or probed once;
+    ``probe=False`` takes every listed file as usable (a streamed training set)."""
+    files = list_images(folder) if files is None else files
+    if verify:
+        verify_manifest(folder)
+    decoded = decode_files(files, size) if size else None
+    usable, bad = partition_usable(files, decoded) if probe else (files, [])
+    return usable, bad, decoded
+
+
 def split_files(files: list[Path], val_every: int, test_every: int | None) -> tuple[list, list, list]:
     """Deterministic split on the sorted file list: position i goes to test if i % test_every == test_every - 1,
     else to validation if i % val_every == 0, else to training."""
@@ -401,22 +422,14 @@ def make_splits(data: str | None = None, test: str | None = None, root: str | Pa
     """
     root = data_root(root)
     dname, dfolder, dnamed = resolve(data, root)
-    files = list_images(dfolder) if files is None else files
-    if verify and dnamed:
-        verify_manifest(dfolder)
-    decoded = decode_files(files, size) if size and not stream else None
-    files, bad = (files, []) if stream else partition_usable(files, decoded)
+    files, bad, decoded = _source(dfolder, dnamed and verify, None if stream else size, files, probe=not stream)
     if not files:
         raise DataError(f"none of the {len(bad)} image files under {dfolder} can be read (first: {bad[0]})")
     if test is None and data in DEFAULT_TEST:
         test = DEFAULT_TEST[data]
     if test is not None:
         tname, tfolder, tnamed = resolve(test, root)
-        tfiles = list_images(tfolder)
-        if verify and tnamed:
-            verify_manifest(tfolder)
-        tdecoded = decode_files(tfiles, size) if size else None
-        tfiles, tbad = partition_usable(tfiles, tdecoded)
+        tfiles, tbad, tdecoded = _source(tfolder, tnamed and verify, size)
         decoded = {**(decoded or {}), **tdecoded} if size else None
         train, val, _ = split_files(files, 10, None)
         splits = Splits(train, val, tfiles, {"train": dname, "val": dname, "test": tname},
@@ -432,8 +445,7 @@ def make_splits(data: str | None = None, test: str | None = None, root: str | Pa
             raise DataError(f"the {split} split of {splits.names[split]} is empty ({len(files)} usable images in all)")
     splits.decoded = decoded or {}
     if stream:
-        splits.val = [splits.val[i] for i in np.unique(np.linspace(0, len(splits.val) - 1,
-                                                                   min(VAL_LIMIT, len(splits.val))).round().astype(int))]
+        splits.val = [splits.val[i] for i in evenly_spaced(len(splits.val), VAL_LIMIT)]
     splits.check_disjoint(train=not stream)
     splits.train += bad
     splits.test += tbad
@@ -475,11 +487,7 @@ def fold_splits(data: str | None = None, folds: int = BUNDLED_FOLDS, root: str |
         warns about (and counts) each of them once.
     """
     dname, dfolder, dnamed = resolve(data, data_root(root))
-    files = list_images(dfolder)
-    if verify and dnamed:
-        verify_manifest(dfolder)
-    decoded = decode_files(files, size) if size else None
-    files, bad = partition_usable(files, decoded)
+    files, bad, decoded = _source(dfolder, dnamed and verify, size)
     if not 2 <= folds <= len(files):
         raise DataError(f"--folds must be between 2 and the number of usable images ({len(files)}), got {folds}")
     val_every = 10 if len(files) >= 40 else 8

@@ -22,8 +22,8 @@ import torch
 from PIL import Image
 
 from .controls import cache_root
-from .data import UNREADABLE, CropSchedule, DataError, ImageStore, _decode, fingerprint_files, listing_hash, \
-    open_image, shorter_side_size
+from .data import UNREADABLE, CropSchedule, DataError, ImageStore, _decode, evenly_spaced, fingerprint_files, \
+    listing_hash, open_image, shorter_side_size
 
 #: Decoded images that ``FileStore.sample`` reads for the training set's statistics (mean colour, bin prior).
 STAT_SAMPLE = 1000
@@ -57,7 +57,7 @@ def estimate_mb(files: list[Path], size: int, sample: int = ESTIMATE_SAMPLE) -> 
     spaced files (nothing is decoded)."""
     if not files:
         return 0.0
-    picks = [files[i] for i in np.linspace(0, len(files) - 1, min(sample, len(files))).round().astype(int)]
+    picks = [files[i] for i in evenly_spaced(len(files), sample)]
     pixels = []
     for p in picks:
         try:
@@ -121,8 +121,7 @@ class FileStore:
         """Up to ``limit`` usable images, evenly spaced over the file list (the same ones on every run), decoded by
         threads a chunk at a time (memory stays bounded): the sample behind the training set's mean colour and bin
         prior."""
-        n = len(self.files)
-        picks = [int(i) for i in np.unique(np.linspace(0, n - 1, min(limit or n, n)).round().astype(int))]
+        picks = evenly_spaced(len(self.files), limit or len(self.files))
         found = 0
         with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
             for start in range(0, len(picks), 32):

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from .colour import merge_lab, split_lab
+from .data import evenly_spaced
 from .device import autocast
 from .metrics import colorize
 from .plots import save_figure
@@ -31,9 +32,7 @@ BATCH = 16
 
 def sample_indices(n_test: int, n: int = N_SAMPLES) -> list[int]:
     """Indices of the sample images: ``n`` evenly spaced over the test set (all of them if it is smaller)."""
-    if n_test <= n:
-        return list(range(n_test))
-    return sorted({int(round(i)) for i in np.linspace(0, n_test - 1, n)})
+    return evenly_spaced(n_test, n)
 
 
 def sample_name(key: str) -> str:

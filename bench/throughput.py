@@ -376,6 +376,22 @@ def measure_loader(files: list[Path], size: int, crop: int, batch: int, workers:
     return rows
 
 
+def loader_rows(step_rows: list[dict], files: list[Path], size: int, crop: int, batch: int,
+                workers: list[int]) -> list[dict]:
+    """:func:`measure_loader`'s rows; each timed training step of ``step_rows`` gets ``loader_workers_needed``
+    (at the best per-worker rate measured with workers, else the in-process rate) and a line on stdout."""
+    loaded = measure_loader(files, size, crop, batch, workers)
+    with_workers = [r["per_worker_img_per_s"] for r in loaded if r["loader_workers"] > 0]
+    per_worker = max(with_workers) if with_workers else loaded[0]["per_worker_img_per_s"]
+    for r in step_rows:
+        if r.get("train_img_per_s"):
+            r["loader_workers_needed"] = workers_needed(r["train_img_per_s"], per_worker)
+            print(f"{r.get('model')} trains {r['train_img_per_s']:.1f} img/s; one loader worker gives "
+                  f"{per_worker:.1f} img/s at {size} px ({len(files)} files): "
+                  f"{r['loader_workers_needed']} worker(s) keep it fed")
+    return loaded
+
+
 def workers_needed(step_img_per_s: float, per_worker_img_per_s: float) -> int:
     """DataLoader workers that keep a training step of ``step_img_per_s`` fed, at a per-worker rate (rounded up)."""
     return max(1, math.ceil(step_img_per_s / per_worker_img_per_s))
@@ -493,17 +509,8 @@ def main(argv=None) -> int:
         else:
             rows.append(measure(s, warmup, args.repeats, iters))
     if args.loader is not None:
-        size, crop = args.size or base.size, args.crop or base.crop
-        loaded = measure_loader(files, size, crop, setups[0].batch, args.loader or [0, 1, 2])
-        per_worker = max(r["per_worker_img_per_s"] for r in loaded if r["loader_workers"] > 0) if any(
-            r["loader_workers"] for r in loaded) else loaded[0]["per_worker_img_per_s"]
-        for r in rows:
-            if r.get("train_img_per_s"):
-                r["loader_workers_needed"] = workers_needed(r["train_img_per_s"], per_worker)
-                print(f"{r.get('model')} trains {r['train_img_per_s']:.1f} img/s; one loader worker gives "
-                      f"{per_worker:.1f} img/s at {size} px ({len(files)} files): "
-                      f"{r['loader_workers_needed']} worker(s) keep it fed")
-        rows += loaded
+        rows += loader_rows(rows, files, args.size or base.size, args.crop or base.crop, setups[0].batch,
+                            args.loader or [0, 1, 2])
     if args.pipeline:
         crop = args.crop or base.crop
         size = args.size or max(base.size, crop)
