@@ -106,11 +106,16 @@ class UNetVGG(nn.Module):
         return feats
 
     def decode(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """Encoder features → the head's raw output."""
+        return self.color(self.decode_features(feats))
+
+    def decode_features(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """Encoder features → the decoder's last feature map (the colour head's input)."""
         x = feats[-1]
         for block, skip in zip(self.decoder, reversed(feats[:-1])):
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = block(torch.cat([x, skip], dim=1))
-        return self.color(x)
+        return x
 
     def forward(self, L: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor:
         """``L``: ``B×1×H×W`` lightness in [0, 100] (H, W multiples of 16) → the head's raw output."""
