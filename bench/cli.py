@@ -439,7 +439,9 @@ def pick_models(args: argparse.Namespace) -> list[str] | None:
     """``--models`` (or the deprecated ``--model`` of older tune command lines), None when not given."""
     alias = getattr(args, "model_alias", None)
     if alias:
-        print("warning: --model is deprecated; use --models", file=sys.stderr)
+        from .log import get_logger
+
+        get_logger(__name__).warning("--model is deprecated; use --models")
         return [alias]
     return args.models
 

@@ -4,8 +4,10 @@ the log file of a run folder.
 Results (leaderboards, the tables asked for, the paths of outputs) are printed on stdout; progress notes,
 warnings, timings and resume notes go through this logger. On stderr a record is its message alone (a warning
 starts ``warning:``, as the commands always printed them), at INFO unless ``-v`` (DEBUG) or ``-q`` (WARNING) said
-otherwise (``bench.cli``); every run folder's ``colorbench.log`` gets each record with a timestamp and the process
-id of the worker that wrote it (appended: several workers share one file).
+otherwise (``bench.cli``); every run folder's ``colorbench.log`` gets each record, debugging notes included, with a
+timestamp and the process id of the worker that wrote it (appended: several workers share one file). The records
+of a process from before its run folder was known (the data's warnings, checked before the folder is created)
+are kept and written first.
 
 Imports nothing but the standard library (it is low in the layers: any module may log).
 """
@@ -21,8 +23,22 @@ LOG_FILE = "colorbench.log"
 #: what ``-v``/``-q`` choose on stderr: -1 quiet, 0 the default, 1 verbose
 LEVELS = {-1: logging.WARNING, 0: logging.INFO, 1: logging.DEBUG}
 FILE_FORMAT = "%(asctime)s pid %(process)d %(levelname)s %(name)s: %(message)s"
+#: records kept for the first run folder's log file, at most
+EARLY_RECORDS = 1000
 
 _state: dict = {"verbosity": 0, "file": None}
+
+
+class _Early(logging.Handler):
+    """The records of a process before it writes a log file (the first ``EARLY_RECORDS``)."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.records) < EARLY_RECORDS:
+            self.records.append(record)
 
 
 def get_logger(name: str) -> logging.Logger:
@@ -81,6 +97,7 @@ def _install() -> logging.Logger:
         handler.setFormatter(_Short("%(message)s"))
         handler.setLevel(LEVELS[_state["verbosity"]])
         root.addHandler(handler)
+        root.addHandler(_Early())
         root.setLevel(logging.DEBUG)  # the handlers choose what they show
     return root
 
@@ -95,12 +112,6 @@ def set_verbosity(verbosity: int) -> None:
     for h in _install().handlers:
         if isinstance(h, _Stderr):
             h.setLevel(LEVELS[_state["verbosity"]])
-        elif h is _state["file"]:
-            h.setLevel(_file_level())
-
-
-def _file_level() -> int:
-    return logging.DEBUG if _state["verbosity"] > 0 else logging.INFO
 
 
 def attach_run_log(run_dir: str | Path) -> Path | None:
@@ -122,9 +133,13 @@ def attach_run_log(run_dir: str | Path) -> Path | None:
         get_logger(__name__).debug(f"no log file in {run_dir}: {err.strerror or err}")
         return None
     handler.setFormatter(logging.Formatter(FILE_FORMAT))
-    handler.setLevel(_file_level())
     detach_run_log()
-    _install().addHandler(handler)
+    root = _install()
+    for early in [h for h in root.handlers if isinstance(h, _Early)]:  # the first folder: what came before it
+        root.removeHandler(early)
+        for record in early.records:
+            handler.handle(record)
+    root.addHandler(handler)
     _state["file"] = handler
     return path
 

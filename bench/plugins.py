@@ -23,6 +23,9 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from .log import get_logger
+
+log = get_logger(__name__)
 GROUPS = ("colorbench.losses", "colorbench.models", "colorbench.metrics")
 
 #: groups whose entry points were loaded (or are being loaded: a plugin that looks a registry up while it loads
@@ -69,6 +72,7 @@ def load_group(group: str) -> None:
             raise PluginError(f"plugin {where} failed to load: {_error_line(err)}") from None
         _loaded.setdefault(f"{group}:{ep.name}", {"name": dist or ep.value.split(":")[0], "entry_point": ep.name,
                                                   "group": group, "version": version})
+        log.debug(f"loaded plugin {where}")
 
 
 def load_all() -> None:
@@ -113,6 +117,7 @@ def import_plugin(spec: str, base: str | Path | None = None) -> None:
     except Exception as err:  # noqa: BLE001 - any error of a plugin is reported, in one line
         raise PluginError(f"plugin {spec} (--import or plugins:) failed to load: {_error_line(err)}") from None
     _loaded[spec] = {"name": spec, "version": _version_of_module(spec)}
+    log.debug(f"loaded plugin {spec} {_loaded[spec]['version']}".rstrip())
 
 
 def _import_file(path: Path) -> None:
@@ -132,6 +137,7 @@ def _import_file(path: Path) -> None:
         sys.modules.pop(name, None)
         raise PluginError(f"plugin {path} failed to load: {_error_line(err)}") from None
     _loaded[key] = {"name": str(path), "sha256": sha256_of(path)}
+    log.debug(f"loaded plugin {path} (sha256 {_loaded[key]['sha256']})")
 
 
 def import_all(specs, base: str | Path | None = None) -> None:
