@@ -31,9 +31,6 @@ from .paths import results_root
 from .records import (CONFIG_COPY, atomic_write_text, CorruptRecordError, device_slug, is_untrained, read_json,
                       read_rows, redact, untrained_mask, write_error_message)
 from .metrictable import METRICS, N_BOOT, metric as get_metric
-from .log import get_logger
-
-log = get_logger(__name__)
 
 # pandas and the modules that use it (the leaderboard, statistics, plots, samples) are imported where they are
 # used, after the command line is parsed: --help stays fast
