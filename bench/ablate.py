@@ -29,7 +29,10 @@ import time
 from pathlib import Path
 
 from . import cli, grids
+from .log import attach_run_log, get_logger
 from .records import CONFIG_COPY
+
+log = get_logger(__name__)
 
 # torch, Optuna and the engine are imported after the command line is parsed: --help stays fast
 
@@ -217,8 +220,10 @@ def open_run(args, argv: list[str], jobs, base, preset_name: str, run_dir: Path,
         run.check_folder()
         if run.needs_data:
             for w in run.load_data():
-                print(f"warning: {w}", file=sys.stderr)
+                log.warning(w)
         run.open()
+        attach_run_log(run.run_dir)
+        log.debug(f"command: {run.info['command']}")
         record_command(run.run_dir, run.info["command"])
         if args.config:  # the YAML file that defined the grid, beside the results it made (shown by the report)
             from .records import atomic_write_bytes
@@ -239,16 +244,16 @@ def launch(args, argv: list[str], run, count: int) -> int:
 
     left = max(1, len(run.keys) - run.counts["finished"])  # 1: only the untrained rows are missing
     if left < count:  # more workers would only wait for the others
-        print(f"{left} run(s) left to train: starting {left} worker(s), not {count}", file=sys.stderr)
+        log.info(f"{left} run(s) left to train: starting {left} worker(s), not {count}")
         count = left
     gpus = args.gpus[:count] if args.gpus else None
     cores = wk.usable_cores()
     envs = [wk.worker_env(os.environ, i, count, cores, gpus) for i in range(count)]
     logs = [wk.log_path(run.run_dir, i + 1) for i in range(count)]
     threads = envs[0]["OMP_NUM_THREADS"]
-    print(f"starting {count} worker(s) of {threads} thread(s) each on {cores} core(s)"
-          + (f", one per GPU {','.join(gpus)}" if gpus else "")
-          + f"; their logs: {logs[0].parent}/worker-<i>.log", file=sys.stderr)
+    log.info(f"starting {count} worker(s) of {threads} thread(s) each on {cores} core(s)"
+             + (f", one per GPU {','.join(gpus)}" if gpus else "")
+             + f"; their logs: {logs[0].parent}/worker-<i>.log")
     # the launcher trains nothing: its decoded data and the metric networks it checked need not stay in memory
     run.preps = []
     release_networks()
@@ -287,10 +292,10 @@ def workers_done(run, started: list, seconds: float) -> int:
     except cli.INPUT_ERRORS as err:  # e.g. no run recorded at all: the failures above are the news
         if not failed:
             raise
-        print(f"no leaderboard: {err}", file=sys.stderr)
+        log.info(f"no leaderboard: {err}")
     per_worker = [wk.trained_by(w.log) for w in started]
-    print(f"{sum(per_worker)} run(s) trained by {count} workers ({' + '.join(map(str, per_worker))}) in "
-          f"{seconds:.0f} s; results in {run.run_dir}", file=sys.stderr)
+    log.info(f"{sum(per_worker)} run(s) trained by {count} workers ({' + '.join(map(str, per_worker))}) in "
+             f"{seconds:.0f} s; results in {run.run_dir}")
     if failed:
         print(f"error: {len(failed)} of {count} workers failed (their logs above); run the same command again to "
               f"train what is missing", file=sys.stderr)
@@ -346,10 +351,10 @@ def main(argv=None) -> int:
         return 0
     counts = run.counts
     folds = f", {args.folds} folds" if args.folds > 1 else ""
-    print(f"{args.grid}: {len(jobs)} runs ({args.seeds} seed(s){folds}; {counts['finished']} already done, {counts['running']} running elsewhere)"
-          f" → {run.run_dir}\nstudy {run.study_name} in {gs.redact(run.url)}", file=sys.stderr)
+    log.info(f"{args.grid}: {len(jobs)} runs ({args.seeds} seed(s){folds}; {counts['finished']} already done, "
+             f"{counts['running']} running elsewhere) → {run.run_dir}\nstudy {run.study_name} in {gs.redact(run.url)}")
     if counts["stale"]:
-        print(f"{counts['stale']} stale trial(s) of a lost worker failed; their runs are queued again", file=sys.stderr)
+        log.info(f"{counts['stale']} stale trial(s) of a lost worker failed; their runs are queued again")
     if count is not None and run.needs_training:
         return launch(args, argv, run, count)
     return train_here(args, run)
@@ -364,7 +369,7 @@ def train_here(args, run) -> int:
         if run.prep is None:  # this folder's records were complete, but the study wants more (another worker's)
             with cli.usage_errors():
                 for w in run.prepare():
-                    print(f"warning: {w}", file=sys.stderr)
+                    log.warning(w)
         try:
             with cli.usage_errors(DataError):  # a streamed set's content check ends its first run (bench.train)
                 trained = run.train()
@@ -374,8 +379,8 @@ def train_here(args, run) -> int:
     run.release()  # under torchrun: the other ranks stop following
     print(run.finish())
     if trained:
-        print(f"{trained} run{'s' if trained != 1 else ''} trained by this worker in {time.perf_counter() - t0:.0f} s"
-              f"{resumed_note(run.steps_here)}; results in {run.run_dir}", file=sys.stderr)
+        log.info(f"{trained} run{'s' if trained != 1 else ''} trained by this worker in {time.perf_counter() - t0:.0f} s"
+                 f"{resumed_note(run.steps_here)}; results in {run.run_dir}")
     return 0
 
 

@@ -132,6 +132,14 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
+    def parse_known_args(self, args=None, namespace=None):
+        """Parse, after the options every command shares have taken effect (``early_options``): the logging level,
+        the plugins of ``--import`` and of installed entry points, so that option values may name what they add."""
+        args = list(sys.argv[1:] if args is None else args)
+        if getattr(self, "shared_options", False):  # a command's parser (``parser``)
+            early_options(args, self.prog)
+        return super().parse_known_args(args, namespace)
+
 
 def parser(name: str, doc: str | None) -> ArgumentParser:
     """The argument parser of command ``name`` (``ablate``, ``tune`` ...); the first paragraph of the module
@@ -140,7 +148,51 @@ def parser(name: str, doc: str | None) -> ArgumentParser:
     p = ArgumentParser(prog=prog(name), description=head, epilog=rest or None,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=version_line())
+    add_shared_options(p)
+    p.shared_options = True
     return p
+
+
+def add_shared_options(p: argparse.ArgumentParser, exclusive: bool = True) -> None:
+    """The options of every command, whatever it does: ``-v``/``-q`` (what stderr shows, ``bench.log``) and
+    ``--import`` (plugins, ``bench.plugins``).
+
+    Args:
+        p: a command's parser.
+        exclusive: refuse ``-v`` with ``-q`` (the parser that reads them early lets the last one win).
+    """
+    g = p.add_mutually_exclusive_group() if exclusive else p
+    g.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=1, default=0,
+                   help="show debugging notes on stderr too")
+    g.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=-1,
+                   help="show only warnings and errors on stderr (results still go to stdout)")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="import a plugin that registers losses, models or metrics: a module name or a .py file "
+                        "(repeatable; see the README's Plugins section)")
+
+
+def early_options(argv: list[str], name: str = "colorbench") -> None:
+    """Apply the shared options of a command line before it is parsed: ``-v``/``-q``, then the installed
+    entry-point plugins and the ``--import`` ones (not for ``--help``/``--version``, which stay fast).
+
+    Args:
+        argv: the command's arguments.
+        name: the command's program name (for errors).
+
+    Raises:
+        UsageError: a plugin that fails to load (one line naming it).
+    """
+    from . import log, plugins
+
+    pre = ArgumentParser(prog=name, add_help=False)
+    add_shared_options(pre, exclusive=False)
+    known, _ = pre.parse_known_args([a for a in argv if a != "--"])
+    log.set_verbosity(known.verbosity)
+    if any(a in ("-h", "--help", "--version") for a in argv):
+        return
+    with usage_errors():
+        plugins.load_all()
+        plugins.import_all(known.imports)
 
 
 def version_line() -> str:
@@ -387,7 +439,9 @@ def pick_models(args: argparse.Namespace) -> list[str] | None:
     """``--models`` (or the deprecated ``--model`` of older tune command lines), None when not given."""
     alias = getattr(args, "model_alias", None)
     if alias:
-        print("warning: --model is deprecated; use --models", file=sys.stderr)
+        from .log import get_logger
+
+        get_logger(__name__).warning("--model is deprecated; use --models")
         return [alias]
     return args.models
 

@@ -27,6 +27,9 @@ from PIL.PngImagePlugin import PngInfo
 
 from . import cli
 from .records import atomic_write_bytes, check_writable
+from .log import get_logger
+
+log = get_logger(__name__)
 
 # torch, numpy and the modules that need them are imported where they are used, after the command line is parsed:
 # --help stays fast
@@ -248,7 +251,7 @@ def main(argv=None) -> int:
                              f"reference-free models only")
     amp = autocast_dtype(cfg, device)
     fold = "" if chosen.fold is None else f" fold {chosen.fold}"
-    print(f"{chosen.model}/{chosen.cell} seed {chosen.seed}{fold} ({chosen.folder}) → {out_dir}", file=sys.stderr)
+    log.info(f"{chosen.model}/{chosen.cell} seed {chosen.seed}{fold} ({chosen.folder}) → {out_dir}")
     written, skipped = 0, []
     before = signal.signal(signal.SIGTERM, _terminated)  # SIGTERM as Ctrl-C: the temporary file is removed
     try:
@@ -257,15 +260,15 @@ def main(argv=None) -> int:
                 rgb = load_image(f)
             except BAD_IMAGE as err:
                 skipped.append(f)
-                tqdm.write(f"skipping {f}: unreadable ({type(err).__name__})", file=sys.stderr)
+                log.info(f"skipping {f}: unreadable ({type(err).__name__})")
                 continue
             with cli.usage_errors(OSError):  # a full disk or a folder gone read-only: one line
                 atomic_write_bytes(out_dir / names[f], png_bytes(colorize_photo(net, rgb, cfg.size, device, amp)))
             written += 1
     finally:
         signal.signal(signal.SIGTERM, before)
-    print(f"{written} colorized image(s) in {out_dir}" + (f"; {len(skipped)} unreadable file(s) skipped"
-                                                          if skipped else ""), file=sys.stderr)
+    log.info(f"{written} colorized image(s) in {out_dir}" + (f"; {len(skipped)} unreadable file(s) skipped"
+                                                             if skipped else ""))
     if not written:
         raise UsageError(f"none of the {len(files)} input file(s) could be read")
     return 0

@@ -3,6 +3,7 @@ grid without touching the package.
 
 The shape (every top-level key is optional)::
 
+    plugins: [my_losses, ./extra_loss.py]   # modules or .py files that register losses, models, metrics
     preset: quick              # as --preset (the command line wins)
     set:                       # CellConfig overrides, as --set (command-line options and --set win)
       steps: 300
@@ -18,6 +19,8 @@ Values are checked like ``--set`` values (``bench.config.merge``, which applies 
 the file and the key path in the message. The YAML is read with limits (``MAX_BYTES``; ``MAX_NODES`` values once
 anchors and aliases are expanded, so that nested aliases cannot keep the process busy; ``MAX_DEPTH`` levels), as
 UTF-8, and a key given twice in one mapping or two cells whose names read alike (``1`` and ``"1"``) are errors.
+The ``plugins`` are imported (``bench.plugins``; a relative ``.py`` path is relative to the file) before the rest
+is checked, so that the file's grids may use what they register.
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ from pathlib import Path
 from .config import CellConfig, PRESETS, merge
 from .grids import GRIDS, Cell, Grid
 
-TOP_KEYS = ("preset", "set", "grids")
+TOP_KEYS = ("plugins", "preset", "set", "grids")
 #: Limits of a configuration file: its size, its values with every alias expanded, and its nesting.
 MAX_BYTES, MAX_NODES, MAX_DEPTH = 1 << 20, 100_000, 50
 GRID_KEYS = ("description", "cells")
@@ -40,12 +43,14 @@ class ConfigFile:
 
     Attributes:
         path: the file.
+        plugins: the modules and ``.py`` files of its ``plugins:`` list (imported when it was read).
         preset: a preset name, or None.
         changes: ``CellConfig`` overrides of the ``set:`` block.
         grids: the grids it defines, by name.
     """
 
     path: Path
+    plugins: list[str] = field(default_factory=list)
     preset: str | None = None
     changes: dict = field(default_factory=dict)
     grids: dict[str, Grid] = field(default_factory=dict)
@@ -66,7 +71,7 @@ def load(path: str | Path) -> ConfigFile:
         data = {}
     _mapping(data, path, "the top level")
     _known(data, TOP_KEYS, path, "")
-    out = ConfigFile(path)
+    out = ConfigFile(path, plugins=_plugins(data.get("plugins"), path))
     if data.get("preset") is not None:
         if data["preset"] not in PRESETS:
             raise ValueError(f"{path}: preset: unknown preset {data['preset']!r}; available: {', '.join(PRESETS)}")
@@ -189,6 +194,22 @@ def _loader_class():
             return super().construct_mapping(node, deep)
 
     return Loader
+
+
+def _plugins(value, path: Path) -> list[str]:
+    """The ``plugins:`` list, checked (a list of module names or file paths) and imported."""
+    from .plugins import import_all
+
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ValueError(f"{path}: plugins: expected a list of module names or .py paths (e.g. plugins: [my_losses]),"
+                         f" got {value!r:.60}")
+    try:
+        import_all(value, path.parent)
+    except ValueError as err:  # bench.plugins.PluginError
+        raise ValueError(f"{path}: plugins: {err}") from None
+    return list(value)
 
 
 def _mapping(value, path: Path, where: str) -> None:

@@ -20,7 +20,6 @@ import hashlib
 import json
 import math
 import os
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -44,6 +43,9 @@ from .records import BASELINES, environment
 from .runfolder import append_run, bind, data_fingerprint, import_local_rows, read_local_rows, recorded_base_config, \
     sync_records, test_means, trial_records, unbind, write_run_json
 from .train import Prepared, prepare, prepare_folds
+from .log import get_logger
+
+log = get_logger(__name__)
 
 
 class TakenOver(RuntimeError):
@@ -301,9 +303,8 @@ class GridRun:
         env = environment(self.device)
         p = self.prep
         if p.streamed:
-            print(f"training data: {len(p.train)} images streamed from disk by {p.loader_workers} DataLoader "
-                  f"worker(s) (decoded, they would exceed --cache-mb); {len(p.splits.val)} validation images",
-                  file=sys.stderr)
+            log.info(f"training data: {len(p.train)} images streamed from disk by {p.loader_workers} DataLoader "
+                     f"worker(s) (decoded, they would exceed --cache-mb); {len(p.splits.val)} validation images")
         self.shared = {
             "run": self.run_dir.name, "grid": self.grid,
             "data_train": p.splits.names["train"], "data_test": p.splits.names["test"],

@@ -27,6 +27,9 @@ from . import cli
 from .metrictable import METRICS
 from .records import GREY, IMAGE_KEY, MEAN_COLOUR, ORACLE_TINT, RUN_KEY, append_rows, check_writable, command_line, environment, \
     read_json, read_rows, record_command, slug, utc_now
+from .log import attach_run_log, get_logger
+
+log = get_logger(__name__)
 
 # torch, the data and the metrics are imported where they are used, after the command line is parsed: --help stays
 # fast
@@ -149,7 +152,7 @@ def main(argv=None) -> int:
                 warnings.simplefilter("always")
                 stores[size] = ImageStore(files, size)
             for w in caught:
-                print(f"warning: {w.message}", file=sys.stderr)
+                log.warning(w.message)
         store = stores[size]
         if (size, eval_size) not in crops:
             crops[size, eval_size] = store.centre_crops(eval_size)
@@ -174,25 +177,27 @@ def main(argv=None) -> int:
         size, eval_size, backbone = _grey_settings(meta, saved)
         images(size, eval_size)
         said = check_not_trained_on(meta, run_dir, stores[size])
+    attach_run_log(run_dir)
+    log.debug(f"command: {command_line(cli.prog('evaluate'), sys.argv[1:] if argv is None else list(argv))}")
     if said:
-        print(said, file=sys.stderr)
+        log.warning(said.removeprefix("warning: "))
     out = evaluation_dir(run_dir, sname)
     with cli.usage_errors():
         check_writable(out)  # a read-only run folder: one line before anything is scored
         check_writable(run_dir)
         done = {tuple(str(r.get(k) or "") for k in RUN_KEY) for r in read_rows(out / "runs.csv")}
     todo = [s for s in saved if (s.model, s.cell, str(s.seed), _fold(s.fold)) not in done]
-    print(f"{run_dir}: {len(saved)} saved models, {len(saved) - len(todo)} already scored on {sname} "
-          f"({len(files)} images under {folder}) → {out}", file=sys.stderr)
+    log.info(f"{run_dir}: {len(saved)} saved models, {len(saved) - len(todo)} already scored on {sname} "
+             f"({len(files)} images under {folder}) → {out}")
     for folder_, why in unusable:
-        print(f"warning: skipping {folder_}: {why}", file=sys.stderr)
+        log.warning(f"skipping {folder_}: {why}")
     env = environment(device)
     n_folds = meta.get("folds", "")
     shared = {"run": run_dir.name, "test_set": sname, "test_path": str(folder)}
     consts = _mean_abs(meta, run_dir)
     if consts is None:
-        print("warning: the run records no training mean colour (run.json and runs.csv predate it): the mean-colour "
-              "baseline is left out", file=sys.stderr)
+        log.warning("the run records no training mean colour (run.json and runs.csv predate it): the mean-colour "
+                    "baseline is left out")
     for cell in (GREY, MEAN_COLOUR, ORACLE_TINT):
         if ("(none)", cell, "0", "") in done or (cell == MEAN_COLOUR and consts is None):
             continue
@@ -211,7 +216,7 @@ def main(argv=None) -> int:
             net, cfg, info = load_weights(s.folder, device)
         except WeightsError as err:  # counted, named, and the other models are scored
             unusable.append((s.folder, str(err)))
-            tqdm.write(f"warning: skipping {s.folder}: {err}", file=sys.stderr)
+            log.warning(f"skipping {s.folder}: {err}")
             continue
         imgs, keys, n_skipped = images(cfg.size, cfg.eval_size)
         # as training scored its own test set; the truth's network features are computed once per set (Truth)
@@ -230,7 +235,7 @@ def main(argv=None) -> int:
     _, _, tables = testsets.write(run_dir, metric=rank_by)
     for name, board in list(tables.items())[1:]:  # compact; full tables in the file
         print(f"Test set {name}\n{leaderboard.to_terminal(board, metric=rank_by)}")
-    print(f"full tables and the cross-set summary: {run_dir / 'leaderboard.md'}", file=sys.stderr)
+    log.info(f"full tables and the cross-set summary: {run_dir / 'leaderboard.md'}")
     if unusable:
         raise cli.UsageError(f"{len(unusable)} saved model(s) could not be used and were not scored, e.g. "
                              f"{unusable[0][1]}")

@@ -39,7 +39,7 @@ MIN_SEEDS_TWO_LEVEL = 3
 #: the code and the number of torchrun processes that trained the run (``world_size``: its gradients are averaged
 #: over the shards, another order of float sums). Runs that differ are still pooled (a grid spread over unlike machines stays usable), but the cell's
 #: ``mixed_env`` names what differs and the leaderboard warns.
-POOL_ENV = ("torch_threads", "device", "device_name", "cpu", "torch", "git_commit", "world_size")
+POOL_ENV = ("torch_threads", "device", "device_name", "cpu", "torch", "git_commit", "world_size", "plugins")
 
 
 def mixed_environment(runs: pd.DataFrame) -> str:

@@ -19,6 +19,7 @@ computed once per test images, network and batch size (:class:`Truth`), not once
 """
 from __future__ import annotations
 
+import io
 import importlib
 import math
 import weakref
@@ -31,7 +32,7 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 from . import stats
 from .colour import delta_e2000, merge_lab, rgb_to_lab, split_lab
 from .device import autocast
-from .records import slug
+from .records import atomic_write_bytes, slug
 
 #: Up to this many bytes of a test set's LPIPS truth activations are kept between scored models.
 TRUTH_CACHE_BYTES = 1 << 30
@@ -462,9 +463,6 @@ def save_features(path: Path, scores: Scores, image_keys: list[str]) -> None:
     """Save a run's per-set features (and the truth's, same images in the same order); nothing when there are none."""
     if not scores.features:
         return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
     done: dict[int, torch.Tensor] = {}  # fid and kid share their features: one copy in the file
 
     def f32(t):
@@ -472,9 +470,10 @@ def save_features(path: Path, scores: Scores, image_keys: list[str]) -> None:
             done[id(t)] = t.float()
         return done[id(t)]
 
+    buf = io.BytesIO()  # then a temporary file of its own: two workers scoring one baseline at once shared one .tmp
     torch.save({"images": list(image_keys), "pred": {k: f32(v) for k, v in scores.features.items()},
-                "truth": {k: f32(v) for k, v in scores.truth.items()}}, tmp)
-    tmp.replace(path)
+                "truth": {k: f32(v) for k, v in scores.truth.items()}}, buf)
+    atomic_write_bytes(Path(path), buf.getvalue())
 
 
 def load_features(path: Path) -> dict | None:

@@ -94,7 +94,50 @@ class Metric:
         return f"{value:{'+' if signed else ''}.{self.digits}f}"
 
 
-METRICS: dict[str, Metric] = {}
+class _Table(dict):
+    """The metric table: a dict that loads the ``colorbench.metrics`` entry points (``bench.plugins``) before it is
+    first read, so that a plugin's metrics are in it wherever it is listed or looked up."""
+
+    @staticmethod
+    def _ready() -> None:
+        from .plugins import load_group
+
+        load_group("colorbench.metrics")
+
+    def __getitem__(self, key):
+        self._ready()
+        return super().__getitem__(key)
+
+    def __contains__(self, key) -> bool:
+        self._ready()
+        return super().__contains__(key)
+
+    def __iter__(self):
+        self._ready()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._ready()
+        return super().__len__()
+
+    def get(self, key, default=None):
+        self._ready()
+        return super().get(key, default)
+
+    def keys(self):
+        self._ready()
+        return super().keys()
+
+    def values(self):
+        self._ready()
+        return super().values()
+
+    def items(self):
+        self._ready()
+        return super().items()
+
+
+METRICS: dict[str, Metric] = _Table()
 
 
 def register_metric(m: Metric) -> Metric:

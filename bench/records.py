@@ -20,6 +20,8 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
+from . import plugins
+
 PACKAGES = ("torch", "torchvision", "torchmetrics", "optuna", "numpy", "pandas", "pillow")
 
 
@@ -304,6 +306,8 @@ def environment(device) -> dict:
         torch_threads=torch.get_num_threads(),
         # so does the CPU itself on a CPU run (its generation and the kernels torch picks); a GPU run leaves it empty
         cpu=cpu_signature() if torch.device(device).type == "cpu" else "",
+        # the losses, models and metrics added by plugins (bench.plugins): name==version, or a file's SHA-256
+        plugins=plugins.describe(),
     )
     return env
 

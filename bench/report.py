@@ -37,7 +37,7 @@ from .metrictable import METRICS, N_BOOT, metric as get_metric
 if TYPE_CHECKING:
     import pandas as pd
 
-ENV_KEYS = ("colorbench", "git_commit", "device", "device_name", "cpu", "torch_threads", "torch", "torchvision", "torchmetrics", "numpy", "pandas", "pillow", "optuna",
+ENV_KEYS = ("colorbench", "git_commit", "plugins", "device", "device_name", "cpu", "torch_threads", "torch", "torchvision", "torchmetrics", "numpy", "pandas", "pillow", "optuna",
             "python", "platform", "hostname")
 
 class ReportError(ValueError):

@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 import threading
 import time
 import warnings
@@ -50,6 +49,9 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from .records import redact  # noqa: F401  (the one redaction function; bench.study.redact is used by the CLIs)
+from .log import get_logger
+
+log = get_logger(__name__)
 
 #: A key that crashed (heartbeat lost, unexpected error) this many times is given up and recorded as failed.
 MAX_ATTEMPTS = 3
@@ -133,7 +135,7 @@ def open_storage(url: str | Path, heartbeat: int = 30, grace: int | None = None)
             path.parent.mkdir(parents=True, exist_ok=True)
             note = check_journal(path)
             if note:
-                print(f"warning: {note}", file=sys.stderr)
+                log.warning(note)
             storage = JournalStorage(JournalFileBackend(str(path)))
     except StorageError:
         raise

@@ -29,6 +29,9 @@ from typing import TYPE_CHECKING
 from . import cli
 from .records import append_rows, atomic_write_bytes, atomic_write_text, command_line, environment, utc_now
 from .paths import check_writable, results_root
+from .log import get_logger
+
+log = get_logger(__name__)
 
 # torch, the network, the losses and the data are imported where they are used, after the command line is parsed:
 # --help stays fast
@@ -262,10 +265,10 @@ def main(argv=None) -> int:
                       (("content", c_train), ("style", s_train), ("content_eval", c_eval[: cfg["eval_images"]]),
                        ("style_eval", s_eval))}
     for w in caught:
-        print(f"warning: {w.message}", file=sys.stderr)
-    print(f"adain: {len(stores['content'])} content / {len(stores['style'])} style training images, "
-          f"{cfg['steps']} steps of {cfg['batch_size']} at {cfg['crop']}² on {device} "
-          f"(encoder {'pretrained' if model.encoder_pretrained else 'random, frozen'}) → {out}", file=sys.stderr)
+        log.warning(w.message)
+    log.info(f"adain: {len(stores['content'])} content / {len(stores['style'])} style training images, "
+             f"{cfg['steps']} steps of {cfg['batch_size']} at {cfg['crop']}² on {device} "
+             f"(encoder {'pretrained' if model.encoder_pretrained else 'random, frozen'}) → {out}")
 
     try:
         fit = train(model, cfg, stores["content"], stores["style"], device, progress=not args.no_progress)

@@ -27,6 +27,9 @@ from .data import BUNDLED_FOLDS, CropSchedule, DataError, ImageStore, Splits, co
 from .loader import FileStore, TrainFingerprints, batches, default_cache_mb, default_workers, streams
 from .device import amp_dtype, autocast, keep_freed_memory, pick_device
 from .metrics import evaluate, networks, score_test
+from .log import get_logger
+
+log = get_logger(__name__)
 
 __all__ = ["DivergenceError", "Prepared", "TrainStep", "autocast_dtype", "build_cell", "lr_factor", "make_step",
            "pick_device", "prepare", "prepare_folds", "train_cell"]
@@ -390,7 +393,7 @@ def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: 
 
     history, done_s, resumed = [], 0.0, 0
     main = distributed.is_main()  # under torchrun rank 0 alone reads and writes checkpoints, validates and scores
-    say = tqdm.write if main else (lambda *a, **k: None)
+    say = log.info if main else (lambda *a, **k: None)
     if checkpoint is not None:
         # rank 0 reads the checkpoint and every rank resumes from its copy (another machine may lack the run folder)
         state, why = distributed.broadcast(load_checkpoint(checkpoint, cfg) if main else None)
@@ -401,15 +404,15 @@ def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: 
                 history, done_s = list(state["extra"]["history"]), float(state["extra"]["elapsed_s"])
                 step.last_loss = float(state["extra"]["last_loss"])
                 resumed = step.step
-                say(f"{desc or cfg.loss}: resuming from the checkpoint of step {step.step}", file=sys.stderr)
+                say(f"{desc or cfg.loss}: resuming from the checkpoint of step {step.step}")
             except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as err:  # e.g. another code version's
                 say(f"{desc or cfg.loss}: checkpoint {checkpoint} cannot be restored ({type(err).__name__}); "
-                    f"training from step 0", file=sys.stderr)
+                    f"training from step 0")
                 step = make_step(cfg, device, prep)  # a fresh start, as without a checkpoint (nothing half-restored)
                 model, amp, needs_ref = step.model, step.amp, step.needs_ref
                 history, done_s, resumed = [], 0.0, 0
         elif expect_checkpoint or "no checkpoint" not in why:
-            say(f"{desc or cfg.loss}: {why}; training from step 0", file=sys.stderr)
+            say(f"{desc or cfg.loss}: {why}; training from step 0")
     step.forward = distributed.wrap(step.model, step.forward)  # DDP under torchrun (after the restore: same weights)
     bar = tqdm(total=cfg.steps, initial=step.step, desc=desc or cfg.loss, leave=False, disable=not progress,
                dynamic_ncols=True)

@@ -28,6 +28,9 @@ from . import cli
 from .cli import finite_float
 from .params import declared_tunables, symbol, tuned_words
 from .paths import check_writable, results_root
+from .log import attach_run_log, get_logger
+
+log = get_logger(__name__)
 
 if TYPE_CHECKING:  # annotations only: Optuna and the configuration (torch) are imported after parsing
     import optuna
@@ -271,10 +274,12 @@ def main(argv=None) -> int:
                            loader_workers=args.loader_workers)
             prep.check_held_out()  # a streamed set: waits for its fingerprints (tuning scores every trial's test)
         for w in (w for w in caught if issubclass(w.category, UserWarning)):
-            print(f"warning: {w.message}", file=sys.stderr)
+            log.warning(w.message)
         check_writable(out)
         url = args.storage or str(out / "study.journal")
         study = open_study(args, name, url, cfg)
+    if out.is_dir():
+        attach_run_log(out)
 
     info = {"model": cfg.model, "loss": cfg.loss, "preset": preset_name, "data": dname, "storage": gs.redact(url)}
     gs.describe(study, model=cfg.model, loss=cfg.loss, preset=preset_name, data=dname)  # what optuna-dashboard shows
@@ -284,8 +289,8 @@ def main(argv=None) -> int:
     finished = len(study.get_trials(deepcopy=False, states=counted[:3]))
     remaining = args.trials - len(study.get_trials(deepcopy=False, states=counted))
     tuned = tuned_words(cfg.loss)
-    print(f"tuning {tuned} of {cfg.model} / {cfg.loss} ({preset_name}, {dname}, {cfg.steps} steps): "
-          f"{finished} of {args.trials} trials done\nstudy {name} in {gs.redact(url)}", file=sys.stderr)
+    log.info(f"tuning {tuned} of {cfg.model} / {cfg.loss} ({preset_name}, {dname}, {cfg.steps} steps): "
+             f"{finished} of {args.trials} trials done\nstudy {name} in {gs.redact(url)}")
     if remaining > 0:
 
         def objective(trial: optuna.Trial) -> float:
@@ -321,7 +326,7 @@ def main(argv=None) -> int:
                 best = f"; best #{study.best_trial.number}: {study.best_value:.2f} dB"
             except ValueError:
                 best = ""
-            print(f"trial {t.number}: {_fmt(t.params)} → {what}{best}", file=sys.stderr)
+            log.info(f"trial {t.number}: {_fmt(t.params)} → {what}{best}")
 
         t0 = time.perf_counter()
         try:
@@ -330,15 +335,15 @@ def main(argv=None) -> int:
         except KeyboardInterrupt:
             raise cli.Interrupted(f"finished trials are saved in {gs.redact(url)}; run the same command again to "
                                   f"resume.") from None
-        print(f"{time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        log.info(f"{time.perf_counter() - t0:.0f} s")
     record = save_results(study, out, info)
     if record is None:
-        print("no trial completed yet: no best parameters", file=sys.stderr)
+        log.warning("no trial completed yet: no best parameters")
         return 1
     print(f"best (trial {record['best_trial']}, val PSNR {record['value']:.2f} dB): {_fmt(record['params'])}\n"
           f"trials: {record['trials']}\nsaved in {out}: {', '.join(record['files'])}")
     if record["not_written"]:
-        print(record["not_written"], file=sys.stderr)
+        log.warning(record["not_written"])
     print(json.dumps(record["params"]))
     return 0
 

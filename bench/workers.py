@@ -25,6 +25,9 @@ from typing import Callable, Mapping, Sequence
 ROOT = Path(__file__).resolve().parent.parent
 #: the launcher's own options: a worker's command line is the launcher's without them
 LAUNCHER_OPTIONS = ("--workers", "--gpus")
+#: flags a worker leaves out: ``-q`` would silence the closing line (``N runs trained by this worker``) that the
+#: launcher reads from its log (``trained_by``)
+DROPPED_FLAGS = ("-q", "--quiet")
 #: set in a worker's environment: ``<index>/<count> <launcher pid>`` (``follow_launcher`` reads it)
 WORKER_ENV = "COLORBENCH_WORKER"
 #: ``bench.data.SHARED_CACHE_ENV`` (not imported: it imports torch): set for the launcher's check of the data and
@@ -100,9 +103,11 @@ def check_gpu_device(gpus: Sequence[str] | None, device: str | None) -> None:
 
 
 def worker_argv(argv: Sequence[str], gpus: Sequence[str] | None = None) -> list[str]:
-    """A worker's command-line arguments: the launcher's without ``--workers``/``--gpus``, with ``--no-progress``
-    (bars in a log file are noise) and, with ``--gpus`` and no ``--device``, ``--device cuda``: a worker whose GPU
-    is missing then fails instead of training on the CPU.
+    """A worker's command-line arguments: the launcher's without ``--workers``/``--gpus`` and ``-q``, with
+    ``--no-progress`` (bars in a log file are noise) and, with ``--gpus`` and no ``--device``, ``--device cuda``: a
+    worker whose GPU is missing then fails instead of training on the CPU. Everything else is kept as given, so that
+    ``--import`` and ``--config`` (and its ``plugins:``) load the same plugins in every worker (started in the
+    launcher's folder: relative paths name the same files).
 
     Args:
         argv: the launcher's arguments (after ``ablate``).
@@ -114,6 +119,8 @@ def worker_argv(argv: Sequence[str], gpus: Sequence[str] | None = None) -> list[
             skip = False
         elif a in LAUNCHER_OPTIONS:
             skip = True  # its value follows
+        elif a in DROPPED_FLAGS:
+            continue
         elif not a.startswith(tuple(f"{o}=" for o in LAUNCHER_OPTIONS)):
             out.append(a)
     if "--no-progress" not in out:

@@ -83,13 +83,23 @@ def _check_metadata(name: str, cls: type) -> None:
         raise ValueError(f"loss {name!r}: prior_bins must be a classmethod (it is asked before the loss is built)")
 
 
+def _load_plugins() -> None:
+    """The ``colorbench.losses`` entry points, loaded the first time the registry is listed or looked up."""
+    from bench.plugins import load_group
+
+    load_group("colorbench.losses")
+
+
 def available() -> list[str]:
-    """Names of all registered losses, sorted."""
+    """Names of all registered losses (plugins' included), sorted."""
+    _load_plugins()
     return sorted(_LOSSES)
 
 
 def get_class(name: str) -> type:
     """The class registered under ``name``; a ValueError listing the valid names otherwise."""
+    if name not in _LOSSES:
+        _load_plugins()
     try:
         return _LOSSES[name]
     except KeyError:

@@ -37,13 +37,23 @@ def register_model(name: str, shown: tuple[str, ...] = (), check: Callable | Non
     return wrap
 
 
+def _load_plugins() -> None:
+    """The ``colorbench.models`` entry points, loaded the first time the registry is listed or looked up."""
+    from bench.plugins import load_group
+
+    load_group("colorbench.models")
+
+
 def available() -> list[str]:
-    """Names of all registered models, sorted."""
+    """Names of all registered models (plugins' included), sorted."""
+    _load_plugins()
     return sorted(_MODELS)
 
 
 def get_factory(name: str) -> Callable[..., nn.Module]:
     """The factory registered under ``name``; a ValueError listing the valid names otherwise."""
+    if name not in _MODELS:
+        _load_plugins()
     try:
         return _MODELS[name]
     except KeyError:

@@ -11,8 +11,8 @@ Layout section):
         │
     models/, losses/ (registries and their families)
         │
-    low            bench.colour, bench.abbins, bench.data, bench.controls, bench.records, bench.stats,
-                   bench.device, bench.distributed (import only each other, torch, numpy and the like)
+    low            bench.colour, bench.abbins, bench.data, bench.controls, bench.records, bench.stats, bench.log,
+                   bench.plugins, bench.device, bench.distributed (import only each other, torch, numpy and the like)
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ PACKAGES = ("bench", "models", "losses")
 
 #: The low layer: the modules everything else stands on. They may import each other, never anything else of ours.
 LOW = {"bench.colour", "bench.abbins", "bench.data", "bench.records", "bench.stats", "bench.device",
-       "bench.distributed", "bench.metrictable", "bench.controls", "bench.limits"}
+       "bench.distributed", "bench.metrictable", "bench.controls", "bench.limits", "bench.plugins", "bench.log"}
 
 
 def _module_name(path: Path) -> str:
