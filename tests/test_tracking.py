@@ -195,6 +195,7 @@ def test_each_tune_trial_is_a_tensorboard_run(tmp_path):
         assert acc.Tags()["images"]
 
 
+@pytest.mark.slow
 def test_workers_track_into_their_own_folders(tmp_path, monkeypatch):
     """``--workers 2``: each training has its TensorBoard folder and its MLflow run in the one experiment."""
     from mlflow.tracking import MlflowClient
