@@ -4,6 +4,7 @@ recorded; a backend that is not installed is one line with exit code 2 and leave
 neither the results nor the run folder's name; every Optuna trial and every worker of ``--workers`` is tracked."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib.util
 import math
@@ -209,3 +210,63 @@ def test_workers_track_into_their_own_folders(tmp_path, monkeypatch):
     experiments = [e for e in client.search_experiments() if e.name == out.name]
     assert len(experiments) == 1
     assert sorted(r.info.run_name for r in client.search_runs([experiments[0].experiment_id])) == names
+
+
+class Recorder:
+    """A backend that records the protocol calls it gets (``fail``: the method that raises)."""
+
+    calls: list = []
+    fail = ""
+
+    def __getattr__(self, method):
+        def call(*args):
+            Recorder.calls.append((method, args))
+            if method == Recorder.fail:
+                raise OSError("disk full")
+        return call
+
+
+@pytest.mark.parametrize("raised,status", [(None, "ok"), (RuntimeError("diverged"), "failed"),
+                                           (KeyboardInterrupt(), "killed")])
+def test_opened_closes_with_the_trainings_status(raised, status, monkeypatch, tmp_path):
+    from bench import tracking
+
+    monkeypatch.setitem(tracking.MAKERS, "tensorboard", Recorder)
+    monkeypatch.setattr(Recorder, "calls", [])
+    with pytest.raises(type(raised)) if raised else contextlib.nullcontext():
+        with tracking.opened(["tensorboard"], tmp_path, "mse-seed0", {"lr": 0.1}) as t:
+            t.scalar("train/loss", 0.5, 1)
+            t.hparams(None, {"test/psnr": 20.0})
+            if raised:
+                raise raised
+    assert [c[0] for c in Recorder.calls] == ["start", "scalar", "hparams", "close"]
+    assert Recorder.calls[0][1] == ("mse-seed0", {"lr": 0.1}, tmp_path)
+    assert Recorder.calls[2][1] == ({"lr": 0.1}, {"test/psnr": 20.0})  # start's parameters
+    assert Recorder.calls[-1][1] == (status,)
+
+
+def test_a_failing_backend_is_left_out_and_the_training_goes_on(monkeypatch, tmp_path, capsys):
+    from bench import tracking
+
+    class Other(Recorder):
+        pass
+
+    monkeypatch.setitem(tracking.MAKERS, "tensorboard", Recorder)
+    monkeypatch.setitem(tracking.MAKERS, "mlflow", Other)
+    monkeypatch.setattr(Recorder, "calls", [])
+    monkeypatch.setattr(Recorder, "fail", "image")
+    with tracking.opened(["tensorboard", "mlflow"], tmp_path, "run", {}) as t:
+        t.image("samples/x", None, 3)  # both get it; both fail (one class): both are left out
+        t.scalar("train/loss", 0.5, 4)
+    err = capsys.readouterr().err
+    assert err.count("warning: tracking with") == 2 and "disk full" in err
+    assert [c[0] for c in Recorder.calls] == ["start", "start", "image", "image"]
+
+
+def test_parameters_are_flattened_for_the_tables():
+    from bench.tracking import finite_metrics, flat_params
+
+    assert flat_params({"a": 1, "b": None, "c": {"x": [1, 2]}, "d": True}) == {
+        "a": 1, "b": "null", "c": '{"x": [1, 2]}', "d": True}
+    assert finite_metrics({"psnr": 20.0, "lpips": math.nan, "lpips_backbone": "random", "n": 3}, "test/") == {
+        "test/psnr": 20.0, "test/n": 3.0}
