@@ -207,8 +207,9 @@ def open_run(args, argv: list[str], jobs, base, preset_name: str, run_dir: Path,
                       study_name=args.study_name, heartbeat=args.heartbeat, progress=not args.no_progress,
                       verify=not args.no_verify, save_models=args.save_models == "all", folds=args.folds,
                       rank_by=args.rank_by, cache_mb=args.cache_mb, loader_workers=args.loader_workers,
+                      trackers=args.log,
                       info={"command": command_line(cli.prog("ablate"), argv),
-                            "seeds": args.seeds, "tuned": args.tuned,
+                            "seeds": args.seeds, "tuned": args.tuned, **({"log": list(args.log)} if args.log else {}),
                             "cells": {c.name: c.changes for c in find_grid(args).cells},
                             "models": list(dict.fromkeys(j.model for j in jobs)), "jobs": [j.key for j in jobs],
                             **({"config_file": {"path": str(args.config), "copy": CONFIG_COPY}} if args.config
@@ -312,6 +313,7 @@ def main(argv=None) -> int:
     if args.list_grids:
         list_grids(args)
         return 0
+    args.log = cli.trackers(args)  # a backend that is not installed: one line, before any folder
     import optuna
     import torch
 

@@ -19,6 +19,7 @@ from typing import Callable
 
 from .records import TERMINAL_WIDTH, CorruptRecordError, colorbench_version, note_secrets, redact, write_error_message
 from .startup import torchvision_problem
+from .tracking import BACKENDS
 
 #: errno values of a full disk (or quota): reported in one line with exit code 2 wherever they happen
 FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
@@ -362,6 +363,11 @@ ARGUMENTS: dict[str, tuple[tuple[str, ...], dict]] = {
                                                                      "training set (default: cores − 1, at most 8)")),
     "no_verify": (("--no-verify",), dict(action="store_true", help="skip the SHA256 check of named data sets")),
     "no_progress": (("--no-progress",), dict(action="store_true", help="no progress bars")),
+    "log": (("--log",), dict(action="extend", nargs="+", default=[], choices=list(BACKENDS), metavar="BACKEND",
+                             help=f"track every training with these backends ({', '.join(BACKENDS)}; several "
+                                  f"allowed, the option repeatable): loss, validation PSNR, test metrics, "
+                                  f"hyper-parameters and sample images under the run folder (tb/, mlruns/, wandb/); "
+                                  f"each is an extra: pip install colorbench[tensorboard]")),
 }
 
 #: The options that map one to one onto a ``CellConfig`` field (option name = field name).
@@ -388,9 +394,23 @@ def add(p: argparse.ArgumentParser | argparse._ArgumentGroup, *names: str, alias
 
 def add_training_arguments(p: argparse.ArgumentParser, *extra: str) -> None:
     """The options of the programs that train cells (``bench.ablate``, ``bench.tune``): preset, config file,
-    overrides, data, device, manifest check and progress bars, plus ``extra`` shared options."""
+    overrides, data, device, manifest check, progress bars and experiment tracking, plus ``extra`` shared
+    options."""
     add(p, "preset", "config", "data", "data_root", "device", "steps", "batch_size", "size", "crop",
-        "encoder_weights", "crop_seed", *extra, "set", "cache_mb", "loader_workers", "no_verify", "no_progress")
+        "encoder_weights", "crop_seed", *extra, "set", "cache_mb", "loader_workers", "no_verify", "no_progress",
+        "log")
+
+
+def trackers(args: argparse.Namespace) -> tuple[str, ...]:
+    """The ``--log`` backends of a command line, each checked to be installed (``bench.tracking.require``).
+
+    Raises:
+        UsageError: a backend that cannot be imported (the line names its extra); call it before any folder exists.
+    """
+    from .tracking import require
+
+    with usage_errors():
+        return require(getattr(args, "log", None))
 
 
 def config_file(args: argparse.Namespace):

@@ -97,6 +97,7 @@ class GridRun:
     rank_by: str = "psnr"
     cache_mb: int | None = None  # RAM budget of the decoded training set (None: bench.loader's default)
     loader_workers: int | None = None  # DataLoader workers of a streamed training set
+    trackers: tuple[str, ...] = ()  # experiment-tracking backends (--log, bench.tracking): no part of the results
     # set by open() and prepare()
     study: optuna.Study | None = field(default=None, init=False, repr=False)
     counts: dict = field(default_factory=dict, init=False)
@@ -312,7 +313,8 @@ class GridRun:
         }
         self.env = env
         self.trainer = JobTrainer(self.run_dir, self.device, self.shared, folds=self.folds, progress=self.progress,
-                                  save_models=self.save_models)
+                                  save_models=self.save_models, trackers=tuple(self.trackers),
+                                  several_models=len({j.model for j in self.jobs}) > 1)
         diff = {}  # rows of this folder recorded on other data (same names are required)
         for r in self.local_rows if hasattr(self, "local_rows") else []:
             if r.get("cell") in BASELINES or r.get("model") == "(none)" or key_str(

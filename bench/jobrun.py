@@ -16,8 +16,9 @@ from .metrics import (ab_colorizer, constant_colorizer, features_file, networks,
                       score_set, whole_set)
 from .params import shown_values
 from .plan import Job
-from .records import BASELINES, BAYES_PREFIX, GREY, MEAN_COLOUR, ORACLE_TINT, utc_now
+from .records import BASELINES, BAYES_PREFIX, GREY, MEAN_COLOUR, ORACLE_TINT, slug, utc_now
 from .samples import save_samples
+from .tracking import opened
 from .train import DivergenceError, Prepared, autocast_dtype, train_cell
 
 
@@ -81,6 +82,9 @@ class JobTrainer:
         folds: 1, or the number of folds of the k-fold rotation (the jobs carry their fold then).
         progress: show a progress bar per job.
         save_models: keep every finished run's weights and configuration in ``run_dir/models/``.
+        trackers: experiment-tracking backends (``--log``, ``bench.tracking``): each training is tracked under the
+            name :meth:`tracking_name`.
+        several_models: the run crosses several models (their names then begin the tracking names).
     """
 
     run_dir: Path
@@ -89,6 +93,8 @@ class JobTrainer:
     folds: int = 1
     progress: bool = True
     save_models: bool = True
+    trackers: tuple[str, ...] = ()
+    several_models: bool = False
 
     def train(self, job: Job, prep: Prepared, on_validation: Callable[[int, float], None] | None = None,
               retry: bool = False) -> JobResult:
@@ -107,9 +113,13 @@ class JobTrainer:
         row.update(shown_values(cfg))  # the parameters the loss and model registries show (bench.params)
         key = {"run": self.shared["run"], "model": model_name, "cell": cell, "seed": cfg.seed, **folded}
         desc = f"{cell} seed {cfg.seed}" + ("" if fold is None else f" fold {fold + 1}/{self.folds}")
+        params = {"run": self.shared["run"], "grid": self.shared.get("grid", ""), "model": model_name, "cell": cell,
+                  **folded, **cfg.to_flat()}  # what the trackers show as hyper-parameters
         try:
-            res = train_cell(cfg, prep, self.device, progress=self.progress, desc=desc, on_validation=on_validation,
-                             checkpoint=folder / CHECKPOINT, expect_checkpoint=retry)
+            with opened(self.trackers, self.run_dir, self.tracking_name(job), params) as tracker:
+                res = train_cell(cfg, prep, self.device, progress=self.progress, desc=desc,
+                                 on_validation=on_validation, checkpoint=folder / CHECKPOINT,
+                                 expect_checkpoint=retry, tracker=tracker)
         except DivergenceError as err:
             row.update(status="failed", failed_step=err.step, error=err.reason, finished_at=utc_now())
             remove_checkpoint(folder / CHECKPOINT)
@@ -138,6 +148,12 @@ class JobTrainer:
         save_features(features_file(self.run_dir / "features", model_name, cell, cfg.seed, fold), res["scores"],
                       prep.test_keys)  # per-set metrics' features: their paired bootstrap in the leaderboard
         return JobResult(row, per_image, history, samples)
+
+    def tracking_name(self, job: Job) -> str:
+        """A training's name in the trackers (its TensorBoard folder ``tb/<name>``): ``<cell>-seed<k>[-fold<f>]``,
+        after ``<model>-`` when the run has several models."""
+        name = f"{slug(job.cell)}-seed{job.cfg.seed}" + ("" if job.fold is None else f"-fold{job.fold}")
+        return f"{slug(job.model)}-{name}" if self.several_models else name
 
     def folder_of(self, job: Job) -> Path:
         """The folder of a job's weights and checkpoint: ``models/<model>/<cell>/seed<s>[/fold<f>]``."""

@@ -43,7 +43,7 @@ def sample_name(key: str) -> str:
 def save_png(rgb: torch.Tensor, path: Path) -> None:
     """Save a ``3×H×W`` RGB tensor in [0, 1] as an 8-bit PNG."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    arr = (rgb.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    arr = _uint8(rgb)
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG")
     atomic_write_bytes(path, buf.getvalue())  # a full disk leaves no half-written PNG for the report to trip over
@@ -81,6 +81,40 @@ def save_samples(run_dir, model: str, cell: str, seed: int, prep, net, device="c
     idx = sample_indices(len(prep.test_images), len(prep.test_images) if n is None else n)
     out_dir = cell_dir(run_dir, model, cell, seed)
     written = []
+    for i, rgb, grey, pred in _colorized(prep, net, device, idx, autocast_dtype):
+        name = sample_name(prep.test_keys[i])
+        for kind, img in (("truth", rgb), ("grey", grey)):
+            p = run_dir / "samples" / kind / f"{name}.png"
+            if not p.exists():
+                save_png(img, p)
+        save_png(pred, out_dir / f"{name}.png")
+        written.append(out_dir / f"{name}.png")
+    return written
+
+
+@torch.no_grad()
+def sample_arrays(prep, net, device="cpu", n: int = N_SAMPLES,
+                  autocast_dtype: torch.dtype | None = None) -> list[tuple[str, np.ndarray]]:
+    """The colorizations of the fixed sample test images as ``(name, H×W×3 uint8 array)``, nothing written (for the
+    experiment trackers, ``bench.tracking``).
+
+    Args:
+        prep, net, device, autocast_dtype: as in :func:`save_samples`.
+        n: number of sample images.
+    """
+    idx = sample_indices(len(prep.test_images), n)
+    return [(sample_name(prep.test_keys[i]), _uint8(pred)) for i, _, _, pred in
+            _colorized(prep, net, device, idx, autocast_dtype)]
+
+
+def _uint8(rgb: torch.Tensor) -> np.ndarray:
+    """A ``3×H×W`` RGB tensor in [0, 1] as an ``H×W×3`` uint8 array (as ``save_png`` writes it)."""
+    return (rgb.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def _colorized(prep, net, device, idx: list[int], autocast_dtype):
+    """Yield ``(index, truth, grey input, colorization)`` (``3×H×W`` RGB in [0, 1]) of the test images ``idx``,
+    colorized ``BATCH`` at a time in evaluation mode (the network's mode restored after)."""
     was_training = net.training
     net.eval()
     try:
@@ -89,21 +123,14 @@ def save_samples(run_dir, model: str, cell: str, seed: int, prep, net, device="c
             rgb = prep.test_images[part].to(device).float() / 255.0
             L, _ = split_lab(rgb)
             ref = rgb if getattr(net, "needs_reference", False) else None
-            with autocast(device, autocast_dtype):
+            with torch.no_grad(), autocast(device, autocast_dtype):
                 ab = colorize(net, L, ref)
             pred = merge_lab(L, ab.float())
             grey = merge_lab(L, torch.zeros_like(ab, dtype=torch.float32))
             for k, i in enumerate(part):
-                name = sample_name(prep.test_keys[i])
-                for kind, img in (("truth", rgb[k]), ("grey", grey[k])):
-                    p = run_dir / "samples" / kind / f"{name}.png"
-                    if not p.exists():
-                        save_png(img, p)
-                save_png(pred[k], out_dir / f"{name}.png")
-                written.append(out_dir / f"{name}.png")
+                yield i, rgb[k], grey[k], pred[k]
     finally:
         net.train(was_training)
-    return written
 
 
 def find_samples(run_dir) -> dict:

@@ -237,6 +237,10 @@ class TrainStep:
         compile: run the forward pass through ``torch.compile(model)``.
         check_every: read the losses back every this many steps (default: 1 on the CPU, 25 elsewhere).
         lr_at: step (0-based) → learning rate; None: ``lr`` throughout (e.g. ``lr_factor`` times ``lr``).
+
+    Attributes:
+        on_losses: None, or called as ``on_losses(first_step, losses)`` with the losses each ``check`` reads back
+            (``losses[0]`` of step ``first_step``, 1-based; before the NaN check): the experiment trackers' curve.
     """
 
     def __init__(self, model: torch.nn.Module, criterion: torch.nn.Module, device: torch.device, lr: float,
@@ -257,6 +261,7 @@ class TrainStep:
         self.lr_at = lr_at
         self.step = 0  # steps done
         self.last_loss = math.nan  # the last loss read back
+        self.on_losses = None
         self._pending: list[torch.Tensor] = []
         model.train()
 
@@ -308,6 +313,8 @@ class TrainStep:
             vals = distributed.mean(torch.stack(self._pending).float()).cpu()
             first = self.step - len(self._pending) + 1
             self._pending = []
+            if self.on_losses is not None:
+                self.on_losses(first, vals.tolist())
             bad = (~torch.isfinite(vals)).nonzero()
             if len(bad):
                 raise DivergenceError(first + int(bad[0]), f"loss is {vals[int(bad[0])].item()}")
@@ -360,7 +367,7 @@ def make_step(cfg: CellConfig, device: torch.device, prep: Prepared | None = Non
 
 
 def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: bool = True, desc: str = "",
-               on_validation=None, checkpoint=None, expect_checkpoint: bool = False) -> dict:
+               on_validation=None, checkpoint=None, expect_checkpoint: bool = False, tracker=None) -> dict:
     """Train one cell and evaluate it on the test images.
 
     Args:
@@ -374,6 +381,10 @@ def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: 
         checkpoint: a checkpoint file (``bench.checkpoint``): training resumes from it when it holds a readable
             checkpoint of this configuration, and writes it every ``cfg.checkpoint_every`` steps. None: neither.
         expect_checkpoint: this is a retry of a run that may have left a checkpoint: say so when there is none.
+        tracker: None, or an experiment tracker (``bench.tracking.Trackers``, started): it gets the training loss of
+            every step (``train/loss``), the validation PSNR (``val/psnr``), the test metrics (``test/<metric>``),
+            the sample colorizations (``samples/<image>``) and the hyper-parameters with the final metrics. Under
+            torchrun only rank 0 uses it.
 
     Returns:
         dict with ``metrics`` (every metric of the table, the backbone of each network behind them, e.g.
@@ -414,6 +425,9 @@ def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: 
         elif expect_checkpoint or "no checkpoint" not in why:
             say(f"{desc or cfg.loss}: {why}; training from step 0")
     step.forward = distributed.wrap(step.model, step.forward)  # DDP under torchrun (after the restore: same weights)
+    tracker = tracker if main else None  # under torchrun rank 0 alone tracks
+    if tracker is not None:
+        step.on_losses = lambda first, vals: [tracker.scalar("train/loss", v, first + i) for i, v in enumerate(vals)]
     bar = tqdm(total=cfg.steps, initial=step.step, desc=desc or cfg.loss, leave=False, disable=not progress,
                dynamic_ncols=True)
     t0 = time.perf_counter() - done_s  # a resumed run's training time includes the time before its checkpoint
@@ -435,6 +449,8 @@ def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: 
                 val_psnr = float(sum(val) / len(val))
                 history.append({"step": n, "val_psnr": val_psnr, "train_loss": step.last_loss,
                                 "elapsed_s": time.perf_counter() - t0})
+                if tracker is not None:
+                    tracker.scalar("val/psnr", val_psnr, n)
             if checkpoint is not None and cfg.checkpoint_every and n % cfg.checkpoint_every == 0 and n < cfg.steps:
                 step.check()  # the losses so far are read back (a NaN is never checkpointed)
                 if main:
@@ -466,10 +482,27 @@ def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: 
         "train_img_per_s": cfg.steps * cfg.batch_size / train_time,
         "eval_time_s": eval_time,
     }
+    if tracker is not None:
+        _track_result(tracker, cfg, prep, model, device, scores.row(), metrics)
     return {"metrics": metrics, "per_image": scores.per_image, "scores": scores, "history": history,
             "resumed_from_step": resumed,
             "encoder_pretrained": bool(getattr(model, "encoder_pretrained", False)),
             "lpips_backbone": scores.status.get("lpips_backbone", ""), "model": model}
+
+
+def _track_result(tracker, cfg: CellConfig, prep: Prepared, model, device, test: dict, metrics: dict) -> None:
+    """Send a finished training's test metrics (at its last step), sample colorizations and hyper-parameters with
+    its final metrics to the tracker."""
+    from .samples import sample_arrays
+    from .tracking import finite_metrics
+
+    test = finite_metrics(test, "test/")
+    for tag, value in test.items():
+        tracker.scalar(tag, value, cfg.steps)
+    for name, rgb in sample_arrays(prep, model, device, autocast_dtype=autocast_dtype(cfg, device)):
+        tracker.image(f"samples/{name}", rgb, cfg.steps)
+    tracker.hparams(None, {**test, **finite_metrics({"val/psnr": metrics["val_psnr"],
+                                                     "train/loss": metrics["final_loss"]})})
 
 
 def _refs(images: torch.Tensor, needed: bool):

@@ -252,11 +252,13 @@ def save_results(study: optuna.Study, out: Path, info: dict) -> dict | None:
 @cli.command
 def main(argv=None) -> int:
     args = parse_args(argv)
+    trackers = cli.trackers(args)  # a backend that is not installed: one line, before any folder
     import optuna
     from optuna.trial import TrialState
 
     from . import study as gs
     from .data import data_root, resolve
+    from .tracking import opened
     from .train import DivergenceError, pick_device, prepare, train_cell
     from .tuned import apply_params, study_name
 
@@ -305,10 +307,12 @@ def main(argv=None) -> int:
                     trial.set_user_attr("pruned_at_step", step)
                     raise optuna.TrialPruned(f"pruned at step {step} (val PSNR {val_psnr:.2f} dB)")
 
+            tracked = {"study": name, "trial": trial.number, **trial_cfg.to_flat()}  # the trackers' hyper-parameters
             with gs.keep_alive(study, trial, native=False):
                 try:
-                    res = train_cell(trial_cfg, prep, device, progress=not args.no_progress,
-                                     desc=f"trial {trial.number}", on_validation=on_validation)
+                    with opened(trackers, out, f"trial{trial.number}", tracked) as tracker:  # tb/trial<N>/
+                        res = train_cell(trial_cfg, prep, device, progress=not args.no_progress,
+                                         desc=f"trial {trial.number}", on_validation=on_validation, tracker=tracker)
                 except DivergenceError as err:
                     trial.set_user_attr("outcome", "diverged")
                     trial.set_user_attr("error", f"step {err.step}: {err.reason}")
