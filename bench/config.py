@@ -12,6 +12,7 @@ import models
 
 # Bounds of the fields that could hang a run or exhaust memory (each is named in its error): sizes, steps, images per
 # step (B×3×crop² per batch, twice for reference-based models), and the seeds, which numpy takes as unsigned 32-bit.
+from .data import AUGMENTS
 from .limits import MAX_BATCH_SIZE, MAX_CROP, MAX_SEED, MAX_STEPS
 
 
@@ -44,6 +45,11 @@ class CellConfig:
         lr_schedule: ``constant`` (the default), or ``cosine`` / ``linear`` decay of the learning rate to 0 at
             ``steps`` (``bench.train.lr_factor``).
         warmup_steps: steps of linear warm-up from 0 to ``lr`` before the schedule (0: none).
+        augment: the training views (``bench.data.AUGMENTS``): ``none`` (the crop), ``flip`` (also flipped left to
+            right at random) or ``rrc`` (a random-resized crop, then the flip); drawn from ``crop_seed``, the same
+            for every cell.
+        train_size: the shorter side the training images are decoded at (0: ``size``); larger than ``crop`` gives
+            ``rrc`` more distinct views. Validation and test stay at ``size``. Run-wide: a cell cannot change it.
     """
 
     model: str = "unet_vgg16"
@@ -67,6 +73,8 @@ class CellConfig:
     checkpoint_every: int = 0
     lr_schedule: str = "constant"
     warmup_steps: int = 0
+    augment: str = "none"
+    train_size: int = 0
 
     def replace(self, **changes) -> "CellConfig":
         """A copy with ``changes`` applied; unknown keys and values of the wrong type raise ``ValueError``."""
@@ -116,6 +124,7 @@ class CellConfig:
                 raise ValueError(f"{key}={v} is larger than the resized shorter side size={self.size}")
         if self.size > MAX_CROP:
             raise ValueError(f"size {self.size} is larger than allowed ({MAX_CROP})")
+        self._check_views()
         if self.lpips_backbone not in ("imagenet", "random"):
             raise ValueError(f"lpips_backbone must be imagenet or random, not {self.lpips_backbone!r}")
         if self.precision not in ("auto", "fp32", "bf16"):
@@ -128,10 +137,24 @@ class CellConfig:
         losses.check_values(self.loss, self.loss_params)
 
 
+    def _check_views(self) -> None:
+        """The training views' settings: ``augment`` and ``train_size``."""
+        if self.augment not in AUGMENTS:
+            raise ValueError(f"augment must be one of {', '.join(AUGMENTS)}, not {self.augment!r}")
+        if self.train_size and not self.crop <= self.train_size <= MAX_CROP:
+            raise ValueError(f"train_size must be 0 (= size) or from crop={self.crop} to {MAX_CROP}, got "
+                             f"{self.train_size}")
+
+    @property
+    def decode_size(self) -> int:
+        """The shorter side of the decoded training images (``train_size``, or ``size`` when it is 0)."""
+        return self.train_size or self.size
+
+
 #: Learning-rate schedules (``CellConfig.lr_schedule``).
 LR_SCHEDULES = ("constant", "cosine", "linear")
 #: Fields added after results were published, with the defaults at which ``to_flat`` leaves them out.
-LATER_FIELDS = {"lr_schedule": "constant", "warmup_steps": 0}
+LATER_FIELDS = {"lr_schedule": "constant", "warmup_steps": 0, "augment": "none", "train_size": 0}
 
 _TYPES = {"int": int, "float": float, "str": str, "dict": dict, "bool": bool}
 _EXAMPLES = {int: "a whole number", float: "a finite number", str: "text", dict: 'a JSON object such as {"key": 1}',

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -616,15 +617,56 @@ def epoch_order(n: int, crop_seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([crop_seed, epoch]).permutation(n)
 
 
+#: Augmentations of the training view (``CellConfig.augment``): ``none`` (a crop), ``flip`` (a crop, flipped left to
+#: right with probability ½) and ``rrc`` (a random-resized crop, then the flip).
+AUGMENTS = ("none", "flip", "rrc")
+#: Random-resized crops: the box's area as a share of the square on the image's shorter side, and the range of its
+#: aspect ratio (drawn log-uniformly). The box is resized to the crop, so with images decoded at twice the crop
+#: (``train_size``) a box on the whole shorter side is the test images' scale and the smallest one a 2× zoom.
+RRC_AREA = (0.25, 1.0)
+RRC_ASPECT = (3 / 4, 4 / 3)
+
+
 def crop_offset(h: int, w: int, crop: int, crop_seed: int, epoch: int, i: int, view: int = 0) -> tuple[int, int, bool]:
     """(top, left, flip) of the crop of image i (``h×w`` after resizing) in an epoch, from a generator seeded by
     (crop_seed, epoch, i) alone; ``view=1`` is an independent second view (used as colour reference by
-    reference-based models), and only that view may flip."""
-    rng = np.random.default_rng([crop_seed, epoch, i] + ([view] if view else []))
-    top = int(rng.integers(0, h - crop + 1))
-    left = int(rng.integers(0, w - crop + 1))
-    flip = bool(view and rng.integers(0, 2))
+    reference-based models), and only that view may flip (without augmentation; see :func:`crop_box`)."""
+    top, left, _, _, flip = crop_box(h, w, crop, crop_seed, epoch, i, view)
     return top, left, flip
+
+
+def crop_box(h: int, w: int, crop: int, crop_seed: int, epoch: int, i: int, view: int = 0,
+             augment: str = "none") -> tuple[int, int, int, int, bool]:
+    """(top, left, height, width, flip) of the box that becomes image i's ``crop×crop`` view in an epoch.
+
+    Drawn from a generator seeded by (crop_seed, epoch, i[, view]) alone, so every cell of a grid sees the same
+    views. Without ``rrc`` the box is the crop itself and the draws are those of earlier versions (``none`` gives
+    the same batches as before augmentation existed); ``flip`` adds a draw for the training view's flip.
+
+    Args:
+        h, w: the image's size after resizing.
+        crop: side of the view.
+        crop_seed, epoch, i, view: the seed of the draws (``view`` 1: the reference's independent second view).
+        augment: one of :data:`AUGMENTS`.
+    """
+    rng = np.random.default_rng([crop_seed, epoch, i] + ([view] if view else []))
+    if augment != "rrc":
+        top = int(rng.integers(0, h - crop + 1))
+        left = int(rng.integers(0, w - crop + 1))
+        flip = bool((view or augment == "flip") and rng.integers(0, 2))
+        return top, left, crop, crop, flip
+    side = min(h, w)
+    bh = bw = side
+    for _ in range(10):  # as torchvision's RandomResizedCrop: a few tries, then the whole shorter side
+        area = rng.uniform(*RRC_AREA) * side * side
+        aspect = math.exp(rng.uniform(math.log(RRC_ASPECT[0]), math.log(RRC_ASPECT[1])))
+        th, tw = round(math.sqrt(area / aspect)), round(math.sqrt(area * aspect))
+        if 0 < th <= h and 0 < tw <= w:
+            bh, bw = th, tw
+            break
+    top = int(rng.integers(0, h - bh + 1))
+    left = int(rng.integers(0, w - bw + 1))
+    return top, left, bh, bw, bool(rng.integers(0, 2))
 
 
 class CropSchedule:
@@ -642,12 +684,15 @@ class CropSchedule:
             (None for an unusable file).
         crop: side of the square crops (≤ the store's ``size``).
         crop_seed: the seed shared by every cell of a grid.
+        augment: the training views' augmentation (:data:`AUGMENTS`), drawn from the same seeds.
     """
 
-    def __init__(self, store: ImageStore, crop: int, crop_seed: int):
+    def __init__(self, store: ImageStore, crop: int, crop_seed: int, augment: str = "none"):
         if crop > store.size:
             raise ValueError(f"crop {crop} is larger than the resized images' shorter side {store.size}")
-        self.store, self.crop, self.crop_seed = store, crop, crop_seed
+        if augment not in AUGMENTS:
+            raise ValueError(f"augment must be one of {', '.join(AUGMENTS)}, not {augment!r}")
+        self.store, self.crop, self.crop_seed, self.augment = store, crop, crop_seed, augment
         self._orders: dict[int, np.ndarray] = {}
 
     def order(self, epoch: int) -> np.ndarray:
@@ -656,9 +701,10 @@ class CropSchedule:
         return self._orders[epoch]
 
     def offset(self, i: int, epoch: int, view: int = 0) -> tuple[int, int, bool]:
-        """(top, left, flip) of image i's crop in an epoch (see :func:`crop_offset`)."""
+        """(top, left, flip) of image i's crop in an epoch (see :func:`crop_box`)."""
         h, w = self.store.image(i).shape[-2:]
-        return crop_offset(h, w, self.crop, self.crop_seed, epoch, i, view)
+        top, left, _, _, flip = crop_box(h, w, self.crop, self.crop_seed, epoch, i, view, self.augment)
+        return top, left, flip
 
     def positions(self, k: int, batch_size: int) -> list[tuple[int, int]]:
         """(image index, epoch) of every sample in batch k."""
@@ -687,10 +733,12 @@ class CropSchedule:
         raise DataError("none of the training images can be decoded")
 
     def _cut(self, i: int, img: torch.Tensor, e: int, view: int) -> torch.Tensor:
-        """The crop of image i (pixels ``img``) in epoch e for ``view`` (see :func:`crop_offset`)."""
-        top, left, flip = crop_offset(*img.shape[-2:], self.crop, self.crop_seed, e, i, view)
-        c = self.crop
-        img = img[:, top : top + c, left : left + c]
+        """The view of image i (pixels ``img``) in epoch e for ``view`` (see :func:`crop_box`)."""
+        top, left, bh, bw, flip = crop_box(*img.shape[-2:], self.crop, self.crop_seed, e, i, view, self.augment)
+        img = img[:, top : top + bh, left : left + bw]
+        if (bh, bw) != (self.crop, self.crop):  # a random-resized box: resized to the crop, antialiased when shrunk
+            img = F.interpolate(img[None].float(), size=(self.crop, self.crop), mode="bilinear", align_corners=False,
+                                antialias=True)[0].round_().clamp_(0, 255).to(torch.uint8)
         return img.flip(-1) if flip else img
 
     def crop_of(self, i: int, e: int, view: int) -> torch.Tensor:

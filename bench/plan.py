@@ -94,6 +94,9 @@ def plan_jobs(grid: Grid, base: CellConfig, model_names: list[str], seeds: int,
                 taken = {k: v for k, v in run_wide.items() if losses.takes(spec, k)}
                 cfg = merge(base.replace(model=m, loss_params=taken), cell.changes)
                 cfg.validate()
+                if cfg.decode_size != base.decode_size:  # the training set is decoded once for every cell
+                    raise ValueError("train_size is run-wide (the training images are decoded once for every "
+                                     "cell): set it in the preset, --set or the config file, not in a cell")
             except (ValueError, TypeError) as err:
                 raise ValueError(f"grid {grid.name}, cell {cell.name}: {err}") from None
             if best_params is not None:

@@ -125,9 +125,9 @@ def prepare(cfg: CellConfig, data: str | None = None, test: str | None = None, r
     """
     budget = default_cache_mb() if cache_mb is None else cache_mb
     files = list_images(resolve(data, data_root(root))[1])
-    stream = streams(files, cfg.size, budget)
+    stream = streams(files, cfg.decode_size, budget)
     splits = make_splits(data, test, root, verify=verify, size=cfg.size, stream=stream, files=files)  # decodes once
-    train = FileStore(splits.train, cfg.size) if stream else ImageStore(splits.train, cfg.size, decoded=splits.decoded)
+    train = FileStore(splits.train, cfg.decode_size) if stream else _train_store(splits, cfg)
     val, tst = (ImageStore(getattr(splits, k), cfg.size, decoded=splits.decoded) for k in ("val", "test"))
     splits.decoded = {}  # the stores hold what they keep
     prep = Prepared(splits, train, val.centre_crops(cfg.eval_size), tst.centre_crops(cfg.eval_size), tst.files,
@@ -139,6 +139,14 @@ def prepare(cfg: CellConfig, data: str | None = None, test: str | None = None, r
         prep.train_fps = TrainFingerprints(splits.train)
         prep.held_out = {k: (s.files, [fingerprint(img) for img in s.images]) for k, s in (("val", val), ("test", tst))}
     return prep
+
+
+def _train_store(splits: Splits, cfg: CellConfig) -> ImageStore:
+    """The training images in RAM at ``cfg.decode_size``: the split's decoded pixels, or (``train_size`` larger
+    than ``size``) a second decode of the training files at that size."""
+    if cfg.decode_size == cfg.size:
+        return ImageStore(splits.train, cfg.size, decoded=splits.decoded)
+    return ImageStore(splits.train, cfg.decode_size)
 
 
 def _fingerprints(train: ImageStore, val: ImageStore) -> dict:
@@ -160,8 +168,8 @@ def prepare_folds(cfg: CellConfig, data: str | None = None, folds: int = BUNDLED
     """
     out = []
     for splits in fold_splits(data, folds, root, verify=verify, size=cfg.size):  # each file decoded once for all folds
-        train, val, tst = (ImageStore(getattr(splits, k), cfg.size, decoded=splits.decoded)
-                           for k in ("train", "val", "test"))
+        val, tst = (ImageStore(getattr(splits, k), cfg.size, decoded=splits.decoded) for k in ("val", "test"))
+        train = _train_store(splits, cfg)
         splits.decoded = splits.content = {}  # the stores hold what they keep
         out.append(Prepared(splits, train, val.centre_crops(cfg.eval_size), tst.centre_crops(cfg.eval_size),
                             tst.files, train.skipped + val.skipped + tst.skipped,
@@ -399,7 +407,7 @@ def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: 
     """
     step = make_step(cfg, device, prep)
     model, amp, needs_ref = step.model, step.amp, step.needs_ref
-    schedule = CropSchedule(prep.train, cfg.crop, cfg.crop_seed)
+    schedule = CropSchedule(prep.train, cfg.crop, cfg.crop_seed, cfg.augment)
     reference = getattr(model, "reference_view", "same") if needs_ref else None  # the model's word (models/__init__)
 
     history, done_s, resumed = [], 0.0, 0

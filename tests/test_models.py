@@ -238,3 +238,24 @@ def test_a_random_encoder_is_initialised_as_torchvision_initialises_vgg(name):
             expected = (2.0 / (conv.out_channels * 9)) ** 0.5
             assert conv.weight.std().item() == pytest.approx(expected, rel=0.2), conv
             assert not conv.bias.any()
+
+
+def test_an_untrained_global_branch_changes_nothing():
+    """The global branch starts at zero: the untrained unet_vgg16_global is the plain U-Net with the same weights
+    (the same init seed gives the same encoder, decoder and head), for both heads."""
+    import models
+    from bench.colour import AB_SCALE
+
+    L = torch.rand(2, 1, 32, 32) * 100
+    for head in ("ab", "bins"):
+        torch.manual_seed(0)
+        plain = models.build("unet_vgg16", head=head, width=0.125).eval()
+        torch.manual_seed(0)
+        glob = models.build("unet_vgg16_global", head=head, width=0.125).eval()
+        glob.load_state_dict({**glob.state_dict(), **plain.state_dict()})
+        with torch.no_grad():
+            assert torch.allclose(plain(L), glob(L), atol=1e-5)
+            glob.global_branch.bias.bias.fill_(0.5)  # a trained bias moves every pixel of the image by the same
+            d = glob(L) - plain(L)
+        want = 0.5 * AB_SCALE if head == "ab" else 0.5  # the ab head's output is in Lab units
+        assert torch.allclose(d, torch.full_like(d, want), atol=1e-3)
