@@ -169,7 +169,7 @@ def test_combine_folds_weights_by_test_images_and_fails_incomplete_seeds():
 
 
 def test_which_bundled_photos_train_how_many_folds():
-    """What the README says: kodim01 and kodim12 train no fold's network (they only validate and test)."""
+    """What docs/data.md says: kodim01 and kodim12 train no fold's network (they only validate and test)."""
     from collections import Counter
 
     splits = fold_splits(None, 4)

@@ -2,8 +2,8 @@
 modules do not import each other.
 
 The graph is read from the source with ``ast`` (nothing is imported), so it sees every import, module-level or
-inside a function, and a new module is checked as soon as its file exists. The layers (also drawn in the README's
-Layout section):
+inside a function, and a new module is checked as soon as its file exists. The layers (also drawn in
+docs/architecture.md):
 
     command line   bench.ablate, bench.tune, bench.report, bench.throughput, ... (a ``main()`` run as python -m)
         │  may import anything below, never another command-line module

@@ -158,7 +158,7 @@ def test_hierarchical_ci_basic_properties():
 @pytest.mark.parametrize("n,k,seed_sd,k_other,low", [(24, 1, 0.0, 1, 0.91), (24, 5, 0.3, 1, 0.90),
                                                      (24, 3, 0.3, 3, 0.88), (6, 3, 0.3, 1, 0.85)])
 def test_hierarchical_ci_coverage(n, k, seed_sd, k_other, low):
-    """Coverage of the true loss difference by the 95 % two-level interval (measured values are in the README)."""
+    """Coverage of the true loss difference by the 95 % two-level interval (measured values are in results/stats-calibration.md)."""
     cov = _coverage(n, k, 300, seed_sd, np.random.default_rng(n * 100 + k), k_other)
     assert low <= cov <= 0.99, cov
 
