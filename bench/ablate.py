@@ -279,6 +279,11 @@ def launch(args, argv: list[str], run, count: int) -> int:
     return workers_done(run, started, time.perf_counter() - t0)
 
 
+def report_line(run_dir) -> str:
+    """The closing pointer to the run's report: the one command that writes ``report.html`` into the run folder."""
+    return f"\nReport: colorbench report {run_dir}   (writes {Path(run_dir) / 'report.html'})"
+
+
 def workers_done(run, started: list, seconds: float) -> int:
     """After ``launch``'s workers have ended: report the failed ones (exit code, log tail), print the leaderboard
     once and the closing line. Returns the exit code: 1 when a worker failed."""
@@ -290,6 +295,7 @@ def workers_done(run, started: list, seconds: float) -> int:
         print(wk.failure_report(w, count), file=sys.stderr)
     try:
         print(run.finish())
+        print(report_line(run.run_dir))
     except cli.INPUT_ERRORS as err:  # e.g. no run recorded at all: the failures above are the news
         if not failed:
             raise
@@ -380,6 +386,7 @@ def train_here(args, run) -> int:
                                   f"resume.") from None
     run.release()  # under torchrun: the other ranks stop following
     print(run.finish())
+    print(report_line(run.run_dir))
     if trained:
         log.info(f"{trained} run{'s' if trained != 1 else ''} trained by this worker in {time.perf_counter() - t0:.0f} s"
                  f"{resumed_note(run.steps_here)}; results in {run.run_dir}")
