@@ -225,7 +225,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def model_names() -> list[str]:
     """The registered models' names (``@register_model("name")`` in ``models/*.py``), read from the source: the same
     list as ``models.available()`` without importing torch."""
-    return _source_names(r'^@register_model\(\s*"([^"]+)"', *sorted((ROOT / "models").glob("*.py")))
+    return sorted(_source_names(r'^@register_model\(\s*"([^"]+)"', *sorted((ROOT / "models").glob("*.py"))))
 
 
 def _models_help() -> str:
