@@ -140,6 +140,7 @@ def main(argv=None) -> int:
     from .device import pick_device
     from .metrics import evaluate_grey, mean_scores, networks, oracle_tint_colorizer, score_set, score_test
     from .train import autocast_dtype
+    from .models_check import check_lpips_weights
 
     run_dir = Path(args.run_dir).expanduser()
     stores: dict[int, ImageStore] = {}
@@ -175,6 +176,7 @@ def main(argv=None) -> int:
             raise DataError(f"none of the {len(bad)} image files under {folder} can be read")
         meta = run_meta(run_dir)
         size, eval_size, backbone = _grey_settings(meta, saved)
+        check_lpips_weights()  # the shipped LPIPS weights: one line before anything is scored
         images(size, eval_size)
         said = check_not_trained_on(meta, run_dir, stores[size])
     attach_run_log(run_dir)

@@ -197,11 +197,12 @@ def lpips_metric(backbone: str, device) -> tuple[object | None, str]:
         (network, ``"imagenet"`` | ``"random"``), or (None, ``"missing"``) when the ImageNet checkpoint cannot be
         had: the metric is then NaN and every row says so.
     """
-    from models.lpips import LPIPS
+    from models.lpips import LPIPS, read_lin_weights
     from models.vgg import EncoderWeightsError
 
     key = ("lpips", backbone, str(device))
     if key not in _NETS:
+        read_lin_weights()  # damaged shipped weights are an error (EncoderWeightsError), never a "missing" metric
         try:
             _NETS[key] = (LPIPS(backbone).to(device), backbone)
         except EncoderWeightsError:

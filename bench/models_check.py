@@ -28,10 +28,23 @@ def check_encoder_weights(cfg: CellConfig, model_names: list[str], loss_specs: l
             raise ValueError(str(err)) from None
 
 
+def check_lpips_weights() -> None:
+    """Fail early (ValueError of one line naming the file) if the LPIPS linear weights shipped with colorbench are
+    missing, changed (their SHA-256 is not the one of ``SHA256SUMS``) or unreadable: every run scores LPIPS."""
+    from models.lpips import read_lin_weights
+    from models.vgg import EncoderWeightsError
+
+    try:
+        read_lin_weights()
+    except EncoderWeightsError as err:
+        raise ValueError(str(err)) from None
+
+
 def check_backbones(cfgs: list[CellConfig]) -> None:
     """Fail early (ValueError naming the file and TORCH_HOME) if an ``lpips``/``perceptual`` loss asks for the
     ImageNet VGG-16 (its ``loss_params.backbone``, else the configuration's ``lpips_backbone``) and the checkpoint
-    cannot be had. (The ``lpips`` *metric* does not fail: its rows say ``lpips_backbone=missing``.)
+    cannot be had, or if the shipped LPIPS linear weights are damaged (``check_lpips_weights``). (The ``lpips``
+    *metric* does not fail for a missing checkpoint: its rows say ``lpips_backbone=missing``.)
 
     Args:
         cfgs: the configurations of every job.
@@ -45,6 +58,7 @@ def check_backbones(cfgs: list[CellConfig]) -> None:
         return any("backbone" in inspect.signature(losses.get_class(name).__init__).parameters
                    for _, name in losses.parse_spec(spec))
 
+    check_lpips_weights()
     needy = [c.loss for c in cfgs if uses_backbone(c.loss)
              and c.loss_params.get("backbone", c.lpips_backbone) == "imagenet"]
     cached = imagenet_checkpoint_path("vgg16")

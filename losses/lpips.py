@@ -1,6 +1,6 @@
 """LPIPS-VGG as a training loss: the learned perceptual distance between RGB(true L, predicted ab) and the true RGB.
 
-The network (VGG-16 + the LPIPS linear weights shipped by torchmetrics) is ``models.lpips.LPIPS``, the same one the
+The network (VGG-16 + the LPIPS linear weights shipped with colorbench) is ``models.lpips.LPIPS``, the same one the
 ``lpips`` test metric uses. Ballester et al. 2022 train with it and report slightly better results on most metrics.
 """
 from __future__ import annotations

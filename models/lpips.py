@@ -2,13 +2,15 @@
 
 d(x, y) = Σ_layers mean_{h,w} Σ_c w_c (x̂_chw − ŷ_chw)², where x̂ are the VGG-16 activations at relu1_2, relu2_2,
 relu3_3, relu4_3 and relu5_3, each unit-normalised over its channels, and w are the learned linear weights of the
-LPIPS paper (v0.1). The linear weights ship with torchmetrics (``lpips_models/vgg.pth``); the VGG-16 is
-torchvision's ImageNet checkpoint (``vgg16-397923af.pth``) or, asked for by name, a seeded random one.
+LPIPS paper (v0.1). The linear weights ship with colorbench (``models/assets/lpips/vgg.pth``: the LPIPS project's
+file, BSD-2-Clause, checked against its ``SHA256SUMS`` before it is read); the VGG-16 is torchvision's ImageNet
+checkpoint (``vgg16-397923af.pth``) or, asked for by name, a seeded random one.
 Images are RGB in [0, 1]; like the reference code they are mapped to [−1, 1] and shifted/scaled by LPIPS' own
 constants (close to ImageNet's mean and std). Not a registered model: this file only defines the network.
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -21,11 +23,57 @@ _SHIFT = (-0.030, -0.088, -0.188)
 _SCALE = (0.458, 0.448, 0.450)
 
 
-def lin_weights_path() -> Path:
-    """The LPIPS-VGG linear-layer weights shipped inside the installed torchmetrics package."""
-    import torchmetrics.functional.image.lpips as tm_lpips
+#: The LPIPS-VGG v0.1 linear-layer weights shipped with colorbench, with their licence and ``SHA256SUMS`` beside.
+LIN_WEIGHTS = Path(__file__).resolve().parent / "assets" / "lpips" / "vgg.pth"
+#: What to do about a damaged or missing copy of the shipped file.
+REINSTALL = "reinstall colorbench, which ships it (pip install --force-reinstall colorbench)"
 
-    return Path(tm_lpips.__file__).parent / "lpips_models" / "vgg.pth"
+
+def lin_weights_path() -> Path:
+    """The LPIPS-VGG linear-layer weights shipped with colorbench (:data:`LIN_WEIGHTS`)."""
+    return LIN_WEIGHTS
+
+
+def expected_sha256(path: Path) -> str:
+    """The SHA-256 that the ``SHA256SUMS`` file beside ``path`` lists for it.
+
+    Args:
+        path: the weights file.
+
+    Raises:
+        EncoderWeightsError: one line, when the manifest is missing or does not list the file.
+    """
+    manifest = Path(path).parent / "SHA256SUMS"
+    try:
+        lines = manifest.read_text().splitlines()
+    except OSError as err:
+        raise EncoderWeightsError(f"cannot read {manifest} ({type(err).__name__}); {REINSTALL}") from None
+    for line in lines:
+        digest, _, name = line.strip().partition("  ")
+        if name.lstrip("*") == Path(path).name:
+            return digest.lower()
+    raise EncoderWeightsError(f"{manifest} does not list {Path(path).name}; {REINSTALL}")
+
+
+def read_lin_weights(path: Path | None = None) -> dict[str, torch.Tensor]:
+    """The linear-layer state dict, read with ``weights_only=True`` after its SHA-256 matched ``SHA256SUMS``.
+
+    Args:
+        path: the weights file (default :data:`LIN_WEIGHTS`).
+
+    Raises:
+        EncoderWeightsError: one line naming the file and what to do, when it is missing, changed or unreadable.
+    """
+    path = Path(path or LIN_WEIGHTS)
+    want = expected_sha256(path)
+    try:
+        got = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as err:
+        raise EncoderWeightsError(f"cannot read weights file {path} ({type(err).__name__}); {REINSTALL}") from None
+    if got != want:
+        raise EncoderWeightsError(f"cannot read weights file {path}, damaged or replaced: its SHA-256 {got[:16]}... "
+                                  f"is not the {want[:16]}... of SHA256SUMS; {REINSTALL}")
+    return read_weights(path, REINSTALL)
 
 
 class LPIPS(nn.Module):
@@ -44,13 +92,12 @@ class LPIPS(nn.Module):
         chans = [self.vgg.features[i - 1].out_channels for i in VGG16_TAPS.values()]
         self.lins = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in chans)
         path = lin_weights_path()
-        state = read_weights(path, "reinstall torchmetrics, which ships it (pip install --force-reinstall torchmetrics)")
+        state = read_lin_weights(path)
         try:
             for k, lin in enumerate(self.lins):
                 lin.weight.data.copy_(state[f"lin{k}.model.1.weight"])
         except (KeyError, RuntimeError) as err:
-            raise EncoderWeightsError(f"cannot read the LPIPS linear weights from {path} (shipped with torchmetrics): "
-                                      f"{err}") from None
+            raise EncoderWeightsError(f"cannot read the LPIPS linear weights from {path}: {err}; {REINSTALL}") from None
         self.backbone = backbone
         self.requires_grad_(False)
         self.eval()

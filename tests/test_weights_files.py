@@ -80,3 +80,22 @@ def test_a_foreign_encoder_weights_file_is_one_line(tmp_path, capsys):
                              capsys)
     helpers.one_error(rc, err, str(bad), "encoder_weights=none")
     assert "weights_only" not in err and not (tmp_path / "run").exists()
+
+
+def test_damaged_shipped_lpips_weights_are_one_line_before_any_folder(tmp_path, monkeypatch, capsys):
+    """The LPIPS linear weights shipped with colorbench, changed after installation: their SHA-256 no longer matches
+    ``SHA256SUMS``, one line naming the file and what to do, exit 2, before any folder (every run scores LPIPS)."""
+    import shutil
+
+    import models.lpips as mlpips
+
+    folder = tmp_path / "lpips"
+    shutil.copytree(mlpips.LIN_WEIGHTS.parent, folder)
+    data = bytearray((folder / "vgg.pth").read_bytes())
+    data[200] ^= 0x01
+    (folder / "vgg.pth").write_bytes(bytes(data))
+    monkeypatch.setattr(mlpips, "LIN_WEIGHTS", folder / "vgg.pth")
+    out = tmp_path / "run"
+    rc, _, err = helpers.run([*TINY, "--out", out], capsys)
+    helpers.one_error(rc, err, str(folder / "vgg.pth"), "SHA-256", "reinstall colorbench")
+    assert "weights_only" not in err and not out.exists()
