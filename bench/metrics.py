@@ -10,9 +10,10 @@ backbone, ``imagenet`` or explicitly ``random``; when the ImageNet checkpoint is
 run's ``lpips_backbone`` says ``missing`` (see :func:`lpips_metric`).
 
 Per-set metrics (one value per test set): ``delta_cf`` = |mean colourfulness of the colorizations − mean
-colourfulness of the ground truth|; ``fid`` and ``kid`` (torchmetrics' Fréchet and kernel Inception distances) on
-the 2048-d pool features of the standard FID Inception-v3 (torch-fidelity's weights, read from torch's hub cache,
-downloaded when online; without them the values are NaN and ``inception_backbone`` says ``missing``).
+colourfulness of the ground truth|; ``fid`` and ``kid`` (Fréchet and kernel Inception distances, computed here as
+torchmetrics computes them) on the 2048-d pool features of the standard FID Inception-v3 (torch-fidelity's weights,
+read from torch's hub cache, downloaded when online; without them the values are NaN and ``inception_backbone``
+says ``missing``).
 
 The ground truth's network features (LPIPS activations, Inception features) depend on the test set only: they are
 computed once per test images, network and batch size (:class:`Truth`), not once per scored model.
@@ -151,13 +152,39 @@ def fid(pred: torch.Tensor, truth: torch.Tensor) -> float:
     return float((mu1 - mu2).square().sum() + tr1 + tr2 - 2 * cross)
 
 
+def poly_kernel(x: torch.Tensor, y: torch.Tensor, degree: int = 3, coef: float = 1.0) -> torch.Tensor:
+    """The polynomial kernel k(x, y) = (x·y / d + coef)^degree between the rows of ``x`` (``n×d``) and ``y``
+    (``m×d``): an ``n×m`` matrix.
+
+    Args:
+        x, y: feature sets with the same dimension ``d``.
+        degree: the kernel's power (3 for KID).
+        coef: the constant added to the scaled dot product (1 for KID).
+    """
+    return (x @ y.T / x.shape[1] + coef) ** degree
+
+
+def poly_mmd(x: torch.Tensor, y: torch.Tensor, degree: int = 3, coef: float = 1.0) -> torch.Tensor:
+    """The unbiased estimate of the squared maximum mean discrepancy between two feature sets under
+    :func:`poly_kernel`: the mean of the off-diagonal entries of K_xx and of K_yy minus twice the mean of K_xy
+    (Bińkowski et al. 2018; torchmetrics' ``poly_mmd`` for sets of equal size).
+
+    Args:
+        x, y: feature sets (``n×d``, ``m×d``, at least 2 rows each); symmetric in ``x`` and ``y``.
+        degree, coef: as :func:`poly_kernel`.
+    """
+    n, m = len(x), len(y)
+    k_xx, k_yy, k_xy = poly_kernel(x, x, degree, coef), poly_kernel(y, y, degree, coef), poly_kernel(x, y, degree, coef)
+    within_x = (k_xx.sum() - k_xx.diagonal().sum()) / (n * (n - 1))
+    within_y = (k_yy.sum() - k_yy.diagonal().sum()) / (m * (m - 1))
+    return within_x + within_y - 2 * k_xy.mean()
+
+
 def kid(pred: torch.Tensor, truth: torch.Tensor, subsets: int | None = None, subset_size: int | None = None,
         seed: int = 0) -> dict[str, float]:
-    """Kernel Inception distance (torchmetrics' unbiased polynomial-kernel MMD, ``poly_mmd``): the mean over
-    ``subsets`` random subsets of ``subset_size`` images of each set (default: 100 of min(1000, n/2)) and its
-    spread (``kid_std``, the SD over the subsets). Seeded: the same features give the same value."""
-    from torchmetrics.image.kid import poly_mmd
-
+    """Kernel Inception distance (the unbiased polynomial-kernel MMD², :func:`poly_mmd`, as torchmetrics' KID): the
+    mean over ``subsets`` random subsets of ``subset_size`` images of each set (default: 100 of min(1000, n/2)) and
+    its spread (``kid_std``, the SD over the subsets). Seeded: the same features give the same value."""
     a, b = pred.double(), truth.double()
     n = min(len(a), len(b))
     if n < 2:
@@ -435,8 +462,6 @@ def whole_set(parts: list[Scores]) -> Scores:
 def kid_full(pred: torch.Tensor, truth: torch.Tensor) -> float:
     """KID on the whole sets (one subset of every image): the statistic of the bootstrap over images (100 subsets
     per resample would be too slow)."""
-    from torchmetrics.image.kid import poly_mmd
-
     return float(poly_mmd(truth.double(), pred.double())) if min(len(pred), len(truth)) >= 2 else math.nan
 
 

@@ -58,6 +58,53 @@ def test_kid_equals_torchmetrics_on_the_whole_sets():
     assert spread["kid_std"] > 0 and math.isfinite(spread["kid"])
 
 
+def _numpy_poly_mmd(x: np.ndarray, y: np.ndarray) -> float:
+    """The unbiased MMD² with k(x, y) = (x·y/d + 1)³, written out pair by pair (an independent reference)."""
+    d = x.shape[1]
+    k = lambda u, v: (float(np.dot(u, v)) / d + 1.0) ** 3  # noqa: E731
+    n, m = len(x), len(y)
+    xx = sum(k(x[i], x[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    yy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    xy = sum(k(x[i], y[j]) for i in range(n) for j in range(m)) / (n * m)
+    return xx + yy - 2 * xy
+
+
+@pytest.mark.parametrize("n, m", [(7, 7), (5, 9), (2, 2)])
+def test_poly_mmd_equals_a_numpy_reference(n, m):
+    from bench.metrics import poly_mmd
+
+    rng = np.random.default_rng(n * 10 + m)
+    x, y = rng.normal(size=(n, 6)), rng.normal(0.4, 1.2, size=(m, 6))
+    got = poly_mmd(torch.tensor(x), torch.tensor(y))
+    assert got.dtype == torch.float64 and float(got) == pytest.approx(_numpy_poly_mmd(x, y), rel=1e-10, abs=1e-12)
+    assert float(poly_mmd(torch.tensor(y), torch.tensor(x))) == pytest.approx(float(got), rel=1e-12)  # symmetric
+
+
+def test_poly_mmd_equals_torchmetrics_while_it_has_one():
+    """colorbench's own poly_mmd against torchmetrics' undocumented ``poly_mmd`` (which KID used before), on random
+    features of equal-sized sets (torchmetrics' formula assumes them)."""
+    from bench.metrics import poly_mmd
+
+    kid_module = pytest.importorskip("torchmetrics.image.kid")
+    reference = getattr(kid_module, "poly_mmd", None)
+    if reference is None:
+        pytest.skip("torchmetrics.image.kid has no poly_mmd any more")
+    g = torch.Generator().manual_seed(11)
+    for n, d in ((10, 8), (40, 2048)):
+        x, y = torch.randn(n, d, generator=g, dtype=torch.float64), torch.randn(n, d, generator=g, dtype=torch.float64)
+        y = y * 1.1 + 0.05
+        assert float(poly_mmd(x, y)) == pytest.approx(float(reference(x, y)), rel=1e-9, abs=1e-12)
+
+
+def test_kid_imports_nothing_of_torchmetrics():
+    import inspect
+
+    import bench.metrics as metrics
+
+    for fn in (metrics.kid, metrics.kid_full, metrics.poly_mmd, metrics.poly_kernel):
+        assert "torchmetrics" not in inspect.getsource(fn).split('"""')[-1], fn.__name__
+
+
 def test_paired_set_bootstrap_equals_a_direct_recomputation():
     """ΔCF of two cells against the truth, resampled by hand with the same seeded indices."""
     rng = np.random.default_rng(5)
