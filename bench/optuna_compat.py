@@ -4,8 +4,9 @@ A grid run claims ``WAITING`` trials itself and keeps their heartbeats itself, o
 to talk to the study's storage with the storage-level trial id. Optuna has no public way to get either from a
 ``Study`` or a trial; each function below says what is missing, uses the private piece only where there is no
 public route, and falls back to public calls where there is one (slower, but it keeps working if the private
-attribute goes). Everything else in ``bench`` uses public Optuna API or these functions. Tested from Optuna 4.0 (the
-lower bound in ``pyproject.toml``) to 5.1 (``tests/test_optuna_compat.py``).
+attribute goes), and names what differs between the Optuna versions supported. Everything else in ``bench`` uses
+public Optuna API or this module. Tested with Optuna 4.0.0 (the lower bound in ``pyproject.toml``) and 5.1.0
+(``tests/test_optuna_compat.py``, ``tests/test_study.py``, ``tests/test_tune.py``).
 """
 from __future__ import annotations
 
@@ -15,6 +16,11 @@ import threading
 import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial
+
+
+#: What a storage raises for an update of a finished trial: ``optuna.exceptions.UpdateFinishedTrialError`` from
+#: Optuna 4.3; before it, a bare ``RuntimeError`` (the public class it derives from).
+UpdateFinishedTrialError = getattr(optuna.exceptions, "UpdateFinishedTrialError", RuntimeError)
 
 
 class OptunaCompatError(RuntimeError):

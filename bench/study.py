@@ -50,7 +50,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .records import redact  # noqa: F401  (the one redaction function; bench.study.redact is used by the CLIs)
 from .log import get_logger
-from .optuna_compat import has_native_heartbeat, native_heartbeat, storage_of, trial_id, trial_of
+from .optuna_compat import (UpdateFinishedTrialError, has_native_heartbeat, native_heartbeat, storage_of, trial_id,
+                            trial_of)
 
 log = get_logger(__name__)
 
@@ -286,7 +287,7 @@ def fail_stale(study: optuna.Study, watch: StaleWatch | None = None) -> list[int
         try:
             if storage.set_trial_state_values(trial_id(study, t), state=TrialState.FAIL):
                 failed.append(t.number)
-        except optuna.exceptions.UpdateFinishedTrialError:
+        except UpdateFinishedTrialError:
             pass  # finished meanwhile, or failed by another worker
     return sorted(failed)
 
@@ -382,7 +383,7 @@ def claim(study: optuna.Study, keys=None) -> optuna.Trial | None:
             # the atomic WAITING → RUNNING transition (the one Study.ask uses for queued trials)
             if storage.set_trial_state_values(trial_id(study, t), state=TrialState.RUNNING):
                 return trial_of(study, t)
-        except optuna.exceptions.UpdateFinishedTrialError:
+        except UpdateFinishedTrialError:
             continue  # finished by another worker (e.g. closed as a duplicate) meanwhile
     return None
 
@@ -415,7 +416,7 @@ def close(study: optuna.Study, trial: optuna.Trial, state: TrialState, value: fl
         else:
             study.tell(trial, state=state)
         return True
-    except optuna.exceptions.UpdateFinishedTrialError:
+    except UpdateFinishedTrialError:
         return False
     except ValueError as err:  # Study.tell: "Cannot tell a FAIL trial."
         if str(err).startswith("Cannot tell a"):

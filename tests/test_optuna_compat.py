@@ -159,3 +159,11 @@ def test_no_module_but_the_adapter_uses_optunas_private_api():
                     found.append(f"{src.relative_to(ROOT)}:{i}: {line.strip()}")
     assert not found, found
     assert PRIVATE.search("from optuna.storages._heartbeat import x") and PRIVATE.search("study._storage")
+
+
+def test_update_finished_trial_error_is_what_the_storage_raises(study):
+    trial = study.ask()
+    study.tell(trial, 1.0)
+    with pytest.raises(oc.UpdateFinishedTrialError):
+        oc.storage_of(study).set_trial_state_values(oc.trial_id(study, trial), state=TrialState.FAIL)
+    assert issubclass(oc.UpdateFinishedTrialError, RuntimeError)
