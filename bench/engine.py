@@ -38,6 +38,7 @@ from .data import data_root, resolve
 from .jobrun import JobTrainer, mean_abs, split_sizes, untrained_rows
 from .metrics import inception_metric, lpips_metric
 from .paths import check_writable
+from .optuna_compat import UpdateFinishedTrialError
 from .plan import DATA_COLUMNS, Job, config_columns, config_differences, describe, key_str
 from .records import BASELINES, environment
 from .runfolder import append_run, bind, data_fingerprint, import_local_rows, read_local_rows, recorded_base_config, \
@@ -410,7 +411,7 @@ class GridRun:
         def on_validation(step, val_psnr):
             try:
                 trial.report(val_psnr, step)  # intermediate values: visible in optuna-dashboard
-            except optuna.exceptions.UpdateFinishedTrialError:
+            except UpdateFinishedTrialError:
                 raise TakenOver() from None
 
         trial.set_user_attr("worker", f"{self.shared['hostname']}:{os.getpid()}")
@@ -436,7 +437,7 @@ class GridRun:
             gs.upload(self.artifacts, trial, samples)
             gs.upload_json(self.artifacts, trial, "run-record.json",
                            json.dumps({k: json.loads(v) for k, v in records.items()}, indent=1, default=str))
-        except (OSError, optuna.exceptions.UpdateFinishedTrialError) as err:  # the run itself is still good
+        except (OSError, UpdateFinishedTrialError) as err:  # the run itself is still good
             tqdm.write(f"warning: sample images of {job.key} not stored as Optuna artifacts ({err})")
         if row["status"] == "ok" and math.isfinite(row["val_psnr"]):
             told = gs.close(study, trial, TrialState.COMPLETE, row["val_psnr"], records=records, outcome="ok",

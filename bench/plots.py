@@ -120,26 +120,58 @@ def psnr_per_cell(runs: pd.DataFrame, path: Path, colours: dict | None = None) -
 
 
 def val_curves(history: pd.DataFrame, path: Path, colours: dict | None = None) -> bool:
-    """Validation PSNR over training steps, one line per cell (mean over seeds, 95 % CI band); the legend sits
-    outside the axes, so it never hides a curve. ``colours``: ``{label: colour}`` (default: from ``history``)."""
+    """Validation PSNR over training steps: one small panel per cell (shared axes, cells in name order), each with
+    its runs (seeds, folds) as thin lines, their median as a bold line and their range as a light band, so that no
+    cell's curve hides another's. Returns False (nothing written) without history.
+
+    Args:
+        history: the run's ``history.csv`` rows (``step``, ``val_psnr``, ``model``, ``cell``, ``seed``, ``fold``).
+        path: PNG to write.
+        colours: ``{label: colour}`` (default: from ``history``).
+    """
     if history.empty:
         return False
-    plt, sns = _plt()
+    plt, _ = _plt()
     h = history.copy()
     for c in ("step", "val_psnr"):
         h[c] = pd.to_numeric(h[c], errors="coerce")
+    h = h.dropna(subset=["step", "val_psnr"])
+    if h.empty:
+        return False
     h["label"] = _label(h)
+    h["run"] = h["seed"].astype(str) + "/" + (h["fold"].astype(str) if "fold" in h else "")
     colours = colours or palette(h["label"])
     order = sorted(h["label"].unique())
-    fig, ax = plt.subplots(figsize=(8.5, 4))
-    sns.lineplot(data=h, x="step", y="val_psnr", hue="label", hue_order=order, palette=colours,
-                 errorbar=("ci", 95), marker="o", ax=ax)
-    ax.set_xlabel("training step")
-    ax.set_ylabel("validation PSNR (dB)")
-    ax.set_title("Validation PSNR during training (mean over seeds, 95 % CI)", fontsize=11)
-    ax.legend(title="", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ncols = min(len(order), 4)
+    nrows = -(-len(order) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.2 + 2.5 * ncols, 0.9 + 1.9 * nrows), sharex=True,
+                             sharey=True, squeeze=False)
+    for ax, lab in zip(axes.flat, order):
+        _curve_panel(ax, h[h["label"] == lab], colours.get(lab, "C0"), lab)
+    for k, ax in enumerate(axes.flat):
+        if k >= len(order):
+            ax.set_visible(False)
+        elif k + ncols >= len(order):  # the lowest panel of its column: its step labels
+            ax.tick_params(labelbottom=True)
+    fig.supxlabel("training step", fontsize=9)
+    fig.supylabel("validation PSNR (dB)", fontsize=9)
+    fig.suptitle("Validation PSNR during training (median over seeds and folds; band: their range; thin: each run)",
+                 fontsize=10)
     save_figure(fig, path)
     return True
+
+
+def _curve_panel(ax, g: pd.DataFrame, colour: str, title: str) -> None:
+    """One cell's panel of :func:`val_curves`: every run thin, the median bold, the range as a light band."""
+    for _, run in g.groupby("run", sort=True):
+        run = run.sort_values("step")
+        ax.plot(run["step"], run["val_psnr"], color=colour, lw=0.7, alpha=0.35)
+    per_step = g.groupby("step")["val_psnr"].agg(["median", "min", "max"]).sort_index()
+    ax.fill_between(per_step.index, per_step["min"], per_step["max"], color=colour, alpha=0.15, lw=0)
+    ax.plot(per_step.index, per_step["median"], color=colour, lw=2, marker="o" if len(per_step) < 12 else None,
+            ms=3)
+    ax.set_title(title, fontsize=8, color=colour)
+    ax.tick_params(labelsize=7)
 
 
 def psnr_vs_colourfulness(runs: pd.DataFrame, path: Path, truth_colourfulness: float | None = None,

@@ -67,7 +67,46 @@ def load(run_dir: Path) -> dict:
     if per_image.empty:
         missing = (f"{run_dir / 'per_image.csv'} is " + ("missing" if not (run_dir / "per_image.csv").is_file()
                                                           else "empty"))
-    return {"runs": runs, "per_image": per_image, "history": history, "meta": meta, "per_image_missing": missing}
+    raw = pd.DataFrame(read_rows(run_dir / "runs.csv"))  # one row per training (per fold): what the counts say
+    return {"runs": runs, "raw_runs": raw, "per_image": per_image, "history": history, "meta": meta,
+            "per_image_missing": missing}
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def run_counts(raw: pd.DataFrame, merged: pd.DataFrame, missing: int = 0) -> str:
+    """The sentence that counts the runs: with k-fold rotation, how many trainings ``runs.csv`` holds (cells ×
+    seeds × folds, plus the baseline rows) and into how many rows (one per model, cell and seed) the folds were
+    merged, then how many of those succeeded and failed.
+
+    Args:
+        raw: the rows of ``runs.csv`` as written (one per fold).
+        merged: the same rows with the folds combined (``leaderboard.load_runs``), as the leaderboard counts them.
+        missing: planned (model, cell, seed, fold) runs with no row.
+    """
+    import pandas as pd
+
+    from . import folds
+
+    ok, failed = int((merged["status"] == "ok").sum()), int((merged["status"] != "ok").sum())
+    miss = f", {missing} missing" if missing else ""
+    if raw.empty or not folds.has_folds(raw):
+        return (f"{ok} successful run(s) (the grey and mean-colour baseline rows included), {failed} failed"
+                f"{miss}.")
+    trained = raw[~untrained_mask(raw["cell"])]
+    n_cells = len(trained[["model", "cell"]].drop_duplicates())
+    n_seeds = trained["seed"].astype(str).nunique()
+    declared = pd.to_numeric(raw["folds"], errors="coerce").max() if "folds" in raw else math.nan
+    k = int(declared) if declared == declared else raw.loc[raw["fold"].astype(str).str.strip() != "", "fold"].nunique()
+    grid = f"{_plural(n_cells, 'cell')} × {_plural(n_seeds, 'seed')} × {k} folds"
+    what = f"{len(trained)} trainings ({grid})" if len(trained) == n_cells * n_seeds * k else \
+        f"{len(trained)} trainings (of {grid})"
+    base = len(raw) - len(trained)
+    what += f" and {_plural(base, 'baseline row')}" if base else ""
+    return (f"{len(raw)} runs: {what}, merged over folds into {len(merged)} rows (one per model, cell and seed, "
+            f"baselines included): {ok} successful, {failed} failed{miss}.")
 
 
 def truth_colourfulness(meta: dict) -> float | None:
@@ -229,7 +268,8 @@ def make_figures(data: dict, board: pd.DataFrame, fig_dir: Path, throughput_rows
         out["psnr"] = (fig_dir / "psnr.png", "Test PSNR per cell: mean and 95 % t-interval over seeds; small dots "
                        "are the seeds; dashed line: the greyscale baseline.")
     if plots.val_curves(history, fig_dir / "val_psnr.png", colours):
-        out["val_psnr"] = (fig_dir / "val_psnr.png", "Validation PSNR over training steps (mean over seeds, 95 % CI).")
+        out["val_psnr"] = (fig_dir / "val_psnr.png", "Validation PSNR over training steps, one panel per cell "
+                             "(shared axes): the median over seeds and folds, their range as a band, each run thin.")
     if plots.psnr_vs_colourfulness(runs, fig_dir / "psnr_colourfulness.png", truth_colourfulness(data["meta"]),
                                    colours):
         out["psnr_colourfulness"] = (fig_dir / "psnr_colourfulness.png",
@@ -387,9 +427,7 @@ def _summary(data: dict, board: pd.DataFrame, m, env: pd.DataFrame, missing: pd.
     summary.append(f"Grid *{meta.get('grid', runs['grid'].iloc[0] if 'grid' in runs else '?')}*, preset "
                    f"*{meta.get('preset', '?')}*, {meta.get('seeds', runs['seed'].nunique())} seed(s); data: "
                    f"{data_summary(runs, meta)}.")
-    n_ok, n_failed = int((runs["status"] == "ok").sum()), int((runs["status"] != "ok").sum())
-    summary.append(f"{n_ok} successful run(s) (the grey and mean-colour baseline rows included), {n_failed} failed"
-                   + (f", {len(missing)} missing" if not missing.empty else "") + ".")
+    summary.append(run_counts(data.get("raw_runs", runs), runs, len(missing)))
     return summary
 
 

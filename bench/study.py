@@ -50,6 +50,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .records import redact  # noqa: F401  (the one redaction function; bench.study.redact is used by the CLIs)
 from .log import get_logger
+from .optuna_compat import (UpdateFinishedTrialError, has_native_heartbeat, native_heartbeat, storage_of, trial_id,
+                            trial_of)
 
 log = get_logger(__name__)
 
@@ -166,31 +168,16 @@ def _open_rdb(url: str, heartbeat: int, grace: int, attempts: int = 6) -> RDBSto
     raise AssertionError("unreachable")
 
 
-# Optuna's private API is used only in this module (Study._storage, Study._study_id, Trial._trial_id,
-# optuna.storages._heartbeat); each use says why. All exist from Optuna 4.0 (the lower bound in pyproject.toml,
-# set by optuna.storages.journal.JournalFileBackend) to 5.0 (tested).
-
-def _storage(study: optuna.Study) -> BaseStorage:
-    """The storage under ``study``. Private (``Study._storage``): a public ``Study`` has no accessor for it, and
-    the atomic WAITING → RUNNING claim and the journal heartbeat must talk to the storage directly."""
-    return study._storage
-
+# Optuna's private API is reached only through bench.optuna_compat (the study's storage, storage-level trial ids);
+# the rest of this module uses public Optuna API (BaseStorage's methods included).
 
 def _settings(storage: BaseStorage) -> tuple[int, int]:
     """(heartbeat interval, grace period) in seconds, as ``open_storage`` set them."""
     found = getattr(storage, "colorbench_heartbeat", None)
-    if found is None and _native(storage):  # a Study wraps an RDBStorage in another object: ask the public API
+    if found is None and has_native_heartbeat(storage):  # a Study wraps an RDBStorage in another object: ask it
         every = int(storage.get_heartbeat_interval())
         found = (every, 3 * every)
     return found or (30, 90)
-
-
-def _native(storage: BaseStorage) -> bool:
-    # private module: whether Optuna runs its own heartbeat for this storage (RDB with heartbeat_interval); the
-    # public API has no such query, and a journal storage needs our heartbeat instead
-    from optuna.storages._heartbeat import is_heartbeat_enabled
-
-    return is_heartbeat_enabled(storage)
 
 
 @contextlib.contextmanager
@@ -204,31 +191,27 @@ def keep_alive(study: optuna.Study, trial: optuna.Trial, native: bool = True):
         native: also run Optuna's heartbeat for storages that have one; pass ``False`` inside
             ``Study.optimize``, which already runs it.
     """
-    storage = _storage(study)
-    trial_id = trial._trial_id  # private: the storage's heartbeat API takes the storage-level trial id
+    storage = storage_of(study)
+    tid = trial_id(study, trial)  # the storage's attribute setters take the storage-level id
     interval, _ = _settings(storage)
     stop = threading.Event()
 
     def beat():
         with contextlib.suppress(Exception):
-            storage.set_trial_system_attr(trial_id, EVERY_ATTR, interval)
+            storage.set_trial_system_attr(tid, EVERY_ATTR, interval)
         while True:
             try:
-                storage.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
+                storage.set_trial_system_attr(tid, HEARTBEAT_ATTR, time.time())
             except Exception:  # finished (or taken over) trial, or a transient I/O error: try again later
                 pass
             if stop.wait(interval):
                 return
 
-    thread = threading.Thread(target=beat, name=f"heartbeat-{trial_id}", daemon=True)
+    thread = threading.Thread(target=beat, name=f"heartbeat-{tid}", daemon=True)
     thread.start()
     try:
-        if _native(storage) and native:
-            # private module: the thread Study.optimize runs for RDB heartbeats; claimed trials do not go through
-            # optimize, so it is started here
-            from optuna.storages._heartbeat import get_heartbeat_thread
-
-            with get_heartbeat_thread(trial_id, storage):
+        if native:  # the heartbeat Study.optimize runs for RDB storages (claimed trials do not go through optimize)
+            with native_heartbeat(storage, tid):
                 yield
         else:
             yield
@@ -266,7 +249,7 @@ class StaleWatch:
     @classmethod
     def of(cls, study: optuna.Study) -> StaleWatch:
         """A watch with the grace period of ``study``'s storage (``open_storage``)."""
-        return cls(_settings(_storage(study))[1])
+        return cls(_settings(storage_of(study))[1])
 
     def takeover_in(self) -> float | None:
         """Seconds until the first run seen at the last sweep is taken over unless its heartbeat changes."""
@@ -280,10 +263,10 @@ def fail_stale(study: optuna.Study, watch: StaleWatch | None = None) -> list[int
     clock), the ``colorbench:heartbeat`` attribute (or the start time, before the first heartbeat) and the local
     clock otherwise, and, with a ``watch``, any trial whose heartbeat that watch has seen unchanged for too long.
     """
-    storage = _storage(study)
+    storage = storage_of(study)
     _, grace = _settings(storage)
     failed = []
-    if _native(storage):
+    if has_native_heartbeat(storage):
         before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -292,7 +275,7 @@ def fail_stale(study: optuna.Study, watch: StaleWatch | None = None) -> list[int
         failed += sorted(before - after - _finished_ok(study))
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     stale = watch.stale(running) if watch is not None else []
-    if not _native(storage):  # one host's clock wrote the journal's heartbeats: a long-dead trial goes at once
+    if not has_native_heartbeat(storage):  # one host's clock wrote the journal's heartbeats: a dead trial goes at once
         now = time.time()
         for t in running:
             last = t.system_attrs.get(HEARTBEAT_ATTR)
@@ -302,10 +285,9 @@ def fail_stale(study: optuna.Study, watch: StaleWatch | None = None) -> list[int
                 stale.append(t)
     for t in stale:
         try:
-            # private FrozenTrial._trial_id: the storage's state transition takes the storage-level id
-            if storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+            if storage.set_trial_state_values(trial_id(study, t), state=TrialState.FAIL):
                 failed.append(t.number)
-        except optuna.exceptions.UpdateFinishedTrialError:
+        except UpdateFinishedTrialError:
             pass  # finished meanwhile, or failed by another worker
     return sorted(failed)
 
@@ -392,18 +374,16 @@ def claim(study: optuna.Study, keys=None) -> optuna.Trial | None:
 
     Only trials whose key is in ``keys`` (all grid trials when None) are taken, lowest number first.
     """
-    storage = _storage(study)
-    # private ``Study._study_id``: Study.get_trials cannot be asked for WAITING trials without copying every trial
-    for t in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,)):
+    storage = storage_of(study)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         k = key_of(t)
         if k is None or (keys is not None and k not in keys):
             continue
         try:
-            # private FrozenTrial._trial_id: the atomic WAITING → RUNNING transition (the one Study.ask uses for
-            # queued trials) and the Trial constructor take the storage-level id
-            if storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
-                return optuna.Trial(study, t._trial_id)
-        except optuna.exceptions.UpdateFinishedTrialError:
+            # the atomic WAITING → RUNNING transition (the one Study.ask uses for queued trials)
+            if storage.set_trial_state_values(trial_id(study, t), state=TrialState.RUNNING):
+                return trial_of(study, t)
+        except UpdateFinishedTrialError:
             continue  # finished by another worker (e.g. closed as a duplicate) meanwhile
     return None
 
@@ -427,9 +407,8 @@ def close(study: optuna.Study, trial: optuna.Trial, state: TrialState, value: fl
     been finished elsewhere (e.g. failed as stale)."""
     try:
         for k, v in (records or {}).items():
-            # public storage API with the storage-level id (private ``Trial._trial_id``): Trial has no public
-            # setter for system attributes
-            _storage(study).set_trial_system_attr(trial._trial_id, RECORD_PREFIX + k, v)
+            # the storage's setter: Trial has no public setter for system attributes
+            storage_of(study).set_trial_system_attr(trial_id(study, trial), RECORD_PREFIX + k, v)
         for k, v in attrs.items():
             trial.set_user_attr(k, v)
         if state == TrialState.COMPLETE:
@@ -437,7 +416,7 @@ def close(study: optuna.Study, trial: optuna.Trial, state: TrialState, value: fl
         else:
             study.tell(trial, state=state)
         return True
-    except optuna.exceptions.UpdateFinishedTrialError:
+    except UpdateFinishedTrialError:
         return False
     except ValueError as err:  # Study.tell: "Cannot tell a FAIL trial."
         if str(err).startswith("Cannot tell a"):
@@ -520,12 +499,11 @@ def set_key_params(study: optuna.Study, trial: optuna.Trial, attrs: dict,
                    distributions: dict[str, optuna.distributions.BaseDistribution]) -> bool:
     """Record a claimed grid trial's key (``model``, ``cell``, ``seed``) as its parameters; False if the study
     already holds these parameters with other distributions (a study shared by different plans)."""
-    storage = _storage(study)
+    storage, tid = storage_of(study), trial_id(study, trial)
     try:
         for name, dist in distributions.items():
-            # public storage API, but it takes the storage-level id (private ``Trial._trial_id``): a claimed trial
-            # is not asked through the sampler, so its parameters are written directly
-            storage.set_trial_param(trial._trial_id, name, dist.to_internal_repr(attrs[name]), dist)
+            # a claimed trial is not asked through the sampler, so its parameters are written directly
+            storage.set_trial_param(tid, name, dist.to_internal_repr(attrs[name]), dist)
     except ValueError:
         return False
     return True

@@ -241,7 +241,8 @@ def save_results(study: optuna.Study, out: Path, info: dict) -> dict | None:
                 ax.figure.savefig(out / "importance.png", dpi=120, bbox_inches="tight")
                 plt.close(ax.figure)
                 files.append("importance.png")
-            except (RuntimeError, ValueError) as err:  # e.g. every trial drew the same value
+            except (RuntimeError, ValueError, ImportError) as err:  # e.g. every trial drew the same value; Optuna
+                # 4.x's default evaluator (fANOVA) needs scikit-learn, which colorbench does not install
                 not_written = f"importance.png not written: parameter importances failed ({err})"
         else:
             not_written = (f"importance.png not written: parameter importances need at least 2 completed trials "

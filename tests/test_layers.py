@@ -12,8 +12,8 @@ docs/architecture.md):
     models/, losses/ (registries and their families)
         │
     low            bench.colour, bench.abbins, bench.data, bench.controls, bench.records, bench.stats, bench.log,
-                   bench.plugins, bench.device, bench.distributed, bench.tracking (import only each other, torch,
-                   numpy and the like)
+                   bench.plugins, bench.device, bench.distributed, bench.tracking, bench.optuna_compat (import only
+                   each other, torch, numpy, optuna and the like)
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ PACKAGES = ("bench", "models", "losses")
 #: The low layer: the modules everything else stands on. They may import each other, never anything else of ours.
 LOW = {"bench.colour", "bench.abbins", "bench.data", "bench.records", "bench.stats", "bench.device",
        "bench.distributed", "bench.metrictable", "bench.controls", "bench.limits", "bench.plugins", "bench.log",
-       "bench.tracking"}
+       "bench.tracking", "bench.optuna_compat"}
 
 
 def _module_name(path: Path) -> str:

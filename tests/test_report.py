@@ -451,3 +451,62 @@ def test_report_on_a_read_only_folder_is_one_line_naming_it(run_dir, tmp_path, c
     rc = report.main([str(folder), "--n-boot", "20"])
     line = one_error(rc, capsys.readouterr().err, str(folder), os.strerror(code))
     assert ".tmp" not in line and "Errno" not in line, line
+
+
+def _fold_rows(cells: int, seeds: int, k: int, failed: tuple = ()) -> list[dict]:
+    """runs.csv rows of a k-fold grid: every (cell, seed, fold), and the two baselines (one row each)."""
+    rows = [{"model": "unet_vgg16", "cell": f"c{c}", "seed": str(s), "fold": str(f), "folds": str(k), "loss": "mse",
+             "status": "failed" if (c, s, f) in failed else "ok", "psnr": "22.5", "n_test": "3"}
+            for c in range(cells) for s in range(seeds) for f in range(k)]
+    rows += [{"model": "(none)", "cell": b, "seed": "0", "fold": "", "folds": str(k), "loss": "(none)",
+              "status": "ok", "psnr": "20.0", "n_test": "12"} for b in ("grey", "mean_colour")]
+    return rows
+
+
+def test_run_counts_say_how_the_folds_were_merged():
+    """Issue 32, item 6: after 48 k-fold trainings the report does not say '14 successful run(s)' alone."""
+    import pandas as pd
+
+    from bench.folds import combine_folds
+
+    raw = pd.DataFrame(_fold_rows(12, 1, 4))
+    text = report.run_counts(raw, combine_folds(raw))
+    assert text == ("50 runs: 48 trainings (12 cells × 1 seed × 4 folds) and 2 baseline rows, merged over folds into "
+                    "14 rows (one per model, cell and seed, baselines included): 14 successful, 0 failed.")
+    raw = pd.DataFrame(_fold_rows(3, 2, 4, failed=((0, 1, 2),)))
+    text = report.run_counts(raw, combine_folds(raw), missing=1)
+    assert "24 trainings (3 cells × 2 seeds × 4 folds)" in text and "into 8 rows" in text
+    assert text.endswith("7 successful, 1 failed, 1 missing.")  # a seed with a failed fold is one failed row
+    part = raw.iloc[:-3]  # the grid is not complete yet
+    assert "23 trainings (of 3 cells × 2 seeds × 4 folds)" in report.run_counts(part, combine_folds(part))
+
+
+def test_run_counts_without_folds_are_plain():
+    import pandas as pd
+
+    raw = pd.DataFrame(_fold_rows(2, 2, 1)).assign(fold="", folds="")
+    assert report.run_counts(raw, raw) == ("6 successful run(s) (the grey and mean-colour baseline rows included), "
+                                           "0 failed.")
+
+
+def test_val_curves_is_one_small_panel_per_cell_with_shared_axes(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from bench import plots
+
+    rows = [{"model": "unet_vgg16", "cell": f"cell{c}", "seed": str(s), "fold": str(f), "step": str(step),
+             "val_psnr": str(20 + c + 0.1 * s + 0.05 * f + step / 100)}
+            for c in range(5) for s in range(3) for f in range(2) for step in (10, 20, 30)]
+    figs = []
+    original = plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path, **kw: (figs.append(fig), original(fig, path, **kw)))
+    path = tmp_path / "val_psnr.png"
+    assert plots.val_curves(pd.DataFrame(rows), path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    panels = [ax for ax in figs[0].axes if ax.get_visible()]
+    assert [ax.get_title() for ax in panels] == [f"cell{c}" for c in range(5)]
+    assert all(ax.get_shared_y_axes().joined(panels[0], ax) and ax.get_shared_x_axes().joined(panels[0], ax)
+               for ax in panels)
+    for ax in panels:  # 6 thin runs + the median line, and one light band
+        assert len(ax.lines) == 7 and len(ax.collections) == 1
+    assert not plots.val_curves(pd.DataFrame(), tmp_path / "none.png")

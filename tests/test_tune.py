@@ -2,6 +2,7 @@
 sequence of suggestions, and bad input exits with code 2."""
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import optuna
@@ -40,7 +41,11 @@ def test_tune_prunes_and_saves_best_parameters(tuned, capsys):
     assert set(record["params"]) == {"lr"}  # mse has no style weight to tune
     assert record["params"] == study.best_params and record["value"] == pytest.approx(study.best_value)
     assert record["study"] == "tune-unet_vgg16-mse-quick-kodak24-bundled"
-    assert (tuned / "history.png").stat().st_size > 0 and (tuned / "importance.png").stat().st_size > 0
+    assert (tuned / "history.png").stat().st_size > 0
+    if (tuned / "importance.png").exists():
+        assert (tuned / "importance.png").stat().st_size > 0
+    else:  # Optuna 4.x: its default importance evaluator (fANOVA) needs scikit-learn, which is not installed
+        assert int(optuna.__version__.split(".")[0]) < 5 and importlib.util.find_spec("sklearn") is None
     assert all(1e-5 <= t.params["lr"] <= 1e-2 for t in study.trials)
     # re-running the finished command trains nothing and prints the best parameters again
     capsys.readouterr()
