@@ -14,8 +14,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bench.colour import AB_SCALE
-
 from .registry import register_model
 from .unet_vgg import UNetVGG
 
@@ -74,9 +72,7 @@ class UNetGlobal(UNetVGG):
         feats = self.encode(L)
         gamma, beta, bias = self.global_branch(feats[-1])
         x = self.decode_features(feats)
-        out = self.color.proj(x * (1 + gamma) + beta) + bias
-        # the same output scaling as ColorHead.forward: the ab head learns normalised ab
-        return out * AB_SCALE if self.head == "ab" else out
+        return self.color.scale(self.color.proj(x * (1 + gamma) + beta) + bias)
 
 
 def _check(global_hidden=0, freeze_encoder=False):

@@ -51,7 +51,10 @@ class ColorHead(nn.Module):
             self.proj.bias.copy_(torch.zeros(2) if head == "ab" else self.bins.neutral_logits(temperature))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.proj(x)
+        return self.scale(self.proj(x))
+
+    def scale(self, out: torch.Tensor) -> torch.Tensor:
+        """The projection's output → the head's raw output (Lab units for the ab head, logits unchanged)."""
         # The conv learns normalised ab; scaling here keeps the model's output in Lab units for every loss.
         return out * AB_SCALE if self.head == "ab" else out
 
