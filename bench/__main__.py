@@ -1,6 +1,6 @@
 """``python -m bench <command> ...`` is ``colorbench <command> ...``."""
 import sys
 
-from .cli import main
+from bench.cli import main
 
 sys.exit(main())

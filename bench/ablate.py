@@ -6,17 +6,17 @@
     colorbench ablate --grid losses --storage postgresql+psycopg://user@db-host/optuna   # on every machine
     colorbench ablate --list-grids
 
-Each (model, cell, seed) is one trial of an Optuna study (``bench.study``) stored in ``<run folder>/study.journal``
+Each (model, cell, seed) is one trial of an Optuna study (``bench.grid.study``) stored in ``<run folder>/study.journal``
 or in ``--storage``: start the same command on several processes or machines and they split the grid, each run
 trained exactly once. Results go to ``./results/<grid>-<preset>-<data>-<config hash>/`` (or ``--out``): ``runs.csv`` (one row per
 cell × seed: config, metrics, timings, environment), ``per_image.csv``, ``history.csv``, ``leaderboard.md``/``.csv``
 and ``figures/psnr.png``; the leaderboard is built from every worker's results in the storage. Re-running the same command
 resumes: finished (cell, seed) pairs are not trained again, and runs of a worker that died (no heartbeat for
-``3 × --heartbeat`` seconds) are trained again. The engine itself is ``bench.engine.GridRun``.
+``3 × --heartbeat`` seconds) are trained again. The engine itself is ``bench.grid.engine.GridRun``.
 
     torchrun --nproc_per_node 2 -m bench.ablate --grid losses    # each run data-parallel on 2 GPUs (or CPU ranks)
 
-Under torchrun the processes of one group train each run together (``bench.distributed``): ``batch_size`` is the
+Under torchrun the processes of one group train each run together (``bench.training.distributed``): ``batch_size`` is the
 global batch, split evenly between them; rank 0 claims the runs and writes every file.
 """
 from __future__ import annotations
@@ -28,9 +28,10 @@ import sys
 import time
 from pathlib import Path
 
-from . import cli, grids
-from .log import attach_run_log, get_logger
-from .records import CONFIG_COPY
+from bench import cli
+from bench.config import grids
+from bench.core.log import attach_run_log, get_logger
+from bench.core.records import CONFIG_COPY
 
 log = get_logger(__name__)
 
@@ -66,7 +67,7 @@ def parse_args(argv=None):
 
 
 def grid_defaults(args):
-    """Fill the options the command line left out from the named grid's defaults (``bench.grids.Grid.defaults``:
+    """Fill the options the command line left out from the named grid's defaults (``bench.config.grids.Grid.defaults``:
     the controls grid brings its data, preset and seeds), then from the command's (2 seeds)."""
     grid = grids.GRIDS.get(args.grid)
     for key, value in (grid.defaults if grid else {}).items():
@@ -78,9 +79,9 @@ def grid_defaults(args):
 
 
 def folds_of(args) -> int:
-    """``--folds``, else the data set's default (``bench.data.default_folds``); folds need a data set that has no
+    """``--folds``, else the data set's default (``bench.data.sources.default_folds``); folds need a data set that has no
     separate test set."""
-    from .data import DEFAULT_TEST, data_root, default_folds, list_images, resolve
+    from bench.data.sources import DEFAULT_TEST, data_root, default_folds, list_images, resolve
 
     if args.folds is None:
         return default_folds(args.data, args.test, args.data_root)
@@ -99,9 +100,9 @@ def folds_of(args) -> int:
 
 def plan(args, device):
     """The base configuration, preset name and jobs of a command line — validated before any data is decoded."""
-    from .data import data_root, resolve
-    from .plan import plan_jobs
-    from .tuned import load_best
+    from bench.data.sources import data_root, resolve
+    from bench.grid.plan import plan_jobs
+    from bench.grid.tuned import load_best
 
     base, preset_name = cli.config_from_args(args, device)
     with cli.usage_errors():
@@ -117,11 +118,11 @@ def plan(args, device):
 
 
 def check_distributed(jobs) -> None:
-    """Under torchrun, refuse what data-parallel training cannot reproduce (``bench.distributed``): a global batch
+    """Under torchrun, refuse what data-parallel training cannot reproduce (``bench.training.distributed``): a global batch
     that does not split evenly, and a loss that trains a network of its own (``extra_step``, e.g. a GAN critic)."""
     import losses
 
-    from .distributed import world_size
+    from bench.training.distributed import world_size
 
     n = world_size()
     if n == 1:
@@ -138,7 +139,7 @@ def check_distributed(jobs) -> None:
 
 
 def find_grid(args) -> grids.Grid:
-    """The ``--grid``: one defined in the ``--config`` file, else a named grid of ``bench.grids``."""
+    """The ``--grid``: one defined in the ``--config`` file, else a named grid of ``bench.config.grids``."""
     cf = cli.config_file(args)
     if cf and args.grid in cf.grids:
         return cf.grids[args.grid]
@@ -164,7 +165,7 @@ def list_grids(args) -> None:
 
 def dry_run(args, jobs, run_dir) -> str:
     """What ``--dry-run`` prints: the configuration hash, the run folder and one line per job."""
-    from .plan import config_hash
+    from bench.grid.plan import config_hash
 
     rows = [("model", "cell", "seed", "fold")] + [(j.model, j.cell, str(j.cfg.seed), "" if j.fold is None
                                                    else str(j.fold)) for j in jobs]
@@ -197,9 +198,9 @@ def open_run(args, argv: list[str], jobs, base, preset_name: str, run_dir: Path,
         run_dir: the run folder.
         device: where this process trains (a launcher checks the data on the CPU: it trains nothing).
     """
-    from . import distributed
-    from .engine import GridRun
-    from .records import command_line, record_command
+    from bench.training import distributed
+    from bench.grid.engine import GridRun
+    from bench.core.records import command_line, record_command
 
     with cli.usage_errors():
         run = GridRun(args.grid, preset_name, base, jobs, run_dir,
@@ -227,21 +228,21 @@ def open_run(args, argv: list[str], jobs, base, preset_name: str, run_dir: Path,
         log.debug(f"command: {run.info['command']}")
         record_command(run.run_dir, run.info["command"])
         if args.config:  # the YAML file that defined the grid, beside the results it made (shown by the report)
-            from .records import atomic_write_bytes
+            from bench.core.records import atomic_write_bytes
 
             atomic_write_bytes(run.run_dir / CONFIG_COPY, Path(args.config).expanduser().read_bytes())
     return run
 
 
 def launch(args, argv: list[str], run, count: int) -> int:
-    """``--workers``/``--gpus``: start ``count`` workers of this command on the open run's study (``bench.workers``),
+    """``--workers``/``--gpus``: start ``count`` workers of this command on the open run's study (``bench.grid.workers``),
     wait for them (Ctrl-C and SIGTERM are forwarded), then ``workers_done``. Returns the exit code: 1 when a worker
     failed."""
     from tqdm.auto import tqdm
 
-    from . import study as gs
-    from . import workers as wk
-    from .metrics import release_networks
+    from bench.grid import study as gs
+    from bench.grid import workers as wk
+    from bench.metrics.compute import release_networks
 
     left = max(1, len(run.keys) - run.counts["finished"])  # 1: only the untrained rows are missing
     if left < count:  # more workers would only wait for the others
@@ -287,7 +288,7 @@ def report_line(run_dir) -> str:
 def workers_done(run, started: list, seconds: float) -> int:
     """After ``launch``'s workers have ended: report the failed ones (exit code, log tail), print the leaderboard
     once and the closing line. Returns the exit code: 1 when a worker failed."""
-    from . import workers as wk
+    from bench.grid import workers as wk
 
     count = len(started)
     failed = [w for w in started if w.returncode != 0]
@@ -312,7 +313,7 @@ def workers_done(run, started: list, seconds: float) -> int:
 
 @cli.command
 def main(argv=None) -> int:
-    from . import workers as wk
+    from bench.grid import workers as wk
 
     wk.follow_launcher()  # a worker of --workers stops with its launcher
     args = parse_args(argv)
@@ -323,10 +324,10 @@ def main(argv=None) -> int:
     import optuna
     import torch
 
-    from . import distributed
-    from . import study as gs
-    from .device import pick_device
-    from .plan import default_run_dir
+    from bench.training import distributed
+    from bench.grid import study as gs
+    from bench.core.device import pick_device
+    from bench.grid.plan import default_run_dir
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with cli.usage_errors():
@@ -342,7 +343,7 @@ def main(argv=None) -> int:
         run_dir = cli.out_dir(args.out) or default_run_dir(args.grid, preset_name, args.data, args.data_root, jobs,
                                                            args.test)
     if args.dry_run:
-        from .records import check_writable
+        from bench.core.records import check_writable
 
         with cli.usage_errors():
             check_writable(run_dir)  # a dry run names a folder the real run could write (creates nothing)
@@ -370,7 +371,7 @@ def main(argv=None) -> int:
 
 def train_here(args, run) -> int:
     """Train this worker's share of the open run, then print the leaderboard (of every worker's results)."""
-    from .data import DataError
+    from bench.data.sources import DataError
 
     t0, trained = time.perf_counter(), 0
     if run.needs_training:
@@ -379,7 +380,7 @@ def train_here(args, run) -> int:
                 for w in run.prepare():
                     log.warning(w)
         try:
-            with cli.usage_errors(DataError):  # a streamed set's content check ends its first run (bench.train)
+            with cli.usage_errors(DataError):  # a streamed set's content check ends its first run (bench.training.loop)
                 trained = run.train()
         except KeyboardInterrupt:
             raise cli.Interrupted(f"finished runs are saved in {run.run_dir}; run the same command again to "

@@ -17,9 +17,10 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from .records import TERMINAL_WIDTH, CorruptRecordError, colorbench_version, note_secrets, redact, write_error_message
-from .startup import torchvision_problem
-from .tracking import BACKENDS
+from bench.core.records import (
+    TERMINAL_WIDTH, CorruptRecordError, colorbench_version, note_secrets, redact, write_error_message)
+from bench.core.startup import torchvision_problem
+from bench.core.tracking import BACKENDS
 
 #: errno values of a full disk (or quota): reported in one line with exit code 2 wherever they happen
 FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
@@ -61,7 +62,7 @@ def usage_errors(*types: type[BaseException]):
 
 
 def _one_line(err: BaseException) -> str:
-    """The first line of an error's message, secrets redacted (``bench.records.redact``)."""
+    """The first line of an error's message, secrets redacted (``bench.core.records.redact``)."""
     text = str(err).strip()
     if isinstance(err, OSError) and err.errno in FULL_DISK:
         text = write_error_message(err)
@@ -155,8 +156,8 @@ def parser(name: str, doc: str | None) -> ArgumentParser:
 
 
 def add_shared_options(p: argparse.ArgumentParser, exclusive: bool = True) -> None:
-    """The options of every command, whatever it does: ``-v``/``-q`` (what stderr shows, ``bench.log``) and
-    ``--import`` (plugins, ``bench.plugins``).
+    """The options of every command, whatever it does: ``-v``/``-q`` (what stderr shows, ``bench.core.log``) and
+    ``--import`` (plugins, ``bench.core.plugins``).
 
     Args:
         p: a command's parser.
@@ -183,7 +184,8 @@ def early_options(argv: list[str], name: str = "colorbench") -> None:
     Raises:
         UsageError: a plugin that fails to load (one line naming it).
     """
-    from . import log, plugins
+    from bench.core import log
+    from bench.core import plugins
 
     pre = ArgumentParser(prog=name, add_help=False)
     add_shared_options(pre, exclusive=False)
@@ -198,7 +200,7 @@ def early_options(argv: list[str], name: str = "colorbench") -> None:
 
 def version_line() -> str:
     """``colorbench 0.1.0`` (with the git commit when the code runs from a checkout): ``--version``."""
-    from .records import _commit_of
+    from bench.core.records import _commit_of
 
     commit = _commit_of(str(Path(__file__).resolve().parent.parent))
     return f"colorbench {colorbench_version()}" + (f" (git {commit})" if commit else "")
@@ -234,7 +236,7 @@ def _models_help() -> str:
 
 
 def preset_names() -> list[str]:
-    """The presets' names (keys of ``bench.config.PRESETS``), read from its source."""
+    """The presets' names (keys of ``bench.config.cell.PRESETS``), read from its source."""
     import ast
 
     try:
@@ -250,17 +252,17 @@ def preset_names() -> list[str]:
 
 
 def finite_float(text: str) -> float:
-    """``bench.config.finite_float`` (imported when an option is parsed)."""
-    from .config import finite_float as check
+    """``bench.config.cell.finite_float`` (imported when an option is parsed)."""
+    from bench.config.cell import finite_float as check
 
     return check(text)
 
 
 #: Upper bounds of the numeric options that are no configuration field (those are bounded by
-#: ``bench.config.CellConfig.validate``): each is named in its error, so that no value can hang a command.
-from .limits import (MAX_BATCH_SIZE, MAX_BOOT, MAX_CACHE_MB, MAX_FOLDS, MAX_HEARTBEAT,  # noqa: E402,F401
-                     MAX_IMAGES, MAX_LOADER_WORKERS, MAX_SEED, MAX_SEEDS, MAX_STEPS, MAX_TIMINGS, MAX_TRIALS,
-                     MAX_WORKERS)
+#: ``bench.config.cell.CellConfig.validate``): each is named in its error, so that no value can hang a command.
+from bench.core.limits import (  # noqa: E402,F401
+    MAX_BATCH_SIZE, MAX_BOOT, MAX_CACHE_MB, MAX_FOLDS, MAX_HEARTBEAT, MAX_IMAGES, MAX_LOADER_WORKERS, MAX_SEED,
+    MAX_SEEDS, MAX_STEPS, MAX_TIMINGS, MAX_TRIALS, MAX_WORKERS)
 
 
 def bounded_int(low: int, high: int) -> Callable[[str], int]:
@@ -296,8 +298,8 @@ def gpu_list(text: str) -> list[str]:
 
 
 def rank_by_metric(name: str) -> str:
-    """A ``--rank-by`` value: any metric of the metric table (``bench.metrictable``)."""
-    from .metrictable import METRICS
+    """A ``--rank-by`` value: any metric of the metric table (``bench.metrics.table``)."""
+    from bench.metrics.table import METRICS
 
     if name not in METRICS:
         raise argparse.ArgumentTypeError(f"unknown metric {name!r} (one of {', '.join(METRICS)})")
@@ -305,7 +307,7 @@ def rank_by_metric(name: str) -> str:
 
 
 def _rank_by_help() -> str:
-    from .metrictable import METRICS
+    from bench.metrics.table import METRICS
 
     lower = [m.name for m in METRICS.values() if not m.higher_is_better]
     return (f"rank the leaderboard by this test metric: {', '.join(METRICS)} (default psnr; lower is better for "
@@ -402,19 +404,19 @@ def add_training_arguments(p: argparse.ArgumentParser, *extra: str) -> None:
 
 
 def trackers(args: argparse.Namespace) -> tuple[str, ...]:
-    """The ``--log`` backends of a command line, each checked to be installed (``bench.tracking.require``).
+    """The ``--log`` backends of a command line, each checked to be installed (``bench.core.tracking.require``).
 
     Raises:
         UsageError: a backend that cannot be imported (the line names its extra); call it before any folder exists.
     """
-    from .tracking import require
+    from bench.core.tracking import require
 
     with usage_errors():
         return require(getattr(args, "log", None))
 
 
 def config_file(args: argparse.Namespace):
-    """The ``--config`` file of a command line (``bench.configfile.ConfigFile``), read once; None without one.
+    """The ``--config`` file of a command line (``bench.config.file.ConfigFile``), read once; None without one.
 
     Raises:
         UsageError: unreadable file, bad YAML, unknown key or value.
@@ -422,7 +424,7 @@ def config_file(args: argparse.Namespace):
     if not getattr(args, "config", None):
         return None
     if getattr(args, "_config_file", None) is None:
-        from . import configfile
+        from bench.config import file as configfile
 
         with usage_errors():
             args._config_file = configfile.load(args.config)
@@ -432,7 +434,7 @@ def config_file(args: argparse.Namespace):
 def config_from_args(args: argparse.Namespace, device, **fixed):
     """The one way from a command line to the base ``CellConfig``.
 
-    Applied in this order, each with ``bench.config.merge`` (``loss_params``/``model_params`` merged key by key):
+    Applied in this order, each with ``bench.config.cell.merge`` (``loss_params``/``model_params`` merged key by key):
     the preset (``--preset``, else the ``--config`` file's ``preset:``, else ``paper`` on CUDA and ``quick``
     elsewhere), the config file's ``set:`` block, ``fixed`` (what the command decides, e.g. tune's ``--loss``),
     the options in ``CONFIG_OPTIONS``, and finally ``--set``.
@@ -443,7 +445,7 @@ def config_from_args(args: argparse.Namespace, device, **fixed):
     Raises:
         UsageError: unknown preset or key, a value of the wrong kind.
     """
-    from .config import default_preset, merge, parse_overrides, preset
+    from bench.config.cell import default_preset, merge, parse_overrides, preset
 
     cf = config_file(args)
     with usage_errors():
@@ -459,7 +461,7 @@ def pick_models(args: argparse.Namespace) -> list[str] | None:
     """``--models`` (or the deprecated ``--model`` of older tune command lines), None when not given."""
     alias = getattr(args, "model_alias", None)
     if alias:
-        from .log import get_logger
+        from bench.core.log import get_logger
 
         get_logger(__name__).warning("--model is deprecated; use --models")
         return [alias]

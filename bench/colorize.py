@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING
 from PIL import Image, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
-from . import cli
-from .records import atomic_write_bytes, check_writable
-from .log import get_logger
+from bench import cli
+from bench.core.records import atomic_write_bytes, check_writable
+from bench.core.log import get_logger
 
 log = get_logger(__name__)
 
@@ -65,7 +65,7 @@ def parse_args(argv=None):
 
 def pick_model(run_dir: Path, cell: str, seed: int | None, model: str | None, fold: int | None = None):
     """The saved model of (model, cell, seed, fold); a UsageError naming what is available otherwise."""
-    from .checkpoint import saved_models
+    from bench.training.checkpoint import saved_models
 
     unusable: list[tuple] = []
     saved = saved_models(run_dir, unusable)
@@ -97,7 +97,7 @@ def pick_model(run_dir: Path, cell: str, seed: int | None, model: str | None, fo
 
 def working_size(h: int, w: int, size: int) -> tuple[int, int]:
     """(height, width) the network sees: shorter side ``size``, both sides rounded to a multiple of 16."""
-    from .data import shorter_side_size
+    from bench.data.sources import shorter_side_size
 
     nh, nw = shorter_side_size(h, w, size)
     return max(16, round(nh / 16) * 16), max(16, round(nw / 16) * 16)
@@ -119,8 +119,8 @@ def colorize_photo(net, rgb: np.ndarray, size: int, device, amp: torch.dtype | N
     import torch
     import torch.nn.functional as F
 
-    from . import colour
-    from .metrics import colorize
+    from bench.data import colour
+    from bench.metrics.compute import colorize
 
     split_lab, merge_lab = colour.split_lab, colour.merge_lab  # looked up when called (a test's spy replaces them)
     h, w = rgb.shape[:2]
@@ -169,7 +169,7 @@ def written_here(path: Path) -> bool:
 
 def inputs(path: Path) -> tuple[Path, list[Path]]:
     """(the folder outputs are named relative to, the input files) of a photo or a folder."""
-    from .data import list_images
+    from bench.data.sources import list_images
 
     if path.is_file():
         return path.parent, [path]
@@ -227,10 +227,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from tqdm.auto import tqdm
 
-    from .checkpoint import load_weights
-    from .data import load_image
-    from .device import pick_device
-    from .train import autocast_dtype
+    from bench.training.checkpoint import load_weights
+    from bench.data.sources import load_image
+    from bench.core.device import pick_device
+    from bench.training.loop import autocast_dtype
 
     with cli.usage_errors():
         run_dir = Path(args.run).expanduser()

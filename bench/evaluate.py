@@ -8,11 +8,11 @@ Every model saved in ``RUN_DIR/models/`` (``bench.ablate --save-models all``, th
 the run's ``size``, centre crop ``eval_size``; same metrics). Results go to ``RUN_DIR/evaluations/<set>/``:
 ``runs.csv`` (one row per model × cell × seed, with the test set's name) and ``per_image.csv``; models already
 scored on that set are skipped. A k-fold run saved one network per fold: each is scored on the whole set, and a
-(cell, seed)'s score of an image is the mean over its folds' networks (``bench.folds``), and the mean colour's the
+(cell, seed)'s score of an image is the mean over its folds' networks (``bench.data.folds``), and the mean colour's the
 mean over the folds' constants. The run's leaderboard then shows one table per test set and a cross-set summary.
 
 A test image that shows one of the run's training or validation photos (the same content at any size or encoding:
-``bench.data.fingerprint``, stored in ``run.json`` at training time) is refused; an older ``run.json`` without
+``bench.data.sources.fingerprint``, stored in ``run.json`` at training time) is refused; an older ``run.json`` without
 fingerprints is checked against its listed files, and the command says when they cannot be found.
 """
 from __future__ import annotations
@@ -23,11 +23,12 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import cli
-from .metrictable import METRICS
-from .records import GREY, IMAGE_KEY, MEAN_COLOUR, ORACLE_TINT, RUN_KEY, append_rows, check_writable, command_line, environment, \
-    read_json, read_rows, record_command, slug, utc_now
-from .log import attach_run_log, get_logger
+from bench import cli
+from bench.metrics.table import METRICS
+from bench.core.records import (
+    GREY, IMAGE_KEY, MEAN_COLOUR, ORACLE_TINT, RUN_KEY, append_rows, check_writable, command_line, environment,
+    read_json, read_rows, record_command, slug, utc_now)
+from bench.core.log import attach_run_log, get_logger
 
 log = get_logger(__name__)
 
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-    from .data import ImageStore
+    from bench.data.sources import ImageStore
 
 # rows are keyed by RUN_KEY and IMAGE_KEY: "fold" is empty for a run without k-fold rotation; with folds every fold's
 # network is scored on the whole set
@@ -53,7 +54,7 @@ def parse_args(argv=None):
 
 def resolve_test_set(name: str, root) -> tuple[str, Path, list[Path], list[Path], bool]:
     """(name, folder, usable files, unusable files, is a named set) of a named test set or folder."""
-    from .data import data_root, list_images, partition_usable, resolve
+    from bench.data.sources import data_root, list_images, partition_usable, resolve
 
     sname, folder, named = resolve(name, data_root(root))
     files = list_images(folder)
@@ -72,11 +73,11 @@ def known_fingerprints(meta: dict, run_dir: Path, progress: bool = True) -> tupl
     ``run.json`` holds the fingerprints of a set that was decoded into RAM. A streamed set's (or an older run's)
     are those of the listed files (relative paths resolved against the current folder and every folder above the
     run's): taken once, with a progress bar, and kept in a compact file of their own
-    (``bench.loader.fingerprints_of``; the training run of a streamed set has taken them already)."""
+    (``bench.data.loader.fingerprints_of``; the training run of a streamed set has taken them already)."""
     import numpy as np
 
-    from .data import fingerprint_rows
-    from .loader import fingerprints_of
+    from bench.data.sources import fingerprint_rows
+    from bench.data.loader import fingerprints_of
 
     if meta.get("fingerprints"):
         known = {f: fp for split in meta["fingerprints"].values() for f, fp in split.items()}
@@ -105,9 +106,9 @@ def _find(name: str, run_dir: Path) -> Path | None:
 
 def check_not_trained_on(meta: dict, run_dir: Path, store: ImageStore) -> str | None:
     """Refuse (``DataError``) a test set with an image that shows one of the run's training or validation photos,
-    by content (``bench.data.content_matches``: any size, any encoding). Returns a one-line warning when some or
+    by content (``bench.data.sources.content_matches``: any size, any encoding). Returns a one-line warning when some or
     all of them could not be checked, else None."""
-    from .data import DataError, content_matches, fingerprint
+    from bench.data.sources import DataError, content_matches, fingerprint
 
     names, rows, missing = known_fingerprints(meta, Path(run_dir))
     clash = content_matches([fingerprint(img) for img in store.images], rows)
@@ -134,13 +135,15 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from tqdm.auto import tqdm
 
-    from . import folds, leaderboard, testsets
-    from .checkpoint import WeightsError, load_weights, saved_models
-    from .data import DataError, ImageStore, image_key, verify_manifest
-    from .device import pick_device
-    from .metrics import evaluate_grey, mean_scores, networks, oracle_tint_colorizer, score_set, score_test
-    from .train import autocast_dtype
-    from .models_check import check_lpips_weights
+    from bench.data import folds
+    from bench.reporting import leaderboard
+    from bench.reporting import testsets
+    from bench.training.checkpoint import WeightsError, load_weights, saved_models
+    from bench.data.sources import DataError, ImageStore, image_key, verify_manifest
+    from bench.core.device import pick_device
+    from bench.metrics.compute import evaluate_grey, mean_scores, networks, oracle_tint_colorizer, score_set, score_test
+    from bench.training.loop import autocast_dtype
+    from bench.config.models_check import check_lpips_weights
 
     run_dir = Path(args.run_dir).expanduser()
     stores: dict[int, ImageStore] = {}
@@ -266,7 +269,7 @@ def _fold(fold) -> str:
 def _grey_settings(meta: dict, saved) -> tuple[int, int, str]:
     """(size, eval_size, lpips_backbone) of the greyscale baseline: the run's base configuration (``run.json``),
     else the first saved model's."""
-    from .checkpoint import WeightsError, read_config
+    from bench.training.checkpoint import WeightsError, read_config
 
     base = meta.get("base_config", {})
     if "size" not in base or not base.get("lpips_backbone"):
@@ -292,7 +295,7 @@ def run_rank_by(meta: dict) -> str:
 
 def _record(out: Path, row: dict, keys: list[str], n_skipped: int, scores) -> None:
     """Append one scored model's run row and per-image rows (per-image first: a run counts once its row exists)."""
-    from .metrics import features_file, save_features
+    from bench.metrics.compute import features_file, save_features
 
     key = {k: row.get(k, "") for k in ("run", "model", "cell", "seed", "fold", "test_set")}
     per_image = [{**key, "image": name, **{m: v[i] for m, v in scores.per_image.items()}} for i, name in enumerate(keys)]

@@ -9,7 +9,7 @@ data: URIs, a few lines of inline script for sorting tables and switching the ga
 run's weights and configurations in ``models/``), ``report.md`` (plain Markdown, figures linked from ``figures/``),
 ``figures/*.png`` and refreshes ``leaderboard.md``/``.csv``. Everything about the run (cells, configuration, the
 ``--config`` file, commands) is read from the run folder's own records, never from the installed code. Both files
-are written from one document (:func:`document` builds it of ``bench.document``'s blocks; that module's two renderers
+are written from one document (:func:`document` builds it of ``bench.reporting.document``'s blocks; that module's two renderers
 write it and do all the escaping).
 """
 from __future__ import annotations
@@ -24,13 +24,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import cli
-from .document import (Code, Contents, Details, Document, Gallery, GalleryCard, Heading, Image, Link, List, Paragraph,
-                       Table, to_html, to_markdown)
-from .paths import results_root
-from .records import (CONFIG_COPY, atomic_write_text, CorruptRecordError, device_slug, is_untrained, read_json,
-                      read_rows, redact, untrained_mask, write_error_message)
-from .metrictable import METRICS, N_BOOT, metric as get_metric
+from bench import cli
+from bench.reporting.document import (
+    Code, Contents, Details, Document, Gallery, GalleryCard, Heading, Image, Link, List, Paragraph, Table, to_html,
+    to_markdown)
+from bench.core.paths import results_root
+from bench.core.records import (
+    CONFIG_COPY, atomic_write_text, CorruptRecordError, device_slug, is_untrained, read_json, read_rows, redact,
+    untrained_mask, write_error_message)
+from bench.metrics.table import METRICS, N_BOOT, metric as get_metric
 
 # pandas and the modules that use it (the leaderboard, statistics, plots, samples) are imported where they are
 # used, after the command line is parsed: --help stays fast
@@ -51,7 +53,7 @@ def load(run_dir: Path) -> dict:
     """Everything the report needs from a run folder."""
     import pandas as pd
 
-    from . import leaderboard
+    from bench.reporting import leaderboard
 
     run_dir = Path(run_dir)
     if not (run_dir / "runs.csv").is_file():
@@ -88,7 +90,7 @@ def run_counts(raw: pd.DataFrame, merged: pd.DataFrame, missing: int = 0) -> str
     """
     import pandas as pd
 
-    from . import folds
+    from bench.data import folds
 
     ok, failed = int((merged["status"] == "ok").sum()), int((merged["status"] != "ok").sum())
     miss = f", {missing} missing" if missing else ""
@@ -116,8 +118,8 @@ def truth_colourfulness(meta: dict) -> float | None:
     if not files or not all(f.is_file() for f in files) or "size" not in cfg:
         return None
     try:
-        from .data import ImageStore
-        from .metrics import colourfulness
+        from bench.data.sources import ImageStore
+        from bench.metrics.compute import colourfulness
 
         imgs = ImageStore(files, int(cfg["size"])).centre_crops(int(cfg.get("eval_size", cfg["size"])))
         return float(colourfulness(imgs.float() / 255.0).mean())
@@ -179,7 +181,7 @@ def expected_keys(meta: dict) -> list[tuple[str, str, str, str]]:
     folds × models, for older records); empty when the plan is not recorded."""
     if isinstance(meta.get("jobs"), list):
         out = []
-        for key in meta["jobs"]:  # model/cell/seed[/fold<f>] (bench.plan.key_str); a cell name may hold "/"
+        for key in meta["jobs"]:  # model/cell/seed[/fold<f>] (bench.grid.plan.key_str); a cell name may hold "/"
             parts = str(key).split("/")
             fold = parts.pop()[4:] if len(parts) > 3 and parts[-1].startswith("fold") else ""
             if len(parts) >= 3:
@@ -227,7 +229,7 @@ def data_summary(runs: pd.DataFrame, meta: dict) -> str:
 def commands(meta: dict, run_dir: Path) -> list[str]:
     """Every command that wrote into the run folder, in order: ``commands.txt`` (``bench.ablate`` and
     ``bench.evaluate`` add theirs), else ``run.json``'s command."""
-    from .records import COMMANDS_FILE
+    from bench.core.records import COMMANDS_FILE
 
     path = Path(run_dir) / COMMANDS_FILE
     found = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] \
@@ -258,7 +260,8 @@ def reproduce(meta: dict, runs: pd.DataFrame, run_dir: Path) -> str:
 def make_figures(data: dict, board: pd.DataFrame, fig_dir: Path, throughput_rows: pd.DataFrame | None) -> dict:
     """Write every figure that the data allows; returns {name: (path, caption)} in display order. Every figure
     uses one palette keyed by cell label (``plots.run_palette``): a cell has the same colour everywhere."""
-    from . import plots, samples
+    from bench.reporting import plots
+    from bench.reporting import samples
 
     fig_dir.mkdir(parents=True, exist_ok=True)
     runs, history, per_image = data["runs"], data["history"], data["per_image"]
@@ -293,7 +296,7 @@ def make_figures(data: dict, board: pd.DataFrame, fig_dir: Path, throughput_rows
 def set_verdicts(tables: dict[str, pd.DataFrame], m) -> list[tuple[str, dict, list[str]]]:
     """(test set, ``leaderboard.verdict`` dict, verdict sentences) for the run's own test set and every set that
     ``bench.evaluate`` scored (``tables``: ``testsets.boards``)."""
-    from . import leaderboard
+    from bench.reporting import leaderboard
 
     out = []
     for name, b in tables.items():
@@ -322,7 +325,7 @@ def models_table(run_dir: Path) -> pd.DataFrame:
     """Every saved network of the run with relative links to its weights and configuration (``models/``)."""
     import pandas as pd
 
-    from .checkpoint import saved_models
+    from bench.training.checkpoint import saved_models
 
     rows = []
     for s in saved_models(run_dir):
@@ -338,7 +341,7 @@ def _models_block(saved: pd.DataFrame) -> Table:
     Args:
         saved: :func:`models_table`.
     """
-    from .checkpoint import CONFIG, WEIGHTS
+    from bench.training.checkpoint import CONFIG, WEIGHTS
 
     links = saved.copy()
     quoted = [urllib.parse.quote(str(f)) for f in saved["folder"]]
@@ -359,7 +362,7 @@ def gallery(run_dir: Path, order: list[tuple[str, str]], scores: dict) -> Galler
     Returns:
         The gallery block, or None when the run saved no samples.
     """
-    from . import samples
+    from bench.reporting import samples
 
     found = samples.find_samples(run_dir)
     images, folders = found["images"], found["cells"]
@@ -397,14 +400,14 @@ def _summary(data: dict, board: pd.DataFrame, m, env: pd.DataFrame, missing: pd.
     Args:
         data: as :func:`document`.
         board: the leaderboard.
-        m: the ranking metric (``bench.stats.Metric``).
+        m: the ranking metric (``bench.metrics.stats.Metric``).
         env: :func:`env_table`.
         missing: :func:`missing_runs`.
         unfinished: the unfinished grid's warning (None: the grid is complete).
     """
     import pandas as pd
 
-    from . import leaderboard
+    from bench.reporting import leaderboard
 
     runs, meta = data["runs"], data["meta"]
     version = next((r["value"] for _, r in env.iterrows() if r["key"] == "colorbench"), "(not recorded)")
@@ -437,7 +440,7 @@ def _verdict_blocks(run_dir: Path, data: dict, board: pd.DataFrame, m, unfinishe
     Args:
         run_dir, data: as :func:`document`.
         board: the leaderboard.
-        m: the ranking metric (``bench.stats.Metric``).
+        m: the ranking metric (``bench.metrics.stats.Metric``).
         unfinished: the unfinished grid's warning (None: the grid is complete).
     """
     verdicts = set_verdicts(data["set_boards"], m) if not board.empty else []
@@ -462,9 +465,9 @@ def _leaderboard_blocks(data: dict, board: pd.DataFrame, m) -> list:
     Args:
         data: as :func:`document`.
         board: the leaderboard.
-        m: the ranking metric (``bench.stats.Metric``).
+        m: the ranking metric (``bench.metrics.stats.Metric``).
     """
-    from . import leaderboard
+    from bench.reporting import leaderboard
 
     groups = [(leaderboard.AUTOMATIC, f"Ranking by {m.title}", None)]
     if not board.empty and (board["group"] == leaderboard.REFERENCE).any():
@@ -482,7 +485,7 @@ def _leaderboard_blocks(data: dict, board: pd.DataFrame, m) -> list:
         blocks.append(Paragraph(leaderboard.stats_note(m, data.get("n_boot", N_BOOT)), "note"))
     answers = board.attrs.get("known_answers", {})
     if answers:  # control data: each cell against its loss's Bayes row, and the known orderings
-        from .knownanswers import NOTE, tables
+        from bench.metrics.knownanswers import NOTE, tables
 
         blocks += [Heading(3, "Known answers (control data)"), Paragraph(NOTE, "note")]
         blocks += [Table.from_frame(t, sortable=True, style="board") for t in tables(answers)]
@@ -525,7 +528,7 @@ def _configuration_blocks(run_dir: Path, meta: dict, runs: pd.DataFrame) -> list
 
 
 def document(run_dir: Path, data: dict, board: pd.DataFrame, failed: pd.DataFrame, figures: dict) -> Document:
-    """The report as one document (``bench.document``), which both report.md and report.html are written from.
+    """The report as one document (``bench.reporting.document``), which both report.md and report.html are written from.
 
     Args:
         run_dir: the run folder.
@@ -536,7 +539,8 @@ def document(run_dir: Path, data: dict, board: pd.DataFrame, failed: pd.DataFram
     """
     import pandas as pd
 
-    from . import samples, testsets
+    from bench.reporting import samples
+    from bench.reporting import testsets
 
     runs, meta = data["runs"], data["meta"]
     title = f"Colorization benchmark: {run_dir.name}"
@@ -618,7 +622,7 @@ def document(run_dir: Path, data: dict, board: pd.DataFrame, failed: pd.DataFram
 
 
 def render(run_dir: Path, data: dict, board: pd.DataFrame, failed: pd.DataFrame, figures: dict) -> tuple[str, str]:
-    """(HTML, Markdown) of the report: :func:`document` written by both renderers of ``bench.document``.
+    """(HTML, Markdown) of the report: :func:`document` written by both renderers of ``bench.reporting.document``.
 
     Args:
         run_dir, data, board, failed, figures: as :func:`document`.
@@ -703,7 +707,7 @@ def write_report(run_dir, throughput_csv: Path | None = None, n_boot: int = N_BO
         throughput_csv: a ``bench.throughput`` CSV to plot next to the run's own training throughput (default:
             ``results/throughput-<device>.csv`` for the run's device, when it exists).
         n_boot: bootstrap resamples per paired comparison.
-        metric: the ranking metric (a per-image column; see ``bench.stats.METRICS``).
+        metric: the ranking metric (a per-image column; see ``bench.metrics.stats.METRICS``).
 
     Returns:
         {"html": ..., "md": ..., "figures": folder, "leaderboard": ...}.
@@ -711,7 +715,8 @@ def write_report(run_dir, throughput_csv: Path | None = None, n_boot: int = N_BO
     Raises:
         ReportError: ``run_dir`` is not a run folder.
     """
-    from . import leaderboard, testsets
+    from bench.reporting import leaderboard
+    from bench.reporting import testsets
 
     run_dir = Path(run_dir)
     data = load(run_dir)

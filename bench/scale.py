@@ -6,7 +6,7 @@
 
 For each size, synthetic JPEG photos (smooth random colour fields with noise, 64–120 px; ``--links``: hard links to 1,000
 distinct ones, which is enough to test listing and memory) are written once into ``--work`` with a file list, and a
-fresh process prepares the data and trains one step with ``bench.ablate``'s code (``bench.train.prepare``, the
+fresh process prepares the data and trains one step with ``bench.ablate``'s code (``bench.training.loop.prepare``, the
 loader, one ``TrainStep``; not the run folder's bookkeeping, nor the baseline rows that ``bench.ablate`` scores
 before its first run). It reports the seconds from the start of ``prepare`` to the end of step 1, the peak
 resident set size of that process and of its DataLoader workers, and whether the set was cached in RAM or streamed.
@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import cli
+from bench import cli
 
 DISTINCT = 1000  # distinct photos behind --links
 
@@ -65,10 +65,10 @@ def first_step(data: str, test: str, preset_name: str, cache_mb: int | None, wor
     """Prepare the data and train one step as ``bench.ablate`` does; seconds and peak memory (in this process)."""
     import torch
 
-    from .config import merge, preset
-    from .data import CropSchedule
-    from .loader import batches
-    from .train import make_step, prepare
+    from bench.config.cell import merge, preset
+    from bench.data.sources import CropSchedule
+    from bench.data.loader import batches
+    from bench.training.loop import make_step, prepare
 
     cfg = merge(preset(preset_name), {"loss": "mse", **({"batch_size": batch_size} if batch_size else {})})
     t0 = time.perf_counter()

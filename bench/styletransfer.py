@@ -26,10 +26,10 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import cli
-from .records import append_rows, atomic_write_bytes, atomic_write_text, command_line, environment, utc_now
-from .paths import check_writable, results_root
-from .log import get_logger
+from bench import cli
+from bench.core.records import append_rows, atomic_write_bytes, atomic_write_text, command_line, environment, utc_now
+from bench.core.paths import check_writable, results_root
+from bench.core.log import get_logger
 
 log = get_logger(__name__)
 
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
     from models.adain import AdaINStyleTransfer
 
-    from .data import ImageStore
+    from bench.data.sources import ImageStore
 
 
 #: quick: a small network on small crops that trains in minutes on a CPU; paper: the pytorch-AdaIN port's setup
@@ -80,7 +80,7 @@ def parse_args(argv=None):
 
 def settings(args, device: torch.device) -> dict:
     """The preset with the command line's overrides, validated (``UsageError`` otherwise)."""
-    from .config import default_preset
+    from bench.config.cell import default_preset
 
     name = default_preset(args.preset, device)
     cfg = {"preset": name, **PRESETS[name]}
@@ -108,7 +108,7 @@ def settings(args, device: torch.device) -> dict:
 
 def split(folder: str) -> tuple[list[Path], list[Path], bool]:
     """(training files, evaluation files, whether the evaluation files are held out) of an image folder."""
-    from .data import list_images, split_files
+    from bench.data.sources import list_images, split_files
 
     files = list_images(Path(folder).expanduser())
     if len(files) < 10:
@@ -141,7 +141,7 @@ def train(model: AdaINStyleTransfer, cfg: dict, content: ImageStore, style: Imag
     import torch
     from tqdm.auto import tqdm
 
-    from .data import CropSchedule
+    from bench.data.sources import CropSchedule
 
     opt = torch.optim.Adam(model.decoder.parameters(), lr=cfg["lr"])
     # Two independent fixed-seed streams: which style a content crop meets is part of the seed, not of the model.
@@ -243,9 +243,9 @@ def main(argv=None) -> int:
     from models.adain import AdaINStyleTransfer
     from models.vgg import EncoderWeightsError
 
-    from .data import DataError, ImageStore
-    from .device import pick_device
-    from .samples import save_png
+    from bench.data.sources import DataError, ImageStore
+    from bench.core.device import pick_device
+    from bench.reporting.samples import save_png
 
     with cli.usage_errors(ValueError, DataError, EncoderWeightsError, OSError):
         device = pick_device(args.device)

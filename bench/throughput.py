@@ -6,7 +6,7 @@
     python -m bench.throughput --end-to-end --pipeline --data imagenet-sample --data-root ../shared/data
     python -m bench.throughput --loader 0 1 2 --size 256 --crop 256 --data imagenet-sample --data-root ../shared/data
 
-Default mode (synthetic data already on the device): the *training step* is ``bench.train``'s (uint8 batch →
+Default mode (synthetic data already on the device): the *training step* is ``bench.training.loop``'s (uint8 batch →
 Lab on the device → model → loss → backward → Adam, bf16 autocast and channels_last on CUDA), the *inference*
 step is ``L → model → ab`` without gradients. ``--end-to-end`` times the training step fed from decoded images
 through the fixed-seed crop schedule (``--data``) against the same step on a synthetic batch already on the device,
@@ -34,16 +34,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from . import cli, pipeline
-from .paths import results_root
-from .records import append_rows, check_writable, device_slug, environment
+from bench import cli
+from bench.data import pipeline
+from bench.core.paths import results_root
+from bench.core.records import append_rows, check_writable, device_slug, environment
 
 # torch, the registries and the training step are imported where they are used, after the command line is parsed:
 # --help stays fast
 if TYPE_CHECKING:
     import torch
 
-    from .config import CellConfig
+    from bench.config.cell import CellConfig
 
 
 @dataclass
@@ -81,14 +82,14 @@ class Setup:
 
     @property
     def amp(self) -> torch.dtype | None:
-        from .device import amp_dtype
+        from bench.core.device import amp_dtype
 
         return amp_dtype(self.precision, self.dev)
 
     def cell(self) -> CellConfig:
         """The training configuration of this setup: seed 0, random encoder (and random VGG-16 in lpips/perceptual
         losses: the same cost as ImageNet weights), one crop of ``size`` per image."""
-        from .config import CellConfig
+        from bench.config.cell import CellConfig
 
         return CellConfig(model=self.model, loss=self.loss, width=self.width, encoder_weights="none",
                           lpips_backbone="random",
@@ -100,7 +101,7 @@ class Setup:
 
 
 class TimedTrain:
-    """``bench.train.TrainStep`` (the step training runs) fed with the next batch on every call, for timing.
+    """``bench.training.loop.TrainStep`` (the step training runs) fed with the next batch on every call, for timing.
 
     Args:
         setup: what to build (seed 0, random encoder).
@@ -109,7 +110,7 @@ class TimedTrain:
     """
 
     def __init__(self, setup: Setup, batches: Callable[[int], tuple]):
-        from .train import make_step
+        from bench.training.loop import make_step
 
         self.setup, self.batches, self.k = setup, batches, 0
         self.step = make_step(setup.cell(), setup.dev)
@@ -135,7 +136,7 @@ class InferStep:
         import losses
         import models
 
-        from .colour import split_lab
+        from bench.data.colour import split_lab
 
         self.setup = setup
         dev = setup.dev
@@ -156,7 +157,7 @@ class InferStep:
     def __call__(self, model=None) -> torch.Tensor:
         import torch
 
-        from .device import autocast
+        from bench.core.device import autocast
 
         m = self.fwd if model is None else model
         with torch.no_grad(), autocast(self.setup.dev, self.setup.amp):
@@ -191,9 +192,9 @@ def synthetic_batches(setup: Setup) -> Callable[[int, bool], tuple]:
 
 
 def image_batches(setup: Setup, files: list[Path], crop_seed: int = 0) -> Callable[[int, bool], tuple]:
-    """``bench.train``'s input: images decoded once (shorter side ``size``), fixed-seed crops batched on the CPU,
+    """``bench.training.loop``'s input: images decoded once (shorter side ``size``), fixed-seed crops batched on the CPU,
     and, when asked for, the schedule's colour-reference crops as in training."""
-    from .data import CropSchedule, ImageStore
+    from bench.data.sources import CropSchedule, ImageStore
 
     store = ImageStore(files, setup.resize or setup.size)
     schedule = CropSchedule(store, setup.size, crop_seed)
@@ -347,7 +348,7 @@ def end_to_end(setup: Setup, files: list[Path], warmup: int = 3, repeats: int = 
 
 def measure_loader(files: list[Path], size: int, crop: int, batch: int, workers: list[int], batches: int = 20,
                    crop_seed: int = 0) -> list[dict]:
-    """Images per second that the streaming loader (``bench.loader``: decode, resize, crop in DataLoader workers)
+    """Images per second that the streaming loader (``bench.data.loader``: decode, resize, crop in DataLoader workers)
     delivers from ``files``, for each worker count; the first batch (worker start-up) is not timed.
 
     Args:
@@ -359,8 +360,8 @@ def measure_loader(files: list[Path], size: int, crop: int, batch: int, workers:
         batches: timed batches per worker count.
         crop_seed: the crop stream's seed.
     """
-    from .data import CropSchedule
-    from .loader import DECODER, FileStore, batches as stream
+    from bench.data.sources import CropSchedule
+    from bench.data.loader import DECODER, FileStore, batches as stream
 
     rows = []
     for w in workers:
@@ -443,16 +444,16 @@ def parse_args(argv=None):
                    "(default 16, the paper's; 0: none)")
     p.add_argument("--n-images", type=cli.bounded_int(1, cli.MAX_IMAGES), default=512, help="at most this many images of --data (default 512)")
     p.add_argument("--loader", type=cli.bounded_int(0, cli.MAX_LOADER_WORKERS), nargs="*", default=None,
-                   metavar="WORKERS", help="also time the streaming loader (bench.loader) on --data with these worker "
+                   metavar="WORKERS", help="also time the streaming loader (bench.data.loader) on --data with these worker "
                                            "counts (default 0 1 2) and say how many workers the step needs")
-    p.add_argument("--pipeline", action="store_true", help="also compare the CPU data pipelines (bench.pipeline: the "
+    p.add_argument("--pipeline", action="store_true", help="also compare the CPU data pipelines (bench.data.pipeline: the "
                    "naive per-image loop vs. the batched one)")
     cli.add(p, "out", help="folder of the CSV (default: ./results or $COLORBENCH_RESULTS)")
     return p.parse_args(argv)
 
 
 def _files(args) -> list[Path]:
-    from .data import data_root, list_images, resolve
+    from bench.data.sources import data_root, list_images, resolve
 
     _, folder, _ = resolve(args.data, data_root(args.data_root))
     return list_images(folder)[: args.n_images]
@@ -464,8 +465,8 @@ def main(argv=None) -> int:
     import losses
     import models
 
-    from .config import preset
-    from .device import pick_device
+    from bench.config.cell import preset
+    from bench.core.device import pick_device
 
     with cli.usage_errors(ValueError, OSError):
         dev = pick_device(args.device)

@@ -24,18 +24,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import cli
-from .cli import finite_float
-from .params import declared_tunables, symbol, tuned_words
-from .paths import check_writable, results_root
-from .log import attach_run_log, get_logger
+from bench import cli
+from bench.cli import finite_float
+from bench.config.params import declared_tunables, symbol, tuned_words
+from bench.core.paths import check_writable, results_root
+from bench.core.log import attach_run_log, get_logger
 
 log = get_logger(__name__)
 
 if TYPE_CHECKING:  # annotations only: Optuna and the configuration (torch) are imported after parsing
     import optuna
 
-    from .config import CellConfig
+    from bench.config.cell import CellConfig
 
 LR_RANGE = (1e-5, 1e-2)
 
@@ -49,7 +49,8 @@ def __getattr__(name: str):
     """A name of ``REEXPORTED``, from its module (PEP 562: asked for only when not defined here)."""
     if name not in REEXPORTED:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from . import config, tuned
+    from bench.config import cell as config
+    from bench.grid import tuned
 
     return getattr({"config": config, "tuned": tuned}[REEXPORTED[name]], name)
 
@@ -64,7 +65,7 @@ def suggest(trial: optuna.Trial, loss: str, lr_range=LR_RANGE, ranges: dict | No
         lr_range: (low, high) of the learning rate.
         ranges: name → (low, high) replacing a tunable parameter's declared range.
     """
-    from .tuned import tunable
+    from bench.grid.tuned import tunable
 
     params = {"lr": trial.suggest_float("lr", *lr_range, log=True)}
     for name, t in tunable(loss).items():
@@ -138,7 +139,7 @@ def base_config(args, device) -> tuple[CellConfig, str]:
     cfg, name = cli.config_from_args(args, device, **fixed)
     with cli.usage_errors():
         cfg.validate()
-        from .models_check import check_backbones, check_encoder_weights
+        from bench.config.models_check import check_backbones, check_encoder_weights
 
         check_encoder_weights(cfg, [cfg.model], [cfg.loss])  # weights files: missing or damaged, before any folder
         check_backbones([cfg])
@@ -155,7 +156,7 @@ def base_config(args, device) -> tuple[CellConfig, str]:
 def tuned_ranges(args, loss: str) -> tuple[tuple[float, float], dict]:
     """(lr range, name → range of each tunable parameter of ``loss``) from ``--lr-range``, ``--range`` and the
     ``--NAME-range`` options, checked: a parameter the loss does not tune, or a bad range, is a usage error."""
-    from .tuned import tunable
+    from bench.grid.tuned import tunable
 
     tunables = tunable(loss)
     given = [(f"--{k[len('range__'):].replace('_', '-')}-range", k[len("range__"):], tuple(v))
@@ -184,7 +185,7 @@ def _fmt(params: dict) -> str:
 def open_study(args, name: str, url: str, cfg: CellConfig) -> optuna.Study:
     import optuna
 
-    from . import study as gs
+    from bench.grid import study as gs
 
     pruner = optuna.pruners.MedianPruner(n_startup_trials=args.startup_trials, n_warmup_steps=args.warmup_steps)
     study = gs.open_study(name, url, args.heartbeat, make_sampler(args.seed, 0, args.startup_trials), pruner)
@@ -216,7 +217,7 @@ def save_results(study: optuna.Study, out: Path, info: dict) -> dict | None:
     record = {**info, "study": study.study_name, "params": best.params, "value": best.value,
               "best_trial": best.number, "trials": counts,
               "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    from .records import atomic_write_text
+    from bench.core.records import atomic_write_text
 
     atomic_write_text(out / "best_params.json", json.dumps(record, indent=2) + "\n")
     import matplotlib
@@ -257,11 +258,11 @@ def main(argv=None) -> int:
     import optuna
     from optuna.trial import TrialState
 
-    from . import study as gs
-    from .data import data_root, resolve
-    from .tracking import opened
-    from .train import DivergenceError, pick_device, prepare, train_cell
-    from .tuned import apply_params, study_name
+    from bench.grid import study as gs
+    from bench.data.sources import data_root, resolve
+    from bench.core.tracking import opened
+    from bench.training.loop import DivergenceError, pick_device, prepare, train_cell
+    from bench.grid.tuned import apply_params, study_name
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with cli.usage_errors():

@@ -47,7 +47,7 @@ def machine(tiny: bool) -> dict:
     """Card, driver, torch and CUDA versions, git commit, host and time (asked in a subprocess-free way)."""
     import torch
 
-    from bench.records import git_commit
+    from bench.core.records import git_commit
 
     cuda = torch.cuda.is_available() and not tiny
     driver = "none"
@@ -160,7 +160,7 @@ def profile_step(data: Path, out: Path, tiny: bool) -> None:
     from torch.profiler import ProfilerActivity, profile, record_function
 
     from bench import throughput
-    from bench.data import list_images
+    from bench.data.sources import list_images
 
     cuda = torch.cuda.is_available() and not tiny
     setup = throughput.Setup(model="unet_vgg16", batch=4 if tiny else 128, size=32 if tiny else 256,

@@ -3,7 +3,7 @@ with LPIPS, samples, saving), in wall and CPU time (user and system), for one ``
 
     PYTHONPATH=. python benchmarks/run_share.py -- --grid smoke --seeds 1 --folds 1 --out /tmp/share --no-progress
 
-Every call of ``bench.train.TrainStep`` (the one training step) is timed with ``getrusage``; the rest of the
+Every call of ``bench.training.loop.TrainStep`` (the one training step) is timed with ``getrusage``; the rest of the
 process, from before ``import torch`` to the end of the command, is "outside". Prints one JSON line. With
 ``--workers N`` the training happens in the worker processes: their CPU time is ``children`` (and the steps
 inside them are not timed); ``benchmarks/workers_share.py`` compares one worker with several this way.
@@ -23,7 +23,8 @@ def _usage():
 def main(argv: list[str]) -> dict:
     import json
 
-    from bench import ablate, train
+    from bench import ablate
+    from bench.training import loop as train
 
     inside = [0.0, 0.0, 0.0, 0]
     call = train.TrainStep.__call__

@@ -6,11 +6,11 @@ Both sides train their own copy of the same network (same seed, same initial wei
 batch, crops and thread count, one step each in turn (harness, plain, harness, plain ...), so that load on the
 machine falls on both alike. What each side includes:
 
-- **harness**: ``bench.train.TrainStep.__call__`` on the uint8 crops exactly as ``train_cell`` calls it on a CPU:
+- **harness**: ``bench.training.loop.TrainStep.__call__`` on the uint8 crops exactly as ``train_cell`` calls it on a CPU:
   uint8 → Lab on the device, model, loss, backward, Adam, and the loss read back every step (``check_every=1``).
 - **plain**: ``L, ab`` computed once before timing (Lab not included), then per step only
   ``opt.zero_grad(); loss = criterion(model(L), ab, L=L, rgb=rgb); loss.backward(); opt.step()``.
-- **plain+lab**: the plain loop plus the same uint8 → Lab conversion per step (``bench.colour.split_lab``).
+- **plain+lab**: the plain loop plus the same uint8 → Lab conversion per step (``bench.data.colour.split_lab``).
 
 Reported per side: median wall time per step, and user and system CPU seconds per step (``getrusage`` of the
 process around each step, so every thread counts). ``harness/plain`` is the plain loop's median time over the
@@ -26,11 +26,11 @@ import time
 
 import torch
 
-from bench import grids
-from bench.colour import split_lab
-from bench.config import merge, preset
-from bench.data import CropSchedule
-from bench.train import make_step, prepare_folds
+from bench.config import grids
+from bench.data.colour import split_lab
+from bench.config.cell import merge, preset
+from bench.data.sources import CropSchedule
+from bench.training.loop import make_step, prepare_folds
 
 SIDES = ("harness", "plain", "plain+lab")
 
@@ -116,7 +116,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from bench.config import parse_overrides
+    from bench.config.cell import parse_overrides
     base = merge(preset(args.preset), parse_overrides(args.set))
     prep = prepare_folds(base)[0]
     rows = [compare(c, base, prep, args.rounds) for c in args.cells]

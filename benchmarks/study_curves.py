@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python benchmarks/study_curves.py --loss mse --set steps=600 width=0.25 --every 100 --out curve.json
 
-Trains one cell with ``bench.train``'s own ``TrainStep`` on the ``study`` preset's data (``--data``, default
+Trains one cell with ``bench.training.loop``'s own ``TrainStep`` on the ``study`` preset's data (``--data``, default
 imagenet-sample; ``--test`` kodak24) with the preset's settings changed by ``--set``, on one thread by default, and
 at every ``--every`` steps scores the validation images with:
 
@@ -27,11 +27,11 @@ import time
 
 import torch
 
-from bench.colour import merge_lab, rgb_to_lab, split_lab
-from bench.config import merge, parse_overrides, preset
-from bench.data import CropSchedule
-from bench.metrics import colorize, psnr_per_image
-from bench.train import make_step, prepare
+from bench.data.colour import merge_lab, rgb_to_lab, split_lab
+from bench.config.cell import merge, parse_overrides, preset
+from bench.data.sources import CropSchedule
+from bench.metrics.compute import colorize, psnr_per_image
+from bench.training.loop import make_step, prepare
 
 
 def _cpu() -> float:

@@ -1,5 +1,5 @@
 """Speed of the default main job's training step: every cell of the ``losses`` grid under the ``quick`` preset, on
-the bundled Kodak24 crops of fold 0, through ``bench.train.TrainStep`` (the one step that ``train_cell`` runs).
+the bundled Kodak24 crops of fold 0, through ``bench.training.loop.TrainStep`` (the one step that ``train_cell`` runs).
 
     pytest benchmarks/test_default_job_speed.py --benchmark-only
     pytest benchmarks/test_default_job_speed.py --benchmark-only --benchmark-json=results/default-step.json
@@ -16,10 +16,10 @@ import itertools
 import pytest
 import torch
 
-from bench import grids
-from bench.config import preset
-from bench.data import CropSchedule
-from bench.train import make_step, prepare_folds
+from bench.config import grids
+from bench.config.cell import preset
+from bench.data.sources import CropSchedule
+from bench.training.loop import make_step, prepare_folds
 
 DEVICE = torch.device("cpu")
 BASE = preset("quick")

@@ -1,4 +1,4 @@
-"""The streaming loader (bench.loader): 256 px crops decoded from JPEG by DataLoader workers, per worker count,
+"""The streaming loader (bench.data.loader): 256 px crops decoded from JPEG by DataLoader workers, per worker count,
 beside the RAM cache's cut of the same batches (pytest-benchmark).
 
     pytest benchmarks/test_loader_speed.py --benchmark-only
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.data import CropSchedule, ImageStore, list_images
-from bench.loader import FileStore, batches
+from bench.data.sources import CropSchedule, ImageStore, list_images
+from bench.data.loader import FileStore, batches
 
 DATA = Path(os.environ.get("BENCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 N, SIZE, CROP, BATCH, STEPS = 128, 256, 256, 16, 8

@@ -1,4 +1,4 @@
-"""What each loss costs: the training step (``bench.train.TrainStep``) with one loss after another, same model,
+"""What each loss costs: the training step (``bench.training.loop.TrainStep``) with one loss after another, same model,
 batch and crops (pytest-benchmark suite, not part of the default test run).
 
     pytest benchmarks/test_loss_speed.py --benchmark-only
@@ -17,9 +17,9 @@ import os
 import pytest
 import torch
 
-from bench.config import preset
+from bench.config.cell import preset
 from bench.throughput import Setup, TimedTrain, synthetic_batches
-from bench.train import make_step
+from bench.training.loop import make_step
 
 DEVICE = torch.device(os.environ.get("BENCH_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu"))
 CUDA = DEVICE.type == "cuda"

@@ -12,8 +12,8 @@ import pytest
 import torch
 from step_vs_plain import compare
 
-from bench.config import preset
-from bench.train import prepare_folds
+from bench.config.cell import preset
+from bench.training.loop import prepare_folds
 
 BASE = preset("quick")
 

@@ -16,7 +16,7 @@ import os
 import pytest
 import torch
 
-from bench.config import preset
+from bench.config.cell import preset
 from bench.throughput import InferStep, Setup, TimedTrain, synthetic_batches
 
 DEVICE = torch.device(os.environ.get("BENCH_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu"))

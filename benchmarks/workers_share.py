@@ -7,7 +7,7 @@ and the speed-up, as a markdown table. Each measurement is one ``benchmarks/run_
     PYTHONPATH=. python benchmarks/workers_share.py --workers 2 4 --md results/workers-share-cpu.md
 
 The measured commands get neither ``OMP_NUM_THREADS`` nor ``OMP_WAIT_POLICY`` from this process: one worker runs
-with torch's default threads (one per core), ``--workers N`` with the launcher's split (``bench.workers``). The
+with torch's default threads (one per core), ``--workers N`` with the launcher's split (``bench.grid.workers``). The
 settings alternate within each repeat, so that a change in the machine's load hits both. Run it on an idle machine:
 the table records the load average before and after.
 """

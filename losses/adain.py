@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bench.colour import lab_to_rgb
+from bench.data.colour import lab_to_rgb
 from models.adain import adain, channel_stats
 from models.vgg import VGG19Features
 

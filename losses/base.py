@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bench.colour import AB_SCALE, lab_to_rgb  # ab / AB_SCALE: losses get comparable, order-one magnitudes
+from bench.data.colour import AB_SCALE, lab_to_rgb  # ab / AB_SCALE: losses get comparable, order-one magnitudes
 
 #: where pixel losses are computed: on ab (divided by AB_SCALE), or on sRGB in [0, 1] rebuilt from (true L, ab).
 SPACES = ("ab", "rgb")

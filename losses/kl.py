@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bench.abbins import ABBins
+from bench.data.abbins import ABBins
 
 from .base import check_reduction, reduce
 from .registry import register_loss

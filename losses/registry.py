@@ -50,7 +50,7 @@ def register_loss(name: str) -> Callable[[type], type]:
     - ``tunable``: ``{parameter: Tunable(...)}``, what ``bench.tune`` searches besides ``lr``;
     - ``shown``: parameters recorded as columns of ``runs.csv`` and shown by the leaderboard (blank for runs whose
       ``loss_params`` do not set them);
-    - ``prior_bins(params)``: a classmethod returning the ``bench.abbins.ABBins`` over which the loss, with these
+    - ``prior_bins(params)``: a classmethod returning the ``bench.data.abbins.ABBins`` over which the loss, with these
       parameters, needs the training images' colour prior (passed as its ``prior`` argument), or None.
 
     Args:
@@ -85,7 +85,7 @@ def _check_metadata(name: str, cls: type) -> None:
 
 def _load_plugins() -> None:
     """The ``colorbench.losses`` entry points, loaded the first time the registry is listed or looked up."""
-    from bench.plugins import load_group
+    from bench.core.plugins import load_group
 
     load_group("colorbench.losses")
 
@@ -148,7 +148,7 @@ class CompositeLoss(nn.Module):
         return sum(w * t(pred, target_ab, **ctx) for w, t in zip(self.weights, self.terms))
 
     def extra_step(self, pred: torch.Tensor, target_ab: torch.Tensor, **ctx) -> None:
-        """The training step's hook (see ``bench.train.TrainStep``): run it for every term that has one."""
+        """The training step's hook (see ``bench.training.loop.TrainStep``): run it for every term that has one."""
         for t in self.terms:
             if hasattr(t, "extra_step"):
                 t.extra_step(pred, target_ab, **ctx)
@@ -261,7 +261,7 @@ def positive() -> list[str]:
 
 
 def prior_bins(spec: str, params: dict):
-    """The ``bench.abbins.ABBins`` over which a term of ``spec`` with ``params`` needs the training images' colour
+    """The ``bench.data.abbins.ABBins`` over which a term of ``spec`` with ``params`` needs the training images' colour
     prior (its ``prior`` argument), or None when no term needs one (each term's ``prior_bins`` classmethod)."""
     for _, name in parse_spec(spec):
         cls = get_class(name)

@@ -33,7 +33,7 @@ class AdaINUNet(UNetVGG):
         skips: ``"concat"``, ``"adain"`` or ``"none"``.
         train_reference: the reference during training: ``"same"`` (another crop/flip of the same photo: its colours
             leak, its pixel positions do not) or ``"other"`` (a view of another photo). Kept as the model's
-            ``reference_view``, which the trainer (``bench.train``) reads.
+            ``reference_view``, which the trainer (``bench.training.loop``) reads.
     """
 
     needs_reference = True

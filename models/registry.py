@@ -39,7 +39,7 @@ def register_model(name: str, shown: tuple[str, ...] = (), check: Callable | Non
 
 def _load_plugins() -> None:
     """The ``colorbench.models`` entry points, loaded the first time the registry is listed or looked up."""
-    from bench.plugins import load_group
+    from bench.core.plugins import load_group
 
     load_group("colorbench.models")
 

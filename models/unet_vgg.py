@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.abbins import ANNEAL_T, ABBins
-from bench.colour import AB_SCALE
+from bench.data.abbins import ANNEAL_T, ABBins
+from bench.data.colour import AB_SCALE
 
 from .registry import register_model
 from .vgg import ImageNetNorm, vgg_stack

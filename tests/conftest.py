@@ -19,7 +19,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from bench.data import BUNDLED  # the Kodak24 that ships with the package
+from bench.data.sources import BUNDLED  # the Kodak24 that ships with the package
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_ROOT = Path(os.environ.get("BENCH_DATA", ROOT.parent / "shared" / "data")).resolve()
@@ -58,7 +58,7 @@ def real_photos() -> list[Path]:
 @pytest.fixture(scope="session")
 def real_batch(real_photos) -> torch.Tensor:
     """The real photos as a uint8 batch of 64×64 centre crops (``12×3×64×64``)."""
-    from bench.data import ImageStore
+    from bench.data.sources import ImageStore
 
     return ImageStore(real_photos, 64).centre_crops(64)
 
@@ -83,8 +83,8 @@ def torch_home(tmp_path, monkeypatch):
 
 @pytest.fixture(autouse=True)
 def _forget_noted_secrets():
-    """Passwords noted by one test's command line (``bench.records.note_secrets``) are not redacted in the next's."""
-    from bench import records
+    """Passwords noted by one test's command line (``bench.core.records.note_secrets``) are not redacted in the next's."""
+    from bench.core import records
 
     yield
     records._SECRETS.clear()

@@ -1,5 +1,5 @@
 """Run by ``tests/test_distributed.py`` under ``torchrun --nproc_per_node 2`` (gloo, CPU): checks of
-``bench.distributed`` that need a real process group but no training run, then ``colorbench ablate`` with the
+``bench.training.distributed`` that need a real process group but no training run, then ``colorbench ablate`` with the
 command line's arguments in the same group (one launch of torchrun: CI's time is short). Exits non-zero on a
 failed check."""
 from __future__ import annotations
@@ -7,7 +7,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bench import ablate, distributed
+from bench import ablate
+from bench.training import distributed
 
 
 def check_batchnorm() -> None:

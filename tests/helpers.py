@@ -9,8 +9,8 @@ import textwrap
 from pathlib import Path
 
 from bench import ablate
-from bench import document as d
-from bench.data import list_images
+from bench.reporting import document as d
+from bench.data.sources import list_images
 
 
 def run(argv, capsys) -> tuple[int, str, str]:
@@ -160,6 +160,6 @@ def hanging_ablate(step: int) -> list[str]:
     worker whose trial blocks after its first validation at step ≥ ``step`` (its heartbeat still beating), so that a
     test can kill it mid-trial deterministically: ``[sys.executable, *hanging_ablate(20), "--grid", ...]``.
 
-    The worker's ``bench.jobrun.JobTrainer.train`` is wrapped before ``bench.ablate.main`` runs; nothing of this is
+    The worker's ``bench.grid.jobrun.JobTrainer.train`` is wrapped before ``bench.ablate.main`` runs; nothing of this is
     in the production code."""
     return ["-c", _HANGING_ABLATE.replace("HANG_AT_STEP", str(int(step)))]

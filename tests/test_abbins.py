@@ -1,4 +1,4 @@
-"""Quantised ab space of the KL loss (``bench.abbins``) and the KL loss itself, against brute-force references.
+"""Quantised ab space of the KL loss (``bench.data.abbins``) and the KL loss itself, against brute-force references.
 
 Bin count: the cells of the step-10 ab grid whose centre is the nearest grid point to at least one 8-bit sRGB
 colour. An independent brute force with skimage (float64) over the colours that can reach the edge of the ab gamut
@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from skimage.color import rgb2lab
 
 import losses
-from bench.abbins import ANNEAL_T, ABBins, gamut_bins
-from bench.colour import split_lab
+from bench.data.abbins import ANNEAL_T, ABBins, gamut_bins
+from bench.data.colour import split_lab
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,9 @@ import torchvision
 from PIL import Image
 from skimage.color import lab2rgb, rgb2lab
 
-from bench import ablate, grids
-from bench.data import CropSchedule, ImageStore
+from bench import ablate
+from bench.config import grids
+from bench.data.sources import CropSchedule, ImageStore
 from helpers import one_error, run
 
 TINY = ["--set", "size=32", "--set", "crop=32", "--set", "eval_size=32", "--set", "batch_size=4", "--steps", "3",
@@ -144,7 +145,7 @@ def test_e2e_mean_colour_row_matches_an_independent_computation(e2e):
 def test_e2e_leaderboard_lists_grey_and_every_cell(e2e):
     board = rows(e2e["out"] / "leaderboard.csv")
     assert sorted(r["cell"] for r in board) == sorted(LOSSES_GRID + ["grey", "mean_colour", "oracle_tint"])
-    from bench.records import is_untrained
+    from bench.core.records import is_untrained
 
     ranks = [r["rank"] for r in board if not is_untrained(r["cell"])]
     assert [int(float(r)) for r in ranks] == list(range(1, len(LOSSES_GRID) + 1))  # the untrained rows: no rank
@@ -291,7 +292,7 @@ def test_a_diverging_cell_is_recorded_as_failed_and_the_grid_goes_on(tiny_run, c
     ranked, failed = md.split("## Failed runs")
     assert "| kl " not in ranked and "| mse " in ranked
     assert "| kl " in failed and "loss is nan" in failed
-    assert re.search(r"\| 2(\.0)? ", failed)  # the step (bench.leaderboard prints it as a float: 2.0)
+    assert re.search(r"\| 2(\.0)? ", failed)  # the step (bench.reporting.leaderboard prints it as a float: 2.0)
 
 
 def test_lr_1e30_diverges_every_cell_and_the_run_still_finishes(tiny_run, capsys):
@@ -324,14 +325,14 @@ def test_lpips_loss_with_imagenet_backbone_missing_offline_is_exit_2(torch_home,
 def test_lpips_metric_without_its_backbone_says_missing(torch_home, tiny_run, capsys):
     """Only the metric wants the ImageNet VGG-16 (no loss does): the run goes on, warns once, and every row says
     lpips_backbone=missing with an empty lpips — never a number from a substitute network."""
-    import bench.metrics
+    import bench.metrics.compute
 
-    bench.metrics._LPIPS.clear()  # the per-process cache may hold a network built with another TORCH_HOME
+    bench.metrics.compute._LPIPS.clear()  # the per-process cache may hold a network built with another TORCH_HOME
     out, argv = tiny_run
     try:
         rc, _, err = run(argv + ["--set", "lpips_backbone=imagenet"], capsys)
     finally:
-        bench.metrics._LPIPS.clear()
+        bench.metrics.compute._LPIPS.clear()
     assert rc == 0, err
     assert sum("lpips metric" in line and "missing" in line for line in err.splitlines()) == 1
     runs = rows(out / "runs.csv")

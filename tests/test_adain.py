@@ -9,8 +9,8 @@ import torchvision
 
 import losses
 import models
-from bench import grids
-from bench.colour import lab_to_rgb, split_lab
+from bench.config import grids
+from bench.data.colour import lab_to_rgb, split_lab
 from losses.adain import content_term, style_term
 from models.adain import adain
 from models.vgg import VGG19_UPTO, EncoderWeightsError, VGG19Features, imagenet_checkpoint_path

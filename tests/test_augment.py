@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from bench import loader
-from bench.config import CellConfig, preset
-from bench.data import AUGMENTS, RRC_AREA, CropSchedule, ImageStore, crop_box
+from bench.data import loader
+from bench.config.cell import CellConfig, preset
+from bench.data.sources import AUGMENTS, RRC_AREA, CropSchedule, ImageStore, crop_box
 
 
 def photos(folder, n=12):
@@ -96,8 +96,8 @@ def test_the_configuration_checks_the_views():
 
 
 def test_a_cell_cannot_change_the_run_wide_train_size():
-    from bench.grids import Cell, Grid
-    from bench.plan import plan_jobs
+    from bench.config.grids import Cell, Grid
+    from bench.grid.plan import plan_jobs
 
     grid = Grid("g", "", (Cell("a", {"loss": "mse"}), Cell("b", {"loss": "l1", "train_size": 128})))
     with pytest.raises(ValueError, match="train_size is run-wide"):
@@ -107,7 +107,7 @@ def test_a_cell_cannot_change_the_run_wide_train_size():
 
 
 def test_prepare_decodes_the_training_images_at_train_size(tmp_path):
-    from bench.train import prepare
+    from bench.training.loop import prepare
 
     folder = tmp_path / "set"
     folder.mkdir()

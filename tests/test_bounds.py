@@ -8,7 +8,7 @@ import pytest
 
 from bench import tune
 from bench.cli import MAX_FOLDS, MAX_HEARTBEAT, MAX_SEEDS, MAX_TRIALS
-from bench.config import MAX_BATCH_SIZE, MAX_CROP, MAX_SEED, MAX_STEPS
+from bench.config.cell import MAX_BATCH_SIZE, MAX_CROP, MAX_SEED, MAX_STEPS
 
 import helpers
 
@@ -76,7 +76,7 @@ OTHER_COMMANDS = {
 def test_the_other_commands_bound_their_numbers_too(tmp_path, monkeypatch, capsys, command, argv, needle):
     import importlib
 
-    from bench import limits
+    from bench.core import limits
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("COLORBENCH_RESULTS", str(tmp_path / "results"))

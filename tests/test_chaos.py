@@ -11,7 +11,7 @@ and the workers' logs.
 The numbers must match exactly: training is deterministic on the CPU for a fixed seed and one thread
 (``OMP_NUM_THREADS=1`` in every worker), and a run killed after a checkpoint resumes from it (``checkpoint_every``)
 with its random state. One rule is kept out of the chaos: a key that crashed ``MAX_ATTEMPTS`` times is given up and
-recorded as failed (by design, ``bench.study``); the harness spares a worker whose run is on its last attempt, so
+recorded as failed (by design, ``bench.grid.study``); the harness spares a worker whose run is on its last attempt, so
 the outcome does not hinge on the same key being hit three times.
 """
 from __future__ import annotations
@@ -35,8 +35,8 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from bench import study as gs
-from bench.records import read_rows
+from bench.grid import study as gs
+from bench.core.records import read_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("COLORBENCH_PG_URL")
@@ -189,7 +189,7 @@ class Chaos:
 
 def journal_study(path: Path, name: str) -> callable:
     """A loader of the study in the journal ``path`` that never takes the journal's lock (a stopped worker may hold
-    it) and never repairs the file (``bench.study.check_journal`` would): plain Optuna, reading only."""
+    it) and never repairs the file (``bench.grid.study.check_journal`` would): plain Optuna, reading only."""
     storage = {}
 
     def load() -> optuna.Study:

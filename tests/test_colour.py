@@ -1,4 +1,4 @@
-"""sRGB ↔ CIE Lab (D65) in ``bench.colour`` against scikit-image, on random and real pixels, plus property-based
+"""sRGB ↔ CIE Lab (D65) in ``bench.data.colour`` against scikit-image, on random and real pixels, plus property-based
 round trips (hypothesis).
 
 Tolerances: our conversion runs in float32, skimage in float64. Measured differences are ~5e-5 Lab units for
@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from skimage.color import lab2rgb, rgb2lab
 
-from bench.colour import lab_to_rgb, merge_lab, rgb_to_lab, split_lab
+from bench.data.colour import lab_to_rgb, merge_lab, rgb_to_lab, split_lab
 
 LAB_ATOL = 1e-3
 RGB_ATOL = 1e-5

@@ -1,4 +1,4 @@
-"""The known-answer control data (bench.controls): the generator's properties, the Bayes rows checked against the
+"""The known-answer control data (bench.data.controls): the generator's properties, the Bayes rows checked against the
 registered losses themselves, and (slow) the controls grid recovering the known answers end to end."""
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import pytest
 import torch
 
 import losses
-from bench import controls
-from bench.abbins import ABBins
-from bench.colour import split_lab
-from bench.data import ImageStore, list_images, make_splits
+from bench.data import controls
+from bench.data.abbins import ABBins
+from bench.data.colour import split_lab
+from bench.data.sources import ImageStore, list_images, make_splits
 
 
 @pytest.fixture(scope="module")
@@ -117,8 +117,8 @@ def test_the_kl_bayes_distribution_is_the_mixture_and_decodes_between_mean_and_m
 
 
 def test_bayes_rows_order_the_losses_as_the_issue_expects(folder, test_u8):
-    from bench.colour import merge_lab
-    from bench.metrics import colourfulness, psnr_per_image
+    from bench.data.colour import merge_lab
+    from bench.metrics.compute import colourfulness, psnr_per_image
 
     bay = controls.Bayes(controls.spec(folder))
     target = test_u8.float() / 255.0
@@ -161,7 +161,9 @@ def test_the_controls_grid_recovers_the_known_answers(tmp_path, monkeypatch, cap
     controls preset; huber and kl_rebal are left out to keep CI short) must recover the known answers: every cell
     ≥ 1 dB above the mean colour, PSNR mse > kl > l1 and colourfulness the reverse, each cell within 0.5 dB of its
     loss's Bayes row, and the two mse cells not different."""
-    from bench import ablate, grids, leaderboard
+    from bench import ablate
+    from bench.config import grids
+    from bench.reporting import leaderboard
 
     full = grids.get("controls")
     cells = [c for c in full.cells if c.name in ("mse", "mse_again", "l1", "kl")]
@@ -220,7 +222,7 @@ def _known_tables(l1_offset: float = 0.05, n: int = 30, seed: int = 0):
 
 
 def test_known_answers_are_checked_against_the_bayes_rows():
-    from bench import leaderboard
+    from bench.reporting import leaderboard
 
     board, _ = leaderboard.build(*_known_tables(), n_boot=500)
     answers = board.attrs["known_answers"]
@@ -239,7 +241,7 @@ def test_known_answers_are_checked_against_the_bayes_rows():
 
 
 def test_a_cell_far_from_its_bayes_row_is_named():
-    from bench import leaderboard
+    from bench.reporting import leaderboard
 
     board, _ = leaderboard.build(*_known_tables(l1_offset=-2.0), n_boot=300)
     lines = leaderboard.verdict_lines(board)

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import cli, startup
-from bench.records import colorbench_version, environment, locked, record_command
+from bench import cli
+from bench.core import startup
+from bench.core.records import colorbench_version, environment, locked, record_command
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = sorted(cli.commands())
@@ -107,13 +108,13 @@ def test_help_imports_no_heavy_module(argv):
 
 def test_dry_run_lists_the_jobs_and_the_hash_and_creates_nothing(tmp_path, monkeypatch, capsys):
     from bench import ablate
-    from bench.plan import config_hash
+    from bench.grid.plan import config_hash
 
     monkeypatch.setenv("COLORBENCH_RESULTS", str(tmp_path / "results"))
     monkeypatch.chdir(tmp_path)
     assert ablate.main(["--grid", "smoke", "--seeds", "2", "--folds", "3", "--dry-run"]) == 0
     out = capsys.readouterr().out.splitlines()
-    from bench.device import pick_device
+    from bench.core.device import pick_device
 
     device = pick_device(None)
     _, _, jobs = ablate.plan(ablate.parse_args(["--grid", "smoke", "--seeds", "2", "--folds", "3"]), device)
@@ -197,7 +198,7 @@ msvcrt = types.ModuleType('msvcrt')
 msvcrt.LK_LOCK, msvcrt.LK_UNLCK = 1, 0
 msvcrt.locking = lambda fd, mode, n: calls.append(mode)
 sys.modules['msvcrt'] = msvcrt
-from bench.records import locked
+from bench.core.records import locked
 with locked({str(tmp_path / 'x')!r}):
     pass
 print(calls)
@@ -220,7 +221,7 @@ def test_commands_are_recorded_once_in_order(tmp_path):
 def test_run_json_names_the_code(tmp_path):
     """A finished run records colorbench's version in every row and in run.json (tiny run, one cell)."""
     from bench import ablate
-    from bench.records import read_rows
+    from bench.core.records import read_rows
 
     out = tmp_path / "run"
     assert ablate.main(["--grid", "smoke", "--models", "unet_vgg16", "--seeds", "1", "--folds", "1", "--steps", "1",

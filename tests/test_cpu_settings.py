@@ -1,5 +1,5 @@
 """Process-wide CPU settings for training speed: ``import bench`` leaves OpenMP's wait policy to the user (passive
-waiting cost 30 % on the idle machine), and glibc keeps freed memory (``bench.device.keep_freed_memory``)."""
+waiting cost 30 % on the idle machine), and glibc keeps freed memory (``bench.core.device.keep_freed_memory``)."""
 from __future__ import annotations
 
 import os
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.device import keep_freed_memory
+from bench.core.device import keep_freed_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 PRINT = "import os; print(os.environ.get('OMP_WAIT_POLICY'))"

@@ -15,8 +15,8 @@ import pytest
 from optuna.trial import TrialState
 
 from bench import ablate
-from bench import study as gs
-from bench.records import read_rows
+from bench.grid import study as gs
+from bench.core.records import read_rows
 
 TINY = ["--grid", "smoke", "--seeds", "1", "--folds", "1", "--steps", "2", "--set", "size=32", "--set", "crop=32", "--set",
         "eval_size=32", "--set", "batch_size=4", "--set", "val_every=1", "--device", "cpu", "--no-progress"]
@@ -106,7 +106,7 @@ def test_optuna_dashboard_serves_the_run(run):
     port = _free_port()
     # optuna_dashboard.run_server (public API) on the run's journal and artifact folder, in its own process
     code = ("import sys; from optuna_dashboard import run_server; from optuna.artifacts import FileSystemArtifactStore;"
-            " from bench.study import open_storage;"
+            " from bench.grid.study import open_storage;"
             " run_server(open_storage(sys.argv[1]), host='127.0.0.1', port=int(sys.argv[2]),"
             " artifact_store=FileSystemArtifactStore(sys.argv[3]))")
     proc = subprocess.Popen([sys.executable, "-c", code, str(out / "study.journal"), str(port), str(out / "artifacts")],

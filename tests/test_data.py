@@ -1,4 +1,4 @@
-"""Data sets, manifests, splits and the fixed-seed crop schedule (``bench.data``), on the real photos."""
+"""Data sets, manifests, splits and the fixed-seed crop schedule (``bench.data.sources``), on the real photos."""
 from __future__ import annotations
 
 import hashlib
@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bench.data import (BUNDLED, NAMED, CropSchedule, DataError, ImageStore, list_images, make_splits, resolve,
+from bench.data.sources import (BUNDLED, NAMED, CropSchedule, DataError, ImageStore, list_images, make_splits, resolve,
                         verify_manifest)
 
 

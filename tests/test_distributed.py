@@ -1,4 +1,4 @@
-"""One run on several processes (``bench.distributed``, issue 30 item 5): ``torchrun --nproc_per_node 2`` of
+"""One run on several processes (``bench.training.distributed``, issue 30 item 5): ``torchrun --nproc_per_node 2`` of
 ``bench.ablate`` on the CPU (gloo) trains each run data-parallel on the shards of one global batch and ends where one
 process with that batch ends, resumes from a checkpoint that one process wrote, and records every run once, rank 0
 alone writing."""
@@ -17,15 +17,15 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-import bench.distributed
-import bench.jobrun
-from bench import study as gs
+import bench.training.distributed
+import bench.grid.jobrun
+from bench.grid import study as gs
 from bench.ablate import check_distributed
-from bench.checkpoint import CHECKPOINT
-from bench.config import preset
-from bench.distributed import shard
-from bench.plan import Job
-from bench.records import read_rows
+from bench.training.checkpoint import CHECKPOINT
+from bench.config.cell import preset
+from bench.training.distributed import shard
+from bench.grid.plan import Job
+from bench.core.records import read_rows
 from helpers import run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,7 +72,7 @@ def test_what_data_parallel_training_cannot_reproduce_is_refused(monkeypatch):
     base = preset("quick")
     jobs = [Job("unet_vgg16", "mse", base.replace(loss="mse", batch_size=4))]
     check_distributed(jobs)  # one process: nothing to refuse
-    monkeypatch.setattr(bench.distributed, "world_size", lambda: 2)
+    monkeypatch.setattr(bench.training.distributed, "world_size", lambda: 2)
     check_distributed(jobs)
     with pytest.raises(ValueError, match="batch_size 5 .* not a multiple of the 2 torchrun processes"):
         check_distributed([jobs[0]._replace(cfg=base.replace(batch_size=5))])
@@ -83,7 +83,7 @@ def test_what_data_parallel_training_cannot_reproduce_is_refused(monkeypatch):
 def plant_checkpoint(monkeypatch, into: Path, cell: str, at: int) -> None:
     """Make this process's runs copy ``cell``'s checkpoint of step ``at`` into the run folder ``into`` (the same
     place under it), as if a worker there had been killed after writing it."""
-    train = bench.jobrun.JobTrainer.train
+    train = bench.grid.jobrun.JobTrainer.train
 
     def copying(self, job, prep, on_validation=None, retry=False):
         def hook(step, val_psnr):
@@ -97,7 +97,7 @@ def plant_checkpoint(monkeypatch, into: Path, cell: str, at: int) -> None:
 
         return train(self, job, prep, hook, retry)
 
-    monkeypatch.setattr(bench.jobrun.JobTrainer, "train", copying)
+    monkeypatch.setattr(bench.grid.jobrun.JobTrainer, "train", copying)
 
 
 def test_two_processes_train_each_run_once_as_one_process_with_their_global_batch(tmp_path, monkeypatch, capsys):

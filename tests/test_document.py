@@ -1,4 +1,4 @@
-"""bench.document: one document model, two renderers that show the same headings and tables, and all escaping in
+"""bench.reporting.document: one document model, two renderers that show the same headings and tables, and all escaping in
 the renderers (a hostile cell name stays text in both formats)."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image as PILImage
 
-from bench import document as d
+from bench.reporting import document as d
 from bench import report
 from helpers import md_tables, parse, same_in_both, text_of
 

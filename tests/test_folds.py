@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.data import BUNDLED, BUNDLED_FOLDS, DataError, default_folds, fold_splits, list_images
+from bench.data.sources import BUNDLED, BUNDLED_FOLDS, DataError, default_folds, fold_splits, list_images
 
 
 @pytest.mark.parametrize("folds", [2, 3, 4, 6])
@@ -75,7 +75,7 @@ def fold_run(tmp_path_factory):
 def test_fold_runs_are_recorded_per_fold_and_cover_every_image(fold_run):
     import json
 
-    from bench.records import read_rows
+    from bench.core.records import read_rows
 
     out, _ = fold_run
     runs = read_rows(out / "runs.csv")
@@ -100,8 +100,8 @@ def test_fold_runs_are_recorded_per_fold_and_cover_every_image(fold_run):
 def test_leaderboard_combines_the_folds_of_a_seed(fold_run):
     import pandas as pd
 
-    from bench import leaderboard
-    from bench.records import read_rows
+    from bench.reporting import leaderboard
+    from bench.core.records import read_rows
 
     out, _ = fold_run
     board, failed = leaderboard.build(leaderboard.load_runs(out), leaderboard.load_per_image(out))
@@ -117,7 +117,7 @@ def test_leaderboard_combines_the_folds_of_a_seed(fold_run):
 
 def test_rerun_with_folds_trains_nothing(fold_run, capsys):
     from bench import ablate
-    from bench.records import read_rows
+    from bench.core.records import read_rows
 
     out, argv = fold_run
     before = read_rows(out / "runs.csv")
@@ -141,7 +141,7 @@ def test_folds_with_a_separate_test_set_or_out_of_range_is_a_usage_error(tmp_pat
 def test_combine_folds_weights_by_test_images_and_fails_incomplete_seeds():
     import pandas as pd
 
-    from bench.folds import combine_folds
+    from bench.data.folds import combine_folds
 
     rows = pd.DataFrame([
         {"model": "m", "cell": "a", "seed": "0", "fold": "0", "folds": "2", "status": "ok", "psnr": "20", "n_test": "3",

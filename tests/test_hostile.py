@@ -27,15 +27,16 @@ import pytest
 import torch
 from PIL import Image
 
-from bench import ablate, leaderboard, report, tune
-from bench.engine import GridRun
-from bench.plan import default_run_dir
-from bench import study as gs
-from bench.config import check_values, finite_float, parse_overrides
-from bench.data import MAX_PIXELS, DataError, ImageStore, list_images, make_splits
-from bench.records import CorruptRecordError, append_rows, atomic_write_text, command_line, environment, read_rows, redact
-from bench.device import pick_device
-from bench.train import prepare
+from bench import ablate, report, tune
+from bench.reporting import leaderboard
+from bench.grid.engine import GridRun
+from bench.grid.plan import default_run_dir
+from bench.grid import study as gs
+from bench.config.cell import check_values, finite_float, parse_overrides
+from bench.data.sources import MAX_PIXELS, DataError, ImageStore, list_images, make_splits
+from bench.core.records import CorruptRecordError, append_rows, atomic_write_text, command_line, environment, read_rows, redact
+from bench.core.device import pick_device
+from bench.training.loop import prepare
 from helpers import one_error, run, train_and_test_folders
 
 TINY = ["--set", "size=32", "--set", "crop=32", "--set", "eval_size=32", "--set", "batch_size=4", "--steps", "2",
@@ -209,13 +210,13 @@ def test_3_full_disk_is_one_line_and_the_same_command_resumes_after_space_is_fre
 def test_3_full_disk_injected_while_saving_samples(tmp_path, capsys, argv_for, monkeypatch):
     """The same without a tmpfs: ENOSPC raised where the first run saves its sample images. One line, exit 2; the
     trial is not counted as a crash, and the same command then trains and records every run once."""
-    import bench.jobrun
+    import bench.grid.jobrun
 
     def full(run_dir, *a, **k):
         raise OSError(errno.ENOSPC, "No space left on device", str(Path(run_dir) / "samples" / "x.png"))
 
     argv = argv_for(tmp_path / "run")
-    monkeypatch.setattr(bench.jobrun, "save_samples", full)
+    monkeypatch.setattr(bench.grid.jobrun, "save_samples", full)
     rc, _, err = run(argv, capsys)
     one_error(rc, err, "no space left", "samples")
     monkeypatch.undo()
@@ -346,7 +347,7 @@ def test_5_an_image_over_the_pixel_limit_is_skipped_once_by_name_and_never_decod
 
     monkeypatch.setattr(Image, "open", counting_open)
     monkeypatch.setattr(Image.Image, "load", counting_load)
-    from bench.config import preset
+    from bench.config.cell import preset
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -22,12 +22,13 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from bench import ablate, colorize, configfile, evaluate, report, throughput, tune
-from bench.checkpoint import load_weights, save_checkpoint, saved_models
-from bench.colour import merge_lab, split_lab
-from bench.config import preset
-from bench.records import command_line, note_secrets, read_rows, redact
-from bench.train import prepare, train_cell
+from bench import ablate, colorize, evaluate, report, throughput, tune
+from bench.config import file as configfile
+from bench.training.checkpoint import load_weights, save_checkpoint, saved_models
+from bench.data.colour import merge_lab, split_lab
+from bench.config.cell import preset
+from bench.core.records import command_line, note_secrets, read_rows, redact
+from bench.training.loop import prepare, train_cell
 from helpers import one_error
 
 TINY = ["--set", "size=32", "--set", "crop=32", "--set", "eval_size=32", "--set", "batch_size=4", "--steps", "2",
@@ -166,7 +167,7 @@ def test_colorize_works_in_strips_with_the_result_of_the_whole_photo(finished, m
         return wrapped
 
     monkeypatch.setattr(colorize, "STRIP_PIXELS", 1000, raising=False)
-    from bench import colour
+    from bench.data import colour
 
     monkeypatch.setattr(colour, "split_lab", spy(split_lab))
     monkeypatch.setattr(colour, "merge_lab", spy(merge_lab))

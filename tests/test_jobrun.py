@@ -1,4 +1,4 @@
-"""The training of one job (``bench.jobrun``) without a study: a tiny configuration on the bundled Kodak24 gives a run
+"""The training of one job (``bench.grid.jobrun``) without a study: a tiny configuration on the bundled Kodak24 gives a run
 row, one per-image row per test image and one history row per validation, saves its weights and samples, and
 leaves no checkpoint; a divergence is a failed row; the baselines are scored without training."""
 from __future__ import annotations
@@ -8,11 +8,11 @@ import json
 import pytest
 import torch
 
-import bench.jobrun
-from bench.config import preset
-from bench.jobrun import JobTrainer, mean_abs, split_sizes
-from bench.plan import Job
-from bench.train import DivergenceError, prepare
+import bench.grid.jobrun
+from bench.config.cell import preset
+from bench.grid.jobrun import JobTrainer, mean_abs, split_sizes
+from bench.grid.plan import Job
+from bench.training.loop import DivergenceError, prepare
 
 CPU = torch.device("cpu")
 SHARED = {"run": "r", "grid": "g", "data_train": "kodak24-bundled", "data_test": "kodak24-bundled"}
@@ -58,7 +58,7 @@ def test_a_divergence_is_a_failed_row(tiny, tmp_path, monkeypatch):
     def diverge(*args, **kwargs):
         raise DivergenceError(7, "loss is nan")
 
-    monkeypatch.setattr(bench.jobrun, "train_cell", diverge)
+    monkeypatch.setattr(bench.grid.jobrun, "train_cell", diverge)
     result = JobTrainer(tmp_path, CPU, SHARED, progress=False).train(Job("unet_vgg16", "mse", cfg), prep)
     assert result.row["status"] == "failed" and result.row["failed_step"] == 7
     assert result.row["error"] == "loss is nan" and "finished_at" in result.row

@@ -1,19 +1,22 @@
-"""The import graph of bench/, models/ and losses/: no cycles, low layers import nothing above them, command-line
-modules do not import each other.
+"""The import graph of bench/, models/ and losses/: no cycles, and every import runs down the floors of the house.
 
 The graph is read from the source with ``ast`` (nothing is imported), so it sees every import, module-level or
-inside a function, and a new module is checked as soon as its file exists. The layers (also drawn in
-docs/architecture.md):
+inside a function, and a new module is checked as soon as its file exists. The rooms are folders; the floors (also
+drawn in docs/architecture.md), from the ground up:
 
-    command line   bench.ablate, bench.tune, bench.report, bench.throughput, ... (a ``main()`` run as python -m)
-        │  may import anything below, never another command-line module
-    middle         bench.train, bench.config, bench.metrics, bench.plots, bench.leaderboard, bench.study, ...
-        │
-    models/, losses/ (registries and their families)
-        │
-    low            bench.colour, bench.abbins, bench.data, bench.controls, bench.records, bench.stats, bench.log,
-                   bench.plugins, bench.device, bench.distributed, bench.tracking, bench.optuna_compat (import only
-                   each other, torch, numpy, optuna and the like)
+    8  bench (the commands: ablate, tune, report, evaluate, ... and cli, their one command-line layer)
+    7  bench.grid        plan, engine, job run, run folder, study, tuned values, workers
+    6  bench.training    loop, checkpoint, distributed
+    5  bench.reporting   leaderboard, document, plots, samples, test-set tables
+    4  bench.metrics  |  bench.config   (two rooms on one floor: neither imports the other)
+    3  losses
+    2  models
+    1  bench.data        sources, loader, folds, colour, ab bins, controls
+    0  bench.core        records, paths, device, startup, limits, log, plugins, tracking
+
+A module imports its own room and rooms on lower floors only. ``bench`` itself (its ``__init__``) is the door: it
+may import only ``bench.core``, so that ``models`` and ``losses`` can import ``bench.data`` without climbing. The
+command modules do not import each other.
 """
 from __future__ import annotations
 
@@ -25,10 +28,21 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("bench", "models", "losses")
 
-#: The low layer: the modules everything else stands on. They may import each other, never anything else of ours.
-LOW = {"bench.colour", "bench.abbins", "bench.data", "bench.records", "bench.stats", "bench.device",
-       "bench.distributed", "bench.metrictable", "bench.controls", "bench.limits", "bench.plugins", "bench.log",
-       "bench.tracking", "bench.optuna_compat"}
+#: The floors of the house, from the ground up; each is a list of rooms (folders, or ``models``/``losses``).
+FLOORS = (("bench.core",), ("bench.data",), ("models",), ("losses",), ("bench.metrics", "bench.config"),
+          ("bench.reporting",), ("bench.training",), ("bench.grid",), ("bench",))
+FLOOR = {room: i for i, rooms in enumerate(FLOORS) for room in rooms}
+#: The stage folders of bench/ that ``ls bench`` shows.
+STAGES = ("core", "data", "metrics", "config", "reporting", "training", "grid")
+
+
+def room_of(module: str) -> str:
+    """The room (the longest matching entry of FLOORS) of a module; ``bench`` itself counts as ``bench.core``."""
+    if module == "bench":
+        return "bench.core"
+    rooms = [r for r in FLOOR if module == r or module.startswith(r + ".")]
+    assert rooms, f"{module} is in no room of FLOORS: add its folder"
+    return max(rooms, key=len)
 
 
 def _module_name(path: Path) -> str:
@@ -37,7 +51,7 @@ def _module_name(path: Path) -> str:
 
 
 def discover() -> dict[str, Path]:
-    """Every module of the three packages, by dotted name (``bench``, ``bench.train`` ...)."""
+    """Every module of the three packages, by dotted name (``bench``, ``bench.training.loop`` ...)."""
     out = {}
     for pkg in PACKAGES:
         for path in sorted((ROOT / pkg).rglob("*.py")):
@@ -144,17 +158,17 @@ GRAPH = import_graph()
 
 def test_the_graph_is_read_right():
     """The reader sees relative, absolute, function-level and registry imports (known edges of this code)."""
-    assert "bench.colour" in GRAPH["bench.train"] and "bench.device" in GRAPH["bench.train"]
-    assert {"models", "losses"} <= GRAPH["bench.train"]
-    assert "bench.pipeline" in GRAPH["bench.throughput"]  # from . import cli, pipeline
+    assert "bench.data.colour" in GRAPH["bench.training.loop"] and "bench.core.device" in GRAPH["bench.training.loop"]
+    assert {"models", "losses"} <= GRAPH["bench.training.loop"]
+    assert "bench.data.pipeline" in GRAPH["bench.throughput"]  # from bench.data import pipeline
     assert {"losses.mse", "losses.kl"} <= GRAPH["losses"]  # the registry imports every file of its folder
     assert "models.unet_vgg" in GRAPH["models"] and "models" not in GRAPH["models.unet_vgg"]
-    assert set(LOW) <= set(GRAPH), "a low-layer module was renamed: update LOW"
+    assert {"bench.core", "bench.core.startup"} == GRAPH["bench"]  # the door imports only core
 
 
 def test_cycle_finder_finds_a_planted_cycle():
     planted = {k: set(v) for k, v in GRAPH.items()}
-    planted["bench.colour"].add("bench.train")
+    planted["bench.data.colour"].add("bench.training.loop")
     assert any(len(c) > 1 for c in strongly_connected(planted))
 
 
@@ -163,10 +177,30 @@ def test_no_import_cycles():
     assert not cycles, f"modules that import each other (directly or through others): {cycles}"
 
 
-@pytest.mark.parametrize("module", sorted(LOW))
-def test_low_layer_imports_nothing_above_it(module):
-    above = sorted(GRAPH[module] - LOW)
-    assert not above, f"{module} is in the low layer but imports {above}"
+def test_every_import_runs_down_the_floors():
+    up = sorted(f"{a} -> {b}" for a, targets in GRAPH.items() for b in targets
+                if room_of(a) != room_of(b) and FLOOR[room_of(b)] >= FLOOR[room_of(a)])
+    assert not up, "imports that climb to the same floor or higher: " + "; ".join(up)
+
+
+def test_the_floor_rule_finds_a_planted_climb():
+    assert FLOOR[room_of("bench.grid.engine")] > FLOOR[room_of("bench.data.colour")]
+    assert FLOOR[room_of("bench.metrics.stats")] == FLOOR[room_of("bench.config.cell")]  # one floor: a climb too
+
+
+def test_bench_shows_its_stages():
+    """``ls bench``: the stage folders, each a package whose ``__init__`` names its modules, and the commands."""
+    for stage in STAGES:
+        init = ROOT / "bench" / stage / "__init__.py"
+        assert init.is_file(), f"bench/{stage}/ is no package"
+        tree = ast.parse(init.read_text())
+        listed = next(ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
+                      and any(getattr(t, "id", "") == "__all__" for t in n.targets))
+        assert sorted(listed) == sorted(p.stem for p in (ROOT / "bench" / stage).glob("*.py") if p.stem != "__init__")
+        assert all(f"    {m}:" in ast.get_docstring(tree) for m in listed), f"bench/{stage}/__init__ names each module"
+    loose = {p.stem for p in (ROOT / "bench").glob("*.py")} - {"__init__", "__main__", "cli"}
+    mods = discover()
+    assert all(is_command_line(mods[f"bench.{m}"]) for m in loose), "only commands (and cli) stay at the top of bench/"
 
 
 def test_command_line_modules_do_not_import_each_other():

@@ -2,7 +2,7 @@
 
 A copy of a training photo as BMP, re-encoded as JPEG or resized to half its size is refused, in one line with exit
 code 2 and before any run folder exists, by ``ablate --test``, ``ablate`` with folds, ``tune`` and ``evaluate``
-(``bench.data.fingerprint``/``same_content``; the old check compared SHA-256 of the file bytes)."""
+(``bench.data.sources.fingerprint``/``same_content``; the old check compared SHA-256 of the file bytes)."""
 from __future__ import annotations
 
 import shutil
@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from bench import ablate, evaluate, tune
-from bench.data import BUNDLED
+from bench.data.sources import BUNDLED
 
 import helpers
 
@@ -107,7 +107,7 @@ def test_evaluate_refuses_a_test_set_with_a_copy_of_a_training_photo(small_run, 
 
 def test_photos_that_differ_pass_every_check(tmp_path, capsys):
     """The check does not refuse distinct photos: the same 12 + 3 photos plan and load (dry run of the data)."""
-    from bench.data import make_splits
+    from bench.data.sources import make_splits
 
     train = folder_of(tmp_path / "d12", PHOTOS[:12])
     test = folder_of(tmp_path / "t3", PHOTOS[20:23])
@@ -147,6 +147,6 @@ def test_evaluate_checks_a_streamed_run_against_its_cached_fingerprints(tmp_path
 
 
 def read_rows_if(path):
-    from bench.records import read_rows
+    from bench.core.records import read_rows
 
     return read_rows(path) if path.is_file() else []

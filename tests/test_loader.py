@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from bench import loader
-from bench.data import CropSchedule, DataError, ImageStore, list_images, make_splits, resolve
-from bench.records import read_rows
+from bench.data import loader
+from bench.data.sources import CropSchedule, DataError, ImageStore, list_images, make_splits, resolve
+from bench.core.records import read_rows
 from helpers import one_error, run
 
 TINY = ["--set", "size=32", "--set", "crop=32", "--set", "eval_size=32", "--set", "batch_size=4", "--steps", "3",
@@ -110,7 +110,7 @@ def test_file_lists_txt_and_csv_keep_their_order_and_resolve_relative_paths(tree
 
 
 def test_a_streamed_split_checks_validation_against_test_and_caps_validation(tree, monkeypatch):
-    import bench.data as data
+    import bench.data.sources as data
 
     folder, files = tree
     monkeypatch.setattr(data, "VAL_LIMIT", 2)
@@ -145,7 +145,7 @@ def test_bad_cache_and_worker_counts_are_one_line(tmp_path, capsys):
 def test_workers_of_one_machine_share_one_decoded_copy(tmp_path, monkeypatch):
     """``COLORBENCH_SHARED_CACHE`` (set by ``--workers``): the first decode writes one uint8 file; the next reads
     it memory-mapped, decodes nothing, and gets the same pixels and the same reasons for unusable files."""
-    import bench.data as data
+    import bench.data.sources as data
 
     files = photos(tmp_path / "d", 6)
     files[2].write_bytes(b"broken")
@@ -171,7 +171,7 @@ def test_workers_of_one_machine_share_one_decoded_copy(tmp_path, monkeypatch):
 @pytest.mark.parametrize("stream", [False, True])
 def test_the_ranks_of_a_data_parallel_run_read_their_shards_of_every_global_batch(tree, stream):
     """``part=(r, N)``: the shards of ranks 0 … N−1, in order, are the one-process batch (``distributed.shard``)."""
-    from bench import distributed
+    from bench.training import distributed
 
     _, files = tree
     store = loader.FileStore(files, 40) if stream else ImageStore(files, 40)
@@ -187,7 +187,7 @@ def test_the_loader_workers_of_a_launched_worker_are_its_share_of_the_cores(monk
     monkeypatch.setattr(loader.os, "cpu_count", lambda: 9)
     monkeypatch.delenv("COLORBENCH_WORKER", raising=False)
     assert loader.default_workers() == 8
-    monkeypatch.setenv("COLORBENCH_WORKER", "1/2 4242")  # bench.workers' tag: worker 1 of 2
+    monkeypatch.setenv("COLORBENCH_WORKER", "1/2 4242")  # bench.grid.workers' tag: worker 1 of 2
     assert loader.default_workers() == 4
     monkeypatch.setenv("COLORBENCH_WORKER", "3/16 4242")
     assert loader.default_workers() == 1

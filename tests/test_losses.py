@@ -16,8 +16,8 @@ import pytest
 import torch
 
 import losses
-from bench.abbins import ABBins
-from bench.colour import split_lab
+from bench.data.abbins import ABBins
+from bench.data.colour import split_lab
 
 ALL = losses.available()
 N_BINS = ABBins().n_bins
@@ -224,7 +224,7 @@ def test_rgb_space_gradient_matches_finite_differences(name, sample):
     crit = losses.build(name, space="rgb")
     assert torch.autograd.gradcheck(lambda p: crit(p, ab64, L=L64), (pred,), eps=1e-6, atol=1e-7, rtol=1e-4)
     # out-of-gamut pixels were in the check: the unclipped RGB leaves [0, 1] somewhere
-    from bench.colour import lab_to_rgb
+    from bench.data.colour import lab_to_rgb
 
     out = lab_to_rgb(torch.cat([L64, pred.detach()], 1), clamp=False)
     assert (out < 0).any() or (out > 1).any()

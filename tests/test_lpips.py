@@ -17,9 +17,9 @@ import torchvision
 
 import losses
 import models.lpips as mlpips
-from bench.colour import lab_to_rgb, split_lab
-from bench.metrics import evaluate_grey, lpips_metric
-from bench.models_check import check_lpips_weights
+from bench.data.colour import lab_to_rgb, split_lab
+from bench.metrics.compute import evaluate_grey, lpips_metric
+from bench.config.models_check import check_lpips_weights
 from models.lpips import LPIPS, lin_weights_path, read_lin_weights
 from models.vgg import IMAGENET_MEAN, IMAGENET_STD, EncoderWeightsError, VGG16Taps
 
@@ -145,7 +145,7 @@ def _damaged_copy(tmp_path: Path, how: str) -> Path:
 def test_damaged_lin_weights_are_one_line_naming_the_file(tmp_path, monkeypatch, how):
     path = _damaged_copy(tmp_path, how)
     monkeypatch.setattr(mlpips, "LIN_WEIGHTS", path)
-    import bench.metrics as metrics
+    import bench.metrics.compute as metrics
 
     for call in (lambda: LPIPS("random"), read_lin_weights, lambda: lpips_metric("random", "cpu")):
         metrics._LPIPS.clear()
@@ -203,7 +203,7 @@ def test_lpips_with_imagenet_backbone_loads_the_checkpoint(torch_home, crops, re
 def test_lpips_metric_status(torch_home, real_batch):
     """Offline without the checkpoint the metric is 'missing' (no network, so NaN in the records, never a random
     stand-in); 'random' is used only when asked for, and scores the greyscale baseline."""
-    import bench.metrics as metrics
+    import bench.metrics.compute as metrics
 
     metrics._LPIPS.clear()
     try:

@@ -7,11 +7,11 @@ import dataclasses
 import pytest
 import torch
 
-from bench import grids
-from bench.config import LATER_FIELDS, PRESETS, CellConfig, preset
-from bench.data import CropSchedule
-from bench.plan import plan_jobs
-from bench.train import make_step, prepare
+from bench.config import grids
+from bench.config.cell import LATER_FIELDS, PRESETS, CellConfig, preset
+from bench.data.sources import CropSchedule
+from bench.grid.plan import plan_jobs
+from bench.training.loop import make_step, prepare
 
 
 def _reference(schedule: str, steps: int, warmup: int, lr: float) -> list[float]:

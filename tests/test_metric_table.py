@@ -1,4 +1,4 @@
-"""The metric table (``bench.metrictable``) and the per-set metrics (ΔCF, FID, KID): values against torchmetrics
+"""The metric table (``bench.metrics.table``) and the per-set metrics (ΔCF, FID, KID): values against torchmetrics
 and direct recomputations, the paired bootstrap over images, the ground truth's features computed once per set,
 and a metric added in one place reaching runs.csv, the leaderboard, ``--rank-by`` and the report."""
 from __future__ import annotations
@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-import bench.metrics as metrics
-from bench import runfolder, stats
-from bench.metrictable import METRICS, Metric, register_metric, unregister_metric
-from bench.metrics import (delta_cf, evaluate_grey, fid, grey_colorizer, inception_metric, kid, kid_full,
+import bench.metrics.compute as metrics
+from bench.grid import runfolder
+from bench.metrics import stats
+from bench.metrics.table import METRICS, Metric, register_metric, unregister_metric
+from bench.metrics.compute import (delta_cf, evaluate_grey, fid, grey_colorizer, inception_metric, kid, kid_full,
                            lpips_metric, score_set)
 
 
@@ -71,7 +72,7 @@ def _numpy_poly_mmd(x: np.ndarray, y: np.ndarray) -> float:
 
 @pytest.mark.parametrize("n, m", [(7, 7), (5, 9), (2, 2)])
 def test_poly_mmd_equals_a_numpy_reference(n, m):
-    from bench.metrics import poly_mmd
+    from bench.metrics.compute import poly_mmd
 
     rng = np.random.default_rng(n * 10 + m)
     x, y = rng.normal(size=(n, 6)), rng.normal(0.4, 1.2, size=(m, 6))
@@ -83,7 +84,7 @@ def test_poly_mmd_equals_a_numpy_reference(n, m):
 def test_poly_mmd_equals_torchmetrics_while_it_has_one():
     """colorbench's own poly_mmd against torchmetrics' undocumented ``poly_mmd`` (which KID used before), on random
     features of equal-sized sets (torchmetrics' formula assumes them)."""
-    from bench.metrics import poly_mmd
+    from bench.metrics.compute import poly_mmd
 
     kid_module = pytest.importorskip("torchmetrics.image.kid")
     reference = getattr(kid_module, "poly_mmd", None)
@@ -99,7 +100,7 @@ def test_poly_mmd_equals_torchmetrics_while_it_has_one():
 def test_kid_imports_nothing_of_torchmetrics():
     import inspect
 
-    import bench.metrics as metrics
+    import bench.metrics.compute as metrics
 
     for fn in (metrics.kid, metrics.kid_full, metrics.poly_mmd, metrics.poly_kernel):
         assert "torchmetrics" not in inspect.getsource(fn).split('"""')[-1], fn.__name__
@@ -182,7 +183,7 @@ def test_truth_features_are_computed_once_per_set_and_change_nothing(real_batch,
 
 
 def test_dashboard_means_iterate_the_table_and_skip_fold():
-    """test_means (then in bench.engine) made a fake test_fold metric from the fold number of k-fold runs."""
+    """test_means (then in bench.grid.engine) made a fake test_fold metric from the fold number of k-fold runs."""
     per_image = [{"run": "r", "model": "m", "cell": "c", "seed": 0, "fold": 2, "image": "a.png", "psnr": 20.0},
                  {"run": "r", "model": "m", "cell": "c", "seed": 0, "fold": 2, "image": "b.png", "psnr": 22.0}]
     got = runfolder.test_means(per_image, {"fid": 12.5, "delta_cf": 3.0})
@@ -203,7 +204,7 @@ def test_every_metric_of_the_table_is_a_rank_by_choice(capsys):
 def test_title_names_the_backbone():
     import pandas as pd
 
-    from bench.leaderboard import ranked_title
+    from bench.reporting.leaderboard import ranked_title
 
     board = pd.DataFrame({"lpips_backbone": ["random", "random"]})
     assert ranked_title(board, "lpips") == "LPIPS, random VGG-16: not a perceptual metric"
@@ -227,7 +228,7 @@ def test_a_metric_added_in_one_place_reaches_every_output(toy_metric, random_inc
     from helpers import train_and_test_folders
 
     from bench import ablate, evaluate, report
-    from bench.records import read_rows
+    from bench.core.records import read_rows
 
     train, test, _ = train_and_test_folders(tmp_path, data_root)
     out = tmp_path / "run"
@@ -252,11 +253,11 @@ def test_a_metric_added_in_one_place_reaches_every_output(toy_metric, random_inc
     ev = read_rows(out / "evaluations" / "test" / "runs.csv")
     assert all(r["fid"] != "" and r["toy_abs"] != "" for r in ev)
     # a per-set metric ranks too: paired bootstrap intervals over images, no p-values
-    from bench import leaderboard
+    from bench.reporting import leaderboard
 
     board, _ = leaderboard.build(leaderboard.load_runs(out), leaderboard.load_per_image(out), metric="fid",
                                  features_dir=out / "features")
-    from bench.records import untrained_mask
+    from bench.core.records import untrained_mask
 
     trained = board[~untrained_mask(board["cell"])]  # not grey, the mean colour or the oracle tint
     assert trained["grey_lo"].notna().all() and (trained["grey_lo"] <= trained["grey_hi"]).all()

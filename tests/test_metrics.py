@@ -1,4 +1,4 @@
-"""Metrics of ``bench.metrics`` against independent numpy / scikit-image implementations, on real photos."""
+"""Metrics of ``bench.metrics.compute`` against independent numpy / scikit-image implementations, on real photos."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,8 +10,8 @@ from PIL import Image
 from skimage.color import lab2rgb, rgb2lab
 from skimage.metrics import structural_similarity
 
-from bench.data import BUNDLED
-from bench.metrics import colourfulness, evaluate, evaluate_grey, grey_colorizer, psnr_per_image, score_set, ssim_per_image
+from bench.data.sources import BUNDLED
+from bench.metrics.compute import colourfulness, evaluate, evaluate_grey, grey_colorizer, psnr_per_image, score_set, ssim_per_image
 
 
 def np_psnr(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -112,7 +112,7 @@ def test_ssim_matches_a_scipy_reference(real_batch):
 
 def test_score_and_evaluate_use_true_lightness(real_batch):
     """A model that predicts the true ab scores the round-trip PSNR (> 50 dB); ab = 0 scores the grey baseline."""
-    from bench.colour import split_lab
+    from bench.data.colour import split_lab
 
     images = real_batch[:4]
     ab_true = split_lab(images.float() / 255.0)[1]
@@ -146,7 +146,7 @@ def test_score_and_evaluate_use_true_lightness(real_batch):
     assert s.per_image["spatial_colour"] == [0.0] * 4  # grey is a constant colour: no spatial colour
     # pooled PSNR: -10 log10 of the MSE over every pixel of the set (numpy), not the mean of per-image PSNRs
     target = images.double().numpy() / 255.0
-    from bench.colour import merge_lab
+    from bench.data.colour import merge_lab
 
     L = split_lab(images.float() / 255.0)[0]
     pred = merge_lab(L, torch.zeros_like(ab_true)).double().numpy()
@@ -154,8 +154,8 @@ def test_score_and_evaluate_use_true_lightness(real_batch):
 
 
 def test_spatial_colour_is_zero_for_any_tint_and_one_for_the_truth(real_batch):
-    from bench.colour import merge_lab, split_lab
-    from bench.metrics import oracle_tint_colorizer, spatial_colour
+    from bench.data.colour import merge_lab, split_lab
+    from bench.metrics.compute import oracle_tint_colorizer, spatial_colour
 
     images = real_batch[:3]
     target = images.float() / 255.0
@@ -168,7 +168,7 @@ def test_spatial_colour_is_zero_for_any_tint_and_one_for_the_truth(real_batch):
     pab = ab.mean(dim=(2, 3), keepdim=True) + 0.5 * (ab - ab.mean(dim=(2, 3), keepdim=True)) \
         + 5 * torch.randn(ab.shape, generator=g)
     pred = merge_lab(L, pab)
-    from bench.colour import rgb_to_lab
+    from bench.data.colour import rgb_to_lab
 
     p = rgb_to_lab(pred)[:, 1:].double().numpy().reshape(3, -1)
     t = rgb_to_lab(target)[:, 1:].double().numpy().reshape(3, -1)
@@ -182,7 +182,7 @@ def test_spatial_colour_is_zero_for_any_tint_and_one_for_the_truth(real_batch):
 
 
 def test_ddcolor_colourfulness_uses_absolute_opponent_channels(real_batch):
-    from bench.metrics import colourfulness_ddcolor
+    from bench.metrics.compute import colourfulness_ddcolor
 
     x = real_batch[:2].double().numpy()
     r, g, b = x[:, 0], x[:, 1], x[:, 2]
@@ -211,7 +211,7 @@ def test_delta_e2000_matches_skimage_on_real_photos(name):
     across ±180°): max |ours − skimage.color.deltaE_ciede2000| ≤ 1e-3."""
     from skimage.color import deltaE_ciede2000
 
-    from bench.colour import delta_e2000
+    from bench.data.colour import delta_e2000
 
     lab = rgb2lab(_kodak(name)[::2, ::2])
     variants = []
@@ -232,7 +232,7 @@ def test_delta_e2000_per_image_metric_matches_skimage():
     rgb2lab + deltaE_ciede2000 on the same RGB, within 1e-3 per image."""
     from skimage.color import deltaE_ciede2000
 
-    from bench.metrics import delta_e2000_per_image
+    from bench.metrics.compute import delta_e2000_per_image
 
     target = np.stack([_kodak(n)[:96, :96] for n in ("kodim05.png", "kodim19.png")]) / 255.0
     lab = rgb2lab(target)
@@ -252,7 +252,7 @@ def test_delta_e2000_per_image_metric_matches_skimage():
     ((60.2574, -34.0099, 36.2677), (60.4626, -34.1751, 39.4387), 1.2644),
 ])
 def test_delta_e2000_on_published_test_pairs(lab1, lab2, want):
-    from bench.colour import delta_e2000
+    from bench.data.colour import delta_e2000
 
     as_t = lambda v: torch.tensor(v, dtype=torch.float64).view(1, 3, 1, 1)  # noqa: E731
     assert delta_e2000(as_t(lab1), as_t(lab2)).item() == pytest.approx(want, abs=1e-4)

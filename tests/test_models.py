@@ -15,8 +15,8 @@ import torch
 import torchvision
 
 import models
-from bench.abbins import ABBins
-from bench.colour import split_lab
+from bench.data.abbins import ABBins
+from bench.data.colour import split_lab
 from models.vgg import EncoderWeightsError, imagenet_checkpoint_path
 
 ALL = models.available()
@@ -244,7 +244,7 @@ def test_an_untrained_global_branch_changes_nothing():
     """The global branch starts at zero: the untrained unet_vgg16_global is the plain U-Net with the same weights
     (the same init seed gives the same encoder, decoder and head), for both heads."""
     import models
-    from bench.colour import AB_SCALE
+    from bench.data.colour import AB_SCALE
 
     L = torch.rand(2, 1, 32, 32) * 100
     for head in ("ab", "bins"):

@@ -1,4 +1,4 @@
-"""The adapter to Optuna's missing public API (``bench.optuna_compat``): each function on a journal storage and,
+"""The adapter to Optuna's missing public API (``bench.grid.optuna_compat``): each function on a journal storage and,
 when ``COLORBENCH_PG_URL`` is set, on an RDB storage (PostgreSQL); and no other module of ours reaches past
 Optuna's public API."""
 from __future__ import annotations
@@ -16,8 +16,8 @@ import pytest
 from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
-from bench import optuna_compat as oc
-from bench import study as gs
+from bench.grid import optuna_compat as oc
+from bench.grid import study as gs
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("COLORBENCH_PG_URL")

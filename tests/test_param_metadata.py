@@ -19,14 +19,15 @@ from torch import nn
 
 import losses
 import models
-from bench import ablate, leaderboard, tune
-from bench.abbins import ABBins
-from bench.colour import AB_SCALE
-from bench.config import CellConfig, preset
-from bench.data import CropSchedule
-from bench.params import (declared_tunables, numeric_columns, shown_columns, shown_values, symbol, tunables_in_source,
+from bench import ablate, tune
+from bench.reporting import leaderboard
+from bench.data.abbins import ABBins
+from bench.data.colour import AB_SCALE
+from bench.config.cell import CellConfig, preset
+from bench.data.sources import CropSchedule
+from bench.config.params import (declared_tunables, numeric_columns, shown_columns, shown_values, symbol, tunables_in_source,
                           tuned_words)
-from bench.train import build_cell, prepare, train_cell
+from bench.training.loop import build_cell, prepare, train_cell
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU = torch.device("cpu")

@@ -1,4 +1,4 @@
-"""The plan of a grid run (``bench.plan``): the jobs are model × cell × seed × fold, their keys name them, and the
+"""The plan of a grid run (``bench.grid.plan``): the jobs are model × cell × seed × fold, their keys name them, and the
 configuration hash that names a run folder ignores dict ordering and the number of seeds but follows every setting."""
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import grids
-from bench.config import preset
-from bench.paths import RESULTS_ENV
-from bench.plan import Job, check_folder_names, config_differences, config_hash, default_run_dir, describe, \
+from bench.config import grids
+from bench.config.cell import preset
+from bench.core.paths import RESULTS_ENV
+from bench.grid.plan import Job, check_folder_names, config_differences, config_hash, default_run_dir, describe, \
     identity_differences, key_str, plan_jobs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,7 +20,7 @@ TINY = grids.get("tiny")  # mse, l1, huber, mse_lr
 
 
 def test_importing_the_plan_imports_no_torch_or_optuna():
-    code = "import sys\nimport bench.plan\nprint(sorted(m for m in ('torch', 'optuna') if m in sys.modules))"
+    code = "import sys\nimport bench.grid.plan\nprint(sorted(m for m in ('torch', 'optuna') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0, out.stderr
@@ -100,7 +100,7 @@ def test_hash_is_stable_under_ordering_and_seeds_and_follows_the_configuration()
 
 
 def test_the_hash_of_the_quick_tiny_plan_is_unchanged():
-    """The hash names users' run folders: a change of it orphans them (pinned when the plan left bench.engine)."""
+    """The hash names users' run folders: a change of it orphans them (pinned when the plan left bench.grid.engine)."""
     jobs = plan_jobs(TINY, preset("quick"), ["unet_vgg16"], seeds=2, folds=4)
     assert config_hash(jobs, None, None, None) == "91fd6077"
 

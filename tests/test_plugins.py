@@ -1,6 +1,6 @@
-"""Plugins (``bench.plugins``): entry points of an installed distribution, ``--import MODULE|FILE.py`` and a config
+"""Plugins (``bench.core.plugins``): entry points of an installed distribution, ``--import MODULE|FILE.py`` and a config
 file's ``plugins:`` add a loss without editing colorbench; a broken one is one line with exit code 2. Logging
-(``bench.log``): ``-v``/``-q`` and the run folder's ``colorbench.log``.
+(``bench.core.log``): ``-v``/``-q`` and the run folder's ``colorbench.log``.
 
 The end-to-end tests run the real command line in a subprocess (a plugin registers into the process that imports
 it), on the bundled Kodak24 with tiny settings (one seed, one fold, 3 steps of 32-px crops: a few seconds each).
@@ -18,9 +18,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from bench import cli, configfile, log, plugins
-from bench import workers as wk
-from bench.metrictable import METRICS, Metric, unregister_metric
+from bench import cli
+from bench.config import file as configfile
+from bench.core import log
+from bench.core import plugins
+from bench.grid import workers as wk
+from bench.metrics.table import METRICS, Metric, unregister_metric
 
 TINY = ["--seeds", "1", "--folds", "1", "--set", "size=32", "--set", "crop=32", "--set", "eval_size=32",
         "--set", "batch_size=4", "--steps", "3", "--device", "cpu", "--no-progress"]
@@ -163,7 +166,7 @@ def test_a_missing_module_is_one_line(tmp_path):
 
 @pytest.fixture
 def fresh_plugins(monkeypatch):
-    """bench.plugins with nothing loaded, restored afterwards."""
+    """bench.core.plugins with nothing loaded, restored afterwards."""
     monkeypatch.setattr(plugins, "_loaded_groups", set())
     monkeypatch.setattr(plugins, "_loaded", {})
 
@@ -179,7 +182,7 @@ def test_a_metric_entry_point_is_loaded_when_the_table_is_first_read(fresh_plugi
 
     def load():
         calls.append(1)
-        from bench.metrictable import register_metric
+        from bench.metrics.table import register_metric
 
         register_metric(Metric("toy_metric", False, "", "toy"))
 

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from bench import ablate
-from bench.config import CellConfig
-from bench.data import BUNDLED, DataError, decode_files, make_splits, probe_image
+from bench.config.cell import CellConfig
+from bench.data.sources import BUNDLED, DataError, decode_files, make_splits, probe_image
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None,
                 derandomize=True)  # the same examples on every run: CI stays reproducible

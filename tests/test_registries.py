@@ -8,7 +8,7 @@ import pytest
 
 import losses
 import models
-from bench.config import CellConfig
+from bench.config.cell import CellConfig
 
 
 def _taken(sig: inspect.Signature) -> set[str]:
@@ -77,9 +77,9 @@ def test_configuration_with_a_parameter_nobody_takes_is_invalid(cfg, needle):
 def test_run_wide_loss_parameters_reach_the_cells_whose_loss_takes_them():
     """``--set loss_params.rebalance=true`` on the losses grid: the kl cells get it, the others run as they were
     (their configuration, hence their hash and results, unchanged); a key no loss of the grid takes is an error."""
-    from bench import grids
-    from bench.config import preset
-    from bench.plan import plan_jobs
+    from bench.config import grids
+    from bench.config.cell import preset
+    from bench.grid.plan import plan_jobs
 
     base = preset("quick")
     plain = {(j.cell, j.cfg.seed): j.cfg for j in plan_jobs(grids.get("losses"), base, [base.model], 1)}

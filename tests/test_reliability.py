@@ -20,8 +20,8 @@ import pytest
 from PIL import Image
 
 from bench import ablate
-from bench.data import ImageStore, list_images, load_image, make_splits
-from bench.records import CorruptRecordError, append_rows, atomic_write_text, read_rows
+from bench.data.sources import ImageStore, list_images, load_image, make_splits
+from bench.core.records import CorruptRecordError, append_rows, atomic_write_text, read_rows
 
 H, W = 48, 64  # the odd images' upright size; ImageStore(…, 48) keeps them unresized, so pixels compare exactly
 UNUSABLE = ["truncated.jpg", "corrupt.png", "not_an_image.jpg", "zero_bytes.jpg", "tiny_10x12.png"]
@@ -52,7 +52,7 @@ def folders(tmp_path_factory, data_root):
         shutil.copy(p, clean / p.name)
     for p in photos[-4:]:
         shutil.copy(p, test / p.name)
-    # every odd file shows another photo: two files of one photo in two splits are a leak (bench.data.check_disjoint)
+    # every odd file shows another photo: two files of one photo in two splits are a leak (bench.data.sources.check_disjoint)
     shots = []
     for p in photos[20:28]:
         with Image.open(p) as im:

@@ -13,9 +13,10 @@ import pytest
 import torch
 
 import models
-from bench import ablate, report, samples
-from bench.config import preset
-from bench.train import prepare
+from bench import ablate, report
+from bench.reporting import samples
+from bench.config.cell import preset
+from bench.training.loop import prepare
 
 TINY = ["--set", "size=32", "--set", "crop=32", "--set", "eval_size=32", "--set", "batch_size=4",
         "--set", "val_every=1"]
@@ -138,7 +139,7 @@ def test_report_has_a_verdict_split_tables_and_no_tied(run_dir):
 
 
 def test_terminal_leaderboard_is_compact(run_dir):
-    from bench import leaderboard
+    from bench.reporting import leaderboard
 
     _, text = leaderboard.write(run_dir)
     assert max(len(line) for line in text.splitlines()) <= 100
@@ -155,7 +156,7 @@ def test_sample_grid_labels_are_the_cell_names(tmp_path):
 
 
 def test_one_palette_keyed_by_cell_name_in_every_figure(run_dir, monkeypatch):
-    from bench import plots
+    from bench.reporting import plots
 
     pal = plots.run_palette(report.load(run_dir)["runs"])
     assert pal["grey"] == plots.GREY_COLOUR and {"mse", "kl"} <= set(pal)
@@ -395,7 +396,7 @@ def test_report_md_is_plain_markdown(run_dir, tmp_path):
 
 def test_a_hostile_cell_name_from_a_yaml_file_stays_text(tmp_path):
     """A cell named like markup in a ``--config`` file is text in both files: HTML-escaped in report.html (by
-    bench.document's HTML renderer, the one place that escapes), backslash-escaped in report.md (one table column)."""
+    bench.reporting.document's HTML renderer, the one place that escapes), backslash-escaped in report.md (one table column)."""
     import re
 
     name = "<script>alert(1)</script>|x"
@@ -422,7 +423,7 @@ def test_report_files_show_every_heading_and_table_of_its_document(run_dir, monk
     """report.md and report.html are two renderings of one document: the same headings, the same table rows."""
     from helpers import same_in_both
 
-    from bench import document
+    from bench.reporting import document
 
     made = []
     build = report.document
@@ -467,7 +468,7 @@ def test_run_counts_say_how_the_folds_were_merged():
     """Issue 32, item 6: after 48 k-fold trainings the report does not say '14 successful run(s)' alone."""
     import pandas as pd
 
-    from bench.folds import combine_folds
+    from bench.data.folds import combine_folds
 
     raw = pd.DataFrame(_fold_rows(12, 1, 4))
     text = report.run_counts(raw, combine_folds(raw))
@@ -492,7 +493,7 @@ def test_run_counts_without_folds_are_plain():
 def test_val_curves_is_one_small_panel_per_cell_with_shared_axes(tmp_path, monkeypatch):
     import pandas as pd
 
-    from bench import plots
+    from bench.reporting import plots
 
     rows = [{"model": "unet_vgg16", "cell": f"cell{c}", "seed": str(s), "fold": str(f), "step": str(step),
              "val_psnr": str(20 + c + 0.1 * s + 0.05 * f + step / 100)}

@@ -17,11 +17,11 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from bench import study as gs
-from bench.checkpoint import load_checkpoint, save_checkpoint
-from bench.config import preset
-from bench.records import read_rows
-from bench.train import prepare, train_cell
+from bench.grid import study as gs
+from bench.training.checkpoint import load_checkpoint, save_checkpoint
+from bench.config.cell import preset
+from bench.core.records import read_rows
+from bench.training.loop import prepare, train_cell
 from helpers import hanging_ablate
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,14 +13,14 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-import bench.checkpoint
-from bench import grids
-from bench import study as gs
-from bench.config import preset
-from bench.engine import GridRun
-from bench.plan import plan_jobs
-from bench.runfolder import IDENTITY
-from bench.records import read_rows
+import bench.training.checkpoint
+from bench.config import grids
+from bench.grid import study as gs
+from bench.config.cell import preset
+from bench.grid.engine import GridRun
+from bench.grid.plan import plan_jobs
+from bench.grid.runfolder import IDENTITY
+from bench.core.records import read_rows
 from helpers import one_error, run
 
 TINY = ["--set", "size=32", "--set", "crop=32", "--set", "eval_size=32", "--set", "batch_size=4", "--steps", "2",
@@ -111,7 +111,7 @@ def test_full_disk_while_saving_weights_is_one_line_and_the_rerun_trains_what_is
     out = tmp_path / "run"
     args = ["--grid", "smoke", "--seeds", "1", "--data", "cbsd68", "--data-root", str(data_root), "--out", str(out),
             *TINY]
-    monkeypatch.setattr(bench.checkpoint, "save_model", full)
+    monkeypatch.setattr(bench.training.checkpoint, "save_model", full)
     rc, _, err = run(args, capsys)
     one_error(rc, err, "no space left", "model.safetensors")
     assert len(calls) == 1 and not list(out.rglob("*.tmp"))
@@ -141,10 +141,10 @@ def test_full_disk_while_writing_a_checkpoint_names_the_file(tmp_path):
         pytest.skip("cannot mount a tmpfs here")
     try:
         path, cfg = disk / "checkpoint.pt", preset("quick")
-        bench.checkpoint.save_checkpoint(path, cfg, {"step": 1}, {})
+        bench.training.checkpoint.save_checkpoint(path, cfg, {"step": 1}, {})
         before = path.read_bytes()
         with pytest.raises(OSError) as info:  # 80 KB of weights do not fit
-            bench.checkpoint.save_checkpoint(path, cfg, {"step": 2, "w": torch.zeros(20_000)}, {})
+            bench.training.checkpoint.save_checkpoint(path, cfg, {"step": 2, "w": torch.zeros(20_000)}, {})
         assert info.value.errno == errno.ENOSPC and info.value.filename == str(path)
         assert path.read_bytes() == before and not list(disk.glob(".*.tmp"))
     finally:
@@ -165,7 +165,7 @@ def test_workers_that_check_one_new_folder_together_do_not_trip_each_other(tmp_p
     """Two workers started at once on one new --out both pass the writability probe (CI saw one lose the race)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from bench.paths import check_writable
+    from bench.core.paths import check_writable
 
     for attempt in range(20):
         folder = tmp_path / f"run{attempt}"

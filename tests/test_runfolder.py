@@ -1,4 +1,4 @@
-"""A run folder's records (``bench.runfolder``) on a temporary folder: the identity binding, the CSV files and
+"""A run folder's records (``bench.grid.runfolder``) on a temporary folder: the identity binding, the CSV files and
 ``run.json``, and runs carried between the folder and a study both ways."""
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from types import SimpleNamespace
 import optuna
 import pytest
 
-from bench import runfolder
-from bench import study as gs
-from bench.data import Splits
-from bench.records import CorruptRecordError, read_rows
-from bench.runfolder import IDENTITY, append_run, bind, data_fingerprint, from_columns, import_local_rows, \
+from bench.grid import runfolder
+from bench.grid import study as gs
+from bench.data.sources import Splits
+from bench.core.records import CorruptRecordError, read_rows
+from bench.grid.runfolder import IDENTITY, append_run, bind, data_fingerprint, from_columns, import_local_rows, \
     read_local_rows, recorded_base_config, sync_records, to_columns, unbind, write_run_json
 
 IDENT = {"base_config": {"steps": 2, "lr": 0.001}, "cells": {"unet_vgg16/mse": {"loss": "mse"}}, "folds": 1}
@@ -71,7 +71,7 @@ def test_columns_round_trip_and_test_means():
 
 
 def prepared(tmp_path: Path) -> SimpleNamespace:
-    """What ``write_run_json`` and ``data_fingerprint`` read of a ``bench.train.Prepared``, on three tiny files."""
+    """What ``write_run_json`` and ``data_fingerprint`` read of a ``bench.training.loop.Prepared``, on three tiny files."""
     files = []
     for name in ("a.png", "b.png", "c.png"):
         (tmp_path / name).write_bytes(name.encode())

@@ -21,10 +21,10 @@ import torch
 from PIL import Image
 
 from bench import ablate, colorize, evaluate
-from bench.checkpoint import load_weights, saved_models
-from bench.leaderboard import build, load_per_image, load_runs
-from bench.records import read_rows
-from bench.testsets import cross_set
+from bench.training.checkpoint import load_weights, saved_models
+from bench.reporting.leaderboard import build, load_per_image, load_runs
+from bench.core.records import read_rows
+from bench.reporting.testsets import cross_set
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--set", "size=32", "--set", "crop=32", "--set", "eval_size=32", "--set", "batch_size=4", "--steps", "2",
@@ -74,7 +74,7 @@ def test_weights_and_configuration_saved_for_every_run(run_dir):
         net, cfg, _ = load_weights(s.folder)
         assert cfg.loss == s.cell and not net.training
         # the weights are those of a trained network: they differ from a fresh initialisation
-        from bench.checkpoint import build_model
+        from bench.training.checkpoint import build_model
 
         fresh = build_model(cfg).state_dict()
         assert any(not torch.equal(v, fresh[k]) for k, v in net.state_dict().items())
@@ -225,7 +225,7 @@ def test_colorize_folder_at_input_resolution(run_dir, test_folder, tmp_path, cap
 
 def test_colorize_keeps_the_full_resolution_lightness(run_dir, test_folder, tmp_path, capsys):
     """Only ab is predicted: the output's L is the input's (up to 8-bit rounding), at full resolution."""
-    from bench.colour import rgb_to_lab
+    from bench.data.colour import rgb_to_lab
 
     rc, err = cli(colorize, ["--run", run_dir, "--cell", "kl", "--no-progress", test_folder / "c.png", tmp_path / "o"],
                   capsys)
@@ -371,9 +371,9 @@ def test_evaluate_scores_both_baselines_with_the_runs_training_mean(run_dir, tes
     rows = {r["cell"]: r for r in read_rows(run_dir / "evaluations" / "testset0" / "runs.csv")}
     assert json.loads(rows["mean_colour"]["mean_ab"]) == meta["mean_ab"] and len(meta["mean_ab"]) == 1
     # the mean colour's PSNR is that of the constant recorded at training time, recomputed here independently
-    from bench.colour import merge_lab, split_lab
-    from bench.data import ImageStore, list_images
-    from bench.metrics import psnr_per_image
+    from bench.data.colour import merge_lab, split_lab
+    from bench.data.sources import ImageStore, list_images
+    from bench.metrics.compute import psnr_per_image
 
     imgs = ImageStore(list_images(test_folder), 32).centre_crops(32)
     L, ab = split_lab(imgs)
@@ -396,10 +396,10 @@ def test_cross_set_spearman_leaves_the_baselines_out_and_never_gives_p_zero(monk
     assert r["n_cells"] == n and r["rho"] == pytest.approx(1.0)
     # |rho| = 1 for 2 of the 10! orderings: the permutation p is (hits + 1) / (N + 1), about 1 / 20,001, never 0
     assert 0 < r["p"] < 0.001
-    from bench.testsets import spearman
+    from bench.reporting.testsets import spearman
 
     x, y = np.arange(8.0), np.array([1.0, 0, 3, 2, 5, 4, 7, 6])  # exact (8! orderings) vs Monte-Carlo agree
     exact = spearman(x, y)[1]
-    monkeypatch.setattr("bench.testsets.EXACT_MAX", 4)
+    monkeypatch.setattr("bench.reporting.testsets.EXACT_MAX", 4)
     mc = spearman(x, y, n_perm=50_000)[1]
     assert mc == pytest.approx(exact, abs=0.005)

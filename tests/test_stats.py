@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import leaderboard, stats
+from bench.reporting import leaderboard
+from bench.metrics import stats
 
 ALPHA = 0.05
 

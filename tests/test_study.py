@@ -18,9 +18,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from bench import ablate, grids
-from bench import study as gs
-from bench.records import read_rows
+from bench import ablate
+from bench.config import grids
+from bench.grid import study as gs
+from bench.core.records import read_rows
 from helpers import hanging_ablate
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bench import styletransfer
-from bench.data import BUNDLED, ImageStore
+from bench.data.sources import BUNDLED, ImageStore
 from models.adain import AdaINStyleTransfer, make_decoder, channel_stats
 from test_adain import fake_vgg19_file
 

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from bench import records, throughput
+from bench import throughput
+from bench.core import records
 
 SMALL = ["--crop", "32", "--batch", "2", "--width", "0.125", "--warmup", "1", "--repeats", "2", "--iters", "1",
          "--device", "cpu"]

@@ -1,4 +1,4 @@
-"""Experiment tracking (``--log``, ``bench.tracking``) end to end through the command line: what TensorBoard, MLflow
+"""Experiment tracking (``--log``, ``bench.core.tracking``) end to end through the command line: what TensorBoard, MLflow
 and W&B (offline) hold after a tiny grid, read back with each backend's own reader and compared with what the run
 recorded; a backend that is not installed is one line with exit code 2 and leaves no folder; tracking changes
 neither the results nor the run folder's name; every Optuna trial and every worker of ``--workers`` is tracked."""
@@ -229,7 +229,7 @@ class Recorder:
 @pytest.mark.parametrize("raised,status", [(None, "ok"), (RuntimeError("diverged"), "failed"),
                                            (KeyboardInterrupt(), "killed")])
 def test_opened_closes_with_the_trainings_status(raised, status, monkeypatch, tmp_path):
-    from bench import tracking
+    from bench.core import tracking
 
     monkeypatch.setitem(tracking.MAKERS, "tensorboard", Recorder)
     monkeypatch.setattr(Recorder, "calls", [])
@@ -246,7 +246,7 @@ def test_opened_closes_with_the_trainings_status(raised, status, monkeypatch, tm
 
 
 def test_a_failing_backend_is_left_out_and_the_training_goes_on(monkeypatch, tmp_path, capsys):
-    from bench import tracking
+    from bench.core import tracking
 
     class Other(Recorder):
         pass
@@ -264,7 +264,7 @@ def test_a_failing_backend_is_left_out_and_the_training_goes_on(monkeypatch, tmp
 
 
 def test_parameters_are_flattened_for_the_tables():
-    from bench.tracking import finite_metrics, flat_params
+    from bench.core.tracking import finite_metrics, flat_params
 
     assert flat_params({"a": 1, "b": None, "c": {"x": [1, 2]}, "d": True}) == {
         "a": 1, "b": "null", "c": '{"x": [1, 2]}', "d": True}

@@ -1,4 +1,4 @@
-"""Training one cell (``bench.train``): fixed crops shared by every cell, reproducibility, divergence, on real photos
+"""Training one cell (``bench.training.loop``): fixed crops shared by every cell, reproducibility, divergence, on real photos
 (the bundled Kodak24), and the one training step that bench.throughput times.
 
 Tiny settings: width 0.25, 32-px images and crops, batches of 4, 3 steps.
@@ -11,9 +11,9 @@ import hashlib
 import pytest
 import torch
 
-from bench.config import preset
-from bench.data import CropSchedule
-from bench.train import DivergenceError, prepare, train_cell
+from bench.config.cell import preset
+from bench.data.sources import CropSchedule
+from bench.training.loop import DivergenceError, prepare, train_cell
 
 CPU = torch.device("cpu")
 
@@ -138,7 +138,7 @@ class _Counting(torch.nn.Module):
 def test_step_calls_the_loss_hook_and_checks_divergence(prep, composite):
     import losses
     import models
-    from bench.train import TrainStep
+    from bench.training.loop import TrainStep
 
     torch.manual_seed(0)
     net = models.build("unet_vgg16", head="ab", width=0.125, encoder_weights="none")
@@ -161,7 +161,7 @@ def test_step_calls_the_loss_hook_and_checks_divergence(prep, composite):
 
 def test_step_state_dict_resumes_exactly(prep):
     """Model, optimiser and step count round-trip through state_dict(): a restored step continues identically."""
-    from bench.train import make_step
+    from bench.training.loop import make_step
 
     cfg = preset("quick").replace(width=0.125, size=32, crop=32, eval_size=32, batch_size=2, lr=1e-3)
     sched = CropSchedule(prep.train, 32, 0)

@@ -9,7 +9,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from bench import study as gs
+from bench.grid import study as gs
 from bench import tune
 
 # 6 trials of 6 steps (4 crops each), validation every 2 steps; TPE and the MedianPruner start after 2 trials

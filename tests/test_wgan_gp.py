@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import losses
-from bench.colour import split_lab
+from bench.data.colour import split_lab
 from losses.wgan_gp import PatchCritic, gradient_penalty, image_scores
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import workers as wk
-from bench.records import read_rows
+from bench.grid import workers as wk
+from bench.core.records import read_rows
 from helpers import one_error, run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,7 +51,7 @@ def test_worker_environment_and_command_line():
         assert e["PYTHONPATH"] == os.pathsep.join([str(ROOT), "/elsewhere"]) and e["PYTHONUNBUFFERED"] == "1"
     assert all(e[wk.SHARED_CACHE_ENV] == "1" for e in envs)  # the workers map the launcher's decoded set
     assert wk.worker_env({wk.SHARED_CACHE_ENV: ""}, 0, 2, 2)[wk.SHARED_CACHE_ENV] == ""  # the user's is kept
-    from bench.data import SHARED_CACHE_ENV
+    from bench.data.sources import SHARED_CACHE_ENV
 
     assert wk.SHARED_CACHE_ENV == SHARED_CACHE_ENV
     plain = wk.worker_env({"OMP_NUM_THREADS": "3"}, 0, 4, 2)
