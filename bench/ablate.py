@@ -16,8 +16,8 @@ resumes: finished (cell, seed) pairs are not trained again, and runs of a worker
 
     torchrun --nproc_per_node 2 -m bench.ablate --grid losses    # each run data-parallel on 2 GPUs (or CPU ranks)
 
-Under torchrun the processes of one group train each run together (``bench.training.distributed``): ``batch_size`` is the
-global batch, split evenly between them; rank 0 claims the runs and writes every file.
+Under torchrun the processes of one group train each run together (``bench.training.distributed``): ``batch_size`` is
+the global batch, split evenly between them; rank 0 claims the runs and writes every file.
 """
 from __future__ import annotations
 
@@ -79,8 +79,8 @@ def grid_defaults(args):
 
 
 def folds_of(args) -> int:
-    """``--folds``, else the data set's default (``bench.data.sources.default_folds``); folds need a data set that has no
-    separate test set."""
+    """``--folds``, else the data set's default (``bench.data.sources.default_folds``); folds need a data set that has
+    no separate test set."""
     from bench.data.sources import DEFAULT_TEST, data_root, default_folds, list_images, resolve
 
     if args.folds is None:
@@ -118,8 +118,9 @@ def plan(args, device):
 
 
 def check_distributed(jobs) -> None:
-    """Under torchrun, refuse what data-parallel training cannot reproduce (``bench.training.distributed``): a global batch
-    that does not split evenly, and a loss that trains a network of its own (``extra_step``, e.g. a GAN critic)."""
+    """Under torchrun, refuse what data-parallel training cannot reproduce (``bench.training.distributed``): a global
+    batch that does not split evenly, and a loss that trains a network of its own (``extra_step``, e.g. a GAN
+    critic)."""
     import losses
 
     from bench.training.distributed import world_size
@@ -235,9 +236,9 @@ def open_run(args, argv: list[str], jobs, base, preset_name: str, run_dir: Path,
 
 
 def launch(args, argv: list[str], run, count: int) -> int:
-    """``--workers``/``--gpus``: start ``count`` workers of this command on the open run's study (``bench.grid.workers``),
-    wait for them (Ctrl-C and SIGTERM are forwarded), then ``workers_done``. Returns the exit code: 1 when a worker
-    failed."""
+    """``--workers``/``--gpus``: start ``count`` workers of this command on the open run's study
+    (``bench.grid.workers``), wait for them (Ctrl-C and SIGTERM are forwarded), then ``workers_done``. Returns the exit
+    code: 1 when a worker failed."""
     from tqdm.auto import tqdm
 
     from bench.grid import study as gs

@@ -9,8 +9,8 @@ data: URIs, a few lines of inline script for sorting tables and switching the ga
 run's weights and configurations in ``models/``), ``report.md`` (plain Markdown, figures linked from ``figures/``),
 ``figures/*.png`` and refreshes ``leaderboard.md``/``.csv``. Everything about the run (cells, configuration, the
 ``--config`` file, commands) is read from the run folder's own records, never from the installed code. Both files
-are written from one document (:func:`document` builds it of ``bench.reporting.document``'s blocks; that module's two renderers
-write it and do all the escaping).
+are written from one document (:func:`document` builds it of ``bench.reporting.document``'s blocks; that module's two
+renderers write it and do all the escaping).
 """
 from __future__ import annotations
 

@@ -192,8 +192,8 @@ def synthetic_batches(setup: Setup) -> Callable[[int, bool], tuple]:
 
 
 def image_batches(setup: Setup, files: list[Path], crop_seed: int = 0) -> Callable[[int, bool], tuple]:
-    """``bench.training.loop``'s input: images decoded once (shorter side ``size``), fixed-seed crops batched on the CPU,
-    and, when asked for, the schedule's colour-reference crops as in training."""
+    """``bench.training.loop``'s input: images decoded once (shorter side ``size``), fixed-seed crops batched on the
+    CPU, and, when asked for, the schedule's colour-reference crops as in training."""
     from bench.data.sources import CropSchedule, ImageStore
 
     store = ImageStore(files, setup.resize or setup.size)
@@ -444,10 +444,10 @@ def parse_args(argv=None):
                    "(default 16, the paper's; 0: none)")
     p.add_argument("--n-images", type=cli.bounded_int(1, cli.MAX_IMAGES), default=512, help="at most this many images of --data (default 512)")
     p.add_argument("--loader", type=cli.bounded_int(0, cli.MAX_LOADER_WORKERS), nargs="*", default=None,
-                   metavar="WORKERS", help="also time the streaming loader (bench.data.loader) on --data with these worker "
-                                           "counts (default 0 1 2) and say how many workers the step needs")
-    p.add_argument("--pipeline", action="store_true", help="also compare the CPU data pipelines (bench.data.pipeline: the "
-                   "naive per-image loop vs. the batched one)")
+                   metavar="WORKERS", help="also time the streaming loader (bench.data.loader) on --data with these "
+                                           "worker counts (default 0 1 2) and say how many workers the step needs")
+    p.add_argument("--pipeline", action="store_true", help="also compare the CPU data pipelines "
+                   "(bench.data.pipeline: the naive per-image loop vs. the batched one)")
     cli.add(p, "out", help="folder of the CSV (default: ./results or $COLORBENCH_RESULTS)")
     return p.parse_args(argv)
 

@@ -6,8 +6,8 @@ Both sides train their own copy of the same network (same seed, same initial wei
 batch, crops and thread count, one step each in turn (harness, plain, harness, plain ...), so that load on the
 machine falls on both alike. What each side includes:
 
-- **harness**: ``bench.training.loop.TrainStep.__call__`` on the uint8 crops exactly as ``train_cell`` calls it on a CPU:
-  uint8 → Lab on the device, model, loss, backward, Adam, and the loss read back every step (``check_every=1``).
+- **harness**: ``bench.training.loop.TrainStep.__call__`` on the uint8 crops exactly as ``train_cell`` calls it on a
+  CPU: uint8 → Lab on the device, model, loss, backward, Adam, and the loss read back every step (``check_every=1``).
 - **plain**: ``L, ab`` computed once before timing (Lab not included), then per step only
   ``opt.zero_grad(); loss = criterion(model(L), ab, L=L, rgb=rgb); loss.backward(); opt.step()``.
 - **plain+lab**: the plain loop plus the same uint8 → Lab conversion per step (``bench.data.colour.split_lab``).

@@ -2,9 +2,9 @@
 
 The loss owns a small conditional PatchGAN-style critic and its Adam optimiser. The critic sees the Lab image
 (L/100, ab/110) and scores every receptive-field patch; an image's score is the mean over its patches. Per training
-step, before the generator's update, the training step (``bench.training.loop.TrainStep``) calls the loss's hook :meth:`WGANGPLoss.extra_step` (``critic_steps`` Adam steps
-of the critic on the step's batch: real = the true ab, fake = the detached prediction, the same L), then the
-generator minimises the term's value
+step, before the generator's update, the training step (``bench.training.loop.TrainStep``) calls the loss's hook
+:meth:`WGANGPLoss.extra_step` (``critic_steps`` Adam steps of the critic on the step's batch: real = the true ab, fake =
+the detached prediction, the same L), then the generator minimises the term's value
 
     wgan_gp = loss_weight · (D(L, ab_true) − D(L, ab_pred))
 

@@ -83,7 +83,8 @@ def torch_home(tmp_path, monkeypatch):
 
 @pytest.fixture(autouse=True)
 def _forget_noted_secrets():
-    """Passwords noted by one test's command line (``bench.core.records.note_secrets``) are not redacted in the next's."""
+    """Passwords noted by one test's command line (``bench.core.records.note_secrets``) are not redacted in the
+    next's."""
     from bench.core import records
 
     yield

@@ -90,7 +90,8 @@ BAD = {
     "unknown cell key": ("grids: {g: {cells: {a: {los: mse}}}}\n", ["grids.g.cells.a", "los"]),
     "cell not a mapping": ("grids: {g: {cells: {a: mse}}}\n", ["grids.g.cells.a", "mapping"]),
     "wrong type": pytest.param("set: {steps: many}\n", ["set", "steps"], marks=pytest.mark.skipif(
-        not hasattr(config, "check_values"), reason="typed configuration values (bench.config.cell.check_values) not here")),
+        not hasattr(config, "check_values"),
+        reason="typed configuration values (bench.config.cell.check_values) not here")),
     "dict field not a dict": ("set: {loss_params: 3}\n", ["set", "loss_params"]),
     "unknown preset": ("preset: huge\n", ["preset", "huge", "quick"]),
     "shadows a package grid": ("grids: {losses: {cells: {a: {loss: mse}}}}\n", ["losses", "another name"]),

@@ -1,5 +1,5 @@
-"""bench.reporting.document: one document model, two renderers that show the same headings and tables, and all escaping in
-the renderers (a hostile cell name stays text in both formats)."""
+"""bench.reporting.document: one document model, two renderers that show the same headings and tables, and all escaping
+in the renderers (a hostile cell name stays text in both formats)."""
 from __future__ import annotations
 
 import inspect

@@ -1,5 +1,5 @@
-"""The training of one job (``bench.grid.jobrun``) without a study: a tiny configuration on the bundled Kodak24 gives a run
-row, one per-image row per test image and one history row per validation, saves its weights and samples, and
+"""The training of one job (``bench.grid.jobrun``) without a study: a tiny configuration on the bundled Kodak24 gives a
+run row, one per-image row per test image and one history row per validation, saves its weights and samples, and
 leaves no checkpoint; a divergence is a failed row; the baselines are scored without training."""
 from __future__ import annotations
 

@@ -11,7 +11,8 @@ from skimage.color import lab2rgb, rgb2lab
 from skimage.metrics import structural_similarity
 
 from bench.data.sources import BUNDLED
-from bench.metrics.compute import colourfulness, evaluate, evaluate_grey, grey_colorizer, psnr_per_image, score_set, ssim_per_image
+from bench.metrics.compute import (
+    colourfulness, evaluate, evaluate_grey, grey_colorizer, psnr_per_image, score_set, ssim_per_image)
 
 
 def np_psnr(pred: np.ndarray, target: np.ndarray) -> np.ndarray:

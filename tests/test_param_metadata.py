@@ -25,8 +25,8 @@ from bench.data.abbins import ABBins
 from bench.data.colour import AB_SCALE
 from bench.config.cell import CellConfig, preset
 from bench.data.sources import CropSchedule
-from bench.config.params import (declared_tunables, numeric_columns, shown_columns, shown_values, symbol, tunables_in_source,
-                          tuned_words)
+from bench.config.params import (
+    declared_tunables, numeric_columns, shown_columns, shown_values, symbol, tunables_in_source, tuned_words)
 from bench.training.loop import build_cell, prepare, train_cell
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -52,7 +52,8 @@ def folders(tmp_path_factory, data_root):
         shutil.copy(p, clean / p.name)
     for p in photos[-4:]:
         shutil.copy(p, test / p.name)
-    # every odd file shows another photo: two files of one photo in two splits are a leak (bench.data.sources.check_disjoint)
+    # every odd file shows another photo: two files of one photo in two splits are a leak
+    # (bench.data.sources.check_disjoint)
     shots = []
     for p in photos[20:28]:
         with Image.open(p) as im:

@@ -396,7 +396,8 @@ def test_report_md_is_plain_markdown(run_dir, tmp_path):
 
 def test_a_hostile_cell_name_from_a_yaml_file_stays_text(tmp_path):
     """A cell named like markup in a ``--config`` file is text in both files: HTML-escaped in report.html (by
-    bench.reporting.document's HTML renderer, the one place that escapes), backslash-escaped in report.md (one table column)."""
+    bench.reporting.document's HTML renderer, the one place that escapes), backslash-escaped in report.md (one table
+    column)."""
     import re
 
     name = "<script>alert(1)</script>|x"

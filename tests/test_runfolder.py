@@ -71,7 +71,8 @@ def test_columns_round_trip_and_test_means():
 
 
 def prepared(tmp_path: Path) -> SimpleNamespace:
-    """What ``write_run_json`` and ``data_fingerprint`` read of a ``bench.training.loop.Prepared``, on three tiny files."""
+    """What ``write_run_json`` and ``data_fingerprint`` read of a ``bench.training.loop.Prepared``, on three tiny
+    files."""
     files = []
     for name in ("a.png", "b.png", "c.png"):
         (tmp_path / name).write_bytes(name.encode())

@@ -1,5 +1,5 @@
-"""Experiment tracking (``--log``, ``bench.core.tracking``) end to end through the command line: what TensorBoard, MLflow
-and W&B (offline) hold after a tiny grid, read back with each backend's own reader and compared with what the run
+"""Experiment tracking (``--log``, ``bench.core.tracking``) end to end through the command line: what TensorBoard,
+MLflow and W&B (offline) hold after a tiny grid, read back with each backend's own reader and compared with what the run
 recorded; a backend that is not installed is one line with exit code 2 and leaves no folder; tracking changes
 neither the results nor the run folder's name; every Optuna trial and every worker of ``--workers`` is tracked."""
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Training one cell (``bench.training.loop``): fixed crops shared by every cell, reproducibility, divergence, on real photos
-(the bundled Kodak24), and the one training step that bench.throughput times.
+"""Training one cell (``bench.training.loop``): fixed crops shared by every cell, reproducibility, divergence, on real
+photos (the bundled Kodak24), and the one training step that bench.throughput times.
 
 Tiny settings: width 0.25, 32-px images and crops, batches of 4, 3 steps.
 """

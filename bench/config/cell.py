@@ -45,8 +45,8 @@ class CellConfig:
         lr_schedule: ``constant`` (the default), or ``cosine`` / ``linear`` decay of the learning rate to 0 at
             ``steps`` (``bench.training.loop.lr_factor``).
         warmup_steps: steps of linear warm-up from 0 to ``lr`` before the schedule (0: none).
-        augment: the training views (``bench.data.sources.AUGMENTS``): ``none`` (the crop), ``flip`` (also flipped left to
-            right at random) or ``rrc`` (a random-resized crop, then the flip); drawn from ``crop_seed``, the same
+        augment: the training views (``bench.data.sources.AUGMENTS``): ``none`` (the crop), ``flip`` (also flipped left
+            to right at random) or ``rrc`` (a random-resized crop, then the flip); drawn from ``crop_seed``, the same
             for every cell.
         train_size: the shorter side the training images are decoded at (0: ``size``); larger than ``crop`` gives
             ``rrc`` more distinct views. Validation and test stay at ``size``. Run-wide: a cell cannot change it.

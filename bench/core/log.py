@@ -42,7 +42,8 @@ class _Early(logging.Handler):
 
 
 def get_logger(name: str) -> logging.Logger:
-    """The logger of a module: ``colorbench.<last part of the module name>`` (``bench.grid.engine`` → ``colorbench.engine``).
+    """The logger of a module: ``colorbench.<last part of the module name>`` (``bench.grid.engine`` →
+    ``colorbench.engine``).
 
     Args:
         name: the module's ``__name__`` (or any dotted name).

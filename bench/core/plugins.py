@@ -10,7 +10,8 @@ Three ways in, each importing a module that registers what it defines with the r
 - ``plugins: [MODULE, ...]`` in a ``--config`` file (a relative ``.py`` path is relative to the file).
 
 A plugin that fails to load raises :class:`PluginError`, one line naming it and its error. What was loaded (name
-and version of the distribution, or a file's SHA-256) is recorded with every result (``bench.core.records.environment``).
+and version of the distribution, or a file's SHA-256) is recorded with every result
+(``bench.core.records.environment``).
 
 Imports nothing but the standard library (the registries call it).
 """

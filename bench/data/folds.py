@@ -1,7 +1,7 @@
 """k-fold runs seen as one run per seed: the run rows of one (model, cell, seed) from its folds, combined.
 
-With k-fold rotation (``bench.data.sources.fold_splits``) every fold trains its own network and scores it on its own test
-images; the folds' test images together are the whole test set. A claim about a cell and a seed is about all of
+With k-fold rotation (``bench.data.sources.fold_splits``) every fold trains its own network and scores it on its own
+test images; the folds' test images together are the whole test set. A claim about a cell and a seed is about all of
 them, so the leaderboard and the plots see one row per (model, cell, seed): metrics averaged over the folds
 weighted by their number of test images (= the mean over every test image), times summed, and status ``ok`` only
 when every fold finished ``ok``. Per-image rows need no combining on the run's own test set: an image belongs to one

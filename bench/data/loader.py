@@ -1,11 +1,11 @@
 """Training batches from disk in bounded memory: a streamed store, a ``DataLoader`` over the fixed crop stream, and
 the RAM budget that chooses between streaming and decoding the set once into RAM.
 
-Flow: a training set whose decoded pixels fit ``--cache-mb`` is decoded once into RAM (``bench.data.sources.ImageStore``:
-the fast path of the CPU job). A larger one stays on disk (:class:`FileStore`): ``DataLoader`` workers decode,
-resize and crop each sample (:class:`CropStream`), with pinned memory and prefetching on a GPU. Both paths cut the
-same crops from the same pixels (``bench.data.sources.CropSchedule``), so for one crop seed they feed byte-identical
-batches, for any number of workers and from any step a resumed run starts at.
+Flow: a training set whose decoded pixels fit ``--cache-mb`` is decoded once into RAM
+(``bench.data.sources.ImageStore``: the fast path of the CPU job). A larger one stays on disk (:class:`FileStore`):
+``DataLoader`` workers decode, resize and crop each sample (:class:`CropStream`), with pinned memory and prefetching on
+a GPU. Both paths cut the same crops from the same pixels (``bench.data.sources.CropSchedule``), so for one crop seed
+they feed byte-identical batches, for any number of workers and from any step a resumed run starts at.
 """
 from __future__ import annotations
 
@@ -88,7 +88,8 @@ def streams(files: list[Path], size: int, budget_mb: float) -> bool:
 class FileStore:
     """Training images left on disk: image i is decoded (and resized) when it is cropped.
 
-    It gives the pixels of :class:`bench.data.sources.ImageStore` for the same files, and keeps nothing but the file list.
+    It gives the pixels of :class:`bench.data.sources.ImageStore` for the same files, and keeps nothing but the file
+    list.
 
     Args:
         files: image paths.

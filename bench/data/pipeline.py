@@ -3,8 +3,8 @@
 Naive reference (what most colorization code does, one image at a time in a loader worker): PIL decode → resize
 (shorter side → size) → fixed-seed crop → ``skimage.color.rgb2lab`` in float64 → tensor.
 
-Our pipeline (``bench.data.sources`` + ``bench.data.colour``): every file decoded and resized once, by a thread pool, into uint8
-tensors kept in RAM; each batch is cut from them with the same fixed-seed offsets and converted to Lab in one
+Our pipeline (``bench.data.sources`` + ``bench.data.colour``): every file decoded and resized once, by a thread pool,
+into uint8 tensors kept in RAM; each batch is cut from them with the same fixed-seed offsets and converted to Lab in one
 batched float32 torch call (on the training device; here the CPU).
 
 Both produce the same crops byte for byte and the same Lab values to float32 precision (tests/test_pipeline.py).

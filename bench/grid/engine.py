@@ -1,11 +1,11 @@
 """The grid engine: runs a plan's jobs through an Optuna study that several workers share, and keeps the run folder's
 records up to date.
 
-``GridRun`` orchestrates the parts, each in its own module: the plan (``bench.grid.plan``: jobs, configuration hashes), the
-run folder's records (``bench.grid.runfolder``: identity, ``run.json``, CSV files ↔ study) and the training of one job
-(``bench.grid.jobrun``). No argument parsing here: ``bench.ablate`` turns a command line into a ``GridRun`` and calls, in
-order, ``check_folder`` and ``open`` (folder and study, before any data is decoded unless the folder needs them),
-``prepare`` (data), ``train`` and ``finish`` (leaderboard).
+``GridRun`` orchestrates the parts, each in its own module: the plan (``bench.grid.plan``: jobs, configuration hashes),
+the run folder's records (``bench.grid.runfolder``: identity, ``run.json``, CSV files ↔ study) and the training of one
+job (``bench.grid.jobrun``). No argument parsing here: ``bench.ablate`` turns a command line into a ``GridRun`` and
+calls, in order, ``check_folder`` and ``open`` (folder and study, before any data is decoded unless the folder needs
+them), ``prepare`` (data), ``train`` and ``finish`` (leaderboard).
 Each (model, cell, seed) is one trial of an Optuna study (``bench.grid.study``): several workers running the same plan
 split it, and every run is trained once. With k-fold rotation (``folds`` ≥ 2, the default for the bundled Kodak24)
 each (model, cell, seed, fold) is a run: fold f trains on its own training images and tests on its own test images,
@@ -72,12 +72,14 @@ class GridRun:
         heartbeat: seconds between heartbeats of a running trial (stale after 3×).
         progress: show progress bars.
         verify: check the SHA256 manifests of named data sets.
-        save_models: save every finished run's weights and configuration in ``run_dir/models/`` (``bench.training.checkpoint``).
+        save_models: save every finished run's weights and configuration in ``run_dir/models/``
+            (``bench.training.checkpoint``).
         info: more entries for ``run.json`` (the command line, seeds, ...).
-        folds: 1 (one split) or the number of folds of the k-fold rotation (``bench.data.sources.fold_splits``); the jobs
-            must carry their fold then (``plan_jobs(..., folds=)``).
-        rank_by: the leaderboard's ranking metric, a metric of ``bench.metrics.stats.METRICS`` (psnr, ssim, colourfulness,
-            delta_e2000, lpips, ...; its direction comes from there). Recorded in ``run.json`` for the report.
+        folds: 1 (one split) or the number of folds of the k-fold rotation (``bench.data.sources.fold_splits``); the
+            jobs must carry their fold then (``plan_jobs(..., folds=)``).
+        rank_by: the leaderboard's ranking metric, a metric of ``bench.metrics.stats.METRICS`` (psnr, ssim,
+            colourfulness, delta_e2000, lpips, ...; its direction comes from there). Recorded in ``run.json`` for the
+            report.
     """
 
     grid: str
@@ -458,8 +460,8 @@ class GridRun:
         return "ok"
 
     def follow(self) -> int:
-        """On a rank other than 0 of a torchrun group (``bench.training.distributed``): train every job that rank 0 names,
-        together with it, until it names none (``release``); rank 0 alone claims, records and writes. Returns the
+        """On a rank other than 0 of a torchrun group (``bench.training.distributed``): train every job that rank 0
+        names, together with it, until it names none (``release``); rank 0 alone claims, records and writes. Returns the
         number of jobs trained."""
         if not self.preps:
             raise RuntimeError("GridRun.follow before GridRun.load_data")

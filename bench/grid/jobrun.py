@@ -163,8 +163,8 @@ class JobTrainer:
 
     def follow(self, job: Job, prep: Prepared) -> None:
         """On a rank other than 0 of a torchrun group: train ``job`` together with rank 0, which names it
-        (``bench.grid.engine.GridRun.follow``), reads its checkpoint, validates, scores and records it; nothing is written
-        here. The same arguments to ``train_cell`` as rank 0's, so that both take the same steps."""
+        (``bench.grid.engine.GridRun.follow``), reads its checkpoint, validates, scores and records it; nothing is
+        written here. The same arguments to ``train_cell`` as rank 0's, so that both take the same steps."""
         try:
             train_cell(job.cfg, prep, self.device, progress=False, checkpoint=self.folder_of(job) / CHECKPOINT)
         except (DivergenceError, distributed.Stopped):  # rank 0 saw the same mean loss, or stopped: its next job

@@ -13,8 +13,8 @@ from bench.core.paths import results_root
 from bench.core.records import slug
 
 # Pure functions: nothing is trained, decoded or written here. The modules that need torch (the model and loss
-# registries, bench.config.cell, bench.data.sources) are imported inside the functions that use them: importing this module costs
-# neither torch nor Optuna.
+# registries, bench.config.cell, bench.data.sources) are imported inside the functions that use them: importing this
+# module costs neither torch nor Optuna.
 if TYPE_CHECKING:
     from bench.config.cell import CellConfig
 

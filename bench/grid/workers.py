@@ -31,8 +31,8 @@ LAUNCHER_OPTIONS = ("--workers", "--gpus")
 DROPPED_FLAGS = ("-q", "--quiet")
 #: set in a worker's environment: ``<index>/<count> <launcher pid>`` (``follow_launcher`` reads it)
 WORKER_ENV = "COLORBENCH_WORKER"
-#: ``bench.data.sources.SHARED_CACHE_ENV`` (not imported: it imports torch): set for the launcher's check of the data and
-#: for its workers, so that the set is decoded once, by the launcher, and memory-mapped by every worker
+#: ``bench.data.sources.SHARED_CACHE_ENV`` (not imported: it imports torch): set for the launcher's check of the data
+#: and for its workers, so that the set is decoded once, by the launcher, and memory-mapped by every worker
 SHARED_CACHE_ENV = "COLORBENCH_SHARED_CACHE"
 #: the run folder's subfolder of the workers' log files
 LOG_FOLDER = "workers"

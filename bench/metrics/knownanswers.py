@@ -2,15 +2,15 @@
 
 Two kinds of evidence that the leaderboard's verdict rests on (``bench.reporting.leaderboard``):
 
-- ``spatial_tests``: is a cell's *spatial colour* (``bench.metrics.compute.spatial_colour``: the correlation of predicted and
-  true ab after each image's mean is removed; about 0 for any tint) significantly above a tint's? A two-sided
-  sign-flip test of the per-image values (averaged over seeds) against the oracle per-image tint's on the same
+- ``spatial_tests``: is a cell's *spatial colour* (``bench.metrics.compute.spatial_colour``: the correlation of
+  predicted and true ab after each image's mean is removed; about 0 for any tint) significantly above a tint's? A
+  two-sided sign-flip test of the per-image values (averaged over seeds) against the oracle per-image tint's on the same
   images, Holm-adjusted over the trained cells.
-- ``known_answers``: on control data (``bench.data.controls``) every loss has a Bayes-optimal reference row. Each trained
-  cell is compared with its own row (pooled PSNR, with a bootstrap interval over images), and every pair of cells whose
-  Bayes rows are far apart must show the same order: the two-level interval over images × seeds (a claim about the
-  losses) above 0, Bonferroni over the pairs of a metric; a pair of one loss (the negative control: two MSE cells
-  with other seeds) must have an interval that covers 0.
+- ``known_answers``: on control data (``bench.data.controls``) every loss has a Bayes-optimal reference row. Each
+  trained cell is compared with its own row (pooled PSNR, with a bootstrap interval over images), and every pair of
+  cells whose Bayes rows are far apart must show the same order: the two-level interval over images × seeds (a claim
+  about the losses) above 0, Bonferroni over the pairs of a metric; a pair of one loss (the negative control: two MSE
+  cells with other seeds) must have an interval that covers 0.
 """
 from __future__ import annotations
 

@@ -50,7 +50,7 @@ from bench.metrics.table import (  # noqa: F401
     METRICS, N_BOOT, NETWORKS, Metric, metric, register_metric, shown_metrics, status_columns, unregister_metric)
 
 ALPHA = 0.05
-# N_BOOT (bootstrap resamples for the two-level interval) is declared in bench.metrics.table: the report's --help shows it
+# N_BOOT (bootstrap resamples of the two-level interval) is declared in bench.metrics.table: report --help shows it
 N_PERM = 10_000  # random sign flips when 2^n is too many to enumerate
 N_BOOT_SET = 1000  # bootstrap resamples of a per-set metric (each recomputes the metric, e.g. FID)
 EXACT_MAX_N = 16  # up to 2^16 = 65,536 sign patterns: enumerate them all

@@ -2,8 +2,8 @@
 network it needs and how its absence is recorded, display name, unit, digits, and where its computation lives).
 
 Training, ``bench.evaluate``, the baselines, the leaderboard, ``--rank-by``, the statistics, the report and the
-dashboard iterate :data:`METRICS`; ``bench.metrics.compute`` runs the computations. This module imports nothing heavy (the
-command line lists the metrics in its help). Adding a metric is one entry::
+dashboard iterate :data:`METRICS`; ``bench.metrics.compute`` runs the computations. This module imports nothing heavy
+(the command line lists the metrics in its help). Adding a metric is one entry::
 
     from bench.metrics.table import Metric, register_metric
     register_metric(Metric("my_metric", higher_is_better=False, label="My metric",
@@ -14,8 +14,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-#: Bootstrap resamples of the two-level interval (``bench.metrics.stats.hierarchical_ci``): declared here, where importing
-#: costs no pandas or SciPy, because ``colorbench report --help`` shows it (``bench.metrics.stats.N_BOOT`` is this value).
+#: Bootstrap resamples of the two-level interval (``bench.metrics.stats.hierarchical_ci``): declared here, where
+#: importing costs no pandas or SciPy, because ``colorbench report --help`` shows it (``bench.metrics.stats.N_BOOT`` is
+#: this value).
 N_BOOT = 10_000
 
 #: The networks a metric may need: ``(status column, {status: words for titles})``. The status is the

@@ -103,8 +103,8 @@ def build(df: pd.DataFrame, per_image: pd.DataFrame | None = None, n_boot: int =
             baseline and with the best cell on the same test images (``bench.metrics.stats.compare_cells``).
         n_boot: resamples of the two-level (images × seeds) bootstrap interval.
         metric: the ranking metric: a ``per_image.csv``/``runs.csv`` column (``"psnr"``, ``"ssim"``, a metric
-            registered in ``bench.metrics.stats.METRICS`` such as ``"lpips"``) or a ``bench.metrics.stats.Metric``; its direction
-            decides the order and "better".
+            registered in ``bench.metrics.stats.METRICS`` such as ``"lpips"``) or a ``bench.metrics.stats.Metric``; its
+            direction decides the order and "better".
         n_perm: random sign flips per test when there are more than 16 test images.
         features_dir: the saved per-image features of the per-set metrics (``<folder>/features``): ranked by a
             per-set metric (FID, KID, ΔCF), cells are compared with grey and the best by a paired bootstrap over
@@ -509,8 +509,8 @@ def verdict(board: pd.DataFrame, metric: str | pstats.Metric = "psnr", alpha: fl
 
 def _colour_evidence(trained: pd.DataFrame, label) -> tuple[list[str], list[str]]:
     """The cells that learned colours beyond a global tint, by the two kinds of evidence: spatial colour r
-    significantly above the oracle tint's (``bench.metrics.knownanswers.spatial_tests``), and significantly better than the
-    oracle per-image tint on the ranking metric."""
+    significantly above the oracle tint's (``bench.metrics.knownanswers.spatial_tests``), and significantly better than
+    the oracle per-image tint on the ranking metric."""
     return ([label(r) for _, r in trained.iterrows() if _flag(r, "spatial_above_zero")],
             [label(r) for _, r in trained.iterrows() if _flag(r, "better_than_oracle_tint")])
 

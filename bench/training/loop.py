@@ -390,18 +390,19 @@ def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: 
         checkpoint: a checkpoint file (``bench.training.checkpoint``): training resumes from it when it holds a readable
             checkpoint of this configuration, and writes it every ``cfg.checkpoint_every`` steps. None: neither.
         expect_checkpoint: this is a retry of a run that may have left a checkpoint: say so when there is none.
-        tracker: None, or an experiment tracker (``bench.core.tracking.Trackers``, started): it gets the training loss of
-            every step (``train/loss``), the validation PSNR (``val/psnr``), the test metrics (``test/<metric>``),
+        tracker: None, or an experiment tracker (``bench.core.tracking.Trackers``, started): it gets the training loss
+            of every step (``train/loss``), the validation PSNR (``val/psnr``), the test metrics (``test/<metric>``),
             the sample colorizations (``samples/<image>``) and the hyper-parameters with the final metrics. Under
             torchrun only rank 0 uses it.
 
     Returns:
         dict with ``metrics`` (every metric of the table, the backbone of each network behind them, e.g.
         ``lpips_backbone``: imagenet, random, or missing — then those values are NaN; and timings), ``per_image``
-        (per-image test metrics), ``scores`` (``bench.metrics.compute.Scores``), ``history`` (validation PSNR and training
-        loss over steps), ``encoder_pretrained``, ``lpips_backbone`` and ``resumed_from_step`` (the checkpoint's
-        step it went on from; 0 for a run trained from the start). Under torchrun (``bench.training.distributed``) only rank 0
-        validates and scores: the other ranks return ``history`` (empty), ``resumed_from_step`` and ``model``.
+        (per-image test metrics), ``scores`` (``bench.metrics.compute.Scores``), ``history`` (validation PSNR and
+        training loss over steps), ``encoder_pretrained``, ``lpips_backbone`` and ``resumed_from_step`` (the
+        checkpoint's step it went on from; 0 for a run trained from the start). Under torchrun
+        (``bench.training.distributed``) only rank 0 validates and scores: the other ranks return ``history`` (empty),
+        ``resumed_from_step`` and ``model``.
 
     Raises:
         DivergenceError: the loss became NaN or infinite.
