@@ -275,7 +275,7 @@ def test_the_trainer_takes_the_reference_the_model_asks_for(view, monkeypatch):
 NAMED = {"style_weight", "skips", "train_reference", "rebalance"}
 #: modules of bench/ that may name them, and why
 ALLOWED = {
-    "grids.py": "the built-in grids are experiment definitions (data, like a --config file): their cells set the "
+    "config/grids.py": "the built-in grids are experiment definitions (data, like a --config file): their cells set the "
                 "parameters of particular losses and models",
     "styletransfer.py": "the AdaIN style-transfer reproduction has its own style_weight setting, not a registered "
                         "loss's parameter",
@@ -301,12 +301,13 @@ def test_bench_names_no_loss_or_model_parameter():
     names = NAMED | set(losses.shown()) | set(models.shown()) | set(losses.all_tunables())
     pattern = re.compile(r"\b(" + "|".join(sorted(names)) + r")\b")
     found = {}
-    for path in sorted((ROOT / "bench").glob("*.py")):
-        if path.name in ALLOWED:
+    for path in sorted((ROOT / "bench").rglob("*.py")):
+        name = path.relative_to(ROOT / "bench").as_posix()
+        if name in ALLOWED:
             continue
         hits = sorted(set(pattern.findall(_code_text(path))))
         if hits:
-            found[path.name] = hits
+            found[name] = hits
     assert not found, f"loss/model parameter names in bench/ (declare them in the registry's metadata): {found}"
     assert all((ROOT / "bench" / name).is_file() for name in ALLOWED)  # the allow-list names real modules
 
