@@ -3,7 +3,9 @@ records up to date.
 
 ``GridRun`` orchestrates the parts, each in its own module: the plan (``bench.grid.plan``: jobs, configuration hashes),
 the run folder's records (``bench.grid.runfolder``: identity, ``run.json``, CSV files ↔ study) and the training of one
-job (``bench.grid.jobrun``). No argument parsing here: ``bench.ablate`` turns a command line into a ``GridRun`` and
+job (``bench.grid.jobrun``). Its own code is in three rooms: the study binding (``bench.grid.binding.FolderBinding``:
+folder, identity, study, what is missing), the data (here: ``prepare``, ``load_data``, ``run.json``) and the trial
+loop (``bench.grid.trials.TrialLoop``: baselines, claim, train, record, ``finish``). No argument parsing here: ``bench.ablate`` turns a command line into a ``GridRun`` and
 calls, in order, ``check_folder`` and ``open`` (folder and study, before any data is decoded unless the folder needs
 them), ``prepare`` (data), ``train`` and ``finish`` (leaderboard).
 Each (model, cell, seed) is one trial of an Optuna study (``bench.grid.study``): several workers running the same plan
@@ -14,49 +16,32 @@ seed) from different folds cover different images of one test set.
 """
 from __future__ import annotations
 
-import contextlib
-import errno
-import hashlib
-import json
-import math
-import os
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
 import torch
-from optuna.trial import TrialState
-from tqdm.auto import tqdm
 
-from bench.training import distributed
-from bench.reporting import testsets
 from bench.metrics import stats as pstats
 from bench.grid import study as gs
 from bench.config.cell import CellConfig
-from bench.data.sources import data_root, resolve
-from bench.grid.jobrun import JobTrainer, mean_abs, split_sizes, untrained_rows
+from bench.grid.jobrun import JobTrainer, mean_abs, split_sizes
 from bench.metrics.compute import inception_metric, lpips_metric
-from bench.core.paths import check_writable
-from bench.grid.optuna_compat import UpdateFinishedTrialError
-from bench.grid.plan import DATA_COLUMNS, Job, config_columns, config_differences, describe, key_str
+from bench.grid.plan import Job, config_differences, describe, key_str
 from bench.core.records import BASELINES, environment
 from bench.grid.runfolder import (
-    append_run, bind, data_fingerprint, import_local_rows, read_local_rows, recorded_base_config, sync_records,
-    test_means, trial_records, unbind, write_run_json)
+    write_run_json)
 from bench.training.loop import Prepared, prepare, prepare_folds
 from bench.core.log import get_logger
+from bench.grid.binding import FolderBinding
+from bench.grid.trials import TrialLoop
 
 log = get_logger(__name__)
 
 
-class TakenOver(RuntimeError):
-    """This worker's trial was failed as stale by another worker (its heartbeat was late): stop training it."""
-
-
 @dataclass
-class GridRun:
+class GridRun(FolderBinding, TrialLoop):
     """One grid run: what to train (``jobs``), where to record it (``run_dir``), and the study that workers share.
 
     Attributes:
@@ -133,153 +118,8 @@ class GridRun:
         """The decoded data a job trains and is scored on: its fold's."""
         return self.preps[job.fold or 0]
 
-    # ------------------------------------------------------------------------------------------------ set-up
-    def default_study_name(self) -> str:
-        """Deterministic: grid, preset, data and a hash of every job's configuration (a changed --steps is a new
-        study)."""
-        dname = resolve(self.data, data_root(self.data_root))[0]
-        blob = json.dumps([[j.model, j.cell, j.cfg.to_flat()] + ([] if j.fold is None else [j.fold])
-                           for j in self.jobs] + [self.data, self.test], sort_keys=True, default=str)
-        return f"ablate-{self.grid}-{self.preset}-{dname}-{hashlib.sha1(blob.encode()).hexdigest()[:8]}"
 
-    def check_folder(self) -> None:
-        """Read and validate the run folder's records, and refuse a folder that holds another configuration's
-        results. Creates nothing (the folder may not exist yet).
-
-        A row is reused only when its full configuration (every ``CellConfig`` field, and the data) equals its
-        job's; ``run.json``'s base configuration must equal this run's.
-
-        Raises:
-            CorruptRecordError: a damaged ``runs.csv``, ``per_image.csv``, ``history.csv`` or ``run.json``.
-            ValueError: the folder belongs to another configuration (the message names the differing keys).
-        """
-        self.local_rows = read_local_rows(self.run_dir)
-        new = {k: v for k, v in self.base.to_flat().items() if k in config_columns()}
-        diff = config_differences(recorded_base_config(self.run_dir), None, new)
-        for r in self.local_rows:
-            job = self.by_key.get(key_str(r.get("model"), r.get("cell"), r.get("seed"), r.get("fold")))
-            if job is not None:
-                diff.update(config_differences(r, job, self.data_names()))
-        if diff:
-            raise ValueError(f"run folder {self.run_dir} holds results of another configuration ({describe(diff)}); "
-                             f"pass another --out, or leave --out out: the default folder follows the configuration")
-
-    def data_names(self) -> dict:
-        """The names under which rows record their data (``data_train``, ``data_test``)."""
-        if self.prep is not None:
-            return dict(zip(DATA_COLUMNS, (self.prep.splits.names["train"], self.prep.splits.names["test"])))
-        return {}
-
-    @property
-    def needs_data(self) -> bool:
-        """Before ``open``: whether this folder's records lack a job or the grey baseline (then the data are
-        decoded, and checked, before any folder or study is created)."""
-        done = {key_str(r.get("model"), r.get("cell"), r.get("seed"), r.get("fold")) for r in self.local_rows}
-        return not self.baselines_done or any(k not in done for k in self.keys)
-
-    def open(self) -> dict:
-        """Create the run folder, open (or join) the study, import runs recorded only in ``runs.csv``, and enqueue
-        every unfinished key. Returns the counts of ``bench.grid.study.enqueue_keys``.
-
-        Raises:
-            ValueError, DataError, CorruptRecordError: bad folder, storage or records (one-line messages).
-        """
-        if not hasattr(self, "local_rows"):
-            self.check_folder()
-        missing = self.run_dir  # the outermost folder that this call creates (removed again if the storage fails)
-        while not missing.parent.exists() and missing.parent != missing:
-            missing = missing.parent
-        created = not missing.exists()
-        check_writable(self.run_dir)
-        try:
-            bound = self.bind_folder()
-            self.study_name = self.study_name or self.default_study_name()
-            self.study = gs.open_study(self.study_name, self.url, self.heartbeat,
-                                       optuna.samplers.RandomSampler(seed=0))
-        except gs.StorageError:
-            if created:  # leave no empty --out behind: only what this call wrote, and only empty folders
-                if bound:
-                    unbind(self.run_dir)
-                folder = self.run_dir
-                while True:
-                    try:
-                        folder.rmdir()
-                    except OSError:
-                        break
-                    if folder == missing:
-                        break
-                    folder = folder.parent
-            raise
-        self.check_study()
-        gs.describe(self.study, grid=self.grid, preset=self.preset,
-                    data=resolve(self.data, data_root(self.data_root))[0], test=self.test or "(the data set's own)",
-                    configuration=self.base.to_flat(), models=list(dict.fromkeys(j.model for j in self.jobs)),
-                    **{k: v for k, v in self.info.items() if k in ("cells", "seeds", "tuned")})
-        self.artifacts = gs.artifact_store(self.run_dir / "artifacts")
-        import_local_rows(self.study, self.local_rows, self.keys, self.distributions)
-        self.watch = gs.StaleWatch.of(self.study)  # other workers' heartbeats, as this worker sees them
-        self.counts = gs.enqueue_keys(self.study, self.keys, self.watch)
-        if self.prep is not None:
-            self.write_run_json()
-        return self.counts
-
-    def identity(self) -> dict:
-        """What this run folder's results belong to: the base configuration, every (model, cell)'s configuration
-        (seed left out: more seeds may be added), the number of folds and, once decoded, the data
-        (``bench.grid.runfolder.data_fingerprint``)."""
-        columns = config_columns()
-        ident = {"base_config": {k: v for k, v in self.base.to_flat().items() if k in columns},
-                 "cells": {f"{j.model}/{j.cell}": {k: v for k, v in j.cfg.to_flat().items() if k in columns}
-                           for j in self.jobs},
-                 "folds": self.folds}
-        if self.preps:
-            ident["data"] = data_fingerprint(self.preps)
-        return json.loads(json.dumps(ident, default=str))
-
-    def bind_folder(self) -> bool:
-        """Bind the run folder to this run's ``identity`` (``bench.grid.runfolder.bind``): a folder bound to another
-        configuration or other data is refused. Returns whether ``identity.json`` was created here.
-
-        Raises:
-            ValueError: naming the differences.
-            CorruptRecordError: a damaged ``identity.json``.
-        """
-        return bind(self.run_dir, self.identity())
-
-    def check_study(self) -> None:
-        """Refuse a study (e.g. an explicit ``--study-name`` in a shared storage) whose finished runs were trained
-        with another configuration than their jobs'."""
-        diff = {}
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
-            job = self.by_key.get(gs.key_of(t))
-            if job is not None and gs.record(t, "row") is not None:
-                diff.update(config_differences(json.loads(gs.record(t, "row")), job))
-        if diff:
-            raise ValueError(f"study {self.study_name} in {gs.redact(self.url)} holds runs of another configuration "
-                             f"({describe(diff)}); pass another --study-name")
-
-    @property
-    def baselines_done(self) -> bool:
-        """Whether this folder has every untrained row (grey, mean colour, oracle tint; Bayes rows on controls)."""
-        return not self.missing_baselines()
-
-    def missing_baselines(self) -> list[str]:
-        """The untrained rows (``bench.grid.jobrun.untrained_rows``) this folder does not have yet."""
-        have = {r.get("cell") for r in self.local_rows if r.get("model") == "(none)"}
-        return [b for b in untrained_rows(self.test_folder()) if b not in have]
-
-    def test_folder(self):
-        """The folder of the test images: ``--test``, else the data set's default test set, else the data set."""
-        from bench.data.sources import DEFAULT_TEST
-
-        test = self.test or DEFAULT_TEST.get(self.data) or self.data
-        return resolve(test, data_root(self.data_root))[1]
-
-    @property
-    def needs_training(self) -> bool:
-        """Whether a key is unfinished or a baseline is missing from this folder."""
-        return self.counts["finished"] < len(self.keys) or not self.baselines_done
-
+    # ------------------------------------------------------------------------------------------------ data
     def prepare(self) -> list[str]:
         """Decode the data (once for every job) and, once the folder exists, write ``run.json``; returns the data
         warnings.
@@ -347,139 +187,3 @@ class GridRun:
             **self.info, "grid": self.grid, "preset": self.preset, "rank_by": self.rank_by,
             "base_config": self.base.to_flat(), "study": self.study_name, "storage": gs.redact(self.url)},
             self.preps, self.folds, mean_abs(self.preps), self.env)
-
-    # ------------------------------------------------------------------------------------------------ training
-    def train(self) -> int:
-        """Score the grey baseline (once per folder), then claim and train waiting trials until every key is
-        finished, waiting for (or taking over) other workers' runs. Returns the number of runs trained here."""
-        if not self.preps:
-            raise RuntimeError("GridRun.train before GridRun.prepare")
-        for row, per_image in self.trainer.baselines(self.preps, self.base.lpips_backbone, self.missing_baselines()):
-            append_run(self.run_dir, [row], per_image)
-            self.local_rows.append(row)
-        bar = tqdm(total=len(self.keys), initial=self.counts["finished"], desc=f"grid {self.grid}",
-                   disable=not self.progress, dynamic_ncols=True)
-        trained, waited_since, said_at = 0, None, None
-        self.steps_here = []  # (steps trained here, steps of the run, resumed) of every run recorded by this worker
-        grace = self.watch.grace
-        try:
-            while True:
-                trial = gs.claim(self.study, self.keys)
-                if trial is None:
-                    # fails stale trials and queues their keys again
-                    counts = gs.enqueue_keys(self.study, self.keys, self.watch)
-                    bar.n = counts["finished"]
-                    bar.refresh()
-                    if counts["stale"]:
-                        tqdm.write(f"{counts['stale']} stale trial(s) of a lost worker failed; queued again")
-                    if counts["finished"] == len(self.keys):
-                        return trained
-                    if not counts["waiting"]:
-                        now = time.monotonic()
-                        waited_since = waited_since or now
-                        if said_at is None or now - said_at >= max(30, self.heartbeat):
-                            said_at = now
-                            left = self.watch.takeover_in()
-                            keys = ", ".join(sorted(str(k) for k, _, _ in self.watch.running)[:3])
-                            tqdm.write(f"waiting for {counts['running']} run(s) on other workers ({keys}): "
-                                       f"{now - waited_since:.0f} s so far; a run whose heartbeat stays silent for "
-                                       f"{grace} s is taken over here"
-                                       + ("" if left is None else f" (the next in {left:.0f} s unless it beats)"))
-                        time.sleep(self.heartbeat)
-                    continue
-                waited_since = said_at = None
-                key = gs.key_of(trial)
-                outcome = self.train_trial(trial, self.by_key[key])
-                if outcome in ("ok", "diverged"):
-                    trained += 1
-                    bar.update(1)
-                elif outcome == "taken over":
-                    tqdm.write(f"{key}: trial {trial.number} was failed as stale by another worker; result discarded")
-        finally:
-            bar.close()
-
-    def train_trial(self, trial: optuna.Trial, job: Job) -> str:
-        """Train a claimed trial and record it; returns its outcome (ok, diverged, duplicate, taken over). Its
-        heartbeat runs from the claim to the end: a live worker's trial is never silent while it is ``RUNNING``."""
-        with gs.keep_alive(self.study, trial):
-            return self._train_trial(trial, job)
-
-    def _train_trial(self, trial: optuna.Trial, job: Job) -> str:
-        study = self.study
-        dup = gs.is_duplicate(study, trial)
-        if dup is not None:  # two workers enqueued the same key at once: the lower-numbered trial trains
-            gs.close(study, trial, TrialState.FAIL, outcome="duplicate", duplicate_of=dup)
-            return "duplicate"
-        gs.set_key_params(study, trial, self.keys[job.key], self.distributions)
-
-        def on_validation(step, val_psnr):
-            try:
-                trial.report(val_psnr, step)  # intermediate values: visible in optuna-dashboard
-            except UpdateFinishedTrialError:
-                raise TakenOver() from None
-
-        trial.set_user_attr("worker", f"{self.shared['hostname']}:{os.getpid()}")
-        distributed.broadcast(job.key)  # under torchrun the other ranks train it with this one (``follow``)
-        try:
-            row, per_image, history, samples = self.trainer.train(
-                job, self.prep_of(job), on_validation, retry=int(trial.user_attrs.get("attempt", 1)) > 1)
-        except TakenOver:
-            return "taken over"
-        except KeyboardInterrupt:
-            gs.close(study, trial, TrialState.FAIL, outcome="interrupted")
-            raise
-        except Exception as err:  # not a divergence: fail the trial (retried later), and stop this worker loudly
-            # a full disk is not the run's fault: retried without counting as a crashed attempt
-            full = isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
-            with contextlib.suppress(OSError):  # the journal may be on the full disk too
-                gs.close(study, trial, TrialState.FAIL, outcome="interrupted" if full else "error",
-                         error=f"{type(err).__name__}: {err}"[:500])
-            raise
-        records = trial_records(row, per_image, history)  # long: system attributes, and one artifact to read
-        attrs = test_means(per_image, row)
-        try:
-            gs.upload(self.artifacts, trial, samples)
-            gs.upload_json(self.artifacts, trial, "run-record.json",
-                           json.dumps({k: json.loads(v) for k, v in records.items()}, indent=1, default=str))
-        except (OSError, UpdateFinishedTrialError) as err:  # the run itself is still good
-            tqdm.write(f"warning: sample images of {job.key} not stored as Optuna artifacts ({err})")
-        if row["status"] == "ok" and math.isfinite(row["val_psnr"]):
-            told = gs.close(study, trial, TrialState.COMPLETE, row["val_psnr"], records=records, outcome="ok",
-                            **attrs)
-        else:
-            told = gs.close(study, trial, TrialState.FAIL, records=records, outcome="diverged",
-                            error=str(row.get("error", "")), **attrs)
-        if not told:  # another worker failed it as stale and will train it again: keep no record of this one
-            return "taken over"
-        append_run(self.run_dir, [row], per_image, history)  # runs.csv last: then the run counts as done
-        resumed = int(row.get("resumed_from_step") or 0)  # the steps this worker trained, for the closing line
-        self.steps_here.append((job.cfg.steps - resumed, job.cfg.steps, resumed > 0))
-        if row["status"] != "ok":
-            tqdm.write(f"{job.key} failed at step {row['failed_step']}: {row['error']}")
-            return "diverged"
-        return "ok"
-
-    def follow(self) -> int:
-        """On a rank other than 0 of a torchrun group (``bench.training.distributed``): train every job that rank 0
-        names, together with it, until it names none (``release``); rank 0 alone claims, records and writes. Returns the
-        number of jobs trained."""
-        if not self.preps:
-            raise RuntimeError("GridRun.follow before GridRun.load_data")
-        n = 0
-        while (key := distributed.broadcast()) is not None:
-            job = self.by_key[key]
-            self.trainer.follow(job, self.prep_of(job))
-            n += 1
-        return n
-
-    @staticmethod
-    def release() -> None:
-        """On rank 0 of a torchrun group: tell the other ranks (in ``follow``) that there is no job left."""
-        if distributed.world_size() > 1:
-            distributed.broadcast(None)
-
-    def finish(self) -> str:
-        """Bring this folder's records up to date with the storage and write the leaderboard files; returns the compact
-        leaderboard and verdict for the terminal."""
-        sync_records(self.study, self.keys, self.run_dir, self.shared)
-        return testsets.write(self.run_dir, metric=self.rank_by)[1]  # with any test sets scored later by bench.evaluate
