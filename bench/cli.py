@@ -240,7 +240,7 @@ def preset_names() -> list[str]:
     import ast
 
     try:
-        tree = ast.parse((ROOT / "bench" / "config.py").read_text(encoding="utf-8"))
+        tree = ast.parse((ROOT / "bench" / "config" / "cell.py").read_text(encoding="utf-8"))
     except (OSError, SyntaxError):
         return []
     for node in tree.body:

@@ -135,7 +135,8 @@ _HANGING_ABLATE = textwrap.dedent("""\
     import sys
     import time
 
-    from bench import ablate, jobrun
+    from bench import ablate
+    from bench.grid import jobrun
 
     train = jobrun.JobTrainer.train
 

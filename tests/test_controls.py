@@ -143,7 +143,7 @@ def test_data_controls_is_generated_into_the_cache(tmp_path, monkeypatch):
 
 def test_processes_that_generate_the_controls_together_get_one_complete_folder(tmp_path):
     """Workers started at once on --data controls: each returns a complete folder, none sees a half-written one."""
-    code = ("import sys, hashlib; from pathlib import Path; from bench import controls; f = controls.ensure('controls');"
+    code = ("import sys, hashlib; from pathlib import Path; from bench.data import controls; f = controls.ensure('controls');"
             "print(f, hashlib.sha256(b''.join(p.read_bytes() for p in sorted(Path(f).rglob('*.png')))).hexdigest())")
     env = {**os.environ, "COLORBENCH_CACHE": str(tmp_path)}
     procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)

@@ -307,7 +307,7 @@ def test_workers_opening_an_empty_postgresql_database_at_once(tmp_path):
     with engine.connect() as c:
         c.execute(sa.text(f"CREATE SCHEMA {schema}"))
     url = f"{PG_URL}{'&' if '?' in PG_URL else '?'}options=-csearch_path%3D{schema}"
-    code = "import sys; from bench import study; study.open_storage(sys.argv[1], 1); print('ok')"
+    code = "import sys; from bench.grid import study; study.open_storage(sys.argv[1], 1); print('ok')"
     try:
         procs = [subprocess.Popen([sys.executable, "-c", code, url], cwd=ROOT, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True) for _ in range(4)]

@@ -86,7 +86,7 @@ def test_inconsistent_or_impossible_worker_options_are_one_line_before_anything(
 #: a stand-in worker (no torch): it notes its pid, follows its launcher, then sleeps; ``ignore`` ignores Ctrl-C
 SLEEPER = textwrap.dedent("""
     import os, signal, sys, time
-    from bench import workers
+    from bench.grid import workers
     workers.follow_launcher()
     if sys.argv[2] == "ignore":
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -96,7 +96,7 @@ SLEEPER = textwrap.dedent("""
 LAUNCHER = textwrap.dedent("""
     import os, sys
     from pathlib import Path
-    from bench import workers as wk
+    from bench.grid import workers as wk
     folder, modes, code = Path(sys.argv[1]), sys.argv[2:], sys.stdin.read()
     cmds = [[sys.executable, "-c", code, str(folder / f"pid{i}"), m] for i, m in enumerate(modes)]
     envs = [wk.worker_env(os.environ, i, len(modes), 2) for i in range(len(modes))]

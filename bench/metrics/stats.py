@@ -30,7 +30,7 @@ direction, per-image or per-set, the network it needs (its absence is recorded a
 report and the dashboard iterate the table; :func:`metric` returns an entry (unknown names: higher is better). A
 new metric is one entry::
 
-    from bench import stats
+    from bench.metrics import stats
     stats.register_metric(stats.Metric("my_metric", higher_is_better=False, label="My metric",
                                        compute=lambda pred, target, net: (pred - target).abs().mean(dim=(1, 2, 3))))
 

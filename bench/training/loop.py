@@ -407,82 +407,107 @@ def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: 
     Raises:
         DivergenceError: the loss became NaN or infinite.
     """
-    step = make_step(cfg, device, prep)
-    model, amp, needs_ref = step.model, step.amp, step.needs_ref
-    schedule = CropSchedule(prep.train, cfg.crop, cfg.crop_seed, cfg.augment)
-    reference = getattr(model, "reference_view", "same") if needs_ref else None  # the model's word (models/__init__)
-
-    history, done_s, resumed = [], 0.0, 0
     main = distributed.is_main()  # under torchrun rank 0 alone reads and writes checkpoints, validates and scores
     say = log.info if main else (lambda *a, **k: None)
-    if checkpoint is not None:
-        # rank 0 reads the checkpoint and every rank resumes from its copy (another machine may lack the run folder)
-        state, why = distributed.broadcast(load_checkpoint(checkpoint, cfg) if main else None)
-        if state is not None:  # the model, loss, optimiser, RNGs and loop state of step k: go on from step k + 1
-            try:
-                step.load_state_dict(state["train_step"])
-                set_rng_state(state["rng"])
-                history, done_s = list(state["extra"]["history"]), float(state["extra"]["elapsed_s"])
-                step.last_loss = float(state["extra"]["last_loss"])
-                resumed = step.step
-                say(f"{desc or cfg.loss}: resuming from the checkpoint of step {step.step}")
-            except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as err:  # e.g. another code version's
-                say(f"{desc or cfg.loss}: checkpoint {checkpoint} cannot be restored ({type(err).__name__}); "
-                    f"training from step 0")
-                step = make_step(cfg, device, prep)  # a fresh start, as without a checkpoint (nothing half-restored)
-                model, amp, needs_ref = step.model, step.amp, step.needs_ref
-                history, done_s, resumed = [], 0.0, 0
-        elif expect_checkpoint or "no checkpoint" not in why:
-            say(f"{desc or cfg.loss}: {why}; training from step 0")
+    label = desc or cfg.loss
+    step, history, done_s = _start(cfg, prep, device, checkpoint, expect_checkpoint, say, label)
+    resumed = step.step
     step.forward = distributed.wrap(step.model, step.forward)  # DDP under torchrun (after the restore: same weights)
     tracker = tracker if main else None  # under torchrun rank 0 alone tracks
     if tracker is not None:
         step.on_losses = lambda first, vals: [tracker.scalar("train/loss", v, first + i) for i, v in enumerate(vals)]
-    bar = tqdm(total=cfg.steps, initial=step.step, desc=desc or cfg.loss, leave=False, disable=not progress,
-               dynamic_ncols=True)
+    bar = tqdm(total=cfg.steps, initial=step.step, desc=label, leave=False, disable=not progress, dynamic_ncols=True)
     t0 = time.perf_counter() - done_s  # a resumed run's training time includes the time before its checkpoint
     try:
-        # the crops of step k depend on k alone: resuming needs no data state
-        # under torchrun each rank reads (and, streamed, decodes) only its slice of step k's global batch
-        feed = batches(schedule, step.step, cfg.steps, cfg.batch_size, reference, prep.loader_workers,
-                       pin=device.type == "cuda", part=(distributed.rank(), distributed.world_size()))
-        for u8, ref in feed:
-            step(u8, ref)
-            n = step.step
-            validate = n % cfg.val_every == 0 or n == cfg.steps
-            if n % step.check_every == 0 or validate:
-                bar.set_postfix(loss=f"{step.check():.4f}")
-            bar.update(1)
-            if validate and main:
-                val = evaluate(model, prep.val_images, device, cfg.batch_size, _refs(prep.val_images, needs_ref), amp,
-                               only=["psnr"]).per_image["psnr"]
-                val_psnr = float(sum(val) / len(val))
-                history.append({"step": n, "val_psnr": val_psnr, "train_loss": step.last_loss,
-                                "elapsed_s": time.perf_counter() - t0})
-                if tracker is not None:
-                    tracker.scalar("val/psnr", val_psnr, n)
-            if checkpoint is not None and cfg.checkpoint_every and n % cfg.checkpoint_every == 0 and n < cfg.steps:
-                step.check()  # the losses so far are read back (a NaN is never checkpointed)
-                if main:
-                    save_checkpoint(checkpoint, cfg, step.state_dict(), {
-                        "history": history, "last_loss": step.last_loss, "elapsed_s": time.perf_counter() - t0})
-            if validate:  # the other ranks wait for rank 0's validation here, and stop with it (a pruned trial)
-                distributed.on_main(on_validation, n, val_psnr if main else None)
+        _run_steps(step, cfg, prep, device, history, t0, bar, tracker, checkpoint, on_validation)
         if device.type == "cuda":
             torch.cuda.synchronize()
     finally:
         bar.close()
     if prep.streamed and prep.train.skipped:
-        tqdm.write(f"{desc or cfg.loss}: {len(prep.train.skipped)} unusable training file(s) met while streaming were "
+        tqdm.write(f"{label}: {len(prep.train.skipped)} unusable training file(s) met while streaming were "
                    f"replaced by the next photo of the epoch (first: {prep.train.skipped[0][0]}: "
                    f"{prep.train.skipped[0][1]})", file=sys.stderr)
     train_time = time.perf_counter() - t0
     if not main:  # the test images are scored on rank 0 alone
-        return {"history": history, "resumed_from_step": resumed, "model": model}
+        return {"history": history, "resumed_from_step": resumed, "model": step.model}
+    return {**_score_trained(step, cfg, prep, device, history, train_time, tracker), "resumed_from_step": resumed}
 
+
+def _start(cfg: CellConfig, prep: Prepared, device: torch.device, checkpoint, expect_checkpoint: bool, say,
+           label: str) -> tuple[TrainStep, list, float]:
+    """A fresh ``TrainStep``, or the one restored from ``checkpoint``: the step, the validation history so far and
+    the seconds trained before the checkpoint."""
+    step = make_step(cfg, device, prep)
+    if checkpoint is None:
+        return step, [], 0.0
+    # rank 0 reads the checkpoint and every rank resumes from its copy (another machine may lack the run folder)
+    state, why = distributed.broadcast(load_checkpoint(checkpoint, cfg) if distributed.is_main() else None)
+    if state is None:
+        if expect_checkpoint or "no checkpoint" not in why:
+            say(f"{label}: {why}; training from step 0")
+        return step, [], 0.0
+    try:  # the model, loss, optimiser, RNGs and loop state of step k: go on from step k + 1
+        step.load_state_dict(state["train_step"])
+        set_rng_state(state["rng"])
+        history, done_s = list(state["extra"]["history"]), float(state["extra"]["elapsed_s"])
+        step.last_loss = float(state["extra"]["last_loss"])
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as err:  # e.g. another code version's
+        say(f"{label}: checkpoint {checkpoint} cannot be restored ({type(err).__name__}); training from step 0")
+        return make_step(cfg, device, prep), [], 0.0  # a fresh start, as without a checkpoint (nothing half-restored)
+    say(f"{label}: resuming from the checkpoint of step {step.step}")
+    return step, history, done_s
+
+
+def _run_steps(step: TrainStep, cfg: CellConfig, prep: Prepared, device: torch.device, history: list, t0: float, bar,
+               tracker, checkpoint, on_validation) -> None:
+    """The training loop from ``step.step`` to ``cfg.steps``: a step per batch, validation every ``val_every``
+    steps (appended to ``history``) and a checkpoint every ``checkpoint_every``."""
+    main = distributed.is_main()
+    reference = getattr(step.model, "reference_view", "same") if step.needs_ref else None  # models/__init__'s word
+    schedule = CropSchedule(prep.train, cfg.crop, cfg.crop_seed, cfg.augment)
+    # the crops of step k depend on k alone: resuming needs no data state
+    # under torchrun each rank reads (and, streamed, decodes) only its slice of step k's global batch
+    feed = batches(schedule, step.step, cfg.steps, cfg.batch_size, reference, prep.loader_workers,
+                   pin=device.type == "cuda", part=(distributed.rank(), distributed.world_size()))
+    for u8, ref in feed:
+        step(u8, ref)
+        n = step.step
+        validate = n % cfg.val_every == 0 or n == cfg.steps
+        if n % step.check_every == 0 or validate:
+            bar.set_postfix(loss=f"{step.check():.4f}")
+        bar.update(1)
+        val_psnr = _validate(step, cfg, prep, device, history, t0, tracker) if validate and main else None
+        if checkpoint is not None and cfg.checkpoint_every and n % cfg.checkpoint_every == 0 and n < cfg.steps:
+            step.check()  # the losses so far are read back (a NaN is never checkpointed)
+            if main:
+                save_checkpoint(checkpoint, cfg, step.state_dict(), {
+                    "history": history, "last_loss": step.last_loss, "elapsed_s": time.perf_counter() - t0})
+        if validate:  # the other ranks wait for rank 0's validation here, and stop with it (a pruned trial)
+            distributed.on_main(on_validation, n, val_psnr)
+
+
+def _validate(step: TrainStep, cfg: CellConfig, prep: Prepared, device: torch.device, history: list, t0: float,
+              tracker) -> float:
+    """The mean PSNR of the validation images at this step, appended to ``history`` (and sent to the tracker)."""
+    val = evaluate(step.model, prep.val_images, device, cfg.batch_size, _refs(prep.val_images, step.needs_ref),
+                   step.amp, only=["psnr"]).per_image["psnr"]
+    val_psnr = float(sum(val) / len(val))
+    history.append({"step": step.step, "val_psnr": val_psnr, "train_loss": step.last_loss,
+                    "elapsed_s": time.perf_counter() - t0})
+    if tracker is not None:
+        tracker.scalar("val/psnr", val_psnr, step.step)
+    return val_psnr
+
+
+def _score_trained(step: TrainStep, cfg: CellConfig, prep: Prepared, device: torch.device, history: list,
+                   train_time: float, tracker) -> dict:
+    """Score the trained model on the test images: ``train_cell``'s result without ``resumed_from_step``."""
+    model = step.model
     prep.check_held_out()  # a streamed training set's content check: before any test image is scored
     t1 = time.perf_counter()
-    scores = score_test(model, prep.test_images, device, cfg.batch_size, amp, networks(device, cfg.lpips_backbone))
+    scores = score_test(model, prep.test_images, device, cfg.batch_size, step.amp,
+                        networks(device, cfg.lpips_backbone))
     eval_time = time.perf_counter() - t1
     metrics = {  # every metric of the table (bench.metrics.stats.METRICS), then the training's own numbers
         **scores.row(),
@@ -495,7 +520,6 @@ def train_cell(cfg: CellConfig, prep: Prepared, device: torch.device, progress: 
     if tracker is not None:
         _track_result(tracker, cfg, prep, model, device, scores.row(), metrics)
     return {"metrics": metrics, "per_image": scores.per_image, "scores": scores, "history": history,
-            "resumed_from_step": resumed,
             "encoder_pretrained": bool(getattr(model, "encoder_pretrained", False)),
             "lpips_backbone": scores.status.get("lpips_backbone", ""), "model": model}
 
