@@ -510,11 +510,19 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--version"]:
         print(version_line())
         return 0
+    if argv[:1] == ["--config-schema"]:  # the JSON Schema of --config files, for editors
+        import json
+
+        from bench.config.file import json_schema
+
+        print(json.dumps(json_schema(), indent=2, ensure_ascii=False))
+        return 0
     found = commands()
     if not argv or argv[0] in ("-h", "--help"):
         width = max(map(len, found), default=0)
         print("usage: colorbench <command> [options]   (colorbench <command> --help for its options)\n"
-              "       colorbench --version\n\ncommands:")
+              "       colorbench --version\n"
+              "       colorbench --config-schema   (the JSON Schema of --config files, for editors)\n\ncommands:")
         for name, doc in found.items():
             print(textwrap.fill(doc, TERMINAL_WIDTH, initial_indent=f"  {name:<{width}}  ", subsequent_indent=" " * (width + 4)))
         return 0 if argv else 2

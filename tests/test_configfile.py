@@ -84,6 +84,7 @@ def test_tune_reads_the_config_file(tmp_path):
 BAD = {
     "not yaml": ("grids: [unclosed\n", ["not valid YAML"]),
     "not a mapping": ("- a\n- b\n", ["top level", "mapping"]),
+    "grids not a mapping": ("grids: [1, 2]\n", ["grids", "mapping"]),
     "unknown top key": ("gridz: {}\n", ["gridz", "allowed"]),
     "unknown grid key": ("grids: {g: {cellz: {a: {loss: mse}}}}\n", ["grids.g.cellz"]),
     "no cells": ("grids: {g: {description: x}}\n", ["grids.g.cells", "at least one cell"]),

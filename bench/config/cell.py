@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ import models
 # step (B×3×crop² per batch, twice for reference-based models), and the seeds, which numpy takes as unsigned 32-bit.
 from bench.data.sources import AUGMENTS
 from bench.core.limits import MAX_BATCH_SIZE, MAX_CROP, MAX_SEED, MAX_STEPS
+from bench.config import schema
 
 
 @dataclass
@@ -156,31 +158,36 @@ LR_SCHEDULES = ("constant", "cosine", "linear")
 #: Fields added after results were published, with the defaults at which ``to_flat`` leaves them out.
 LATER_FIELDS = {"lr_schedule": "constant", "warmup_steps": 0, "augment": "none", "train_size": 0}
 
-_TYPES = {"int": int, "float": float, "str": str, "dict": dict, "bool": bool}
-_EXAMPLES = {int: "a whole number", float: "a finite number", str: "text", dict: 'a JSON object such as {"key": 1}',
-             bool: "true or false"}
+def _attribute_docs(cls) -> dict[str, str]:
+    """Field → its description, from the class docstring's ``Attributes:`` section (for the JSON Schema)."""
+    import inspect
+    import re
+
+    doc = inspect.getdoc(cls) or ""
+    section = doc.split("Attributes:", 1)[1] if "Attributes:" in doc else ""
+    out, name = {}, None
+    for line in section.splitlines():
+        m = re.match(r"^    (\w+): (.*)$", line)
+        if m:
+            name = m.group(1)
+            out[name] = m.group(2)
+        elif name and line.startswith("        "):
+            out[name] += " " + line.strip()
+    return out
 
 
-def _non_finite(value, path: str) -> str | None:
-    """The first key path inside ``value`` holding NaN or ±inf, or None."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return path
-    if isinstance(value, dict):
-        for k, v in value.items():
-            bad = _non_finite(v, f"{path}.{k}")
-            if bad:
-                return bad
-    if isinstance(value, (list, tuple)):
-        for i, v in enumerate(value):
-            bad = _non_finite(v, f"{path}[{i}]")
-            if bad:
-                return bad
-    return None
+@functools.lru_cache(maxsize=1)
+def changes_schema():
+    """The pydantic model of changes to a ``CellConfig`` (``bench.config.schema.changes_model``)."""
+    return schema.changes_model(CellConfig, choices={"lr_schedule": LR_SCHEDULES, "augment": AUGMENTS,
+                                                     "precision": ("auto", "fp32", "bf16"),
+                                                     "lpips_backbone": ("imagenet", "random")},
+                                descriptions=_attribute_docs(CellConfig))
 
 
 def check_values(values: dict) -> dict:
     """Check configuration values against the types of the ``CellConfig`` fields, before anything is created: the
-    one validation used for ``--set``, the command-line options and configuration files.
+    one validation used for ``--set``, the command-line options and configuration files (``bench.config.schema``).
 
     Whole numbers are accepted for float fields and integral floats (``1e3``) for int fields; NaN and ±inf are
     refused anywhere, nested parameters included.
@@ -189,30 +196,13 @@ def check_values(values: dict) -> dict:
         values: field name → value (e.g. parsed ``--set`` items).
 
     Returns:
-        the values, with integral floats of int fields turned into ints.
+        the values, with integral floats of int fields turned into ints and ints of float fields into floats.
 
     Raises:
-        ValueError: one line naming the key, the value and the expected type.
+        ConfigError: a ``ValueError``, one line naming the key, the value and the expected type.
     """
-    fields = {f.name: _TYPES.get(f.type if isinstance(f.type, str) else f.type.__name__)
-              for f in dataclasses.fields(CellConfig)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ValueError(f"unknown configuration key(s) {unknown}; known: {', '.join(fields)}")
-    out = {}
-    for key, v in values.items():
-        want = fields[key]
-        bad = _non_finite(v, key)
-        if bad:
-            raise ValueError(f"{bad} must be finite, got {v if bad == key else 'NaN or infinity'}")
-        if want is int and isinstance(v, float) and v.is_integer():
-            v = int(v)
-        ok = (isinstance(v, want) and not (want in (int, float) and isinstance(v, bool))) or \
-            (want is float and isinstance(v, int) and not isinstance(v, bool))
-        if not ok:
-            raise ValueError(f"{key} must be {_EXAMPLES[want]}, got {v!r}")
-        out[key] = float(v) if want is float else v
-    return out
+    checked = schema.check(changes_schema(), values).model_dump(exclude_unset=True)
+    return {k: checked[k] for k in values}  # in the caller's order
 
 
 def finite_float(text: str) -> float:

@@ -15,26 +15,29 @@ The shape (every top-level key is optional)::
           mse: {loss: mse}
           l1: {loss: l1}
 
-Values are checked like ``--set`` values (``bench.config.cell.merge``, which applies ``CellConfig``'s type checks), with
-the file and the key path in the message. The YAML is read with limits (``MAX_BYTES``; ``MAX_NODES`` values once
+The file is checked against its schema (pydantic v2, :func:`file_schema`; values by the same rules as ``--set``,
+``bench.config.schema``): an error is one line that names the file and the key path, and :func:`json_schema` is the
+JSON Schema an editor can check the file with. The YAML is read with limits (``MAX_BYTES``; ``MAX_NODES`` values once
 anchors and aliases are expanded, so that nested aliases cannot keep the process busy; ``MAX_DEPTH`` levels), as
 UTF-8, and a key given twice in one mapping or two cells whose names read alike (``1`` and ``"1"``) are errors.
-The ``plugins`` are imported (``bench.core.plugins``; a relative ``.py`` path is relative to the file) before the rest
-is checked, so that the file's grids may use what they register.
+The ``plugins`` are imported (``bench.core.plugins``; a relative ``.py`` path is relative to the file) once the file
+is valid, before any grid is planned, so that the file's grids may use what they register.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from bench.config.cell import CellConfig, PRESETS, merge
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, create_model
+
+from bench.config.cell import PRESETS, changes_schema
 from bench.config.grids import GRIDS, Cell, Grid
+from bench.config.schema import check
 
-TOP_KEYS = ("plugins", "preset", "set", "grids")
 #: Limits of a configuration file: its size, its values with every alias expanded, and its nesting.
 MAX_BYTES, MAX_NODES, MAX_DEPTH = 1 << 20, 100_000, 50
-GRID_KEYS = ("description", "cells")
 
 
 @dataclass
@@ -56,6 +59,63 @@ class ConfigFile:
     grids: dict[str, Grid] = field(default_factory=dict)
 
 
+def _names(value):
+    """A mapping of names (grids, cells) with its keys as text; two keys that read alike (``1`` and ``"1"``) are an
+    error."""
+    if not isinstance(value, dict):
+        return value  # the model's own "expected a mapping" error follows
+    seen: dict = {}
+    for key in value:
+        if str(key) in seen:
+            raise ValueError(f"{seen[str(key)]!r} and {key!r} read as the same name {str(key)!r}; rename one")
+        seen[str(key)] = key
+    return {str(k): v for k, v in value.items()}
+
+
+def _preset(value):
+    if value is not None and value not in PRESETS:
+        raise ValueError(f"unknown preset {value!r}; available: {', '.join(PRESETS)}")
+    return value
+
+
+def _plugin_list(value):
+    if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value)):
+        raise ValueError(f"expected a list of module names or .py paths (e.g. plugins: [my_losses]), got {value!r:.60}")
+    return value
+
+
+def _cells(value):
+    if not value:
+        raise ValueError("a grid needs at least one cell")
+    return _names(value)
+
+
+@lru_cache(maxsize=1)
+def file_schema() -> type[BaseModel]:
+    """The pydantic model of a configuration file (its ``set:`` and cells are ``CellConfig`` changes)."""
+    changes = changes_schema()
+    strict = ConfigDict(extra="forbid")
+    grid = create_model(
+        "Grid", __config__=strict, __doc__="One grid: a description and its cells (name → the fields it changes).",
+        description=(StrictStr | None, None),
+        cells=(Annotated[dict[str, changes | None], BeforeValidator(_cells)], Field(None, validate_default=True)))
+    return create_model(
+        "ConfigFile", __config__=ConfigDict(extra="forbid", title="colorbench configuration file"),
+        __doc__="A colorbench configuration file (--config FILE.yaml); every key is optional.",
+        plugins=(Annotated[list[str] | None, BeforeValidator(_plugin_list)], Field(
+            None, description="modules or .py files (relative to the file) that register losses, models, metrics")),
+        preset=(Annotated[str | None, BeforeValidator(_preset)], Field(
+            None, description="as --preset (the command line wins)", json_schema_extra={"enum": list(PRESETS)})),
+        set=(changes | None, Field(None, description="CellConfig overrides, as --set (the command line wins)")),
+        grids=(Annotated[dict[str, grid] | None, BeforeValidator(_names)], Field(
+            None, description="grid name → its description and cells")))
+
+
+def json_schema() -> dict:
+    """The JSON Schema of a configuration file, for editors (``colorbench ablate --config-schema``)."""
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **file_schema().model_json_schema()}
+
+
 def load(path: str | Path) -> ConfigFile:
     """Read and validate a configuration file.
 
@@ -63,49 +123,26 @@ def load(path: str | Path) -> ConfigFile:
         path: a YAML file of the shape in the module docstring.
 
     Raises:
-        ValueError: unreadable file, bad YAML, unknown key, value of the wrong type (one line naming file and key).
+        ValueError: unreadable file or bad YAML (one line naming the file); ``bench.config.schema.ConfigError``
+            (a ValueError) for an unknown key or a value of the wrong type, naming the file and the key path.
     """
     path = Path(path).expanduser()
     data = read_yaml(path)
-    if data is None:
-        data = {}
-    _mapping(data, path, "the top level")
-    _known(data, TOP_KEYS, path, "")
-    out = ConfigFile(path, plugins=_plugins(data.get("plugins"), path))
-    if data.get("preset") is not None:
-        if data["preset"] not in PRESETS:
-            raise ValueError(f"{path}: preset: unknown preset {data['preset']!r}; available: {', '.join(PRESETS)}")
-        out.preset = data["preset"]
-    if data.get("set") is not None:
-        _mapping(data["set"], path, "set")
-        out.changes = dict(data["set"])
-        _check(out.changes, path, "set")
-    if data.get("grids") is not None:
-        _mapping(data["grids"], path, "grids")  # grids: [1, 2] is a list where grid name → grid belongs
-    for name, g in (data.get("grids") or {}).items():
-        where = f"grids.{name}"
-        _mapping(g, path, where)
-        _known(g, GRID_KEYS, path, where + ".")
+    doc = check(file_schema(), {} if data is None else data, path)
+    out = ConfigFile(path, plugins=_plugins(doc.plugins, path), preset=doc.preset,
+                     changes=_changes(doc.set))
+    for name, g in (doc.grids or {}).items():
         if name in GRIDS:
-            raise ValueError(f"{path}: {where}: grid {name!r} is one of colorbench's own grids; choose another name")
-        cells = g.get("cells")
-        if not cells:
-            raise ValueError(f"{path}: {where}.cells: a grid needs at least one cell")
-        _mapping(cells, path, where + ".cells")
-        made, names = [], {}
-        for cname, changes in cells.items():
-            if str(cname) in names:
-                raise ValueError(f"{path}: {where}.cells: cells {names[str(cname)]!r} and {cname!r} have the same "
-                                 f"name {str(cname)!r}; rename one")
-            names[str(cname)] = cname
-            changes = {} if changes is None else changes
-            _mapping(changes, path, f"{where}.cells.{cname}")
-            _check({**out.changes, **changes}, path, f"{where}.cells.{cname}")
-            made.append(Cell(str(cname), dict(changes)))
-        if str(name) in out.grids:
-            raise ValueError(f"{path}: {where}: two grids are named {str(name)!r}; rename one")
-        out.grids[str(name)] = Grid(str(name), str(g.get("description", f"grid {name} of {path.name}")), tuple(made))
+            raise ValueError(f"{path}: grids.{name}: grid {name!r} is one of colorbench's own grids; choose another "
+                             f"name")
+        cells = tuple(Cell(cname, _changes(changes)) for cname, changes in g.cells.items())
+        out.grids[name] = Grid(name, g.description or f"grid {name} of {path.name}", cells)
     return out
+
+
+def _changes(model: BaseModel | None) -> dict:
+    """The fields a ``set:`` block or a cell gives (checked and converted: ``1e3`` → 1000)."""
+    return {} if model is None else model.model_dump(exclude_unset=True)
 
 
 def read_yaml(path: Path):
@@ -202,32 +239,8 @@ def _plugins(value, path: Path) -> list[str]:
 
     if value is None:
         return []
-    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-        raise ValueError(f"{path}: plugins: expected a list of module names or .py paths (e.g. plugins: [my_losses]),"
-                         f" got {value!r:.60}")
     try:
         import_all(value, path.parent)
     except ValueError as err:  # bench.core.plugins.PluginError
         raise ValueError(f"{path}: plugins: {err}") from None
     return list(value)
-
-
-def _mapping(value, path: Path, where: str) -> None:
-    if not isinstance(value, dict):
-        raise ValueError(f"{path}: {where}: expected a mapping (key: value lines), got {type(value).__name__} "
-                         f"{value!r:.60}")
-
-
-def _known(data: dict, keys: tuple[str, ...], path: Path, prefix: str) -> None:
-    unknown = [str(k) for k in data if k not in keys]
-    if unknown:
-        raise ValueError(f"{path}: unknown key(s) {', '.join(prefix + k for k in unknown)}; allowed: "
-                         f"{', '.join(prefix + k for k in keys)}")
-
-
-def _check(changes: dict, path: Path, where: str) -> None:
-    """The ``--set`` checks: known fields, values of the fields' types."""
-    try:
-        merge(CellConfig(), changes)
-    except (ValueError, TypeError) as err:
-        raise ValueError(f"{path}: {where}: {err}") from None
