@@ -26,7 +26,9 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from bench import cli
 from bench.config import grids
@@ -34,6 +36,9 @@ from bench.core.log import attach_run_log, get_logger
 from bench.core.records import CONFIG_COPY
 
 log = get_logger(__name__)
+
+if TYPE_CHECKING:
+    from bench.config.cell import CellConfig
 
 # torch, Optuna and the engine are imported after the command line is parsed: --help stays fast
 
@@ -164,16 +169,16 @@ def list_grids(args) -> None:
                                 subsequent_indent=" " * 8, break_long_words=False, break_on_hyphens=False))
 
 
-def dry_run(args, jobs, run_dir) -> str:
+def dry_run(req: AblateRequest) -> str:
     """What ``--dry-run`` prints: the configuration hash, the run folder and one line per job."""
     from bench.grid.plan import config_hash
 
     rows = [("model", "cell", "seed", "fold")] + [(j.model, j.cell, str(j.cfg.seed), "" if j.fold is None
-                                                   else str(j.fold)) for j in jobs]
+                                                   else str(j.fold)) for j in req.jobs]
     widths = [min(40, max(len(r[i]) for r in rows)) for i in range(4)]
-    lines = [f"dry run: {len(jobs)} job(s) of grid {args.grid}, configuration hash "
-             f"{config_hash(jobs, args.data, args.test, args.data_root)}, run folder {run_dir} (nothing trained or "
-             f"created)"]
+    lines = [f"dry run: {len(req.jobs)} job(s) of grid {req.grid.name}, configuration hash "
+             f"{config_hash(list(req.jobs), req.data, req.test, req.data_root)}, run folder {req.run_dir} (nothing "
+             f"trained or created)"]
     lines += ["  ".join(c[:w].ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     return "\n".join(lines)
 
@@ -188,34 +193,25 @@ def resumed_note(steps_here: list[tuple[int, int, bool]]) -> str:
             f"rest by an earlier worker)")
 
 
-def open_run(args, argv: list[str], jobs, base, preset_name: str, run_dir: Path, device):
-    """The ``GridRun`` of a command line, its folder and study open: everything that can be refused is checked
-    before the folder, the study or any trial exists (then the data are decoded first, and their warnings
-    printed); the command is recorded in the folder. None in a torchrun rank > 0, once it has followed rank 0.
+def open_run(req: AblateRequest, device):
+    """The ``GridRun`` of a request, its folder and study open: everything that can be refused is checked before
+    the folder, the study or any trial exists (then the data are decoded first, and their warnings printed); the
+    command is recorded in the folder. None in a torchrun rank > 0, once it has followed rank 0.
 
     Args:
-        args: the parsed command line; ``argv`` its arguments as given (recorded).
-        jobs, base, preset_name: the plan (``plan``).
-        run_dir: the run folder.
+        req: the resolved command line.
         device: where this process trains (a launcher checks the data on the CPU: it trains nothing).
     """
     from bench.training import distributed
     from bench.grid.engine import GridRun
-    from bench.core.records import command_line, record_command
+    from bench.core.records import record_command
 
     with cli.usage_errors():
-        run = GridRun(args.grid, preset_name, base, jobs, run_dir,
-                      device, data=args.data, test=args.test, data_root=args.data_root, storage=args.storage,
-                      study_name=args.study_name, heartbeat=args.heartbeat, progress=not args.no_progress,
-                      verify=not args.no_verify, save_models=args.save_models == "all", folds=args.folds,
-                      rank_by=args.rank_by, cache_mb=args.cache_mb, loader_workers=args.loader_workers,
-                      trackers=args.log,
-                      info={"command": command_line(cli.prog("ablate"), argv),
-                            "seeds": args.seeds, "tuned": args.tuned, **({"log": list(args.log)} if args.log else {}),
-                            "cells": {c.name: c.changes for c in find_grid(args).cells},
-                            "models": list(dict.fromkeys(j.model for j in jobs)), "jobs": [j.key for j in jobs],
-                            **({"config_file": {"path": str(args.config), "copy": CONFIG_COPY}} if args.config
-                               else {})})
+        run = GridRun(req.grid.name, req.preset, req.base, list(req.jobs), req.run_dir, device, data=req.data,
+                      test=req.test, data_root=req.data_root, storage=req.storage, study_name=req.study_name,
+                      heartbeat=req.heartbeat, progress=req.progress, verify=req.verify, save_models=req.save_models,
+                      folds=req.folds, rank_by=req.rank_by, cache_mb=req.cache_mb, loader_workers=req.loader_workers,
+                      trackers=req.trackers, info=run_info(req))
         if not distributed.is_main():  # a torchrun rank > 0: the data, then rank 0's jobs; it writes nothing
             run.load_data()
             run.follow()
@@ -228,14 +224,23 @@ def open_run(args, argv: list[str], jobs, base, preset_name: str, run_dir: Path,
         attach_run_log(run.run_dir)
         log.debug(f"command: {run.info['command']}")
         record_command(run.run_dir, run.info["command"])
-        if args.config:  # the YAML file that defined the grid, beside the results it made (shown by the report)
+        if req.config:  # the YAML file that defined the grid, beside the results it made (shown by the report)
             from bench.core.records import atomic_write_bytes
 
-            atomic_write_bytes(run.run_dir / CONFIG_COPY, Path(args.config).expanduser().read_bytes())
+            atomic_write_bytes(run.run_dir / CONFIG_COPY, Path(req.config).expanduser().read_bytes())
     return run
 
 
-def launch(args, argv: list[str], run, count: int) -> int:
+def run_info(req: AblateRequest) -> dict:
+    """What ``run.json`` records of the command line besides the configuration: the command, seeds, cells, jobs."""
+    return {"command": req.command, "seeds": req.seeds, "tuned": req.tuned,
+            **({"log": list(req.trackers)} if req.trackers else {}),
+            "cells": {c.name: c.changes for c in req.grid.cells},
+            "models": list(dict.fromkeys(j.model for j in req.jobs)), "jobs": [j.key for j in req.jobs],
+            **({"config_file": {"path": str(req.config), "copy": CONFIG_COPY}} if req.config else {})}
+
+
+def launch(req: AblateRequest, run, count: int) -> int:
     """``--workers``/``--gpus``: start ``count`` workers of this command on the open run's study
     (``bench.grid.workers``), wait for them (Ctrl-C and SIGTERM are forwarded), then ``workers_done``. Returns the exit
     code: 1 when a worker failed."""
@@ -249,7 +254,7 @@ def launch(args, argv: list[str], run, count: int) -> int:
     if left < count:  # more workers would only wait for the others
         log.info(f"{left} run(s) left to train: starting {left} worker(s), not {count}")
         count = left
-    gpus = args.gpus[:count] if args.gpus else None
+    gpus = list(req.gpus[:count]) if req.gpus else None
     cores = wk.usable_cores()
     envs = [wk.worker_env(os.environ, i, count, cores, gpus) for i in range(count)]
     logs = [wk.log_path(run.run_dir, i + 1) for i in range(count)]
@@ -261,7 +266,7 @@ def launch(args, argv: list[str], run, count: int) -> int:
     run.preps = []
     release_networks()
     bar = tqdm(total=len(run.keys), initial=run.counts["finished"], desc=f"grid {run.grid} ({count} workers)",
-               disable=args.no_progress, dynamic_ncols=True)
+               disable=not req.progress, dynamic_ncols=True)
 
     def tick():
         with contextlib.suppress(Exception):  # only a display: a storage hiccup here must not stop the workers
@@ -269,7 +274,7 @@ def launch(args, argv: list[str], run, count: int) -> int:
             bar.refresh()
 
     t0 = time.perf_counter()
-    started = wk.start([wk.worker_command(argv, gpus)] * count, envs, logs)
+    started = wk.start([wk.worker_command(list(req.argv), gpus)] * count, envs, logs)
     try:
         got = wk.wait(started, tick=tick)
     finally:
@@ -312,6 +317,52 @@ def workers_done(run, started: list, seconds: float) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class AblateRequest:
+    """What one ``ablate`` command line asks for, resolved and checked (:func:`request_from_args`): the one input of
+    :func:`execute`.
+
+    Attributes:
+        grid: the grid (a named one, or the ``--config`` file's).
+        preset: the preset's name; ``base`` the base configuration (preset, file, options, ``--set``).
+        jobs: the plan (model × cell × seed × fold, ``bench.grid.plan.plan_jobs``).
+        run_dir: the run folder.
+        device: where this process trains (under torchrun: its rank's).
+        workers: ``--workers``/``--gpus``: how many worker processes to start (None: train in this process).
+        argv: the arguments as given (recorded, and passed on to the workers); ``command`` the command recorded.
+        The other fields are the options of the same names.
+    """
+
+    grid: grids.Grid
+    preset: str
+    base: CellConfig
+    jobs: tuple
+    run_dir: Path
+    device: Any
+    workers: int | None
+    gpus: tuple[str, ...] | None
+    argv: tuple[str, ...]
+    command: str
+    dry_run: bool
+    data: str | None
+    test: str | None
+    data_root: str | None
+    storage: str | None
+    study_name: str | None
+    heartbeat: int
+    progress: bool
+    verify: bool
+    save_models: bool
+    folds: int
+    seeds: int
+    rank_by: str
+    cache_mb: int | None
+    loader_workers: int | None
+    trackers: tuple[str, ...]
+    tuned: bool
+    config: str | None
+
+
 @cli.command
 def main(argv=None) -> int:
     from bench.grid import workers as wk
@@ -321,16 +372,22 @@ def main(argv=None) -> int:
     if args.list_grids:
         list_grids(args)
         return 0
-    args.log = cli.trackers(args)  # a backend that is not installed: one line, before any folder
     import optuna
-    import torch
-
-    from bench.training import distributed
-    from bench.grid import study as gs
-    from bench.core.device import pick_device
-    from bench.grid.plan import default_run_dir
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return execute(request_from_args(args, list(sys.argv[1:] if argv is None else argv)))
+
+
+def request_from_args(args, argv: list[str]) -> AblateRequest:
+    """Resolve a parsed command line into its request: trackers, workers, device, plan and run folder, every check
+    that needs no folder made (``cli.UsageError`` otherwise)."""
+    trackers = cli.trackers(args)  # a backend that is not installed: one line, before any folder
+    from bench.core.device import pick_device
+    from bench.core.records import command_line
+    from bench.grid import workers as wk
+    from bench.grid.plan import default_run_dir
+    from bench.training import distributed
+
     with cli.usage_errors():
         count = wk.worker_count(args.workers, args.gpus)
         wk.check_gpu_device(args.gpus, args.device)
@@ -343,34 +400,52 @@ def main(argv=None) -> int:
         base, preset_name, jobs = plan(args, device)
         run_dir = cli.out_dir(args.out) or default_run_dir(args.grid, preset_name, args.data, args.data_root, jobs,
                                                            args.test)
-    if args.dry_run:
+        grid = find_grid(args)
+    return AblateRequest(
+        grid=grid, preset=preset_name, base=base, jobs=tuple(jobs), run_dir=run_dir, device=device, workers=count,
+        gpus=tuple(args.gpus) if args.gpus else None, argv=tuple(argv), command=command_line(cli.prog("ablate"), argv),
+        dry_run=args.dry_run, data=args.data, test=args.test, data_root=args.data_root, storage=args.storage,
+        study_name=args.study_name, heartbeat=args.heartbeat, progress=not args.no_progress, verify=not args.no_verify,
+        save_models=args.save_models == "all", folds=args.folds, seeds=args.seeds, rank_by=args.rank_by,
+        cache_mb=args.cache_mb, loader_workers=args.loader_workers, trackers=tuple(trackers), tuned=args.tuned,
+        config=args.config)
+
+
+def execute(req: AblateRequest) -> int:
+    """Run a request: the dry run's listing, or open the run and train it (here, or in ``req.workers`` workers)."""
+    import torch
+
+    from bench.grid import study as gs
+    from bench.grid import workers as wk
+    from bench.training import distributed
+
+    if req.dry_run:
         from bench.core.records import check_writable
 
         with cli.usage_errors():
-            check_writable(run_dir)  # a dry run names a folder the real run could write (creates nothing)
+            check_writable(req.run_dir)  # a dry run names a folder the real run could write (creates nothing)
         if distributed.is_main():
-            print(dry_run(args, jobs, run_dir))
+            print(dry_run(req))
         return 0
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if count is None:
-        run = open_run(args, argv, jobs, base, preset_name, run_dir, device)
+    if req.workers is None:
+        run = open_run(req, req.device)
     else:  # a launcher trains nothing: it checks the data on the CPU, decoding them once for its workers
         with wk.shared_decoding():
-            run = open_run(args, argv, jobs, base, preset_name, run_dir, torch.device("cpu"))
+            run = open_run(req, torch.device("cpu"))
     if run is None:  # a torchrun rank > 0: it followed rank 0's runs
         return 0
     counts = run.counts
-    folds = f", {args.folds} folds" if args.folds > 1 else ""
-    log.info(f"{args.grid}: {len(jobs)} runs ({args.seeds} seed(s){folds}; {counts['finished']} already done, "
+    folds = f", {req.folds} folds" if req.folds > 1 else ""
+    log.info(f"{req.grid.name}: {len(req.jobs)} runs ({req.seeds} seed(s){folds}; {counts['finished']} already done, "
              f"{counts['running']} running elsewhere) → {run.run_dir}\nstudy {run.study_name} in {gs.redact(run.url)}")
     if counts["stale"]:
         log.info(f"{counts['stale']} stale trial(s) of a lost worker failed; their runs are queued again")
-    if count is not None and run.needs_training:
-        return launch(args, argv, run, count)
-    return train_here(args, run)
+    if req.workers is not None and run.needs_training:
+        return launch(req, run, req.workers)
+    return train_here(run)
 
 
-def train_here(args, run) -> int:
+def train_here(run) -> int:
     """Train this worker's share of the open run, then print the leaderboard (of every worker's results)."""
     from bench.data.sources import DataError
 
