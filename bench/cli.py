@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import errno
 import re
 import sys
@@ -80,6 +81,10 @@ def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) 
     except UsageError as err:
         print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader of stdout went away (``| head``): stop quietly, as a piped program does
+        with contextlib.suppress(OSError):  # no second error when Python flushes stdout at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, the shell's code for a program the pipe stopped
     except OSError as err:
         if err.errno not in FULL_DISK:  # a full disk is the user's to fix; other I/O errors keep their traceback
             raise
@@ -503,6 +508,11 @@ def commands() -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     """``colorbench <command> [options]``: run ``bench.<command>.main`` with the options."""
+    return run(_dispatch, argv)
+
+
+def _dispatch(argv: list[str] | None = None) -> int:
+    """The dispatcher's work: ``--version``, ``--config-schema``, the list of commands, or one command."""
     import textwrap
 
     global INVOKED_AS

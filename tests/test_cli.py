@@ -102,3 +102,12 @@ def test_models_help_lists_exactly_the_registered_models():
 
     listed = cli._models_help().split("available: ", 1)[1].rstrip(")").split(", ")
     assert listed == models.available()
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["ablate", "--list-grids"], ["--config-schema"]])
+def test_a_reader_that_went_away_gets_no_traceback(argv):
+    """``colorbench ... | head -1``: a broken pipe ends the command quietly with 141 (128 + SIGPIPE), no traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "bench", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # gone before the command writes its first line: that write meets a broken pipe
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and "Traceback" not in err, err
