@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 
@@ -127,44 +128,67 @@ def build(df: pd.DataFrame, per_image: pd.DataFrame | None = None, n_boot: int =
     if m.name not in ok:
         raise ValueError(f"no column {m.name!r} in the run records to rank by")
     extra = [c for c in shown_columns() if c in df.columns and df[c].astype(str).str.len().gt(0).any()]
-    summary = list(dict.fromkeys([m.name, *(x.name for x in pstats.shown_metrics())]))
-    rows = []
-    for (model, cell), g in ok.groupby(["model", "cell"], sort=False):
-        ref = _is_reference(g)
-        rank_by = f"{m.name}_ref_other" if ref and f"{m.name}_ref_other" in g else m.name
-        row = {"group": REFERENCE if ref else AUTOMATIC, "model": model, "cell": cell, "loss": g["loss"].iloc[0]}
-        for c in extra:
-            row[c] = g[c].iloc[0]
-        row["n"] = len(g)
-        for s in summary + ([f"{m.name}_ref_other"] if rank_by != m.name else []):
-            if s in g:
-                row[f"{s}_mean"] = pd.to_numeric(g[s], errors="coerce").mean()
-        for s in ("psnr_t1", "psnr_mode"):  # a bins head's logits decoded at T = 1 and at the mode
-            if s in g and pd.to_numeric(g[s], errors="coerce").notna().any():
-                row[f"{s}_mean"] = pd.to_numeric(g[s], errors="coerce").mean()
-        row[f"{m.name}_ci95"] = ci95(g[m.name])
-        if "kid_std" in g:  # KID's spread over subsets (mean over seeds)
-            row["kid_std_mean"] = pd.to_numeric(g["kid_std"], errors="coerce").mean()
-        if "n_test" in g:
-            row["n_test"] = pd.to_numeric(g["n_test"], errors="coerce").max()
-        if m.name != "psnr":
-            row["psnr_ci95"] = ci95(g["psnr"])
-        row["rank_by"] = rank_by
-        row["score"] = pd.to_numeric(g[rank_by], errors="coerce").mean()
-        row["score_ci95"] = ci95(g[rank_by])
-        row["encoder_pretrained"] = g["encoder_pretrained"].iloc[0] if "encoder_pretrained" in g else ""
-        if "eval_size" in g:  # the resolution of the test crops, named in every table heading
-            row["eval_size"] = g["eval_size"].iloc[0]
-        row["mixed_env"] = mixed_environment(g)
-        if is_untrained(cell) and "mean_ab" in g:
-            row["mean_ab"] = g["mean_ab"].iloc[0] if isinstance(g["mean_ab"].iloc[0], str) else ""
-        # the networks behind the values: e.g. lpips_backbone imagenet, random (not a perceptual metric) or missing
-        for col in pstats.status_columns():
-            row[col] = ",".join(sorted(set(g[col].dropna().astype(str)) - {""})) if col in g else ""
-        rows.append(row)
-    board = pd.DataFrame(rows)
+    board = pd.DataFrame([_cell_row(model, cell, g, m, extra)
+                          for (model, cell), g in ok.groupby(["model", "cell"], sort=False)])
     if board.empty:
         return board, failed
+    board = _ranked(board, m)
+    if m.per == "set":
+        if features_dir is not None:
+            board = _add_set_comparisons(board, ok, m, Path(features_dir))
+    elif per_image is not None and not per_image.empty:
+        board = _add_comparisons(board, ok, per_image, m, n_boot, n_perm)
+        board = knownanswers.spatial_tests(board, per_image)
+        # the control data's Bayes rows: kept with the board for the verdict and the 'Known answers' section
+        board.attrs["known_answers"] = knownanswers.known_answers(board, ok, per_image)
+    return board, failed
+
+
+def _cell_row(model: str, cell: str, g: pd.DataFrame, m: pstats.Metric, extra: list[str]) -> dict:
+    """One cell's leaderboard row from its runs ``g``: means over seeds, intervals, the ranked score, provenance."""
+    ref = _is_reference(g)
+    rank_by = f"{m.name}_ref_other" if ref and f"{m.name}_ref_other" in g else m.name
+    row = {"group": REFERENCE if ref else AUTOMATIC, "model": model, "cell": cell, "loss": g["loss"].iloc[0]}
+    for c in extra:
+        row[c] = g[c].iloc[0]
+    row["n"] = len(g)
+    summary = list(dict.fromkeys([m.name, *(x.name for x in pstats.shown_metrics())]))
+    for s in summary + ([f"{m.name}_ref_other"] if rank_by != m.name else []):
+        if s in g:
+            row[f"{s}_mean"] = pd.to_numeric(g[s], errors="coerce").mean()
+    for s in ("psnr_t1", "psnr_mode"):  # a bins head's logits decoded at T = 1 and at the mode
+        if s in g and pd.to_numeric(g[s], errors="coerce").notna().any():
+            row[f"{s}_mean"] = pd.to_numeric(g[s], errors="coerce").mean()
+    row[f"{m.name}_ci95"] = ci95(g[m.name])
+    if "kid_std" in g:  # KID's spread over subsets (mean over seeds)
+        row["kid_std_mean"] = pd.to_numeric(g["kid_std"], errors="coerce").mean()
+    if "n_test" in g:
+        row["n_test"] = pd.to_numeric(g["n_test"], errors="coerce").max()
+    if m.name != "psnr":
+        row["psnr_ci95"] = ci95(g["psnr"])
+    row["rank_by"] = rank_by
+    row["score"] = pd.to_numeric(g[rank_by], errors="coerce").mean()
+    row["score_ci95"] = ci95(g[rank_by])
+    return {**row, **_provenance(cell, g)}
+
+
+def _provenance(cell: str, g: pd.DataFrame) -> dict:
+    """What a cell's row says of how its values were made: pretrained encoder, test resolution, mixed environments,
+    an untrained row's mean colour, and the network behind each metric (``<network>_backbone``)."""
+    row = {"encoder_pretrained": g["encoder_pretrained"].iloc[0] if "encoder_pretrained" in g else ""}
+    if "eval_size" in g:  # the resolution of the test crops, named in every table heading
+        row["eval_size"] = g["eval_size"].iloc[0]
+    row["mixed_env"] = mixed_environment(g)
+    if is_untrained(cell) and "mean_ab" in g:
+        row["mean_ab"] = g["mean_ab"].iloc[0] if isinstance(g["mean_ab"].iloc[0], str) else ""
+    # the networks behind the values: e.g. lpips_backbone imagenet, random (not a perceptual metric) or missing
+    for col in pstats.status_columns():
+        row[col] = ",".join(sorted(set(g[col].dropna().astype(str)) - {""})) if col in g else ""
+    return row
+
+
+def _ranked(board: pd.DataFrame, m: pstats.Metric) -> pd.DataFrame:
+    """The board with ``delta_<baseline>`` columns, sorted (automatic cells first, best first) and ranked."""
     for base, prefix in BASELINE_PREFIX.items():
         score = board.loc[board["cell"] == base, "score"]
         if len(score):
@@ -175,15 +199,7 @@ def build(df: pd.DataFrame, per_image: pd.DataFrame | None = None, n_boot: int =
     # baselines and reference rows keep their place in the order but get no rank: they are not trained cells
     trained = ~untrained_mask(board["cell"])
     board.insert(1, "rank", (board[trained].groupby("group").cumcount() + 1).reindex(board.index).astype("Int64"))
-    if m.per == "set":
-        if features_dir is not None:
-            board = _add_set_comparisons(board, ok, m, Path(features_dir))
-    elif per_image is not None and not per_image.empty:
-        board = _add_comparisons(board, ok, per_image, m, n_boot, n_perm)
-        board = knownanswers.spatial_tests(board, per_image)
-        # the control data's Bayes rows: kept with the board for the verdict and the 'Known answers' section
-        board.attrs["known_answers"] = knownanswers.known_answers(board, ok, per_image)
-    return board, failed
+    return board
 
 
 def _run_features(folder: Path, model, cell, seed, name: str):
@@ -412,99 +428,152 @@ def verdict(board: pd.DataFrame, metric: str | pstats.Metric = "psnr", alpha: fl
         no comparison is significant) and ``lines`` (the sentences to print). Empty when the board has no paired
         comparisons.
     """
-    m = pstats.metric(metric)
-    if board.empty or "p_grey" not in board and "p_best" not in board:
+    f = _verdict_facts(board, pstats.metric(metric), alpha, group)
+    if f is None:
         return {}
+    lines = [*_few_images_sentence(f), *_baseline_sentences(f), *_tint_sentences(f), *_best_sentence(f),
+             *_losses_sentence(f), *_mde_sentence(f), *_nothing_sentence(f)]
+    return {"group": f.group, "best": f.best, "stronger": f.stronger, "beyond_tint": f.beyond,
+            "better_than_stronger": f.above,
+            **{k: f.pick[k] for k in ("better_than_grey", "worse_than_grey", "better_than_mean_colour",
+                                      "worse_than_mean_colour", "worse_than_best")},
+            "two_level": f.two_level_ok, "above_baseline_two_level": f.two_level, "n_images": f.n_images,
+            "seeds": f.seeds, "mde_grey": f.mde["grey"], "mde_mean_colour": f.mde["mean_colour"],
+            "mde_best": f.mde["best"], "warning": f.warning, "nothing": f.nothing, "lines": lines}
+
+
+def _verdict_facts(board: pd.DataFrame, m: pstats.Metric, alpha: float, group: str | None):
+    """What the verdict's sentences are made of, for one group of cells (a namespace), or None without paired
+    comparisons or trained cells."""
+    if board.empty or "p_grey" not in board and "p_best" not in board:
+        return None
 
     def trained_of(g):
         return board[(board["group"] == g) & ~untrained_mask(board["cell"])]
 
-    group = group or (AUTOMATIC if not trained_of(AUTOMATIC).empty else REFERENCE)
-    trained = trained_of(group)
+    f = SimpleNamespace(board=board, m=m, alpha=alpha, label=_labeler(board))
+    f.group = group or (AUTOMATIC if not trained_of(AUTOMATIC).empty else REFERENCE)
+    f.trained = trained = trained_of(f.group)
     if trained.empty:
-        return {}
-    label = _labeler(board)
-    sign = 1 if m.higher_is_better else -1
-    bases = [b for b in BASELINES if f"p_{BASELINE_PREFIX[b]}" in trained
-             and trained[f"p_{BASELINE_PREFIX[b]}"].notna().any()]
-    cols = [f"{w}_than_{BASELINE_PREFIX[b]}" for b in bases for w in ("better", "worse")] + ["worse_than_best"]
-    pick = {col: [label(r) for _, r in trained.iterrows() if _flag(r, col)] for col in cols}
+        return None
+    f.bases = [b for b in BASELINES if f"p_{BASELINE_PREFIX[b]}" in trained
+               and trained[f"p_{BASELINE_PREFIX[b]}"].notna().any()]
+    cols = [f"{w}_than_{BASELINE_PREFIX[b]}" for b in f.bases for w in ("better", "worse")] + ["worse_than_best"]
+    f.pick = {col: [f.label(r) for _, r in trained.iterrows() if _flag(r, col)] for col in cols}
     for col in ("better_than_grey", "worse_than_grey", "better_than_mean_colour", "worse_than_mean_colour"):
-        pick.setdefault(col, [])
-    stronger = stronger_baseline(board[board["cell"].isin(bases)], m) if bases else None
-    sp = BASELINE_PREFIX.get(stronger, "")
-    n_images = int(trained["n_images"].max()) if "n_images" in trained else 0
-    seeds = (int(trained["n"].min()), int(trained["n"].max()))
-    two_level_ok = seeds[0] >= MIN_SEEDS_TWO_LEVEL
-    two_level = [label(r) for _, r in trained.iterrows() if two_level_ok and f"{sp}_lo" in r
-                 and not pd.isna(r[f"{sp}_lo"]) and ((r[f"{sp}_lo"] > 0) if sign > 0 else (r[f"{sp}_hi"] < 0))]
+        f.pick.setdefault(col, [])
+    f.stronger = stronger_baseline(board[board["cell"].isin(f.bases)], m) if f.bases else None
+    f.sp = BASELINE_PREFIX.get(f.stronger, "")
+    f.n_images = int(trained["n_images"].max()) if "n_images" in trained else 0
+    f.seeds = (int(trained["n"].min()), int(trained["n"].max()))
+    f.seeds_txt = f"{f.seeds[0]}" if f.seeds[0] == f.seeds[1] else f"{f.seeds[0]}–{f.seeds[1]}"
+    f.two_level_ok = f.seeds[0] >= MIN_SEEDS_TWO_LEVEL
+    f.two_level = _two_level_cells(f) if f.two_level_ok else []
+    f.mde = _mde_of(trained, f.n_images, alpha)
+    f.best, f.best_label = best_cell(board, f.group), f.label(trained.iloc[0])
+    f.unit = f" {m.unit}" if m.unit else ""
+    f.above = f.pick.get(f"better_than_{f.sp}", []) if f.stronger else []
+    f.spatial, f.oracle = _colour_evidence(trained, f.label)
+    f.beyond = [x for x in (f.label(r) for _, r in trained.iterrows()) if x in f.spatial or x in f.oracle]
+    f.mde_txt = ", ".join(f"{_fmt_mde(v, m)}{f.unit} {w}" for v, w in (
+        (f.mde["grey"], "to grey"), (f.mde["mean_colour"], "to the mean colour"), (f.mde["best"], "between cells"))
+        if not math.isnan(v))
+    f.nothing = not any(f.pick.values())
+    f.warning = (f"Warning: only {f.n_images} test images (fewer than {pstats.MIN_IMAGES}): the paired comparisons "
+                 "have little power; use a larger test set for conclusions.") if f.n_images < pstats.MIN_IMAGES \
+        else None
+    return f
+
+
+def _two_level_cells(f) -> list[str]:
+    """The cells whose images × seeds interval lies on the better side of the stronger baseline."""
+    sign = 1 if f.m.higher_is_better else -1
+    lo, hi = f"{f.sp}_lo", f"{f.sp}_hi"
+    return [f.label(r) for _, r in f.trained.iterrows() if lo in r and not pd.isna(r[lo])
+            and ((r[lo] > 0) if sign > 0 else (r[hi] < 0))]
+
+
+def _mde_of(trained: pd.DataFrame, n_images: int, alpha: float) -> dict[str, float]:
+    """The minimum detectable difference to grey, to the mean colour and between cells, for a cell with the median
+    per-image SD of the differences."""
     mde = {}
     for fam in ("grey", "mean_colour", "best"):
         col = f"{fam}_sd"
         sd = float(trained[col].median()) if col in trained and trained[col].notna().any() else math.nan
         mde[fam] = pstats.min_detectable_difference(sd, n_images, alpha)
-    best = best_cell(board, group)
-    best_label = label(trained.iloc[0])
-    unit = f" {m.unit}" if m.unit else ""
-    seeds_txt = f"{seeds[0]}" if seeds[0] == seeds[1] else f"{seeds[0]}–{seeds[1]}"
-    how = (f"about these trained networks on these {n_images} test images: sign-flip test, conservative p, "
-           f"Holm-adjusted, α = {alpha:g}")
+    return mde
+
+
+def _few_images_sentence(f) -> list[str]:
+    """The warning of a test set too small for the paired comparisons to have power."""
+    return [f.warning] if f.warning else []
+
+
+def _baseline_sentences(f) -> list[str]:
+    """Which cells are significantly better (and worse) than each untrained baseline."""
+    how = (f"about these trained networks on these {f.n_images} test images: sign-flip test, conservative p, "
+           f"Holm-adjusted, α = {f.alpha:g}")
     lines = []
-    warning = None
-    if n_images < pstats.MIN_IMAGES:
-        warning = (f"Warning: only {n_images} test images (fewer than {pstats.MIN_IMAGES}): the paired comparisons "
-                   "have little power; use a larger test set for conclusions.")
-        lines.append(warning)
-    for i, base in enumerate(bases):
+    for i, base in enumerate(f.bases):
         pre = BASELINE_PREFIX[base]
-        name = _baseline_name(board, base)
-        lines.append(f"Significantly better than {name}" + (f" ({how})" if i == 0 else "") + ": "
-                     + (", ".join(pick[f"better_than_{pre}"]) or "none") + ".")
-        if pick[f"worse_than_{pre}"]:
-            lines.append(f"Significantly worse than {_baseline_name(board, base, False)}: "
-                         + ", ".join(pick[f"worse_than_{pre}"]) + ".")
-    above = pick.get(f"better_than_{sp}", []) if stronger else []
-    spatial, oracle = _colour_evidence(trained, label)
-    beyond = [x for x in (label(r) for _, r in trained.iterrows()) if x in spatial or x in oracle]
-    if len(bases) > 1:
-        score = board.loc[board["cell"] == stronger, "score"].iloc[0]
-        lines += _tint_lines(trained, above, spatial, oracle, _baseline_name(board, stronger, False),
-                             f"{m.fmt(score)}{unit}", m)
-    if len(trained) > 1:
-        ns = [label(r) for _, r in trained.iloc[1:].iterrows() if not _flag(r, "worse_than_best")]
-        lines.append(f"Significantly worse than the best ({best_label}; Holm over all pairs of cells): "
-                     + (", ".join(pick["worse_than_best"]) if pick["worse_than_best"] else "none") + "."
-                     + (f" Not significantly different from it (n.s., which does not make them equal): "
-                        f"{', '.join(ns)}." if ns else ""))
-    if stronger and f"{sp}_lo" in trained:
-        sname = _baseline_name(board, stronger, False)
-        if two_level_ok:
-            lines.append(f"Over images × seeds (a claim about the losses, not only these trained networks), the "
-                         f"95 % two-level interval of the difference to {sname} excludes 0 for: "
-                         + (", ".join(two_level) if two_level else "none") + ".")
-        else:
-            lines.append(f"No claim about the losses themselves: with {seeds_txt} seed(s) per cell the two-level "
-                         f"interval over images × seeds is not reported (it needs at least {MIN_SEEDS_TWO_LEVEL} "
-                         f"seeds; with 1–2 it covered 48–89 % instead of 95 % in simulation), so the tests above "
-                         f"speak for these trained networks only.")
-    mde_txt = ", ".join(f"{_fmt_mde(v, m)}{unit} {w}" for v, w in (
-        (mde["grey"], "to grey"), (mde["mean_colour"], "to the mean colour"), (mde["best"], "between cells"))
-        if not math.isnan(v))
-    nothing = not any(pick.values())
-    if mde_txt:
-        lines.append(f"Minimum detectable difference for a cell with the median spread of the per-image "
-                     f"differences (80 % power, α = {alpha:g}, before the Holm adjustment): {mde_txt}; each cell's "
-                     f"own is in leaderboard.csv (mde_* columns).")
-    if nothing:
-        lines.append(f"Nothing can be concluded from this run: with {n_images} test images and {seeds_txt} seed(s), "
-                     f"differences below {mde_txt or 'an unknown size'} cannot be detected.")
-    return {"group": group, "best": best, "stronger": stronger, "beyond_tint": beyond,
-            "better_than_stronger": above,
-            **{k: pick[k] for k in ("better_than_grey", "worse_than_grey", "better_than_mean_colour",
-                                    "worse_than_mean_colour", "worse_than_best")},
-            "two_level": two_level_ok, "above_baseline_two_level": two_level, "n_images": n_images,
-            "seeds": seeds, "mde_grey": mde["grey"], "mde_mean_colour": mde["mean_colour"], "mde_best": mde["best"],
-            "warning": warning, "nothing": nothing, "lines": lines}
+        lines.append(f"Significantly better than {_baseline_name(f.board, base)}" + (f" ({how})" if i == 0 else "")
+                     + ": " + (", ".join(f.pick[f"better_than_{pre}"]) or "none") + ".")
+        if f.pick[f"worse_than_{pre}"]:
+            lines.append(f"Significantly worse than {_baseline_name(f.board, base, False)}: "
+                         + ", ".join(f.pick[f"worse_than_{pre}"]) + ".")
+    return lines
+
+
+def _tint_sentences(f) -> list[str]:
+    """Whether the cells above the stronger baseline learned colour or a tint (with more than one baseline)."""
+    if len(f.bases) <= 1:
+        return []
+    score = f.board.loc[f.board["cell"] == f.stronger, "score"].iloc[0]
+    return _tint_lines(f.trained, f.above, f.spatial, f.oracle, _baseline_name(f.board, f.stronger, False),
+                       f"{f.m.fmt(score)}{f.unit}", f.m)
+
+
+def _best_sentence(f) -> list[str]:
+    """Which cells are significantly worse than the best, and which are not significantly different from it."""
+    if len(f.trained) <= 1:
+        return []
+    worse = f.pick["worse_than_best"]
+    ns = [f.label(r) for _, r in f.trained.iloc[1:].iterrows() if not _flag(r, "worse_than_best")]
+    return [f"Significantly worse than the best ({f.best_label}; Holm over all pairs of cells): "
+            + (", ".join(worse) if worse else "none") + "."
+            + (f" Not significantly different from it (n.s., which does not make them equal): "
+               f"{', '.join(ns)}." if ns else "")]
+
+
+def _losses_sentence(f) -> list[str]:
+    """What can be said about the losses themselves (images × seeds), or why nothing can."""
+    if not (f.stronger and f"{f.sp}_lo" in f.trained):
+        return []
+    sname = _baseline_name(f.board, f.stronger, False)
+    if f.two_level_ok:
+        return [f"Over images × seeds (a claim about the losses, not only these trained networks), the 95 % "
+                f"two-level interval of the difference to {sname} excludes 0 for: "
+                + (", ".join(f.two_level) if f.two_level else "none") + "."]
+    return [f"No claim about the losses themselves: with {f.seeds_txt} seed(s) per cell the two-level interval over "
+            f"images × seeds is not reported (it needs at least {MIN_SEEDS_TWO_LEVEL} seeds; with 1–2 it covered "
+            f"48–89 % instead of 95 % in simulation), so the tests above speak for these trained networks only."]
+
+
+def _mde_sentence(f) -> list[str]:
+    """The smallest differences this run could detect."""
+    if not f.mde_txt:
+        return []
+    return [f"Minimum detectable difference for a cell with the median spread of the per-image differences (80 % "
+            f"power, α = {f.alpha:g}, before the Holm adjustment): {f.mde_txt}; each cell's own is in "
+            f"leaderboard.csv (mde_* columns)."]
+
+
+def _nothing_sentence(f) -> list[str]:
+    """That nothing can be concluded, when no comparison is significant."""
+    if not f.nothing:
+        return []
+    return [f"Nothing can be concluded from this run: with {f.n_images} test images and {f.seeds_txt} seed(s), "
+            f"differences below {f.mde_txt or 'an unknown size'} cannot be detected."]
 
 
 def _colour_evidence(trained: pd.DataFrame, label) -> tuple[list[str], list[str]]:
