@@ -41,6 +41,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -403,7 +404,6 @@ def compare_cells(per_image: pd.DataFrame, best, grey=None, metric: str | Metric
           two-level (:func:`hierarchical_ci`).
     """
     m = _metric(metric)
-    sign = 1.0 if m.higher_is_better else -1.0
     means = image_means(per_image, m.name)
     cells = list(means.columns)
     best = tuple(best) if best is not None else None
@@ -415,47 +415,66 @@ def compare_cells(per_image: pd.DataFrame, best, grey=None, metric: str | Metric
     rows = {c: {"model": c[0], "cell": c[1], "n_images": int(means[c].notna().sum()),
                 "n_seeds": int(per_image[(per_image["model"] == c[0]) & (per_image["cell"] == c[1])]["seed"].nunique())}
             for c in cells}
-    tables = {c: seed_image_table(per_image, c, m.name, means.index) for c in cells}
+    ctx = SimpleNamespace(means=means, rows=rows, n_boot=n_boot, n_perm=n_perm, seed=seed, alpha=alpha,
+                          sign=1.0 if m.higher_is_better else -1.0,
+                          tables={c: seed_image_table(per_image, c, m.name, means.index) for c in cells})
     trained = [c for c in cells if c not in bases.values()]
+    for prefix, base in bases.items():
+        _against_baseline(ctx, prefix, base, trained, bases)
+    if best in means.columns:
+        _against_best(ctx, best, trained)
+    return _every_column(pd.DataFrame(list(rows.values())), bases)
 
-    def interval(c, other, prefix):
-        ci = hierarchical_ci(tables[c], tables[other], n_boot=n_boot, seed=seed)
-        d = _diffs(means[c].to_numpy(), means[other].to_numpy())
-        rows[c].update({f"{prefix}_diff": float(d.mean()) if len(d) else math.nan, f"{prefix}_lo": ci["lo"],
+
+def _interval(ctx, c, other, prefix: str) -> None:
+    """Cell ``c`` − ``other``: the mean per-image difference, its two-level interval and the SD of the
+    differences, into ``c``'s row."""
+    ci = hierarchical_ci(ctx.tables[c], ctx.tables[other], n_boot=ctx.n_boot, seed=ctx.seed)
+    d = _diffs(ctx.means[c].to_numpy(), ctx.means[other].to_numpy())
+    ctx.rows[c].update({f"{prefix}_diff": float(d.mean()) if len(d) else math.nan, f"{prefix}_lo": ci["lo"],
                         f"{prefix}_hi": ci["hi"], f"{prefix}_sd": float(d.std(ddof=1)) if len(d) > 1 else math.nan})
 
-    # against each baseline: one family of tests over the trained cells (Holm on the conservative p)
-    for prefix, base in bases.items():
-        tests = [sign_flip_test(means[c].to_numpy(), means[base].to_numpy(), n_perm=n_perm, seed=seed)
-                 for c in trained]
-        adj = holm([t["p_conservative"] for t in tests])
-        results = list(zip(trained, tests, adj))
-        for b in bases.values():  # a baseline against another one: one test, in no family
-            if b != base:
-                t = sign_flip_test(means[b].to_numpy(), means[base].to_numpy(), n_perm=n_perm, seed=seed)
-                results.append((b, t, t["p_conservative"]))
-        for c, t, p in results:
-            interval(c, base, prefix)
-            better = sign * rows[c][f"{prefix}_diff"] > 0
-            rows[c].update({f"p_{prefix}_raw": t["p"], f"p_{prefix}_conservative": t["p_conservative"],
-                            f"p_{prefix}": p, f"better_than_{prefix}": bool(p < alpha and better),
-                            f"worse_than_{prefix}": bool(p < alpha and not better)})
-    # against the best: Holm over every pair of trained cells, because the best was picked from these same data
-    if best in means.columns:
-        pairs = [(i, j) for k, i in enumerate(trained) for j in trained[k + 1 :]]
-        tests = {pair: sign_flip_test(means[pair[0]].to_numpy(), means[pair[1]].to_numpy(), n_perm=n_perm,
-                                      seed=seed) for pair in pairs}
-        adj = dict(zip(pairs, holm([t["p_conservative"] for t in tests.values()])))
-        for c in trained:
-            if c == best:
-                continue
-            pair = (c, best) if (c, best) in tests else (best, c)
-            interval(c, best, "best")
-            p = adj[pair]
-            rows[c].update(p_best_raw=tests[pair]["p"], p_best_conservative=tests[pair]["p_conservative"],
-                           p_best=p, worse_than_best=bool(p < alpha and sign * rows[c]["best_diff"] < 0))
-    out = pd.DataFrame(list(rows.values()))
-    for fam in ("grey", *bases, "best"):  # every column exists, empty where there was nothing to compare
+
+def _against_baseline(ctx, prefix: str, base, trained: list, bases: dict) -> None:
+    """Every trained cell against one baseline: one family of tests (Holm on the conservative p); every other
+    baseline against it with one test, in no family."""
+    means = ctx.means
+    tests = [sign_flip_test(means[c].to_numpy(), means[base].to_numpy(), n_perm=ctx.n_perm, seed=ctx.seed)
+             for c in trained]
+    results = list(zip(trained, tests, holm([t["p_conservative"] for t in tests])))
+    for b in bases.values():
+        if b != base:
+            t = sign_flip_test(means[b].to_numpy(), means[base].to_numpy(), n_perm=ctx.n_perm, seed=ctx.seed)
+            results.append((b, t, t["p_conservative"]))
+    for c, t, p in results:
+        _interval(ctx, c, base, prefix)
+        better = ctx.sign * ctx.rows[c][f"{prefix}_diff"] > 0
+        ctx.rows[c].update({f"p_{prefix}_raw": t["p"], f"p_{prefix}_conservative": t["p_conservative"],
+                            f"p_{prefix}": p, f"better_than_{prefix}": bool(p < ctx.alpha and better),
+                            f"worse_than_{prefix}": bool(p < ctx.alpha and not better)})
+
+
+def _against_best(ctx, best, trained: list) -> None:
+    """Every trained cell against the best: Holm over every pair of trained cells, because the best was picked from
+    these same data."""
+    means = ctx.means
+    pairs = [(i, j) for k, i in enumerate(trained) for j in trained[k + 1 :]]
+    tests = {pair: sign_flip_test(means[pair[0]].to_numpy(), means[pair[1]].to_numpy(), n_perm=ctx.n_perm,
+                                  seed=ctx.seed) for pair in pairs}
+    adj = dict(zip(pairs, holm([t["p_conservative"] for t in tests.values()])))
+    for c in trained:
+        if c == best:
+            continue
+        pair = (c, best) if (c, best) in tests else (best, c)
+        _interval(ctx, c, best, "best")
+        p = adj[pair]
+        ctx.rows[c].update(p_best_raw=tests[pair]["p"], p_best_conservative=tests[pair]["p_conservative"], p_best=p,
+                           worse_than_best=bool(p < ctx.alpha and ctx.sign * ctx.rows[c]["best_diff"] < 0))
+
+
+def _every_column(out: pd.DataFrame, bases: dict) -> pd.DataFrame:
+    """Every comparison column exists, empty (or False) where there was nothing to compare."""
+    for fam in ("grey", *bases, "best"):
         for col in (f"{fam}_diff", f"{fam}_lo", f"{fam}_hi", f"{fam}_sd", f"p_{fam}_raw", f"p_{fam}_conservative",
                     f"p_{fam}"):
             if col not in out:
