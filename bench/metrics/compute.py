@@ -393,34 +393,9 @@ def score_set(colorize_batch, images: torch.Tensor, device, batch_size: int = 16
         u8 = images[s : s + batch_size].to(device)
         target = u8.float() / 255.0
         pred = colorize_batch(u8, s).float()
-        for m in _pixel_metrics(only):
-            if m.network is None:
-                v = resolve(m.compute)(pred, target)
-            elif m.network not in nets:
-                continue
-            else:
-                net, status = nets[m.network]
-                if net is None:
-                    v = torch.full((len(u8),), math.nan)
-                elif hasattr(net, "features") and hasattr(net, "distance"):  # truth activations: once per set
-                    ft = truth.batch((m.network, status, str(device), batch_size, s), lambda: net.features(target))
-                    v = net.distance(net.features(pred), ft).float()
-                else:
-                    v = resolve(m.compute)(pred, target, net)
-            per_image.setdefault(m.name, []).extend(v.float().cpu().tolist())
-        for fkey in dict.fromkeys((str(m.features), m.network) for m in set_ms):  # fid, kid: one pass
-            net, status = nets.get(fkey[1], (None, ""))
-            if fkey[1] is not None and net is None:
-                continue
-            first = next(m for m in set_ms if (str(m.features), m.network) == fkey)
-            fn = resolve(first.features)
-            # a paired metric's features compare the colorization with the truth (pooled PSNR: squared errors);
-            # the truth's own are then zeros (no error), kept only so that every per-set metric has the same form
-            feats.setdefault(fkey, []).append((fn(pred, target) if first.paired else fn(pred, net)).cpu())
-            tkey = (*fkey, status, str(device), batch_size)
-            if tkey not in truth.sets:
-                true_feats.setdefault(tkey, []).append(torch.zeros(len(u8), 1, dtype=torch.float64) if first.paired
-                                                       else fn(target, net).cpu())
+        for name, v in _pixel_values(pred, target, u8, s, nets, only, truth, device, batch_size):
+            per_image.setdefault(name, []).extend(v.float().cpu().tolist())
+        _set_features(pred, target, set_ms, nets, feats, true_feats, truth, (str(device), batch_size))
     for tkey, parts in true_feats.items():
         truth.sets[tkey] = torch.cat(parts)
     out = Scores(per_image, status={stats.NETWORKS[n][0]: st for n, (_, st) in nets.items()})
@@ -439,6 +414,43 @@ def score_set(colorize_batch, images: torch.Tensor, device, batch_size: int = 16
         for m in _set_metrics():  # a missing network: NaN, and its status column says missing
             out.per_set.setdefault(m.name, math.nan)
     return out
+
+
+def _pixel_values(pred, target, u8, s: int, nets: dict, only, truth, device, batch_size: int):
+    """(name, per-image values) of every per-image metric on one batch; a metric whose network is not loaded is
+    left out, one whose network is missing gives NaN."""
+    for m in _pixel_metrics(only):
+        if m.network is None:
+            yield m.name, resolve(m.compute)(pred, target)
+        elif m.network not in nets:
+            continue
+        else:
+            net, status = nets[m.network]
+            if net is None:
+                yield m.name, torch.full((len(u8),), math.nan)
+            elif hasattr(net, "features") and hasattr(net, "distance"):  # truth activations: once per set
+                ft = truth.batch((m.network, status, str(device), batch_size, s), lambda: net.features(target))
+                yield m.name, net.distance(net.features(pred), ft).float()
+            else:
+                yield m.name, resolve(m.compute)(pred, target, net)
+
+
+def _set_features(pred, target, set_ms: list, nets: dict, feats: dict, true_feats: dict, truth, where: tuple) -> None:
+    """The per-set metrics' features of one batch (fid and kid share one pass), appended to ``feats``; the truth's,
+    unless cached for this set, to ``true_feats``."""
+    for fkey in dict.fromkeys((str(m.features), m.network) for m in set_ms):
+        net, status = nets.get(fkey[1], (None, ""))
+        if fkey[1] is not None and net is None:
+            continue
+        first = next(m for m in set_ms if (str(m.features), m.network) == fkey)
+        fn = resolve(first.features)
+        # a paired metric's features compare the colorization with the truth (pooled PSNR: squared errors);
+        # the truth's own are then zeros (no error), kept only so that every per-set metric has the same form
+        feats.setdefault(fkey, []).append((fn(pred, target) if first.paired else fn(pred, net)).cpu())
+        tkey = (*fkey, status, *where)
+        if tkey not in truth.sets:
+            true_feats.setdefault(tkey, []).append(torch.zeros(len(pred), 1, dtype=torch.float64) if first.paired
+                                                   else fn(target, net).cpu())
 
 
 def whole_set(parts: list[Scores]) -> Scores:
