@@ -537,25 +537,41 @@ def document(run_dir: Path, data: dict, board: pd.DataFrame, failed: pd.DataFram
         board, failed: ``leaderboard.build``'s ranking and failed runs.
         figures: :func:`make_figures`' {name: (path, caption)}.
     """
-    import pandas as pd
-
-    from bench.reporting import samples
-    from bench.reporting import testsets
-
     runs, meta = data["runs"], data["meta"]
     title = f"Colorization benchmark: {run_dir.name}"
     when = datetime.now(timezone.utc).isoformat(timespec="seconds")
     m = get_metric(data.get("metric", "psnr"))
     env = env_table(runs, meta)
     missing = missing_runs(meta, run_dir)
-    unfinished = None
-    if not missing.empty:
-        cells_missing = ", ".join(dict.fromkeys(missing["cell"]))
-        unfinished = (f"**Unfinished grid**: {len(missing)} of {len(expected_keys(meta))} planned runs are missing "
-                      f"(cells: {cells_missing}; listed under *Missing runs*). The ranking and verdict below cover "
-                      f"the finished runs only and name no winner; run the same command again to finish the grid.")
-
+    unfinished = _unfinished_note(meta, missing)
     # sections: (anchor, heading, blocks); the table of contents lists them in this order
+    sections = [*_result_sections(run_dir, data, board, failed, m, missing, unfinished), *_test_set_sections(data),
+                *_figure_sections(run_dir, figures), *_gallery_sections(run_dir, data, board, m),
+                *_model_sections(run_dir), *_throughput_sections(data), *_per_image_sections(data, board),
+                ("configuration", "Configuration", _configuration_blocks(run_dir, meta, runs)),
+                ("environment", "Environment", [Table.from_frame(env)]),
+                ("reproduce", "How to reproduce", [Paragraph("Every command that made this folder, in order:"),
+                                                   Code(reproduce(meta, runs, run_dir), "bash")])]
+    blocks = [Heading(1, title), Paragraph(f"*Generated {when} by `colorbench report`.*", "note"),
+              List(_summary(data, board, m, env, missing, unfinished)), Contents()]
+    for anchor, heading, parts in sections:
+        blocks += [Heading(2, heading, anchor), *parts]
+    return Document(title, blocks)
+
+
+def _unfinished_note(meta: dict, missing: pd.DataFrame) -> str | None:
+    """The warning of a grid with planned runs missing from runs.csv, or None."""
+    if missing.empty:
+        return None
+    cells_missing = ", ".join(dict.fromkeys(missing["cell"]))
+    return (f"**Unfinished grid**: {len(missing)} of {len(expected_keys(meta))} planned runs are missing "
+            f"(cells: {cells_missing}; listed under *Missing runs*). The ranking and verdict below cover "
+            f"the finished runs only and name no winner; run the same command again to finish the grid.")
+
+
+def _result_sections(run_dir: Path, data: dict, board: pd.DataFrame, failed: pd.DataFrame, m, missing: pd.DataFrame,
+                     unfinished: str | None) -> list[tuple]:
+    """The verdict, the leaderboard, and the missing and failed runs."""
     sections = []
     verdict = _verdict_blocks(run_dir, data, board, m, unfinished)
     if verdict:
@@ -568,16 +584,38 @@ def document(run_dir: Path, data: dict, board: pd.DataFrame, failed: pd.DataFram
     failed_cols = [c for c in ("model", "cell", "seed", "fold", "status", "failed_step", "error") if c in failed]
     if failed_cols and not failed.empty:
         sections.append(("failed", "Failed runs", [Table.from_frame(failed[failed_cols], sortable=True)]))
-    if data.get("test_sets"):
-        blocks = [Paragraph(testsets.INTRO, "note")]
-        for heading, text, table in data["test_sets"]:
-            blocks += [Heading(3, heading)] + ([Paragraph(text, "note")] if text else []) + \
-                [Table.from_frame(table, sortable=True, style="board")]
-        sections.append(("test-sets", "Other test sets", blocks))
+    return sections
+
+
+def _test_set_sections(data: dict) -> list[tuple]:
+    """One leaderboard per other test set scored by ``bench.evaluate``."""
+    from bench.reporting import testsets
+
+    if not data.get("test_sets"):
+        return []
+    blocks = [Paragraph(testsets.INTRO, "note")]
+    for heading, text, table in data["test_sets"]:
+        blocks += [Heading(3, heading)] + ([Paragraph(text, "note")] if text else []) + \
+            [Table.from_frame(table, sortable=True, style="board")]
+    return [("test-sets", "Other test sets", blocks)]
+
+
+def _figure_sections(run_dir: Path, figures: dict) -> list[tuple]:
+    """A section per figure that was drawn."""
+    out = []
     for key, heading in FIGURES:
         if key in figures:
             path, cap = figures[key]
-            sections.append((f"fig-{key}", heading, [Image(path, path.relative_to(run_dir).as_posix(), heading, cap)]))
+            out.append((f"fig-{key}", heading, [Image(path, path.relative_to(run_dir).as_posix(), heading, cap)]))
+    return out
+
+
+def _gallery_sections(run_dir: Path, data: dict, board: pd.DataFrame, m) -> list[tuple]:
+    """Every saved sample colorization, in the leaderboard's order, with its score."""
+    import pandas as pd
+
+    from bench.reporting import samples
+
     order = [(m_, c) for m_, c in zip(board["model"], board["cell"]) if not is_untrained(c)] if not board.empty else []
     scores = {}
     if not data["per_image"].empty:
@@ -585,40 +623,49 @@ def document(run_dir: Path, data: dict, board: pd.DataFrame, failed: pd.DataFram
             scores[(str(r["model"]), str(r["cell"]), int(r["seed"]), samples.sample_name(r["image"]))] = \
                 float(r[m.name]) if m.name in r and pd.notna(r[m.name]) else None
     shown = gallery(run_dir, order, scores)
-    if shown is not None:
-        sections.append(("gallery", "Sample gallery", [
-            Paragraph("Every test image the run saved: greyscale input, the chosen cell's colorization (its lowest "
-                      "seed) and the ground truth.", "note"), shown]))
+    if shown is None:
+        return []
+    return [("gallery", "Sample gallery", [
+        Paragraph("Every test image the run saved: greyscale input, the chosen cell's colorization (its lowest "
+                  "seed) and the ground truth.", "note"), shown])]
+
+
+def _model_sections(run_dir: Path) -> list[tuple]:
+    """The saved weights and configurations, linked."""
     saved = models_table(run_dir)
-    if not saved.empty:
-        sections.append(("models", "Trained models", [
-            Paragraph("Weights (`model.safetensors`) and configuration (`config.json`) of each run, linked into the "
-                      "run folder (the links work beside the report):", "note"), _models_block(saved)]))
+    if saved.empty:
+        return []
+    return [("models", "Trained models", [
+        Paragraph("Weights (`model.safetensors`) and configuration (`config.json`) of each run, linked into the "
+                  "run folder (the links work beside the report):", "note"), _models_block(saved)])]
+
+
+def _throughput_sections(data: dict) -> list[tuple]:
+    """The throughput measurements found beside the run (``bench.throughput``)."""
     tp = throughput_table(data.get("throughput"))
-    if not tp.empty:
-        run_commit = str(runs["git_commit"].iloc[0])[:10] if "git_commit" in runs else "?"
-        run_dev = str(runs["device_name"].iloc[0]) if "device_name" in runs else "?"
-        sections.append(("throughput", "Throughput measurements (bench.throughput)", [
-            Paragraph(f"Measured by `bench.throughput` on synthetic data, not during this run; each row names its "
-                      f"device, host, date and commit. This run: {run_dev}, commit {run_commit}.", "note"),
-            Table.from_frame(tp, sortable=True)]))
+    if tp.empty:
+        return []
+    runs = data["runs"]
+    run_commit = str(runs["git_commit"].iloc[0])[:10] if "git_commit" in runs else "?"
+    run_dev = str(runs["device_name"].iloc[0]) if "device_name" in runs else "?"
+    return [("throughput", "Throughput measurements (bench.throughput)", [
+        Paragraph(f"Measured by `bench.throughput` on synthetic data, not during this run; each row names its "
+                  f"device, host, date and commit. This run: {run_dev}, commit {run_commit}.", "note"),
+        Table.from_frame(tp, sortable=True)])]
+
+
+def _per_image_sections(data: dict, board: pd.DataFrame) -> list[tuple]:
+    """The per-image test PSNR of every cell (folded away)."""
+    import pandas as pd
+
     pi_table = per_image_table(data["per_image"], [(m_, c) for m_, c in zip(board["model"], board["cell"])]
                                if not board.empty else [])
-    if not pi_table.empty:
-        for c in pi_table.columns[1:]:  # dB with two decimals in both formats
-            pi_table[c] = [f"{v:.2f}" if pd.notna(v) else "" for v in pi_table[c]]
-        sections.append(("per-image", "Per-image test PSNR", [
-            Details("dB, mean over seeds, one row per test image", [Table.from_frame(pi_table, sortable=True)])]))
-    sections.append(("configuration", "Configuration", _configuration_blocks(run_dir, meta, runs)))
-    sections.append(("environment", "Environment", [Table.from_frame(env)]))
-    sections.append(("reproduce", "How to reproduce", [Paragraph("Every command that made this folder, in order:"),
-                                                       Code(reproduce(meta, runs, run_dir), "bash")]))
-
-    blocks = [Heading(1, title), Paragraph(f"*Generated {when} by `colorbench report`.*", "note"),
-              List(_summary(data, board, m, env, missing, unfinished)), Contents()]
-    for anchor, heading, parts in sections:
-        blocks += [Heading(2, heading, anchor), *parts]
-    return Document(title, blocks)
+    if pi_table.empty:
+        return []
+    for c in pi_table.columns[1:]:  # dB with two decimals in both formats
+        pi_table[c] = [f"{v:.2f}" if pd.notna(v) else "" for v in pi_table[c]]
+    return [("per-image", "Per-image test PSNR", [
+        Details("dB, mean over seeds, one row per test image", [Table.from_frame(pi_table, sortable=True)])])]
 
 
 def render(run_dir: Path, data: dict, board: pd.DataFrame, failed: pd.DataFrame, figures: dict) -> tuple[str, str]:
