@@ -60,10 +60,8 @@ def plan_jobs(grid: Grid, base: CellConfig, model_names: list[str], seeds: int,
     Raises:
         ValueError: with a one-line message for any invalid model, cell or setting.
     """
-    import losses
     import models
 
-    from bench.config.cell import merge
     from bench.config.models_check import check_backbones, check_encoder_weights
 
     if seeds < 1:
@@ -75,9 +73,24 @@ def plan_jobs(grid: Grid, base: CellConfig, model_names: list[str], seeds: int,
     for m in model_names:
         models.get_factory(m)
     check_folder_names(grid)
-    # Run-wide loss parameters (preset, --set, config file) go to the cells whose loss takes them: --set
-    # loss_params.rebalance=true reaches the kl cells and not mse. One that no cell's loss takes is an error, as a
-    # cell's own parameter that its loss does not take is (cfg.validate below).
+    base, run_wide = _run_wide_params(grid, base)
+    jobs = []
+    for m in model_names:
+        for cell in grid.cells:
+            cfg = _cell_config(grid, cell, base, m, run_wide, best_params)
+            jobs += [Job(m, cell.name, cfg.replace(seed=cell.seed_offset + seed), fold if folds > 1 else None)
+                     for seed in range(seeds) for fold in range(folds)]
+    check_encoder_weights(base, model_names, [j.cfg.loss for j in jobs])
+    check_backbones([j.cfg for j in jobs])
+    return jobs
+
+
+def _run_wide_params(grid: Grid, base: CellConfig) -> tuple[CellConfig, dict]:
+    """The base without its loss parameters, and those parameters (run-wide: preset, --set, config file), which go
+    to the cells whose loss takes them: --set loss_params.rebalance=true reaches the kl cells and not mse. One that
+    no cell's loss takes is an error, as a cell's own parameter that its loss does not take is."""
+    import losses
+
     base.validate(loss_takes_params=False)
     run_wide = dict(base.loss_params)
     cell_losses = {cell.changes.get("loss", base.loss) for cell in grid.cells}
@@ -85,32 +98,35 @@ def plan_jobs(grid: Grid, base: CellConfig, model_names: list[str], seeds: int,
     if unused:
         raise ValueError(f"grid {grid.name}: no loss of the grid ({', '.join(sorted(cell_losses))}) takes "
                          f"loss_params {', '.join(unused)}")
-    base = base.replace(loss_params={})
-    jobs = []
-    for m in model_names:
-        for cell in grid.cells:
-            try:
-                spec = cell.changes.get("loss", base.loss)
-                taken = {k: v for k, v in run_wide.items() if losses.takes(spec, k)}
-                cfg = merge(base.replace(model=m, loss_params=taken), cell.changes)
-                cfg.validate()
-                if cfg.decode_size != base.decode_size:  # the training set is decoded once for every cell
-                    raise ValueError("train_size is run-wide (the training images are decoded once for every "
-                                     "cell): set it in the preset, --set or the config file, not in a cell")
-            except (ValueError, TypeError) as err:
-                raise ValueError(f"grid {grid.name}, cell {cell.name}: {err}") from None
-            if best_params is not None:
-                from bench.grid.tuned import apply_params  # Optuna: only for --tuned
+    return base.replace(loss_params={}), run_wide
 
-                best = best_params(m, cfg.loss)
-                own = set(cell.changes) | set(cell.changes.get("loss_params", {}))
-                cfg = apply_params(cfg, {k: v for k, v in best.items() if k not in own})
-                cfg.validate()
-            jobs += [Job(m, cell.name, cfg.replace(seed=cell.seed_offset + seed), fold if folds > 1 else None)
-                     for seed in range(seeds) for fold in range(folds)]
-    check_encoder_weights(base, model_names, [j.cfg.loss for j in jobs])
-    check_backbones([j.cfg for j in jobs])
-    return jobs
+
+def _cell_config(grid: Grid, cell, base: CellConfig, model: str, run_wide: dict,
+                 best_params: Callable[[str, str], dict] | None) -> CellConfig:
+    """One (model, cell)'s configuration, validated: the base, the run-wide loss parameters its loss takes, the
+    cell's changes, then (``--tuned``) the tuned parameters the cell does not set itself."""
+    import losses
+
+    from bench.config.cell import merge
+
+    try:
+        spec = cell.changes.get("loss", base.loss)
+        taken = {k: v for k, v in run_wide.items() if losses.takes(spec, k)}
+        cfg = merge(base.replace(model=model, loss_params=taken), cell.changes)
+        cfg.validate()
+        if cfg.decode_size != base.decode_size:  # the training set is decoded once for every cell
+            raise ValueError("train_size is run-wide (the training images are decoded once for every "
+                             "cell): set it in the preset, --set or the config file, not in a cell")
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"grid {grid.name}, cell {cell.name}: {err}") from None
+    if best_params is not None:
+        from bench.grid.tuned import apply_params  # Optuna: only for --tuned
+
+        best = best_params(model, cfg.loss)
+        own = set(cell.changes) | set(cell.changes.get("loss_params", {}))
+        cfg = apply_params(cfg, {k: v for k, v in best.items() if k not in own})
+        cfg.validate()
+    return cfg
 
 
 def check_folder_names(grid: Grid) -> None:
