@@ -23,8 +23,9 @@ import math
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bench import cli
 from bench.core.records import append_rows, atomic_write_bytes, atomic_write_text, command_line, environment, utc_now
@@ -235,43 +236,70 @@ def sheet_grid(images: torch.Tensor, rows: int, pad: int = 2) -> torch.Tensor:
     return grid
 
 
+@dataclass(frozen=True)
+class StyleTransferRequest:
+    """What one ``styletransfer`` command line asks for, resolved and checked: the one input of :func:`execute`.
+
+    Attributes:
+        device: where to train.
+        cfg: the settings (:func:`settings`).
+        content, style: the folders; ``content_split``/``style_split`` their (train, eval, held out) files.
+        out: the output folder (checked writable).
+        command: the command recorded in ``results.json``.
+        progress: show a progress bar.
+    """
+
+    device: Any
+    cfg: dict
+    content: str
+    style: str
+    content_split: tuple
+    style_split: tuple
+    out: Path
+    command: str
+    progress: bool
+
+
 @cli.command
 def main(argv=None) -> int:
     args = parse_args(argv)
+    return execute(request_from_args(args, sys.argv[1:] if argv is None else list(argv)))
+
+
+def request_from_args(args, argv: list[str]) -> StyleTransferRequest:
+    """Resolve a parsed command line: device, settings, the splits of both folders, the output folder."""
+    from bench.core.device import pick_device
+    from bench.data.sources import DataError
+
+    with cli.usage_errors(ValueError, DataError, OSError):
+        device = pick_device(args.device)
+        cfg = settings(args, device)
+        out = Path(args.out).expanduser() if args.out else \
+            results_root() / f"styletransfer-{Path(args.content).name}-{Path(args.style).name}"
+        req = StyleTransferRequest(device, cfg, str(args.content), str(args.style), split(args.content),
+                                   split(args.style), out, command_line(cli.prog("styletransfer"), argv),
+                                   not args.no_progress)
+        check_writable(out)
+    return req
+
+
+def execute(req: StyleTransferRequest) -> int:
+    """Train the network of a request, evaluate it on the held-out pairs and write its results."""
     import torch
 
     from models.adain import AdaINStyleTransfer
     from models.vgg import EncoderWeightsError
 
-    from bench.data.sources import DataError, ImageStore
-    from bench.core.device import pick_device
-    from bench.reporting.samples import save_png
-
-    with cli.usage_errors(ValueError, DataError, EncoderWeightsError, OSError):
-        device = pick_device(args.device)
-        cfg = settings(args, device)
-        c_train, c_eval, c_held = split(args.content)
-        s_train, s_eval, s_held = split(args.style)
-        out = Path(args.out).expanduser() if args.out else \
-            results_root() / f"styletransfer-{Path(args.content).name}-{Path(args.style).name}"
-        check_writable(out)
+    cfg, device = req.cfg, req.device
+    with cli.usage_errors(ValueError, EncoderWeightsError, OSError):
         torch.manual_seed(cfg["seed"])  # the decoder's initialisation; the crops have their own seed
         model = AdaINStyleTransfer(cfg["width"], cfg["encoder_weights"]).to(device)
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        with cli.usage_errors(DataError):
-            stores = {name: ImageStore(files, cfg["size"]) for name, files in
-                      (("content", c_train), ("style", s_train), ("content_eval", c_eval[: cfg["eval_images"]]),
-                       ("style_eval", s_eval))}
-    for w in caught:
-        log.warning(w.message)
+    stores = _stores(req)
     log.info(f"adain: {len(stores['content'])} content / {len(stores['style'])} style training images, "
              f"{cfg['steps']} steps of {cfg['batch_size']} at {cfg['crop']}² on {device} "
-             f"(encoder {'pretrained' if model.encoder_pretrained else 'random, frozen'}) → {out}")
-
+             f"(encoder {'pretrained' if model.encoder_pretrained else 'random, frozen'}) → {req.out}")
     try:
-        fit = train(model, cfg, stores["content"], stores["style"], device, progress=not args.no_progress)
+        fit = train(model, cfg, stores["content"], stores["style"], device, progress=req.progress)
     except FloatingPointError as err:
         print(f"error: training diverged: {err}", file=sys.stderr)
         return 1
@@ -281,26 +309,51 @@ def main(argv=None) -> int:
                               stores["style_eval"].centre_crops(cfg["crop"]), cfg, device)
     metrics.update(train_time_s=fit["train_time_s"], train_img_per_s=fit["train_img_per_s"],
                    final_train_loss=fit["history"][-1]["loss"])
+    _write_results(req, model, stores, fit, metrics, sheet)
+    print(f"content loss {metrics['content_loss']:.4f}  style loss {metrics['style_loss']:.4f} "
+          f"(content image: {metrics['style_loss_content_image']:.4f})  "
+          f"train {metrics['train_img_per_s']:.1f} img/s  inference {metrics['eval_img_per_s']:.1f} img/s  → {req.out}")
+    return 0
 
-    env = environment(device)
-    record = {"command": command_line(cli.prog("styletransfer"), sys.argv[1:] if argv is None else list(argv)),
-              "content": str(args.content), "style": str(args.style), "config": cfg,
+
+def _stores(req: StyleTransferRequest) -> dict:
+    """The training and evaluation images of both folders, decoded once (their warnings logged)."""
+    from bench.data.sources import DataError, ImageStore
+
+    (c_train, c_eval, _), (s_train, s_eval, _) = req.content_split, req.style_split
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with cli.usage_errors(DataError):
+            stores = {name: ImageStore(files, req.cfg["size"]) for name, files in
+                      (("content", c_train), ("style", s_train),
+                       ("content_eval", c_eval[: req.cfg["eval_images"]]), ("style_eval", s_eval))}
+    for w in caught:
+        log.warning(w.message)
+    return stores
+
+
+def _write_results(req: StyleTransferRequest, model, stores: dict, fit: dict, metrics: dict, sheet) -> None:
+    """``results.json``, a row of ``results.csv``, the decoder's weights and the sample sheet, in ``req.out``."""
+    import torch
+
+    from bench.reporting.samples import save_png
+
+    c_held, s_held = req.content_split[2], req.style_split[2]
+    env = environment(req.device)
+    record = {"command": req.command, "content": req.content, "style": req.style, "config": req.cfg,
               "encoder_pretrained": model.encoder_pretrained, "held_out": {"content": c_held, "style": s_held},
               "n_train": {"content": len(stores["content"]), "style": len(stores["style"])},
               "metrics": metrics, "history": fit["history"], "environment": env, "finished_at": utc_now()}
-    atomic_write_text(out / "results.json", json.dumps(record, indent=2))
-    append_rows(out / "results.csv", [{"finished_at": record["finished_at"], "content": args.content,
-                                       "style": args.style, **cfg, "encoder_pretrained": model.encoder_pretrained,
-                                       "held_out": c_held and s_held, **metrics, **env}])
+    atomic_write_text(req.out / "results.json", json.dumps(record, indent=2))
+    append_rows(req.out / "results.csv", [{"finished_at": record["finished_at"], "content": req.content,
+                                           "style": req.style, **req.cfg,
+                                           "encoder_pretrained": model.encoder_pretrained,
+                                           "held_out": c_held and s_held, **metrics, **env}])
     buf = io.BytesIO()  # written atomically; a full disk is one line (bench.cli), not torch's RuntimeError
     torch.save(model.decoder.state_dict(), buf)
-    atomic_write_bytes(out / "decoder.pt", buf.getvalue())
+    atomic_write_bytes(req.out / "decoder.pt", buf.getvalue())
     if len(sheet):
-        save_png(sheet_grid(sheet, rows=3), out / "samples.png")  # rows: content, style, stylised
-    print(f"content loss {metrics['content_loss']:.4f}  style loss {metrics['style_loss']:.4f} "
-          f"(content image: {metrics['style_loss_content_image']:.4f})  "
-          f"train {metrics['train_img_per_s']:.1f} img/s  inference {metrics['eval_img_per_s']:.1f} img/s  → {out}")
-    return 0
+        save_png(sheet_grid(sheet, rows=3), req.out / "samples.png")  # rows: content, style, stylised
 
 
 if __name__ == "__main__":
