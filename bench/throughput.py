@@ -32,7 +32,7 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from bench import cli
 from bench.data import pipeline
@@ -459,9 +459,42 @@ def _files(args) -> list[Path]:
     return list_images(folder)[: args.n_images]
 
 
+@dataclass(frozen=True)
+class ThroughputRequest:
+    """What one ``throughput`` command line asks for, resolved and checked: the one input of :func:`execute`.
+
+    Attributes:
+        device: where to measure; ``setups`` one :class:`Setup` per model.
+        files: the images of ``--data`` (end-to-end, loader and pipeline modes), else empty.
+        out_dir: where the CSV file goes (checked writable before measuring).
+        warmup, repeats, iters: the timing loop's steps.
+        end_to_end, loader, pipeline, fp32_batch: the extra modes and their options.
+        loader_size, pipeline_size, crop: the resize sides of the loader and pipeline modes, and their crop side.
+    """
+
+    device: Any
+    setups: tuple
+    files: tuple
+    out_dir: Path
+    warmup: int
+    repeats: int
+    iters: int
+    end_to_end: bool
+    loader: tuple | None
+    pipeline: bool
+    fp32_batch: int
+    loader_size: int
+    pipeline_size: int
+    crop: int
+
+
 @cli.command
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    return execute(request_from_args(parse_args(argv)))
+
+
+def request_from_args(args) -> ThroughputRequest:
+    """Resolve a parsed command line: the device, one setup per model, the data files and the output folder."""
     import losses
     import models
 
@@ -479,55 +512,75 @@ def main(argv=None) -> int:
         setups = [Setup(model=n, batch=args.batch_size or base.batch_size, size=args.crop or base.crop, resize=args.size,
                         width=args.width or base.width, precision=args.precision or ("bf16" if cuda else "fp32"),
                         compile=args.compile, loss=args.loss, device=str(dev)) for n in names]
-        if any(s.batch < 1 or s.size < 16 or s.size % 16 for s in setups):
-            raise cli.UsageError("--batch-size must be ≥ 1 and --crop a multiple of 16 (≥ 16)")
-        if args.size is not None and args.size < (args.crop or base.crop):
-            raise cli.UsageError(f"--size {args.size} is smaller than the crop side {args.crop or base.crop}")
-        if args.compile and not cuda:
-            raise cli.UsageError("--compile is used on CUDA only (as in training)")
-        if args.fp32_batch < 0:
-            raise cli.UsageError("--fp32-batch must be ≥ 0")
-        if args.repeats < 1 or (args.iters is not None and args.iters < 1):
-            raise cli.UsageError("--repeats and --iters must be at least 1")
+        _check_options(args, setups, base, cuda)
         files = _files(args) if (args.end_to_end or args.pipeline or args.loader is not None) else []
         out_dir = cli.out_dir(args.out) or results_root()
         check_writable(out_dir)  # before measuring: an unwritable folder would lose the measurement
-    warmup = args.warmup if args.warmup is not None else (10 if cuda else 3) + (5 if args.compile else 0)
-    iters = args.iters or (20 if cuda else 3)
+    crop = args.crop or base.crop
+    return ThroughputRequest(
+        device=dev, setups=tuple(setups), files=tuple(files), out_dir=out_dir,
+        warmup=args.warmup if args.warmup is not None else (10 if cuda else 3) + (5 if args.compile else 0),
+        repeats=args.repeats, iters=args.iters or (20 if cuda else 3), end_to_end=args.end_to_end,
+        loader=None if args.loader is None else tuple(args.loader or [0, 1, 2]), pipeline=args.pipeline,
+        fp32_batch=args.fp32_batch, loader_size=args.size or base.size, pipeline_size=args.size or max(base.size, crop),
+        crop=crop)
 
-    env = environment(dev)
+
+def _check_options(args, setups: list, base, cuda: bool) -> None:
+    """The options' ranges (``cli.UsageError``)."""
+    if any(s.batch < 1 or s.size < 16 or s.size % 16 for s in setups):
+        raise cli.UsageError("--batch-size must be ≥ 1 and --crop a multiple of 16 (≥ 16)")
+    if args.size is not None and args.size < (args.crop or base.crop):
+        raise cli.UsageError(f"--size {args.size} is smaller than the crop side {args.crop or base.crop}")
+    if args.compile and not cuda:
+        raise cli.UsageError("--compile is used on CUDA only (as in training)")
+    if args.fp32_batch < 0:
+        raise cli.UsageError("--fp32-batch must be ≥ 0")
+    if args.repeats < 1 or (args.iters is not None and args.iters < 1):
+        raise cli.UsageError("--repeats and --iters must be at least 1")
+
+
+def execute(req: ThroughputRequest) -> int:
+    """Measure what a request asks for, print the table and append the rows to the device's CSV file."""
+    env = environment(req.device)
     stamp = {"timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     rows = []
-    for s in setups:
-        if args.end_to_end:
-            e2e = end_to_end(s, files, warmup, args.repeats, iters, args.fp32_batch)
-            rows += e2e
-            ref = (f"; fp32 batch {args.fp32_batch} from images: {e2e[2]['train_img_per_s']:.1f} img/s"
-                   if args.fp32_batch else "")
-            print(f"{s.model} ({s.precision}, batch {s.batch}, {s.size}px, {len(files)} images): "
-                  f"{e2e[0]['train_img_per_s']:.1f} img/s from images, {e2e[1]['train_img_per_s']:.1f} img/s "
-                  f"synthetic on {dev.type} → ratio {e2e[0]['ratio']:.2f}{ref}")
-        else:
-            rows.append(measure(s, warmup, args.repeats, iters))
-    if args.loader is not None:
-        rows += loader_rows(rows, files, args.size or base.size, args.crop or base.crop, setups[0].batch,
-                            args.loader or [0, 1, 2])
-    if args.pipeline:
-        crop = args.crop or base.crop
-        size = args.size or max(base.size, crop)
-        with cli.usage_errors(ValueError):
-            res = pipeline.compare(files, size, crop, len(files), setups[0].batch)
-        cached = f" ({res['fast_cached_img_per_s']:.1f} img/s once decoded)" if "fast_cached_img_per_s" in res else ""
-        print(f"data pipeline ({len(files)} images): naive {res['naive_img_per_s']:.1f} img/s, "
-              f"batched {res['fast_img_per_s']:.1f} img/s{cached}, speedup {res['speedup']:.1f}×")
-        rows.append({"mode": "pipeline", "size": size, "n_images": len(files), **res})
+    for s in req.setups:
+        rows += _end_to_end_rows(req, s) if req.end_to_end else [measure(s, req.warmup, req.repeats, req.iters)]
+    if req.loader is not None:
+        rows += loader_rows(rows, list(req.files), req.loader_size, req.crop, req.setups[0].batch, list(req.loader))
+    if req.pipeline:
+        rows.append(_pipeline_row(req))
     rows = [{**stamp, **r, **env} for r in rows]
-    path = out_dir / f"throughput-{device_slug(str(dev), env['device_name'])}.csv"
+    path = req.out_dir / f"throughput-{device_slug(str(req.device), env['device_name'])}.csv"
     print(table(rows))  # shown first: a write that fails after all loses nothing measured
     with cli.usage_errors(OSError):
         append_rows(path, rows)
     print(f"appended {len(rows)} row(s) to {path}", file=sys.stderr)
     return 0
+
+
+def _end_to_end_rows(req: ThroughputRequest, s) -> list[dict]:
+    """One setup timed from the images and on synthetic data (and in fp32 with ``--fp32-batch``), with its line."""
+    files = list(req.files)
+    e2e = end_to_end(s, files, req.warmup, req.repeats, req.iters, req.fp32_batch)
+    ref = (f"; fp32 batch {req.fp32_batch} from images: {e2e[2]['train_img_per_s']:.1f} img/s"
+           if req.fp32_batch else "")
+    print(f"{s.model} ({s.precision}, batch {s.batch}, {s.size}px, {len(files)} images): "
+          f"{e2e[0]['train_img_per_s']:.1f} img/s from images, {e2e[1]['train_img_per_s']:.1f} img/s "
+          f"synthetic on {req.device.type} → ratio {e2e[0]['ratio']:.2f}{ref}")
+    return e2e
+
+
+def _pipeline_row(req: ThroughputRequest) -> dict:
+    """The CPU data pipelines compared (``bench.data.pipeline``), with its line."""
+    files = list(req.files)
+    with cli.usage_errors(ValueError):
+        res = pipeline.compare(files, req.pipeline_size, req.crop, len(files), req.setups[0].batch)
+    cached = f" ({res['fast_cached_img_per_s']:.1f} img/s once decoded)" if "fast_cached_img_per_s" in res else ""
+    print(f"data pipeline ({len(files)} images): naive {res['naive_img_per_s']:.1f} img/s, "
+          f"batched {res['fast_img_per_s']:.1f} img/s{cached}, speedup {res['speedup']:.1f}×")
+    return {"mode": "pipeline", "size": req.pipeline_size, "n_images": len(files), **res}
 
 
 def table(rows: list[dict]) -> str:
