@@ -20,9 +20,10 @@ import sys
 import time
 import warnings
 import zlib
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bench import cli
 from bench.cli import finite_float
@@ -251,27 +252,61 @@ def save_results(study: optuna.Study, out: Path, info: dict) -> dict | None:
     return {**record, "files": files, "not_written": not_written}
 
 
+@dataclass(frozen=True)
+class TuneRequest:
+    """What one ``tune`` command line asks for, resolved and checked: the one input of :func:`execute`.
+
+    Attributes:
+        device: where to train; ``cfg`` the base configuration of every trial, ``preset`` its preset's name.
+        data: the data set's name; ``prep`` its decoded splits (checked before any folder or study exists).
+        name, url, study: the study's name, its storage (redacted when shown) and the open study.
+        out: the results folder (checked writable).
+        trackers: the ``--log`` backends.
+        trials, timeout, seed, startup_trials, lr_range, tuned_ranges, progress: the options of those names.
+    """
+
+    device: Any
+    cfg: Any
+    preset: str
+    data: str
+    prep: Any
+    name: str
+    url: str
+    study: Any
+    out: Path
+    trackers: tuple
+    trials: int
+    timeout: float | None
+    seed: int
+    startup_trials: int
+    lr_range: Any
+    tuned_ranges: Any
+    progress: bool
+
+
 @cli.command
 def main(argv=None) -> int:
     args = parse_args(argv)
     trackers = cli.trackers(args)  # a backend that is not installed: one line, before any folder
     import optuna
-    from optuna.trial import TrialState
-
-    from bench.grid import study as gs
-    from bench.data.sources import data_root, resolve
-    from bench.core.tracking import opened
-    from bench.training.loop import DivergenceError, pick_device, prepare, train_cell
-    from bench.grid.tuned import apply_params, study_name
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return execute(request_from_args(args, trackers))
+
+
+def request_from_args(args, trackers) -> TuneRequest:
+    """Resolve a parsed command line: device, base configuration, study name and folder, the decoded data (checked
+    before the folder or the study exist: a refused run leaves nothing), then the open study."""
+    from bench.data.sources import data_root, resolve
+    from bench.grid.tuned import study_name
+    from bench.training.loop import pick_device, prepare
+
     with cli.usage_errors():
         device = pick_device(args.device)
         cfg, preset_name = base_config(args, device)
         dname = resolve(args.data, data_root(args.data_root))[0]
         name = args.study_name or study_name(cfg.model, cfg.loss, preset_name, dname)
         out = cli.out_dir(args.out) or results_root() / name
-        # the data are checked (and decoded) before the folder or the study exist: a refused run leaves nothing
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             prep = prepare(cfg, args.data, None, args.data_root, verify=not args.no_verify, cache_mb=args.cache_mb,
@@ -282,76 +317,114 @@ def main(argv=None) -> int:
         check_writable(out)
         url = args.storage or str(out / "study.journal")
         study = open_study(args, name, url, cfg)
-    if out.is_dir():
-        attach_run_log(out)
+    return TuneRequest(device, cfg, preset_name, dname, prep, name, url, study, out, tuple(trackers), args.trials,
+                       args.timeout, args.seed, args.startup_trials, args.lr_range, args.tuned_ranges,
+                       not args.no_progress)
 
-    info = {"model": cfg.model, "loss": cfg.loss, "preset": preset_name, "data": dname, "storage": gs.redact(url)}
-    gs.describe(study, model=cfg.model, loss=cfg.loss, preset=preset_name, data=dname)  # what optuna-dashboard shows
+
+#: The trial states that count towards --trials: every worker's finished trials and those running elsewhere now.
+COUNTED = ("COMPLETE", "PRUNED", "FAIL", "RUNNING")
+
+
+def execute(req: TuneRequest) -> int:
+    """Run the trials a request still needs, then save and print the best parameters."""
+    from optuna.trial import TrialState
+
+    from bench.grid import study as gs
+
+    if req.out.is_dir():
+        attach_run_log(req.out)
+    cfg, study = req.cfg, req.study
+    info = {"model": cfg.model, "loss": cfg.loss, "preset": req.preset, "data": req.data,
+            "storage": gs.redact(req.url)}
+    gs.describe(study, model=cfg.model, loss=cfg.loss, preset=req.preset, data=req.data)  # optuna-dashboard shows it
     gs.fail_stale(study)  # trials of a killed worker (journal storages; Study.optimize does it for RDB ones)
-    # --trials counts the study's trials, every worker's: finished ones and those running elsewhere right now
-    counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
+    counted = tuple(TrialState[s] for s in COUNTED)
     finished = len(study.get_trials(deepcopy=False, states=counted[:3]))
-    remaining = args.trials - len(study.get_trials(deepcopy=False, states=counted))
-    tuned = tuned_words(cfg.loss)
-    log.info(f"tuning {tuned} of {cfg.model} / {cfg.loss} ({preset_name}, {dname}, {cfg.steps} steps): "
-             f"{finished} of {args.trials} trials done\nstudy {name} in {gs.redact(url)}")
+    remaining = req.trials - len(study.get_trials(deepcopy=False, states=counted))
+    log.info(f"tuning {tuned_words(cfg.loss)} of {cfg.model} / {cfg.loss} ({req.preset}, {req.data}, {cfg.steps} "
+             f"steps): {finished} of {req.trials} trials done\nstudy {req.name} in {gs.redact(req.url)}")
     if remaining > 0:
-
-        def objective(trial: optuna.Trial) -> float:
-            # a fresh sampler per trial, seeded by the trial number (see make_sampler)
-            study.sampler = make_sampler(args.seed, trial.number, args.startup_trials)
-            params = suggest(trial, cfg.loss, args.lr_range, args.tuned_ranges)
-            trial_cfg = apply_params(cfg, params)
-
-            def on_validation(step, val_psnr):
-                trial.report(val_psnr, step)
-                if trial.should_prune():
-                    trial.set_user_attr("pruned_at_step", step)
-                    raise optuna.TrialPruned(f"pruned at step {step} (val PSNR {val_psnr:.2f} dB)")
-
-            tracked = {"study": name, "trial": trial.number, **trial_cfg.to_flat()}  # the trackers' hyper-parameters
-            with gs.keep_alive(study, trial, native=False):
-                try:
-                    with opened(trackers, out, f"trial{trial.number}", tracked) as tracker:  # tb/trial<N>/
-                        res = train_cell(trial_cfg, prep, device, progress=not args.no_progress,
-                                         desc=f"trial {trial.number}", on_validation=on_validation, tracker=tracker)
-                except DivergenceError as err:
-                    trial.set_user_attr("outcome", "diverged")
-                    trial.set_user_attr("error", f"step {err.step}: {err.reason}")
-                    raise
-            return res["metrics"]["val_psnr"]
-
-        def report(study: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
-            if t.state == TrialState.COMPLETE:
-                what = f"val PSNR {t.value:.2f} dB"
-            elif t.state == TrialState.PRUNED:
-                what = f"pruned at step {t.user_attrs.get('pruned_at_step', t.last_step)}"
-            else:
-                what = f"failed ({t.user_attrs.get('error', 'error')})"
-            try:
-                best = f"; best #{study.best_trial.number}: {study.best_value:.2f} dB"
-            except ValueError:
-                best = ""
-            log.info(f"trial {t.number}: {_fmt(t.params)} → {what}{best}")
-
-        t0 = time.perf_counter()
-        try:
-            study.optimize(objective, n_trials=remaining, timeout=args.timeout, catch=(DivergenceError,),
-                           callbacks=[optuna.study.MaxTrialsCallback(args.trials, states=counted), report])
-        except KeyboardInterrupt:
-            raise cli.Interrupted(f"finished trials are saved in {gs.redact(url)}; run the same command again to "
-                                  f"resume.") from None
-        log.info(f"{time.perf_counter() - t0:.0f} s")
-    record = save_results(study, out, info)
+        _optimize(req, remaining, counted)
+    record = save_results(study, req.out, info)
     if record is None:
         log.warning("no trial completed yet: no best parameters")
         return 1
     print(f"best (trial {record['best_trial']}, val PSNR {record['value']:.2f} dB): {_fmt(record['params'])}\n"
-          f"trials: {record['trials']}\nsaved in {out}: {', '.join(record['files'])}")
+          f"trials: {record['trials']}\nsaved in {req.out}: {', '.join(record['files'])}")
     if record["not_written"]:
         log.warning(record["not_written"])
     print(json.dumps(record["params"]))
     return 0
+
+
+def _optimize(req: TuneRequest, remaining: int, counted: tuple) -> None:
+    """Run up to ``remaining`` trials (``--trials`` counts every worker's), each line logged as it ends."""
+    import optuna
+
+    from bench.grid import study as gs
+    from bench.training.loop import DivergenceError
+
+    t0 = time.perf_counter()
+    try:
+        req.study.optimize(_objective(req), n_trials=remaining, timeout=req.timeout, catch=(DivergenceError,),
+                           callbacks=[optuna.study.MaxTrialsCallback(req.trials, states=counted), _report_trial])
+    except KeyboardInterrupt:
+        raise cli.Interrupted(f"finished trials are saved in {gs.redact(req.url)}; run the same command again to "
+                              f"resume.") from None
+    log.info(f"{time.perf_counter() - t0:.0f} s")
+
+
+def _objective(req: TuneRequest):
+    """The Optuna objective: one trial's parameters trained with ``train_cell``; its validation PSNR."""
+    import optuna
+
+    from bench.core.tracking import opened
+    from bench.grid import study as gs
+    from bench.grid.tuned import apply_params
+    from bench.training.loop import DivergenceError, train_cell
+
+    def objective(trial: optuna.Trial) -> float:
+        # a fresh sampler per trial, seeded by the trial number (see make_sampler)
+        req.study.sampler = make_sampler(req.seed, trial.number, req.startup_trials)
+        trial_cfg = apply_params(req.cfg, suggest(trial, req.cfg.loss, req.lr_range, req.tuned_ranges))
+
+        def on_validation(step, val_psnr):
+            trial.report(val_psnr, step)
+            if trial.should_prune():
+                trial.set_user_attr("pruned_at_step", step)
+                raise optuna.TrialPruned(f"pruned at step {step} (val PSNR {val_psnr:.2f} dB)")
+
+        tracked = {"study": req.name, "trial": trial.number, **trial_cfg.to_flat()}  # the trackers' hyper-parameters
+        with gs.keep_alive(req.study, trial, native=False):
+            try:
+                with opened(req.trackers, req.out, f"trial{trial.number}", tracked) as tracker:  # tb/trial<N>/
+                    res = train_cell(trial_cfg, req.prep, req.device, progress=req.progress,
+                                     desc=f"trial {trial.number}", on_validation=on_validation, tracker=tracker)
+            except DivergenceError as err:
+                trial.set_user_attr("outcome", "diverged")
+                trial.set_user_attr("error", f"step {err.step}: {err.reason}")
+                raise
+        return res["metrics"]["val_psnr"]
+
+    return objective
+
+
+def _report_trial(study, t) -> None:
+    """The line of a finished trial: its parameters, outcome and the best so far."""
+    from optuna.trial import TrialState
+
+    if t.state == TrialState.COMPLETE:
+        what = f"val PSNR {t.value:.2f} dB"
+    elif t.state == TrialState.PRUNED:
+        what = f"pruned at step {t.user_attrs.get('pruned_at_step', t.last_step)}"
+    else:
+        what = f"failed ({t.user_attrs.get('error', 'error')})"
+    try:
+        best = f"; best #{study.best_trial.number}: {study.best_value:.2f} dB"
+    except ValueError:
+        best = ""
+    log.info(f"trial {t.number}: {_fmt(t.params)} → {what}{best}")
 
 
 if __name__ == "__main__":
