@@ -20,8 +20,9 @@ from __future__ import annotations
 import json
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bench import cli
 from bench.metrics.table import METRICS
@@ -36,7 +37,6 @@ log = get_logger(__name__)
 # fast
 if TYPE_CHECKING:
     import numpy as np
-    import torch
 
     from bench.data.sources import ImageStore
 
@@ -130,38 +130,80 @@ def evaluation_dir(run_dir: Path, set_name: str) -> Path:
     return Path(run_dir) / "evaluations" / slug(set_name)
 
 
+class HeldOutImages:
+    """The test set's images, decoded once per ``size`` and centre-cropped once per ``(size, eval_size)`` (one tensor
+    per preprocessing: its truth features are cached).
+
+    Args:
+        files, folder: the readable image files and their folder; ``bad``: the unreadable ones (counted).
+    """
+
+    def __init__(self, files: list, folder: Path, bad: list):
+        self.files, self.folder, self.bad = files, folder, bad
+        self.stores: dict = {}
+        self.crops: dict = {}
+
+    def get(self, size: int, eval_size: int):
+        """(images, their keys, files skipped) preprocessed for one configuration."""
+        from bench.data.sources import ImageStore, image_key
+
+        if size not in self.stores:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                self.stores[size] = ImageStore(self.files, size)
+            for w in caught:
+                log.warning(w.message)
+        store = self.stores[size]
+        if (size, eval_size) not in self.crops:
+            self.crops[size, eval_size] = store.centre_crops(eval_size)
+        return (self.crops[size, eval_size], [image_key(f, self.folder) for f in store.files],
+                len(self.bad) + len(store.skipped))
+
+
+@dataclass(frozen=True)
+class EvaluateRequest:
+    """What one ``evaluate`` command line asks for, resolved and checked: the one input of :func:`execute`.
+
+    Attributes:
+        run_dir: the run folder; ``meta`` its ``run.json``; ``saved`` its usable saved models, ``unusable`` the
+            (folder, reason) of the others.
+        device: where to score.
+        test_set: the test set's name; ``images`` its files (:class:`HeldOutImages`).
+        size, eval_size, backbone: the greyscale baseline's preprocessing and LPIPS backbone.
+        said: a warning (the run was trained on these images), or "".
+        command: the command recorded in the run folder; ``progress`` show a progress bar.
+    """
+
+    run_dir: Path
+    meta: dict
+    saved: tuple
+    unusable: tuple
+    device: Any
+    test_set: str
+    images: HeldOutImages
+    size: int
+    eval_size: int
+    backbone: str
+    said: str
+    command: str
+    progress: bool
+
+
 @cli.command
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from tqdm.auto import tqdm
+    return execute(request_from_args(args, sys.argv[1:] if argv is None else list(argv)))
 
-    from bench.data import folds
-    from bench.reporting import leaderboard
-    from bench.reporting import testsets
-    from bench.training.checkpoint import WeightsError, load_weights, saved_models
-    from bench.data.sources import DataError, ImageStore, image_key, verify_manifest
-    from bench.core.device import pick_device
-    from bench.metrics.compute import evaluate_grey, mean_scores, networks, oracle_tint_colorizer, score_set, score_test
-    from bench.training.loop import autocast_dtype
+
+def request_from_args(args, argv: list[str]) -> EvaluateRequest:
+    """Resolve a parsed command line: the run's saved models, the device, the test set (verified, decoded once for
+    the baselines) and whether the run was trained on it."""
     from bench.config.models_check import check_lpips_weights
+    from bench.core.device import pick_device
+    from bench.data.sources import DataError, verify_manifest
+    from bench.training.checkpoint import WeightsError, saved_models
 
     run_dir = Path(args.run_dir).expanduser()
-    stores: dict[int, ImageStore] = {}
-    crops: dict[tuple[int, int], torch.Tensor] = {}  # one tensor per preprocessing: its truth features are cached
-
-    def images(size: int, eval_size: int):
-        """The test images preprocessed for one configuration (decoded once per size)."""
-        if size not in stores:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                stores[size] = ImageStore(files, size)
-            for w in caught:
-                log.warning(w.message)
-        store = stores[size]
-        if (size, eval_size) not in crops:
-            crops[size, eval_size] = store.centre_crops(eval_size)
-        return crops[size, eval_size], [image_key(f, folder) for f in store.files], len(bad) + len(store.skipped)
-
     with cli.usage_errors(*cli.INPUT_ERRORS, WeightsError):
         if not run_dir.is_dir():
             raise cli.UsageError(f"run folder {run_dir} does not exist")
@@ -180,63 +222,39 @@ def main(argv=None) -> int:
         meta = run_meta(run_dir)
         size, eval_size, backbone = _grey_settings(meta, saved)
         check_lpips_weights()  # the shipped LPIPS weights: one line before anything is scored
-        images(size, eval_size)
-        said = check_not_trained_on(meta, run_dir, stores[size])
+        images = HeldOutImages(files, folder, bad)
+        images.get(size, eval_size)
+        said = check_not_trained_on(meta, run_dir, images.stores[size])
+    return EvaluateRequest(run_dir, meta, tuple(saved), tuple(unusable), device, sname, images, size, eval_size,
+                           backbone, said or "", command_line(cli.prog("evaluate"), argv), not args.no_progress)
+
+
+def execute(req: EvaluateRequest) -> int:
+    """Score the untrained baselines and every saved model not yet scored on the test set, then print the tables."""
+    from bench.reporting import leaderboard, testsets
+
+    run_dir, unusable = req.run_dir, list(req.unusable)
     attach_run_log(run_dir)
-    log.debug(f"command: {command_line(cli.prog('evaluate'), sys.argv[1:] if argv is None else list(argv))}")
-    if said:
-        log.warning(said.removeprefix("warning: "))
-    out = evaluation_dir(run_dir, sname)
+    log.debug(f"command: {req.command}")
+    if req.said:
+        log.warning(req.said.removeprefix("warning: "))
+    out = evaluation_dir(run_dir, req.test_set)
     with cli.usage_errors():
         check_writable(out)  # a read-only run folder: one line before anything is scored
         check_writable(run_dir)
         done = {tuple(str(r.get(k) or "") for k in RUN_KEY) for r in read_rows(out / "runs.csv")}
-    todo = [s for s in saved if (s.model, s.cell, str(s.seed), _fold(s.fold)) not in done]
-    log.info(f"{run_dir}: {len(saved)} saved models, {len(saved) - len(todo)} already scored on {sname} "
-             f"({len(files)} images under {folder}) → {out}")
+    todo = [s for s in req.saved if (s.model, s.cell, str(s.seed), _fold(s.fold)) not in done]
+    log.info(f"{run_dir}: {len(req.saved)} saved models, {len(req.saved) - len(todo)} already scored on "
+             f"{req.test_set} ({len(req.images.files)} images under {req.images.folder}) → {out}")
     for folder_, why in unusable:
         log.warning(f"skipping {folder_}: {why}")
-    env = environment(device)
-    n_folds = meta.get("folds", "")
-    shared = {"run": run_dir.name, "test_set": sname, "test_path": str(folder)}
-    consts = _mean_abs(meta, run_dir)
-    if consts is None:
-        log.warning("the run records no training mean colour (run.json and runs.csv predate it): the mean-colour "
-                    "baseline is left out")
-    for cell in (GREY, MEAN_COLOUR, ORACLE_TINT):
-        if ("(none)", cell, "0", "") in done or (cell == MEAN_COLOUR and consts is None):
-            continue
-        imgs, keys, n_skipped = images(size, eval_size)
-        nets = networks(device, backbone)
-        if cell == ORACLE_TINT:  # each test image's own mean colour: a reference row, never ranked
-            scores = score_set(oracle_tint_colorizer, imgs, device, nets=nets)
-        else:  # the mean colour of a k-fold run: each fold's constant scores every image; an image's score is their mean
-            scores = mean_scores([evaluate_grey(imgs, device, nets=nets, ab=tuple(c))
-                                  for c in ([(0.0, 0.0)] if cell == GREY else consts)])
-        _record(out, {**shared, **env, "model": "(none)", "cell": cell, "loss": "(none)", "seed": 0,
-                      "size": size, "eval_size": eval_size, "encoder_pretrained": False,
-                      **({"mean_ab": json.dumps(consts)} if cell == MEAN_COLOUR else {})}, keys, n_skipped, scores)
-    for s in tqdm(todo, desc=f"scoring on {sname}", disable=args.no_progress, dynamic_ncols=True):
-        try:
-            net, cfg, info = load_weights(s.folder, device)
-        except WeightsError as err:  # counted, named, and the other models are scored
-            unusable.append((s.folder, str(err)))
-            log.warning(f"skipping {s.folder}: {err}")
-            continue
-        imgs, keys, n_skipped = images(cfg.size, cfg.eval_size)
-        # as training scored its own test set; the truth's network features are computed once per set (Truth)
-        scores = score_test(net, imgs, device, cfg.batch_size, autocast_dtype(cfg, device),
-                            networks(device, cfg.lpips_backbone))
-        folded = ({} if s.fold is None else
-                  {"fold": s.fold, "folds": info.get("folds", n_folds), "fold_test_images": folds.ALL})
-        _record(out, {**shared, **env, "model": s.model, "cell": s.cell, "loss": cfg.loss, "seed": s.seed, **folded,
-                      **{k: v for k, v in cfg.to_flat().items() if k not in ("model", "seed")},
-                      "encoder_pretrained": info.get("encoder_pretrained", False),
-                      "weights": str(s.folder.relative_to(run_dir))}, keys, n_skipped, scores)
-        del net
-    record_command(run_dir, command_line(cli.prog("evaluate"), sys.argv[1:] if argv is None else list(argv)))
+    shared = {"run": run_dir.name, "test_set": req.test_set, "test_path": str(req.images.folder),
+              **environment(req.device)}
+    _score_baselines(req, out, done, shared)
+    _score_saved(req, todo, out, shared, unusable)
+    record_command(run_dir, req.command)
     # the leaderboard with a table per test set and the cross-set summary, ranked as the run was (run.json)
-    rank_by = run_rank_by(meta)
+    rank_by = run_rank_by(req.meta)
     _, _, tables = testsets.write(run_dir, metric=rank_by)
     for name, board in list(tables.items())[1:]:  # compact; full tables in the file
         print(f"Test set {name}\n{leaderboard.to_terminal(board, metric=rank_by)}")
@@ -245,6 +263,60 @@ def main(argv=None) -> int:
         raise cli.UsageError(f"{len(unusable)} saved model(s) could not be used and were not scored, e.g. "
                              f"{unusable[0][1]}")
     return 0
+
+
+def _score_baselines(req: EvaluateRequest, out: Path, done: set, shared: dict) -> None:
+    """The untrained rows on the test set (grey, mean colour, oracle tint), those not scored yet."""
+    from bench.metrics.compute import evaluate_grey, mean_scores, networks, oracle_tint_colorizer, score_set
+
+    consts = _mean_abs(req.meta, req.run_dir)
+    if consts is None:
+        log.warning("the run records no training mean colour (run.json and runs.csv predate it): the mean-colour "
+                    "baseline is left out")
+    for cell in (GREY, MEAN_COLOUR, ORACLE_TINT):
+        if ("(none)", cell, "0", "") in done or (cell == MEAN_COLOUR and consts is None):
+            continue
+        imgs, keys, n_skipped = req.images.get(req.size, req.eval_size)
+        nets = networks(req.device, req.backbone)
+        if cell == ORACLE_TINT:  # each test image's own mean colour: a reference row, never ranked
+            scores = score_set(oracle_tint_colorizer, imgs, req.device, nets=nets)
+        else:  # the mean colour of a k-fold run: each fold's constant scores every image; an image's score is their mean
+            scores = mean_scores([evaluate_grey(imgs, req.device, nets=nets, ab=tuple(c))
+                                  for c in ([(0.0, 0.0)] if cell == GREY else consts)])
+        _record(out, {**shared, "model": "(none)", "cell": cell, "loss": "(none)", "seed": 0, "size": req.size,
+                      "eval_size": req.eval_size, "encoder_pretrained": False,
+                      **({"mean_ab": json.dumps(consts)} if cell == MEAN_COLOUR else {})}, keys, n_skipped, scores)
+
+
+def _score_saved(req: EvaluateRequest, todo: list, out: Path, shared: dict, unusable: list) -> None:
+    """Every saved model of ``todo`` scored as training scored its own test set; one that cannot be loaded is
+    counted in ``unusable`` and the others are scored."""
+    from tqdm.auto import tqdm
+
+    from bench.data import folds
+    from bench.metrics.compute import networks, score_test
+    from bench.training.checkpoint import WeightsError, load_weights
+    from bench.training.loop import autocast_dtype
+
+    for s in tqdm(todo, desc=f"scoring on {req.test_set}", disable=not req.progress, dynamic_ncols=True):
+        try:
+            net, cfg, info = load_weights(s.folder, req.device)
+        except WeightsError as err:  # counted, named, and the other models are scored
+            unusable.append((s.folder, str(err)))
+            log.warning(f"skipping {s.folder}: {err}")
+            continue
+        imgs, keys, n_skipped = req.images.get(cfg.size, cfg.eval_size)
+        # the truth's network features are computed once per set (Truth)
+        scores = score_test(net, imgs, req.device, cfg.batch_size, autocast_dtype(cfg, req.device),
+                            networks(req.device, cfg.lpips_backbone))
+        folded = ({} if s.fold is None else
+                  {"fold": s.fold, "folds": info.get("folds", req.meta.get("folds", "")),
+                   "fold_test_images": folds.ALL})
+        _record(out, {**shared, "model": s.model, "cell": s.cell, "loss": cfg.loss, "seed": s.seed, **folded,
+                      **{k: v for k, v in cfg.to_flat().items() if k not in ("model", "seed")},
+                      "encoder_pretrained": info.get("encoder_pretrained", False),
+                      "weights": str(s.folder.relative_to(req.run_dir))}, keys, n_skipped, scores)
+        del net
 
 
 def _mean_abs(meta: dict, run_dir: Path) -> list | None:
