@@ -208,3 +208,29 @@ def test_command_line_modules_do_not_import_each_other():
     assert {"bench.ablate", "bench.throughput"} <= cli
     bad = {m: sorted(GRAPH[m] & cli) for m in sorted(cli) if GRAPH[m] & cli}
     assert not bad, f"command-line modules importing other command-line modules: {bad}"
+
+
+#: The size limits of a unit in bench/ (lines from ``def``/``class`` to its end, docstring included).
+MAX_FUNCTION_LINES, MAX_CLASS_LINES = 60, 200
+
+
+def long_units(root: Path) -> list[str]:
+    """The functions over ``MAX_FUNCTION_LINES`` and classes over ``MAX_CLASS_LINES`` lines under ``root``."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            limit = MAX_CLASS_LINES if isinstance(node, ast.ClassDef) else MAX_FUNCTION_LINES if isinstance(
+                node, (ast.FunctionDef, ast.AsyncFunctionDef)) else None
+            if limit is not None and node.end_lineno - node.lineno + 1 > limit:
+                found.append(f"{path.relative_to(root)}:{node.lineno} {node.name} "
+                             f"({node.end_lineno - node.lineno + 1} lines)")
+    return found
+
+
+def test_units_of_bench_are_short():
+    assert not long_units(ROOT / "bench"), "split these: " + "; ".join(long_units(ROOT / "bench"))
+
+
+def test_the_unit_check_finds_a_long_function(tmp_path):
+    (tmp_path / "m.py").write_text("def f():\n" + "    x = 1\n" * MAX_FUNCTION_LINES + "\n\ndef g():\n    pass\n")
+    assert [u.split(" ")[1] for u in long_units(tmp_path)] == ["f"]
