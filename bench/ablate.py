@@ -202,9 +202,9 @@ def open_run(req: AblateRequest, device):
         req: the resolved command line.
         device: where this process trains (a launcher checks the data on the CPU: it trains nothing).
     """
-    from bench.training import distributed
-    from bench.grid.engine import GridRun
     from bench.core.records import record_command
+    from bench.grid.engine import GridRun
+    from bench.training import distributed
 
     with cli.usage_errors():
         run = GridRun(req.grid.name, req.preset, req.base, list(req.jobs), req.run_dir, device, data=req.data,

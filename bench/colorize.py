@@ -26,8 +26,8 @@ from PIL import Image, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
 from bench import cli
-from bench.core.records import atomic_write_bytes, check_writable
 from bench.core.log import get_logger
+from bench.core.records import atomic_write_bytes, check_writable
 
 log = get_logger(__name__)
 
@@ -227,9 +227,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from tqdm.auto import tqdm
 
-    from bench.training.checkpoint import load_weights
-    from bench.data.sources import load_image
     from bench.core.device import pick_device
+    from bench.data.sources import load_image
+    from bench.training.checkpoint import load_weights
     from bench.training.loop import autocast_dtype
 
     with cli.usage_errors():

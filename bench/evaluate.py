@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench import cli
-from bench.metrics.table import METRICS
+from bench.core.log import attach_run_log, get_logger
 from bench.core.records import (
     GREY, IMAGE_KEY, MEAN_COLOUR, ORACLE_TINT, RUN_KEY, append_rows, check_writable, command_line, environment,
     read_json, read_rows, record_command, slug, utc_now)
-from bench.core.log import attach_run_log, get_logger
+from bench.metrics.table import METRICS
 
 log = get_logger(__name__)
 
@@ -76,8 +76,8 @@ def known_fingerprints(meta: dict, run_dir: Path, progress: bool = True) -> tupl
     (``bench.data.loader.fingerprints_of``; the training run of a streamed set has taken them already)."""
     import numpy as np
 
-    from bench.data.sources import fingerprint_rows
     from bench.data.loader import fingerprints_of
+    from bench.data.sources import fingerprint_rows
 
     if meta.get("fingerprints"):
         known = {f: fp for split in meta["fingerprints"].values() for f, fp in split.items()}

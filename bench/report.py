@@ -25,14 +25,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench import cli
-from bench.reporting.document import (
-    Code, Contents, Details, Document, Gallery, GalleryCard, Heading, Image, Link, List, Paragraph, Table, to_html,
-    to_markdown)
 from bench.core.paths import results_root
 from bench.core.records import (
     CONFIG_COPY, atomic_write_text, CorruptRecordError, device_slug, is_untrained, read_json, read_rows, redact,
     untrained_mask, write_error_message)
 from bench.metrics.table import METRICS, N_BOOT, metric as get_metric
+from bench.reporting.document import (
+    Code, Contents, Details, Document, Gallery, GalleryCard, Heading, Image, Link, List, Paragraph, Table, to_html,
+    to_markdown)
 
 # pandas and the modules that use it (the leaderboard, statistics, plots, samples) are imported where they are
 # used, after the command line is parsed: --help stays fast

@@ -66,8 +66,8 @@ def first_step(data: str, test: str, preset_name: str, cache_mb: int | None, wor
     import torch
 
     from bench.config.cell import merge, preset
-    from bench.data.sources import CropSchedule
     from bench.data.loader import batches
+    from bench.data.sources import CropSchedule
     from bench.training.loop import make_step, prepare
 
     cfg = merge(preset(preset_name), {"loss": "mse", **({"batch_size": batch_size} if batch_size else {})})

@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench import cli
-from bench.core.records import append_rows, atomic_write_bytes, atomic_write_text, command_line, environment, utc_now
-from bench.core.paths import check_writable, results_root
 from bench.core.log import get_logger
+from bench.core.paths import check_writable, results_root
+from bench.core.records import append_rows, atomic_write_bytes, atomic_write_text, command_line, environment, utc_now
 
 log = get_logger(__name__)
 

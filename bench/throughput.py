@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from bench import cli
-from bench.data import pipeline
 from bench.core.paths import results_root
 from bench.core.records import append_rows, check_writable, device_slug, environment
+from bench.data import pipeline
 
 # torch, the registries and the training step are imported where they are used, after the command line is parsed:
 # --help stays fast
@@ -360,8 +360,8 @@ def measure_loader(files: list[Path], size: int, crop: int, batch: int, workers:
         batches: timed batches per worker count.
         crop_seed: the crop stream's seed.
     """
-    from bench.data.sources import CropSchedule
     from bench.data.loader import DECODER, FileStore, batches as stream
+    from bench.data.sources import CropSchedule
 
     rows = []
     for w in workers:

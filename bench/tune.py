@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 from bench import cli
 from bench.cli import finite_float
 from bench.config.params import declared_tunables, symbol, tuned_words
-from bench.core.paths import check_writable, results_root
 from bench.core.log import attach_run_log, get_logger
+from bench.core.paths import check_writable, results_root
 
 log = get_logger(__name__)
 

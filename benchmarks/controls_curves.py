@@ -17,8 +17,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bench.metrics.knownanswers import bayes_row_of  # noqa: E402
 from bench.core.records import is_untrained, read_rows  # noqa: E402
+from bench.metrics.knownanswers import bayes_row_of  # noqa: E402
 
 
 def main(run_dir: str, out_png: str) -> None:

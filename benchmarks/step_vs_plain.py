@@ -27,8 +27,8 @@ import time
 import torch
 
 from bench.config import grids
-from bench.data.colour import split_lab
 from bench.config.cell import merge, preset
+from bench.data.colour import split_lab
 from bench.data.sources import CropSchedule
 from bench.training.loop import make_step, prepare_folds
 

@@ -27,8 +27,8 @@ import time
 
 import torch
 
-from bench.data.colour import merge_lab, rgb_to_lab, split_lab
 from bench.config.cell import merge, parse_overrides, preset
+from bench.data.colour import merge_lab, rgb_to_lab, split_lab
 from bench.data.sources import CropSchedule
 from bench.metrics.compute import colorize, psnr_per_image
 from bench.training.loop import make_step, prepare

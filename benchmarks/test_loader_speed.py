@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.data.sources import CropSchedule, ImageStore, list_images
 from bench.data.loader import FileStore, batches
+from bench.data.sources import CropSchedule, ImageStore, list_images
 
 DATA = Path(os.environ.get("BENCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 N, SIZE, CROP, BATCH, STEPS = 128, 256, 256, 16, 8

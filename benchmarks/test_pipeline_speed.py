@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.data.sources import ImageStore, list_images
 from bench.data.pipeline import fast_epoch, naive_epoch
+from bench.data.sources import ImageStore, list_images
 
 DATA = Path(os.environ.get("BENCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 N, SIZE, CROP = 64, 256, 256

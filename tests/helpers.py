@@ -9,8 +9,8 @@ import textwrap
 from pathlib import Path
 
 from bench import ablate
-from bench.reporting import document as d
 from bench.data.sources import list_images
+from bench.reporting import document as d
 
 
 def run(argv, capsys) -> tuple[int, str, str]:

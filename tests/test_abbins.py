@@ -20,9 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from skimage.color import rgb2lab
 
-import losses
 from bench.data.abbins import ANNEAL_T, ABBins, gamut_bins
 from bench.data.colour import split_lab
+import losses
 
 
 @pytest.fixture(scope="module")

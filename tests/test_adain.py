@@ -7,11 +7,11 @@ import pytest
 import torch
 import torchvision
 
-import losses
-import models
 from bench.config import grids
 from bench.data.colour import lab_to_rgb, split_lab
+import losses
 from losses.adain import content_term, style_term
+import models
 from models.adain import adain
 from models.vgg import VGG19_UPTO, EncoderWeightsError, VGG19Features, imagenet_checkpoint_path
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from bench.data import loader
 from bench.config.cell import CellConfig, preset
+from bench.data import loader
 from bench.data.sources import AUGMENTS, RRC_AREA, CropSchedule, ImageStore, crop_box
 
 

@@ -35,8 +35,8 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from bench.grid import study as gs
 from bench.core.records import read_rows
+from bench.grid import study as gs
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("COLORBENCH_PG_URL")

@@ -97,8 +97,8 @@ def test_usage_errors_convert_input_errors_only():
 def test_models_help_lists_exactly_the_registered_models():
     """``--models``' help reads the names from the source (no torch import): the same list as the registry, and no
     word from a docstring that shows the decorator (``@register_model("name")``)."""
-    import models
     from bench import cli
+    import models
 
     listed = cli._models_help().split("available: ", 1)[1].rstrip(")").split(", ")
     assert listed == models.available()

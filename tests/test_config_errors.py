@@ -10,9 +10,9 @@ import json
 
 import pytest
 
+from bench import tune
 import losses
 import models
-from bench import tune
 
 import helpers
 

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-import losses
 from bench.data import controls
 from bench.data.abbins import ABBins
 from bench.data.colour import split_lab
 from bench.data.sources import ImageStore, list_images, make_splits
+import losses
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ import pytest
 from optuna.trial import TrialState
 
 from bench import ablate
-from bench.grid import study as gs
 from bench.core.records import read_rows
+from bench.grid import study as gs
 
 TINY = ["--grid", "smoke", "--seeds", "1", "--folds", "1", "--steps", "2", "--set", "size=32", "--set", "crop=32", "--set",
         "eval_size=32", "--set", "batch_size=4", "--set", "val_every=1", "--device", "cpu", "--no-progress"]

@@ -17,15 +17,15 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-import bench.training.distributed
-import bench.grid.jobrun
-from bench.grid import study as gs
 from bench.ablate import check_distributed
-from bench.training.checkpoint import CHECKPOINT
 from bench.config.cell import preset
-from bench.training.distributed import shard
-from bench.grid.plan import Job
 from bench.core.records import read_rows
+from bench.grid import study as gs
+import bench.grid.jobrun
+from bench.grid.plan import Job
+from bench.training.checkpoint import CHECKPOINT
+import bench.training.distributed
+from bench.training.distributed import shard
 from helpers import run
 
 ROOT = Path(__file__).resolve().parent.parent

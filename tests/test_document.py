@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from PIL import Image as PILImage
 
-from bench.reporting import document as d
 from bench import report
+from bench.reporting import document as d
 from helpers import md_tables, parse, same_in_both, text_of
 
 HOSTILE = "<script>alert(1)</script>|x"

@@ -100,8 +100,8 @@ def test_fold_runs_are_recorded_per_fold_and_cover_every_image(fold_run):
 def test_leaderboard_combines_the_folds_of_a_seed(fold_run):
     import pandas as pd
 
-    from bench.reporting import leaderboard
     from bench.core.records import read_rows
+    from bench.reporting import leaderboard
 
     out, _ = fold_run
     board, failed = leaderboard.build(leaderboard.load_runs(out), leaderboard.load_per_image(out))

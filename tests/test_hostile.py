@@ -28,15 +28,15 @@ import torch
 from PIL import Image
 
 from bench import ablate, report, tune
-from bench.reporting import leaderboard
-from bench.grid.engine import GridRun
-from bench.grid.plan import default_run_dir
-from bench.grid import study as gs
 from bench.config.cell import check_values, finite_float, parse_overrides
-from bench.data.sources import MAX_PIXELS, DataError, ImageStore, list_images, make_splits
+from bench.core.device import pick_device
 from bench.core.records import (
     CorruptRecordError, append_rows, atomic_write_text, command_line, environment, read_rows, redact)
-from bench.core.device import pick_device
+from bench.data.sources import MAX_PIXELS, DataError, ImageStore, list_images, make_splits
+from bench.grid import study as gs
+from bench.grid.engine import GridRun
+from bench.grid.plan import default_run_dir
+from bench.reporting import leaderboard
 from bench.training.loop import prepare
 from helpers import one_error, run, train_and_test_folders
 

@@ -24,10 +24,10 @@ from safetensors.torch import load_file, save_file
 
 from bench import ablate, colorize, evaluate, report, throughput, tune
 from bench.config import file as configfile
-from bench.training.checkpoint import load_weights, save_checkpoint, saved_models
-from bench.data.colour import merge_lab, split_lab
 from bench.config.cell import preset
 from bench.core.records import command_line, note_secrets, read_rows, redact
+from bench.data.colour import merge_lab, split_lab
+from bench.training.checkpoint import load_weights, save_checkpoint, saved_models
 from bench.training.loop import prepare, train_cell
 from helpers import one_error
 

@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-import bench.grid.jobrun
 from bench.config.cell import preset
+import bench.grid.jobrun
 from bench.grid.jobrun import JobTrainer, mean_abs, split_sizes
 from bench.grid.plan import Job
 from bench.training.loop import DivergenceError, prepare

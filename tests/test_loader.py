@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
+from bench.core.records import read_rows
 from bench.data import loader
 from bench.data.sources import CropSchedule, DataError, ImageStore, list_images, make_splits, resolve
-from bench.core.records import read_rows
 from helpers import one_error, run
 
 TINY = ["--set", "size=32", "--set", "crop=32", "--set", "eval_size=32", "--set", "batch_size=4", "--steps", "3",

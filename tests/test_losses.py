@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-import losses
 from bench.data.abbins import ABBins
 from bench.data.colour import split_lab
+import losses
 
 ALL = losses.available()
 N_BINS = ABBins().n_bins

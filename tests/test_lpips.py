@@ -15,11 +15,11 @@ import pytest
 import torch
 import torchvision
 
-import losses
-import models.lpips as mlpips
+from bench.config.models_check import check_lpips_weights
 from bench.data.colour import lab_to_rgb, split_lab
 from bench.metrics.compute import evaluate_grey, lpips_metric
-from bench.config.models_check import check_lpips_weights
+import losses
+import models.lpips as mlpips
 from models.lpips import LPIPS, lin_weights_path, read_lin_weights
 from models.vgg import IMAGENET_MEAN, IMAGENET_STD, EncoderWeightsError, VGG16Taps
 

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-import bench.metrics.compute as metrics
 from bench.grid import runfolder
 from bench.metrics import stats
-from bench.metrics.table import METRICS, Metric, register_metric, unregister_metric
+import bench.metrics.compute as metrics
 from bench.metrics.compute import (delta_cf, evaluate_grey, fid, grey_colorizer, inception_metric, kid, kid_full,
                            lpips_metric, score_set)
+from bench.metrics.table import METRICS, Metric, register_metric, unregister_metric
 
 
 class _Features(torch.nn.Module):

@@ -14,9 +14,9 @@ import pytest
 import torch
 import torchvision
 
-import models
 from bench.data.abbins import ABBins
 from bench.data.colour import split_lab
+import models
 from models.vgg import EncoderWeightsError, imagenet_checkpoint_path
 
 ALL = models.available()
@@ -243,8 +243,8 @@ def test_a_random_encoder_is_initialised_as_torchvision_initialises_vgg(name):
 def test_an_untrained_global_branch_changes_nothing():
     """The global branch starts at zero: the untrained unet_vgg16_global is the plain U-Net with the same weights
     (the same init seed gives the same encoder, decoder and head), for both heads."""
-    import models
     from bench.data.colour import AB_SCALE
+    import models
 
     L = torch.rand(2, 1, 32, 32) * 100
     for head in ("ab", "bins"):

@@ -17,17 +17,17 @@ import pytest
 import torch
 from torch import nn
 
-import losses
-import models
 from bench import ablate, tune
-from bench.reporting import leaderboard
-from bench.data.abbins import ABBins
-from bench.data.colour import AB_SCALE
 from bench.config.cell import CellConfig, preset
-from bench.data.sources import CropSchedule
 from bench.config.params import (
     declared_tunables, numeric_columns, shown_columns, shown_values, symbol, tunables_in_source, tuned_words)
+from bench.data.abbins import ABBins
+from bench.data.colour import AB_SCALE
+from bench.data.sources import CropSchedule
+from bench.reporting import leaderboard
 from bench.training.loop import build_cell, prepare, train_cell
+import losses
+import models
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU = torch.device("cpu")

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.data.sources import ImageStore, list_images
 from bench.data.pipeline import compare, fast_epoch, naive_epoch
+from bench.data.sources import ImageStore, list_images
 
 
 @pytest.fixture(scope="module")

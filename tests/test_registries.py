@@ -6,9 +6,9 @@ import inspect
 
 import pytest
 
+from bench.config.cell import CellConfig
 import losses
 import models
-from bench.config.cell import CellConfig
 
 
 def _taken(sig: inspect.Signature) -> set[str]:

@@ -20,8 +20,8 @@ import pytest
 from PIL import Image
 
 from bench import ablate
-from bench.data.sources import ImageStore, list_images, load_image, make_splits
 from bench.core.records import CorruptRecordError, append_rows, atomic_write_text, read_rows
+from bench.data.sources import ImageStore, list_images, load_image, make_splits
 
 H, W = 48, 64  # the odd images' upright size; ImageStore(…, 48) keeps them unresized, so pixels compare exactly
 UNUSABLE = ["truncated.jpg", "corrupt.png", "not_an_image.jpg", "zero_bytes.jpg", "tiny_10x12.png"]

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import models
 from bench import ablate, report
-from bench.reporting import samples
 from bench.config.cell import preset
+from bench.reporting import samples
 from bench.training.loop import prepare
+import models
 
 TINY = ["--set", "size=32", "--set", "crop=32", "--set", "eval_size=32", "--set", "batch_size=4",
         "--set", "val_every=1"]

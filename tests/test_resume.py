@@ -17,10 +17,10 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from bench.grid import study as gs
-from bench.training.checkpoint import load_checkpoint, save_checkpoint
 from bench.config.cell import preset
 from bench.core.records import read_rows
+from bench.grid import study as gs
+from bench.training.checkpoint import load_checkpoint, save_checkpoint
 from bench.training.loop import prepare, train_cell
 from helpers import hanging_ablate
 

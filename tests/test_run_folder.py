@@ -13,14 +13,14 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-import bench.training.checkpoint
 from bench.config import grids
-from bench.grid import study as gs
 from bench.config.cell import preset
+from bench.core.records import read_rows
+from bench.grid import study as gs
 from bench.grid.engine import GridRun
 from bench.grid.plan import plan_jobs
 from bench.grid.runfolder import IDENTITY
-from bench.core.records import read_rows
+import bench.training.checkpoint
 from helpers import one_error, run
 
 TINY = ["--set", "size=32", "--set", "crop=32", "--set", "eval_size=32", "--set", "batch_size=4", "--steps", "2",

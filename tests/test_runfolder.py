@@ -9,10 +9,10 @@ from types import SimpleNamespace
 import optuna
 import pytest
 
+from bench.core.records import CorruptRecordError, read_rows
+from bench.data.sources import Splits
 from bench.grid import runfolder
 from bench.grid import study as gs
-from bench.data.sources import Splits
-from bench.core.records import CorruptRecordError, read_rows
 from bench.grid.runfolder import IDENTITY, append_run, bind, data_fingerprint, from_columns, import_local_rows, \
     read_local_rows, recorded_base_config, sync_records, to_columns, unbind, write_run_json
 

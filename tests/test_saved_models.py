@@ -21,10 +21,10 @@ import torch
 from PIL import Image
 
 from bench import ablate, colorize, evaluate
-from bench.training.checkpoint import load_weights, saved_models
-from bench.reporting.leaderboard import build, load_per_image, load_runs
 from bench.core.records import read_rows
+from bench.reporting.leaderboard import build, load_per_image, load_runs
 from bench.reporting.testsets import cross_set
+from bench.training.checkpoint import load_weights, saved_models
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--set", "size=32", "--set", "crop=32", "--set", "eval_size=32", "--set", "batch_size=4", "--steps", "2",

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.reporting import leaderboard
 from bench.metrics import stats
+from bench.reporting import leaderboard
 
 ALPHA = 0.05
 

@@ -20,8 +20,8 @@ from optuna.trial import TrialState
 
 from bench import ablate
 from bench.config import grids
-from bench.grid import study as gs
 from bench.core.records import read_rows
+from bench.grid import study as gs
 from helpers import hanging_ablate
 
 ROOT = Path(__file__).resolve().parent.parent

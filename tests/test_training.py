@@ -136,9 +136,9 @@ class _Counting(torch.nn.Module):
 
 @pytest.mark.parametrize("composite", [False, True])
 def test_step_calls_the_loss_hook_and_checks_divergence(prep, composite):
+    from bench.training.loop import TrainStep
     import losses
     import models
-    from bench.training.loop import TrainStep
 
     torch.manual_seed(0)
     net = models.build("unet_vgg16", head="ab", width=0.125, encoder_weights="none")

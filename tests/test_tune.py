@@ -9,8 +9,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from bench.grid import study as gs
 from bench import tune
+from bench.grid import study as gs
 
 # 6 trials of 6 steps (4 crops each), validation every 2 steps; TPE and the MedianPruner start after 2 trials
 TINY = ["--loss", "mse", "--steps", "6", "--set", "val_every=2", "--set", "batch_size=4", "--trials", "6",

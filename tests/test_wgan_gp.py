@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-import losses
 from bench.data.colour import split_lab
+import losses
 from losses.wgan_gp import PatchCritic, gradient_penalty, image_scores
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.grid import workers as wk
 from bench.core.records import read_rows
+from bench.grid import workers as wk
 from helpers import one_error, run
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,9 +13,9 @@ import models
 
 # Bounds of the fields that could hang a run or exhaust memory (each is named in its error): sizes, steps, images per
 # step (B×3×crop² per batch, twice for reference-based models), and the seeds, which numpy takes as unsigned 32-bit.
-from bench.data.sources import AUGMENTS
-from bench.core.limits import MAX_BATCH_SIZE, MAX_CROP, MAX_SEED, MAX_STEPS
 from bench.config import schema
+from bench.core.limits import MAX_BATCH_SIZE, MAX_CROP, MAX_SEED, MAX_STEPS
+from bench.data.sources import AUGMENTS
 
 
 @dataclass

@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from bench.core.paths import PACKAGE_DIR
 from bench.data import controls
 from bench.data.colour import rgb_to_lab
-from bench.core.paths import PACKAGE_DIR
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp"}
 #: named data sets: name → folder under the data root (``--data-root`` or ``BENCH_DATA``).

@@ -23,19 +23,18 @@ from pathlib import Path
 import optuna
 import torch
 
-from bench.metrics import stats as pstats
-from bench.grid import study as gs
 from bench.config.cell import CellConfig
-from bench.grid.jobrun import JobTrainer, mean_abs, split_sizes
-from bench.metrics.compute import inception_metric, lpips_metric
-from bench.grid.plan import Job, config_differences, describe, key_str
-from bench.core.records import BASELINES, environment
-from bench.grid.runfolder import (
-    write_run_json)
-from bench.training.loop import Prepared, prepare, prepare_folds
 from bench.core.log import get_logger
+from bench.core.records import BASELINES, environment
+from bench.grid import study as gs
 from bench.grid.binding import FolderBinding
+from bench.grid.jobrun import JobTrainer, mean_abs, split_sizes
+from bench.grid.plan import Job, config_differences, describe, key_str
+from bench.grid.runfolder import write_run_json
 from bench.grid.trials import TrialLoop
+from bench.metrics import stats as pstats
+from bench.metrics.compute import inception_metric, lpips_metric
+from bench.training.loop import Prepared, prepare, prepare_folds
 
 log = get_logger(__name__)
 

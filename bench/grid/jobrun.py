@@ -10,16 +10,16 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from bench.training import distributed
-from bench.training.checkpoint import CHECKPOINT, model_dir, remove_checkpoint, save_weights
+from bench.config.params import shown_values
+from bench.core.records import BASELINES, BAYES_PREFIX, GREY, MEAN_COLOUR, ORACLE_TINT, slug, utc_now
+from bench.core.tracking import opened
+from bench.grid.plan import Job
 from bench.metrics.compute import (
     ab_colorizer, constant_colorizer, features_file, networks, oracle_tint_colorizer, save_features, score_set,
     whole_set)
-from bench.config.params import shown_values
-from bench.grid.plan import Job
-from bench.core.records import BASELINES, BAYES_PREFIX, GREY, MEAN_COLOUR, ORACLE_TINT, slug, utc_now
 from bench.reporting.samples import save_samples
-from bench.core.tracking import opened
+from bench.training import distributed
+from bench.training.checkpoint import CHECKPOINT, model_dir, remove_checkpoint, save_weights
 from bench.training.loop import DivergenceError, Prepared, autocast_dtype, train_cell
 
 

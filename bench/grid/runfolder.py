@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING
 import optuna
 from optuna.trial import TrialState
 
-from bench.metrics import stats as pstats
-from bench.grid import study as gs
-from bench.data.sources import listing_hash
-from bench.grid.plan import identity_differences, key_str
 from bench.core.records import (
     IMAGE_KEY, RUN_KEY, STEP_KEY, append_rows, atomic_write_text, locked, read_json, read_rows, utc_now)
+from bench.data.sources import listing_hash
+from bench.grid import study as gs
+from bench.grid.plan import identity_differences, key_str
+from bench.metrics import stats as pstats
 
 if TYPE_CHECKING:
     from bench.training.loop import Prepared

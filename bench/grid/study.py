@@ -49,8 +49,8 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 # the one redaction function; bench.grid.study.redact is used by the CLIs
-from bench.core.records import redact  # noqa: F401
 from bench.core.log import get_logger
+from bench.core.records import redact  # noqa: F401
 from bench.grid.optuna_compat import (
     UpdateFinishedTrialError, has_native_heartbeat, native_heartbeat, storage_of, trial_id, trial_of)
 

@@ -7,9 +7,9 @@ import re
 
 import losses
 
-from bench.grid import study as gs
 from bench.config.cell import CellConfig
 from bench.core.paths import results_root
+from bench.grid import study as gs
 
 
 def tunable(loss: str) -> dict:

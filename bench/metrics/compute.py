@@ -30,10 +30,10 @@ from pathlib import Path
 import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
-from bench.metrics import stats
-from bench.data.colour import delta_e2000, merge_lab, rgb_to_lab, split_lab
 from bench.core.device import autocast
 from bench.core.records import atomic_write_bytes, slug
+from bench.data.colour import delta_e2000, merge_lab, rgb_to_lab, split_lab
+from bench.metrics import stats
 
 #: Up to this many bytes of a test set's LPIPS truth activations are kept between scored models.
 TRUTH_CACHE_BYTES = 1 << 30

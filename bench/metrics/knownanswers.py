@@ -20,8 +20,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from bench.metrics import stats as pstats
 from bench.core.records import BAYES_PREFIX, ORACLE_TINT, is_untrained
+from bench.metrics import stats as pstats
 
 #: A trained cell is "at its Bayes row" when its mean PSNR is within this of the row's (dB).
 NEAR_BAYES_DB = 0.5

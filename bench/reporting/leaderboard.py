@@ -19,15 +19,15 @@ from types import SimpleNamespace
 
 import pandas as pd
 
-from bench.metrics import knownanswers
-from bench.metrics import stats as pstats
-from bench.data.folds import combine_folds, combine_per_image
 from bench.config.params import numeric_columns, shown_columns
-from bench.reporting.plots import psnr_per_cell
 from bench.core.records import (
     BASELINES, BAYES_PREFIX, GREY, MEAN_COLOUR, ORACLE_TINT, TERMINAL_WIDTH, atomic_write_text, is_untrained,
     read_rows, untrained_mask)
+from bench.data.folds import combine_folds, combine_per_image
+from bench.metrics import knownanswers
+from bench.metrics import stats as pstats
 from bench.metrics.stats import ci95
+from bench.reporting.plots import psnr_per_cell
 
 AUTOMATIC, REFERENCE = "automatic", "reference"
 #: column prefix and short name of each baseline (a row no network trained) in the comparisons and verdicts

@@ -18,12 +18,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from bench.core.device import autocast
+from bench.core.records import atomic_write_bytes, slug as _slug
 from bench.data.colour import merge_lab, split_lab
 from bench.data.sources import evenly_spaced
-from bench.core.device import autocast
 from bench.metrics.compute import colorize
 from bench.reporting.plots import save_figure
-from bench.core.records import atomic_write_bytes, slug as _slug
 
 N_SAMPLES = 4
 #: images colorized at once by ``save_samples``

@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bench.reporting import leaderboard
-from bench.metrics import stats as pstats
 from bench.core.records import atomic_write_text, untrained_mask
+from bench.metrics import stats as pstats
+from bench.reporting import leaderboard
 
 
 def evaluation_dirs(run_dir) -> dict[str, Path]:

@@ -17,18 +17,18 @@ from tqdm.auto import tqdm
 import losses
 import models
 
-from bench.training import distributed
+from bench.config.cell import CellConfig
+from bench.core.device import amp_dtype, autocast, keep_freed_memory, pick_device
+from bench.core.log import get_logger
 from bench.data.abbins import ABBins
 from bench.data.colour import rgb_to_lab, split_lab
-from bench.training.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
-from bench.config.cell import CellConfig
+from bench.data.loader import FileStore, TrainFingerprints, batches, default_cache_mb, default_workers, streams
 from bench.data.sources import (
     BUNDLED_FOLDS, CropSchedule, DataError, ImageStore, Splits, content_matches, data_root, fingerprint, fold_splits,
     list_images, make_splits, mean_ab, resolve)
-from bench.data.loader import FileStore, TrainFingerprints, batches, default_cache_mb, default_workers, streams
-from bench.core.device import amp_dtype, autocast, keep_freed_memory, pick_device
 from bench.metrics.compute import evaluate, networks, score_test
-from bench.core.log import get_logger
+from bench.training import distributed
+from bench.training.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 
 log = get_logger(__name__)
 
@@ -527,8 +527,8 @@ def _score_trained(step: TrainStep, cfg: CellConfig, prep: Prepared, device: tor
 def _track_result(tracker, cfg: CellConfig, prep: Prepared, model, device, test: dict, metrics: dict) -> None:
     """Send a finished training's test metrics (at its last step), sample colorizations and hyper-parameters with
     its final metrics to the tracker."""
-    from bench.reporting.samples import sample_arrays
     from bench.core.tracking import finite_metrics
+    from bench.reporting.samples import sample_arrays
 
     test = finite_metrics(test, "test/")
     for tag, value in test.items():
