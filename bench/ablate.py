@@ -375,7 +375,7 @@ def main(argv=None) -> int:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return execute(request_from_args(args, list(sys.argv[1:] if argv is None else argv)))
+    return execute(request_from_args(args, cli.arguments(argv)))
 
 
 def request_from_args(args, argv: list[str]) -> AblateRequest:

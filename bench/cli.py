@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from bench.core.paths import SOURCE_ROOT
 from bench.core.records import (
     TERMINAL_WIDTH, CorruptRecordError, colorbench_version, note_secrets, redact, write_error_message)
 from bench.core.startup import torchvision_problem
@@ -72,10 +73,15 @@ def _one_line(err: BaseException) -> str:
     return redact(text.splitlines()[0] if text else type(err).__name__)
 
 
+def arguments(argv: list[str] | None) -> list[str]:
+    """A command's arguments: ``argv`` as given, or the process's own (``sys.argv[1:]``) when it is None."""
+    return list(sys.argv[1:] if argv is None else argv)
+
+
 def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
     """Call a command's ``main(argv)`` under the exit-code rule: ``UsageError`` → ``error: ...`` and 2, Ctrl-C →
     130. Every program's ``main`` goes through here."""
-    note_secrets(sys.argv[1:] if argv is None else argv)  # a storage password never shows in what is printed
+    note_secrets(arguments(argv))  # a storage password never shows in what is printed
     try:
         return main(argv)
     except UsageError as err:
@@ -142,7 +148,7 @@ class ArgumentParser(argparse.ArgumentParser):
     def parse_known_args(self, args=None, namespace=None):
         """Parse, after the options every command shares have taken effect (``early_options``): the logging level,
         the plugins of ``--import`` and of installed entry points, so that option values may name what they add."""
-        args = list(sys.argv[1:] if args is None else args)
+        args = arguments(args)
         if getattr(self, "shared_options", False):  # a command's parser (``parser``)
             early_options(args, self.prog)
         return super().parse_known_args(args, namespace)
@@ -207,7 +213,7 @@ def version_line() -> str:
     """``colorbench 0.1.0`` (with the git commit when the code runs from a checkout): ``--version``."""
     from bench.core.records import _commit_of
 
-    commit = _commit_of(str(Path(__file__).resolve().parent.parent))
+    commit = _commit_of(str(SOURCE_ROOT))
     return f"colorbench {colorbench_version()}" + (f" (git {commit})" if commit else "")
 
 
@@ -226,7 +232,7 @@ def _source_names(pattern: str, *files: Path) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = SOURCE_ROOT  # the checkout (or site-packages) that holds bench/, models/, losses/
 
 
 def model_names() -> list[str]:
@@ -516,7 +522,7 @@ def _dispatch(argv: list[str] | None = None) -> int:
     import textwrap
 
     global INVOKED_AS
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = arguments(argv)
     if argv[:1] == ["--version"]:
         print(version_line())
         return 0

@@ -192,7 +192,7 @@ class EvaluateRequest:
 @cli.command
 def main(argv=None) -> int:
     args = parse_args(argv)
-    return execute(request_from_args(args, sys.argv[1:] if argv is None else list(argv)))
+    return execute(request_from_args(args, cli.arguments(argv)))
 
 
 def request_from_args(args, argv: list[str]) -> EvaluateRequest:

@@ -322,10 +322,6 @@ def request_from_args(args, trackers) -> TuneRequest:
                        not args.no_progress)
 
 
-#: The trial states that count towards --trials: every worker's finished trials and those running elsewhere now.
-COUNTED = ("COMPLETE", "PRUNED", "FAIL", "RUNNING")
-
-
 def execute(req: TuneRequest) -> int:
     """Run the trials a request still needs, then save and print the best parameters."""
     from optuna.trial import TrialState
@@ -339,7 +335,8 @@ def execute(req: TuneRequest) -> int:
             "storage": gs.redact(req.url)}
     gs.describe(study, model=cfg.model, loss=cfg.loss, preset=req.preset, data=req.data)  # optuna-dashboard shows it
     gs.fail_stale(study)  # trials of a killed worker (journal storages; Study.optimize does it for RDB ones)
-    counted = tuple(TrialState[s] for s in COUNTED)
+    # --trials counts the study's trials, every worker's: finished ones and those running elsewhere right now
+    counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
     finished = len(study.get_trials(deepcopy=False, states=counted[:3]))
     remaining = req.trials - len(study.get_trials(deepcopy=False, states=counted))
     log.info(f"tuning {tuned_words(cfg.loss)} of {cfg.model} / {cfg.loss} ({req.preset}, {req.data}, {cfg.steps} "
