@@ -112,7 +112,7 @@ def file_schema() -> type[BaseModel]:
 
 
 def json_schema() -> dict:
-    """The JSON Schema of a configuration file, for editors (``colorbench ablate --config-schema``)."""
+    """The JSON Schema of a configuration file, for editors (``colorbench --config-schema``)."""
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **file_schema().model_json_schema()}
 
 
